@@ -1,0 +1,92 @@
+"""Sphinx configuration of the Deep Learning Cookbook.
+
+The book's pages come from the ``cookbook`` package: :mod:`cookbook._book` writes a stub page per
+chapter and recipe under ``docs/chapters/`` when the build starts, and adds the machine-made parts of
+each page (reading time, code, references) when autodoc reads a module's docstring.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+
+from cookbook import _book  # noqa: E402
+
+project = "Deep Learning Cookbook"
+author = "The Deep Learning Cookbook authors"
+copyright = "2026, " + author
+release = "0.1.0"
+
+root_doc = "docs/index"
+include_patterns = ["docs/**"]
+exclude_patterns = ["docs/_static/**", "docs/_templates/**"]
+templates_path = ["docs/_templates"]
+html_static_path = ["docs/_static"]
+
+extensions = [
+    "sphinx.ext.autodoc",
+    "sphinx.ext.doctest",
+    "sphinx.ext.mathjax",
+    "sphinxcontrib.bibtex",
+    "matplotlib.sphinxext.plot_directive",
+    "sphinx_copybutton",
+]
+
+# -- Pages from modules --------------------------------------------------------------------------
+autodoc_default_options = {"members": False}
+autodoc_member_order = "bysource"
+nitpicky = True
+nitpick_ignore_regex = [("py:class", r"jax\..*")]
+
+# -- Examples: the same set-up and flags as pytest (see pyproject.toml) --------------------------
+doctest_global_setup = "from cookbook._book import doctest_setup\ndoctest_setup()"
+import doctest as _doctest  # noqa: E402
+
+doctest_default_flags = _doctest.ELLIPSIS | _doctest.NORMALIZE_WHITESPACE
+doctest_test_doctest_blocks = "default"
+
+# -- Citations -----------------------------------------------------------------------------------
+bibtex_bibfiles = ["docs/references.bib"]
+bibtex_default_style = "plain"
+bibtex_reference_style = "author_year"
+bibtex_foot_reference_style = "foot"
+
+# -- Figures drawn at build time -----------------------------------------------------------------
+plot_formats = [("png", 100)]
+plot_html_show_source_link = False
+plot_html_show_formats = False
+plot_include_source = False
+plot_pre_code = "import numpy as np\nimport matplotlib.pyplot as plt\nfrom cookbook._book import doctest_setup\ndoctest_setup()"
+plot_rcparams = {"figure.facecolor": "white", "savefig.facecolor": "white", "figure.dpi": 100}
+
+# -- HTML ----------------------------------------------------------------------------------------
+html_theme = "sphinx_book_theme"
+html_title = project
+html_theme_options = {
+    "show_toc_level": 2,
+    "use_download_button": False,
+    "use_fullscreen_button": False,
+}
+copybutton_exclude = ".linenos, .gp, .go"
+
+
+def _write_stubs(app):
+    _book.write_stubs(Path(app.srcdir) / "docs" / "chapters")
+
+
+def _add_page_parts(app, what, name, obj, options, lines):
+    if what != "module":
+        return
+    if _book.is_recipe(name):
+        lines[:] = _book.recipe_page_lines(lines, Path(obj.__file__), Path(app.srcdir))
+    elif _book.is_chapter(name):
+        lines[:] = _book.chapter_page_lines(lines, name)
+
+
+def setup(app):
+    app.connect("builder-inited", _write_stubs)
+    app.connect("autodoc-process-docstring", _add_page_parts)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -1,0 +1,8 @@
+"""The Deep Learning Cookbook: every idea of deep learning as equation, explanation and JAX code.
+
+Each chapter is a subpackage and each recipe a module of it. :data:`CHAPTERS` is the order in which
+the book presents the chapters; a chapter that exists but is not listed follows the listed ones.
+"""
+
+#: The chapters in reading order.
+CHAPTERS = ("foundations",)

@@ -1,0 +1,394 @@
+"""The machinery that turns the package into a book.
+
+Nothing here is a recipe. This module finds the chapters and recipes, writes the stub pages that
+Sphinx reads, adds the machine-made parts of each recipe page (reading time, code, references),
+and checks that every recipe page has the shape that the book promises. It imports neither Sphinx
+nor JAX, so that ``conf.py`` and the tests can both use it cheaply.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import math
+import pkgutil
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT_PACKAGE = "cookbook"
+
+#: Headings every recipe docstring has, in this order. Other headings may sit between them.
+REQUIRED_SECTIONS = ("Equation", "Legend", "Explanation", "Inductive bias", "Example")
+#: Headings that the page machinery adds; a docstring must not write them itself.
+MACHINE_SECTIONS = ("Code", "References")
+#: The header row of every legend table.
+LEGEND_HEADER = ("Symbol", "Meaning", "In code", "Shape")
+
+#: Notation that is the same on every page (see ``docs/notation.rst``) and so needs no legend row.
+STANDARD_SYMBOLS = frozenset(
+    {r"\mathbb{R}", r"\mathbb{E}", r"\mathbb{1}", r"\mathbb{N}", r"\mathbb{Z}", r"\mathcal{N}",
+     r"\mathcal{U}", r"\pi", "e"}
+)
+
+_GREEK = frozenset(
+    "alpha beta gamma delta epsilon varepsilon zeta eta theta vartheta iota kappa lambda mu nu xi "
+    "omicron pi varpi rho varrho sigma varsigma tau upsilon phi varphi chi psi omega Gamma Delta "
+    "Theta Lambda Xi Pi Sigma Upsilon Phi Psi Omega ell".split()
+)
+#: Commands that decorate one symbol and make it a different symbol (``\hat{y}`` is not ``y``).
+_DECORATIONS = frozenset(
+    "mathbf boldsymbol bm mathcal mathbb mathit hat tilde bar overline vec dot ddot widehat "
+    "widetilde".split()
+)
+#: Commands whose argument is words, not symbols.
+_WORDS = frozenset("text textrm textbf mathrm operatorname mathsf mathtt label tag begin end".split())
+
+
+# --------------------------------------------------------------------------------------------
+# Finding chapters and recipes
+# --------------------------------------------------------------------------------------------
+
+def _declared_then_found(declared, found, what):
+    missing = [name for name in declared if name not in found]
+    if missing:
+        raise ValueError(f"{what} declares {missing}, but no such module exists; found {sorted(found)}")
+    return list(declared) + sorted(name for name in found if name not in declared)
+
+
+def chapters(package: str = ROOT_PACKAGE) -> list[str]:
+    """The chapter subpackages of ``package``, in the order its ``CHAPTERS`` declares.
+
+    Chapters that exist but are not declared follow, in alphabetical order, so that a new chapter
+    is never lost from the book.
+    """
+    pkg = importlib.import_module(package)
+    found = {m.name for m in pkgutil.iter_modules(pkg.__path__) if m.ispkg and not m.name.startswith("_")}
+    return _declared_then_found(getattr(pkg, "CHAPTERS", ()), found, f"{package}.CHAPTERS")
+
+
+def recipes(chapter: str) -> list[str]:
+    """The recipe modules of the chapter package ``chapter``, in the order its ``RECIPES`` declares.
+
+    A module that exists but is not declared follows the declared ones, in alphabetical order: adding
+    a module alone adds its page.
+    """
+    pkg = importlib.import_module(chapter)
+    found = {m.name for m in pkgutil.iter_modules(pkg.__path__) if not m.ispkg and not m.name.startswith("_")}
+    return _declared_then_found(getattr(pkg, "RECIPES", ()), found, f"{chapter}.RECIPES")
+
+
+def all_recipes(package: str = ROOT_PACKAGE) -> list[str]:
+    """Every recipe module of the book, as dotted names, in reading order."""
+    return [f"{package}.{c}.{r}" for c in chapters(package) for r in recipes(f"{package}.{c}")]
+
+
+def is_recipe(name: str, package: str = ROOT_PACKAGE) -> bool:
+    parts = name.split(".")
+    return len(parts) == 3 and parts[0] == package and not any(p.startswith("_") for p in parts)
+
+
+def is_chapter(name: str, package: str = ROOT_PACKAGE) -> bool:
+    parts = name.split(".")
+    return len(parts) == 2 and parts[0] == package and not parts[1].startswith("_")
+
+
+# --------------------------------------------------------------------------------------------
+# Stub pages
+# --------------------------------------------------------------------------------------------
+
+def _write_if_changed(path: Path, text: str) -> None:
+    if not path.exists() or path.read_text() != text:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+def write_stubs(outdir: Path, package: str = ROOT_PACKAGE) -> list[Path]:
+    """Write one stub page per chapter and per recipe under ``outdir``; return the stub paths.
+
+    A stub is rewritten only when its text changes (otherwise every build is a full rebuild), and
+    stubs of modules that no longer exist are removed. ``outdir/toctree.txt`` holds the toctree of
+    the chapters, for the landing page to include.
+    """
+    outdir = Path(outdir)
+    written = []
+    toc = [".. toctree::", "   :maxdepth: 1", "   :caption: Chapters", ""]
+    for chapter in chapters(package):
+        written.append(outdir / chapter / "index.rst")
+        _write_if_changed(written[-1], f".. automodule:: {package}.{chapter}\n")
+        toc.append(f"   chapters/{chapter}/index")
+        for recipe in recipes(f"{package}.{chapter}"):
+            written.append(outdir / chapter / f"{recipe}.rst")
+            _write_if_changed(written[-1], f".. automodule:: {package}.{chapter}.{recipe}\n")
+    _write_if_changed(outdir / "toctree.txt", "\n".join(toc) + "\n")
+    for stale in set(outdir.rglob("*.rst")) - set(written):
+        stale.unlink()
+    return written
+
+
+# --------------------------------------------------------------------------------------------
+# The machine-made parts of a page
+# --------------------------------------------------------------------------------------------
+
+def _headings(lines: list[str], underline: str = "-") -> dict[str, int]:
+    """Map each heading underlined with ``underline`` to the index of its title line."""
+    found = {}
+    for i in range(len(lines) - 1):
+        title, rule = lines[i].strip(), lines[i + 1].strip()
+        if title and rule and set(rule) == {underline} and len(rule) >= len(title) and lines[i] == lines[i].lstrip():
+            found.setdefault(title, i)
+    return found
+
+
+def code_start_line(source: str) -> int:
+    """The first line (1-based) of a module's source after its docstring and the blank lines after it."""
+    tree = ast.parse(source)
+    start = 1
+    if tree.body and isinstance(tree.body[0], ast.Expr) and isinstance(getattr(tree.body[0], "value", None), ast.Constant):
+        start = tree.body[0].end_lineno + 1
+    lines = source.splitlines()
+    while start <= len(lines) and not lines[start - 1].strip():
+        start += 1
+    return start
+
+
+def reading_minutes(docstring: str, source: str) -> int:
+    """Minutes to read a page: prose at 200 words a minute, code at 25 lines a minute."""
+    words = len(re.findall(r"[A-Za-z]{2,}", docstring))
+    code = [line for line in source.splitlines()[code_start_line(source) - 1:] if line.strip()]
+    return max(1, math.ceil(words / 200 + len(code) / 25))
+
+
+def recipe_page_lines(lines: list[str], module_file: Path, srcdir: Path) -> list[str]:
+    """The docstring ``lines`` of a recipe with the reading time, code and references added."""
+    source = Path(module_file).read_text()
+    rel = "/" + Path(module_file).resolve().relative_to(Path(srcdir).resolve()).as_posix()
+    lines = list(lines)
+    minutes = reading_minutes("\n".join(lines), source)
+    code = [
+        "Code", "----", "",
+        f"The module below is the code that runs, tests and builds this page "
+        f"(:download:`download {Path(module_file).name} <{rel}>`).", "",
+        f".. literalinclude:: {rel}",
+        "   :language: python",
+        f"   :lines: {code_start_line(source)}-",
+        "",
+    ]
+    heads = _headings(lines)
+    at = heads.get("Example", len(lines))
+    lines[at:at] = code
+    lines += ["", "References", "----------", "", ".. footbibliography::", ""]
+    # After the title (line 0) and its underline (line 1).
+    lines[2:2] = ["", f".. rst-class:: reading-time", "", f"About {minutes} min to read.", ""]
+    return lines
+
+
+def chapter_page_lines(lines: list[str], chapter: str) -> list[str]:
+    """The docstring ``lines`` of a chapter with the toctree of its recipes added."""
+    return list(lines) + ["", ".. toctree::", "   :maxdepth: 1", ""] + [f"   {r}" for r in recipes(chapter)] + [""]
+
+
+# --------------------------------------------------------------------------------------------
+# The page check
+# --------------------------------------------------------------------------------------------
+
+def _strip_words(tex: str) -> str:
+    """Remove the arguments of word commands (``\\text{...}``, ``\\operatorname{...}``)."""
+    pattern = re.compile(r"\\(" + "|".join(_WORDS) + r")\*?\s*\{")
+    while (m := pattern.search(tex)) is not None:
+        depth, j = 1, m.end()
+        while j < len(tex) and depth:
+            depth += {"{": 1, "}": -1}.get(tex[j], 0)
+            j += 1
+        tex = tex[: m.start()] + " " + tex[j:]
+    return tex
+
+
+def math_symbols(tex: str) -> set[str]:
+    """The symbols of a LaTeX formula: Latin letters, Greek letters, and decorated symbols.
+
+    ``\\hat{y}`` and ``\\mathbf{x}`` count as symbols of their own; subscripts and superscripts count
+    as symbols too (``W_{ij}`` names ``W``, ``i`` and ``j``); the arguments of ``\\text``,
+    ``\\operatorname`` and ``\\mathrm`` are words and count as nothing; other commands (``\\sum``,
+    ``\\log``, ``\\top``) are operators.
+    """
+    tex = _strip_words(tex)
+    symbols = set()
+    pos = 0
+    token = re.compile(r"\\([A-Za-z]+)\s*(\{\s*(\\?[A-Za-z0-9]+)\s*\}|\s*(\\?[A-Za-z]+))?|\\.|([A-Za-z])")
+    while (m := token.search(tex, pos)) is not None:
+        command, group, inner, bare, letter = m.group(1), m.group(2), m.group(3), m.group(4), m.group(5)
+        pos = m.end()
+        if letter:
+            symbols.add(letter)
+        elif command in _DECORATIONS and (inner or bare):
+            arg = inner or bare
+            if not group and bare and not bare.startswith("\\"):
+                arg = bare[0]  # \hat y: only the next letter is decorated
+                pos = m.start(4) + 1
+            symbols.add(f"\\{command}{{{arg}}}")
+        elif command in _GREEK:
+            symbols.add("\\" + command)
+            pos = m.end(1)
+        elif command:
+            pos = m.end(1)
+    return symbols
+
+
+@dataclass
+class Page:
+    """A recipe module's docstring, split into the parts the check looks at."""
+
+    lines: list[str]
+    sections: dict[str, list[str]]
+    order: list[str]
+
+    @classmethod
+    def from_source(cls, source: str) -> Page | None:
+        doc = ast.get_docstring(ast.parse(source), clean=True)
+        if doc is None:
+            return None
+        lines = doc.splitlines()
+        heads = _headings(lines)
+        order = sorted(heads, key=heads.get)
+        sections = {}
+        for k, name in enumerate(order):
+            end = heads[order[k + 1]] if k + 1 < len(order) else len(lines)
+            sections[name] = lines[heads[name] + 2 : end]
+        return cls(lines, sections, order)
+
+
+def _math_blocks(lines: list[str]) -> list[str]:
+    """The bodies of ``.. math::`` directives and ``:math:`` roles within ``lines``."""
+    out, k = [], 0
+    while k < len(lines):
+        m = re.match(r"(\s*)\.\. math::(.*)$", lines[k])
+        if m:
+            body, indent = [m.group(2)], len(m.group(1))
+            k += 1
+            while k < len(lines) and (not lines[k].strip() or len(lines[k]) - len(lines[k].lstrip()) > indent):
+                if not lines[k].strip().startswith(":"):  # skip directive options such as :label:
+                    body.append(lines[k])
+                k += 1
+            out.append("\n".join(body))
+        else:
+            out.extend(re.findall(r":math:`([^`]*)`", lines[k]))
+            k += 1
+    return out
+
+
+def _legend_rows(lines: list[str]) -> list[list[str]]:
+    """The rows of the first ``list-table`` in ``lines``, each a list of cell texts."""
+    rows, inside = [], False
+    for line in lines:
+        stripped = line.strip()
+        if stripped.startswith(".. list-table::"):
+            if inside:
+                break
+            inside = True
+        elif not inside:
+            continue
+        elif stripped.startswith("* - "):
+            rows.append([stripped[4:]])
+        elif stripped.startswith("- ") and rows:
+            rows[-1].append(stripped[2:])
+        elif stripped and rows and not stripped.startswith(":"):
+            rows[-1][-1] += " " + stripped
+    return rows
+
+
+def check_page(source: str) -> list[str]:
+    """What a recipe module's docstring lacks to be a book page; an empty list if nothing.
+
+    The check is mechanical, so that it can run on every module on every build:
+
+    * a title (underlined with ``=``) and a sentence under it;
+    * the sections :data:`REQUIRED_SECTIONS`, in that order (others may sit between them), and
+      none of :data:`MACHINE_SECTIONS`, which the page machinery adds;
+    * a ``.. math::`` block under *Equation*;
+    * a ``list-table`` under *Legend* whose header is :data:`LEGEND_HEADER`, whose rows have four
+      cells, and whose first column names, in ``:math:`` roles, every symbol (by
+      :func:`math_symbols`) of the Equation section other than :data:`STANDARD_SYMBOLS`;
+    * at least one ``>>>`` example under *Example*.
+    """
+    page = Page.from_source(source)
+    if page is None:
+        return ["has no module docstring"]
+    problems = []
+    lines = page.lines
+    if len(lines) < 2 or not lines[0].strip() or set(lines[1].strip()) != {"="}:
+        problems.append("has no title: the docstring must begin with a title underlined with '='")
+    elif not "".join(lines[2 : (min(_headings(lines).values(), default=len(lines)))]).strip():
+        problems.append("has no sentence under the title saying what the idea is and when to use it")
+    for name in MACHINE_SECTIONS:
+        if name in page.sections:
+            problems.append(f"writes a '{name}' section itself; the page machinery adds it")
+    missing = [s for s in REQUIRED_SECTIONS if s not in page.sections]
+    for name in missing:
+        problems.append(f"lacks the section '{name}'")
+    present = [s for s in page.order if s in REQUIRED_SECTIONS]
+    expected = [s for s in REQUIRED_SECTIONS if s in page.sections]
+    if present != expected:
+        problems.append(f"has its sections out of order: {present}, expected {expected}")
+    if "Equation" in page.sections:
+        equation = page.sections["Equation"]
+        if not any(line.strip().startswith(".. math::") for line in equation):
+            problems.append("has no '.. math::' block in its Equation section")
+        eq_symbols = set().union(*map(math_symbols, _math_blocks(equation))) - STANDARD_SYMBOLS
+        if "Legend" in page.sections:
+            rows = _legend_rows(page.sections["Legend"])
+            if not rows or tuple(c.strip() for c in rows[0]) != LEGEND_HEADER:
+                problems.append(f"has no legend table with the header row {list(LEGEND_HEADER)}")
+            else:
+                bad = [r[0] for r in rows[1:] if len(r) != len(LEGEND_HEADER)]
+                if bad:
+                    problems.append(f"has legend rows without exactly four cells: {bad}")
+                named = set().union(*(math_symbols(t) for r in rows[1:] for t in _math_blocks([r[0]])))
+                unnamed = sorted(eq_symbols - named)
+                if unnamed:
+                    problems.append(f"has a legend that misses symbols of its equation: {unnamed}")
+    if "Example" in page.sections and not any(l.strip().startswith(">>>") for l in page.sections["Example"]):
+        problems.append("has no '>>>' example in its Example section")
+    return problems
+
+
+def citations(source: str) -> set[str]:
+    """The bibliography keys that a module cites with ``:footcite:`` or ``:cite:`` roles."""
+    doc = ast.get_docstring(ast.parse(source), clean=True) or ""
+    keys = set()
+    for group in re.findall(r":(?:foot)?cite[pt]?:`([^`]+)`", doc):
+        keys.update(k.strip() for k in group.split(","))
+    return keys
+
+
+def check_recipe(module_file: Path, tests_dir: Path, bib_keys: set[str]) -> list[str]:
+    """Everything :func:`check_page` checks, plus a resolvable citation and a test file."""
+    module_file = Path(module_file)
+    source = module_file.read_text()
+    problems = check_page(source)
+    cited = citations(source)
+    if not cited:
+        problems.append("cites nothing: add a :footcite: to the bibliography")
+    unknown = sorted(cited - set(bib_keys))
+    if unknown:
+        problems.append(f"cites keys that are not in the bibliography: {unknown}")
+    test_file = Path(tests_dir) / module_file.parent.name / f"test_{module_file.stem}.py"
+    if not test_file.exists():
+        problems.append(f"has no test file {test_file}")
+    return problems
+
+
+# --------------------------------------------------------------------------------------------
+# Doctests
+# --------------------------------------------------------------------------------------------
+
+def doctest_setup() -> None:
+    """The set-up shared by Sphinx's doctest builder and pytest's doctests."""
+    import os
+
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    import jax
+    import numpy as np
+
+    jax.config.update("jax_numpy_rank_promotion", "raise")
+    np.set_printoptions(precision=4, suppress=True)

@@ -1,0 +1,100 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cookbook.foundations.linear_regression import (
+    fit_closed_form,
+    fit_gradient_descent,
+    mse_loss,
+    predict,
+)
+
+
+def _data(key, N=37, D=5, noise=0.1):
+    k_x, k_w, k_e = jax.random.split(key, 3)
+    X = jax.random.normal(k_x, (N, D))
+    w = jax.random.normal(k_w, (D,))
+    y = X @ w - 0.7 + noise * jax.random.normal(k_e, (N,))
+    return X, y
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_closed_form_matches_numpy_lstsq(seed):
+    X, y = _data(jax.random.key(seed))
+    params = fit_closed_form(X, y)
+    X_tilde = np.concatenate([np.asarray(X), np.ones((X.shape[0], 1))], axis=1).astype(np.float64)
+    theta, *_ = np.linalg.lstsq(X_tilde, np.asarray(y, np.float64), rcond=None)
+    np.testing.assert_allclose(params["w"], theta[:-1], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(params["b"], theta[-1], rtol=1e-4, atol=1e-5)
+
+
+def test_residual_is_orthogonal_to_every_feature():
+    X, y = _data(jax.random.key(3))
+    params = fit_closed_form(X, y)
+    residual = X @ params["w"] + params["b"] - y
+    np.testing.assert_allclose(X.T @ residual, np.zeros(X.shape[1]), atol=1e-3)
+    np.testing.assert_allclose(residual.sum(), 0.0, atol=1e-3)  # the column of ones
+
+
+def test_exact_line_through_two_points_by_hand():
+    # y = 3x - 1 through (0, -1) and (2, 5).
+    params = fit_closed_form(jnp.array([[0.0], [2.0]]), jnp.array([-1.0, 5.0]))
+    np.testing.assert_allclose(params["w"], [3.0], atol=1e-5)
+    np.testing.assert_allclose(params["b"], -1.0, atol=1e-5)
+    assert float(predict(params, jnp.array([1.0]))) == pytest.approx(2.0, abs=1e-5)
+
+
+def test_collinear_features_give_the_minimum_norm_solution():
+    x = jnp.linspace(-1.0, 1.0, 11)
+    X = jnp.stack([x, x], axis=1)  # the two features are identical: X^T X is singular
+    params = fit_closed_form(X, 4.0 * x)
+    np.testing.assert_allclose(params["w"], [2.0, 2.0], atol=1e-4)
+    assert np.all(np.isfinite(params["w"]))
+
+
+def test_gradient_descent_reaches_the_closed_form_and_loss_decreases():
+    X, y = _data(jax.random.key(4))
+    exact = fit_closed_form(X, y)
+    params, losses = fit_gradient_descent(X, y, learning_rate=0.1, steps=500)
+    assert losses.shape == (500,)
+    assert np.all(np.diff(np.asarray(losses)) <= 1e-7)  # monotone for a small enough step
+    np.testing.assert_allclose(params["w"], exact["w"], atol=1e-3)
+    np.testing.assert_allclose(params["b"], exact["b"], atol=1e-3)
+
+
+def test_gradient_descent_diverges_above_the_stability_bound():
+    X, y = _data(jax.random.key(5))
+    X_tilde = jnp.concatenate([X, jnp.ones((X.shape[0], 1))], axis=1)
+    lam_max = float(jnp.linalg.eigvalsh(2.0 / X.shape[0] * X_tilde.T @ X_tilde)[-1])
+    _, stable = fit_gradient_descent(X, y, learning_rate=1.9 / lam_max, steps=200)
+    _, unstable = fit_gradient_descent(X, y, learning_rate=2.1 / lam_max, steps=200)
+    assert stable[-1] < stable[0]
+    assert unstable[-1] > unstable[0]
+
+
+def test_mse_loss_gradient_matches_the_formula():
+    X, y = _data(jax.random.key(6))
+    params = {"w": jnp.arange(5.0) / 5, "b": jnp.array(0.3)}
+    grads = jax.grad(mse_loss)(params, X, y)
+    r = X @ params["w"] + params["b"] - y
+    np.testing.assert_allclose(grads["w"], 2.0 / X.shape[0] * X.T @ r, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(grads["b"], 2.0 * r.mean(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "X, y, match",
+    [
+        (jnp.ones((4,)), jnp.ones((4,)), r"X must have shape \(N, D\)"),
+        (jnp.ones((4, 3)), jnp.ones((5,)), r"y must have shape \(N,\) = \(4,\)"),
+        (jnp.ones((4, 3)), jnp.ones((4, 1)), r"got shape \(4, 1\)"),
+    ],
+)
+def test_bad_shapes_raise_clear_errors(X, y, match):
+    with pytest.raises(ValueError, match=match):
+        fit_closed_form(X, y)
+
+
+def test_predict_rejects_wrong_feature_count():
+    with pytest.raises(ValueError, match=r"x must have shape \(3,\)"):
+        predict({"w": jnp.ones(3), "b": jnp.zeros(())}, jnp.ones(4))

@@ -1,0 +1,171 @@
+"""The book's own invariants: every recipe is a complete page, and pages come from modules alone."""
+
+import importlib
+import sys
+import textwrap
+from pathlib import Path
+
+import pybtex.database
+import pytest
+
+from cookbook import _book
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = Path(__file__).parent / "template_samples"
+BIB_KEYS = set(pybtex.database.parse_file(ROOT / "docs" / "references.bib").entries)
+RECIPES = _book.all_recipes()
+
+
+def test_the_book_has_recipes():
+    assert "cookbook.foundations.linear_regression" in RECIPES
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_every_recipe_is_a_complete_page(name):
+    module = importlib.import_module(name)
+    problems = _book.check_recipe(Path(module.__file__), ROOT / "tests", BIB_KEYS)
+    assert not problems, f"{name} " + "; ".join(problems)
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_every_recipe_declares_its_jit_functions(name):
+    module = importlib.import_module(name)
+    jit = getattr(module, "JIT", None)
+    assert isinstance(jit, dict), f"{name} has no JIT dict naming its jit-able functions"
+    for fn, static in jit.items():
+        assert callable(getattr(module, fn, None)), f"{name}.JIT names {fn!r}, which is not a function of it"
+        assert isinstance(static, tuple), f"{name}.JIT[{fn!r}] must be a tuple of argument names"
+
+
+@pytest.mark.parametrize("name", _book.chapters())
+def test_every_chapter_has_a_titled_introduction(name):
+    doc = importlib.import_module(f"cookbook.{name}").__doc__ or ""
+    lines = doc.strip().splitlines()
+    assert len(lines) > 2 and set(lines[1]) == {"="}, f"cookbook.{name} has no titled docstring"
+
+
+# ---- The check can fail: one broken sample per rule ------------------------------------------------
+
+@pytest.fixture
+def sample_tests_dir(tmp_path):
+    """A tests directory in which every sample has its test file."""
+    (tmp_path / "template_samples").mkdir()
+    for sample in SAMPLES.glob("*.py"):
+        (tmp_path / "template_samples" / f"test_{sample.name}").write_text("")
+    return tmp_path
+
+
+def test_the_good_sample_passes(sample_tests_dir):
+    assert _book.check_recipe(SAMPLES / "good.py", sample_tests_dir, BIB_KEYS) == []
+
+
+@pytest.mark.parametrize(
+    "sample, expected",
+    [
+        ("no_docstring", "has no module docstring"),
+        ("no_title", "has no title"),
+        ("no_sentence", "has no sentence under the title"),
+        ("missing_legend", "lacks the section 'Legend'"),
+        ("out_of_order", "has its sections out of order"),
+        ("no_math_block", "has no '.. math::' block"),
+        ("bad_legend_header", "has no legend table with the header row"),
+        ("legend_misses_symbol", "misses symbols of its equation: ['b']"),
+        ("no_example", "has no '>>>' example"),
+        ("no_citation", "cites nothing"),
+        ("unknown_citation", "not in the bibliography: ['nobody1999nothing']"),
+        ("writes_code_section", "writes a 'Code' section itself"),
+    ],
+)
+def test_each_broken_sample_fails_with_its_reason(sample, expected, sample_tests_dir):
+    problems = _book.check_recipe(SAMPLES / f"{sample}.py", sample_tests_dir, BIB_KEYS)
+    assert any(expected in p for p in problems), problems
+
+
+def test_a_recipe_without_a_test_file_fails(tmp_path):
+    problems = _book.check_recipe(SAMPLES / "good.py", tmp_path, BIB_KEYS)
+    assert any("has no test file" in p for p in problems), problems
+
+
+def test_math_symbols_reads_latex():
+    got = _book.math_symbols(r"\hat{y}_i = \operatorname{softmax}(W_{jk} x)^\top + \mathrm{d}\theta \sum_i \log \alpha")
+    assert got == {r"\hat{y}", "i", "W", "j", "k", "x", r"\theta", r"\alpha"}
+
+
+# ---- Adding a module alone adds a page -------------------------------------------------------------
+
+@pytest.fixture
+def fake_book(tmp_path, monkeypatch):
+    pkg = tmp_path / "fakebook"
+    (pkg / "basics").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("CHAPTERS = ('basics',)\n")
+    (pkg / "basics" / "__init__.py").write_text('"""Basics\n======\n\nIntro."""\nRECIPES = ("second", "first")\n')
+    for name in ("first", "second", "_private"):
+        (pkg / "basics" / f"{name}.py").write_text(f'"""{name}"""\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield pkg
+    for mod in [m for m in sys.modules if m == "fakebook" or m.startswith("fakebook.")]:
+        del sys.modules[mod]
+
+
+def test_adding_a_module_adds_its_page(fake_book, tmp_path):
+    out = tmp_path / "stubs"
+    _book.write_stubs(out, package="fakebook")
+    assert _book.recipes("fakebook.basics") == ["second", "first"]
+    assert sorted(p.name for p in (out / "basics").glob("*.rst")) == ["first.rst", "index.rst", "second.rst"]
+
+    (fake_book / "basics" / "added.py").write_text('"""added"""\n')
+    importlib.invalidate_caches()
+    _book.write_stubs(out, package="fakebook")
+    # Undeclared modules follow the declared order; the stub and the chapter's toctree gain the page.
+    assert _book.recipes("fakebook.basics") == ["second", "first", "added"]
+    assert (out / "basics" / "added.rst").read_text() == ".. automodule:: fakebook.basics.added\n"
+    toc = _book.chapter_page_lines(["Basics", "======"], "fakebook.basics")
+    assert toc[-4:] == ["   second", "   first", "   added", ""]
+    assert "chapters/basics/index" in (out / "toctree.txt").read_text()
+
+    (fake_book / "basics" / "added.py").unlink()
+    importlib.invalidate_caches()
+    _book.write_stubs(out, package="fakebook")
+    assert not (out / "basics" / "added.rst").exists()
+
+
+def test_stubs_are_not_rewritten_when_unchanged(fake_book, tmp_path):
+    out = tmp_path / "stubs"
+    _book.write_stubs(out, package="fakebook")
+    stub = out / "basics" / "first.rst"
+    before = stub.stat().st_mtime_ns
+    _book.write_stubs(out, package="fakebook")
+    assert stub.stat().st_mtime_ns == before
+
+
+def test_a_declared_recipe_that_does_not_exist_is_an_error(fake_book):
+    (fake_book / "basics" / "first.py").unlink()
+    importlib.invalidate_caches()
+    with pytest.raises(ValueError, match=r"fakebook.basics.RECIPES declares \['first'\]"):
+        _book.recipes("fakebook.basics")
+
+
+def test_the_page_gains_code_before_the_example_and_references_at_the_end(tmp_path):
+    module = tmp_path / "demo.py"
+    module.write_text(textwrap.dedent('''\
+        """Demo
+        ====
+
+        Sentence.
+
+        Example
+        -------
+
+        >>> 1
+        1
+        """
+
+        def f():
+            return 1
+        '''))
+    doc = ["Demo", "====", "", "Sentence.", "", "Example", "-------", "", ">>> 1", "1"]
+    lines = _book.recipe_page_lines(doc, module, tmp_path)
+    text = "\n".join(lines)
+    assert text.index("About 1 min to read.") < text.index("Code\n----") < text.index("Example\n-------")
+    assert ".. literalinclude:: /demo.py" in text and ":lines: 13-" in text
+    assert text.rstrip().endswith(".. footbibliography::")
