@@ -5,12 +5,13 @@ PYTHON     ?= python3
 VENV       := .venv
 BIN        := $(VENV)/bin
 STAMP      := $(VENV)/.installed
+NODE_STAMP := node_modules/.installed
 BUILD      := _build
 SPHINX     := $(BIN)/python -m sphinx
 SPHINXOPTS ?= -n -W --keep-going
 export JAX_PLATFORMS := cpu
 
-.PHONY: help install html doctest pytest test serve clean lock
+.PHONY: help install browser html doctest pytest test serve clean lock
 
 help:
 	@echo "make html     build the book into $(BUILD)/html"
@@ -28,16 +29,34 @@ $(STAMP): pyproject.toml requirements/lock.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
 
-html: $(STAMP)
-	$(SPHINX) -b html $(SPHINXOPTS) -d $(BUILD)/doctrees . $(BUILD)/html
+# MathJax and its font, served from the book itself (see conf.py).
+$(NODE_STAMP): package.json package-lock.json
+	command -v npm >/dev/null || { apt-get update && apt-get install -y npm; }
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# Debian's chromium and its driver, for the browser tests.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver; }
+
+# A failed build forgets its environment, so that the next build reads every page again and
+# repeats every warning instead of reporting success on the pages it did not re-read.
+html: $(STAMP) $(NODE_STAMP)
+	$(SPHINX) -b html $(SPHINXOPTS) -d $(BUILD)/doctrees . $(BUILD)/html \
+	  || { rm -f $(BUILD)/doctrees/environment.pickle; exit 1; }
 
 doctest: $(STAMP)
-	$(SPHINX) -b doctest $(SPHINXOPTS) -d $(BUILD)/doctrees . $(BUILD)/doctest
+	$(SPHINX) -b doctest $(SPHINXOPTS) -d $(BUILD)/doctrees . $(BUILD)/doctest \
+	  || { rm -f $(BUILD)/doctrees/environment.pickle; exit 1; }
 
 pytest: $(STAMP)
 	$(BIN)/python -m pytest
 
-test: html doctest pytest
+# The whole suite with one exit status: the book builds with no warnings, every page's examples
+# pass under Sphinx, and pytest passes (tests, docstring examples, and the book in a browser).
+test: browser html doctest
+	COOKBOOK_REQUIRE_BROWSER=1 $(BIN)/python -m pytest
 
 serve: html
 	@echo "Serving the book on http://127.0.0.1:8000/ (Ctrl-C to stop)"
@@ -46,8 +65,8 @@ serve: html
 lock: $(STAMP)
 	{ echo "# Exact versions the book is built and tested with (Python 3.11)."; \
 	  echo "# Regenerate with: make lock"; \
-	  $(BIN)/python -m pip freeze --exclude-editable; } > requirements/lock.txt
+	  $(BIN)/python -m pip freeze --all --exclude-editable --exclude pip; } > requirements/lock.txt
 
 clean:
-	rm -rf $(BUILD) docs/chapters
+	rm -rf $(BUILD) docs/chapters node_modules
 	find . -name __pycache__ -not -path './$(VENV)/*' -prune -exec rm -rf {} +

@@ -6,6 +6,7 @@ each page (reading time, code, references) when autodoc reads a module's docstri
 """
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -24,7 +25,7 @@ root_doc = "docs/index"
 include_patterns = ["docs/**"]
 exclude_patterns = ["docs/_static/**", "docs/_templates/**"]
 templates_path = ["docs/_templates"]
-html_static_path = ["docs/_static"]
+html_static_path = ["docs/_static", "_build/assets"]
 
 extensions = [
     "sphinx.ext.autodoc",
@@ -39,7 +40,16 @@ extensions = [
 autodoc_default_options = {"members": False}
 autodoc_member_order = "bysource"
 nitpicky = True
-nitpick_ignore_regex = [("py:class", r"jax\..*")]
+# Offline builds cannot resolve references into other projects' documentation; on Read the Docs,
+# where the network is there, intersphinx turns them into links.
+nitpick_ignore_regex = [(r"py:.*", r"(jax|jaxlib|numpy|optax|flax|scipy|sklearn|matplotlib)(\..*)?")]
+if os.environ.get("READTHEDOCS"):
+    extensions.append("sphinx.ext.intersphinx")
+    intersphinx_mapping = {
+        "python": ("https://docs.python.org/3", None),
+        "numpy": ("https://numpy.org/doc/stable", None),
+        "jax": ("https://docs.jax.dev/en/latest", None),
+    }
 
 # -- Examples: the same set-up and flags as pytest (see pyproject.toml) --------------------------
 doctest_global_setup = "from cookbook._book import doctest_setup\ndoctest_setup()"
@@ -47,6 +57,17 @@ import doctest as _doctest  # noqa: E402
 
 doctest_default_flags = _doctest.ELLIPSIS | _doctest.NORMALIZE_WHITESPACE
 doctest_test_doctest_blocks = "default"
+
+# -- Mathematics with no network -----------------------------------------------------------------
+# MathJax 4 and its font come from npm (package.json, pinned in package-lock.json) and are served
+# from the built book itself, so that equations typeset on Read the Docs and offline alike.
+MATHJAX_STATIC = ROOT / "_build" / "assets"
+MATHJAX_STATIC.mkdir(parents=True, exist_ok=True)
+mathjax_path = "mathjax/tex-chtml.js"
+mathjax4_config = {
+    "loader": {"paths": {"fonts": "[mathjax]/fonts"}},
+    "options": {"menuOptions": {"settings": {"enrich": False}}},
+}
 
 # -- Citations -----------------------------------------------------------------------------------
 bibtex_bibfiles = ["docs/references.bib"]
@@ -65,12 +86,39 @@ plot_rcparams = {"figure.facecolor": "white", "savefig.facecolor": "white", "fig
 # -- HTML ----------------------------------------------------------------------------------------
 html_theme = "sphinx_book_theme"
 html_title = project
+html_css_files = ["cookbook.css"]
+html_favicon = "docs/_static/favicon.svg"
+html_context = {"default_mode": "auto"}
+html_additional_pages = {"index": "redirect.html"}  # the book starts at docs/index.html
 html_theme_options = {
     "show_toc_level": 2,
     "use_download_button": False,
     "use_fullscreen_button": False,
 }
 copybutton_exclude = ".linenos, .gp, .go"
+
+
+def _copy_mathjax(app):
+    """Assemble MathJax's browser files and its CommonHTML font under ``_build/assets/mathjax``."""
+    if app.builder.format != "html":
+        return
+    modules = ROOT / "node_modules"
+    if not (modules / "mathjax" / "tex-chtml.js").exists():
+        raise RuntimeError("MathJax is missing from node_modules: run `npm ci` (`make html` does).")
+    target = MATHJAX_STATIC / "mathjax"
+    stamp = target / ".version"
+    version = (modules / "mathjax" / "package.json").read_text() + (
+        modules / "@mathjax" / "mathjax-newcm-font" / "package.json").read_text()
+    if stamp.exists() and stamp.read_text() == version:
+        return
+    shutil.rmtree(target, ignore_errors=True)
+    keep = shutil.ignore_patterns("*svg*", "mml-*", "tex-mml-*", "node-main*", "*.md", "*.mts", "*.cjs")
+    shutil.copytree(modules / "mathjax", target, ignore=keep)
+    font = modules / "@mathjax" / "mathjax-newcm-font"
+    shutil.copytree(font / "chtml", target / "fonts" / "mathjax-newcm-font" / "chtml")
+    shutil.copy2(font / "chtml.js", target / "fonts" / "mathjax-newcm-font" / "chtml.js")
+    shutil.copy2(font / "package.json", target / "fonts" / "mathjax-newcm-font" / "package.json")
+    stamp.write_text(version)
 
 
 def _write_stubs(app):
@@ -88,5 +136,6 @@ def _add_page_parts(app, what, name, obj, options, lines):
 
 def setup(app):
     app.connect("builder-inited", _write_stubs)
+    app.connect("builder-inited", _copy_mathjax)
     app.connect("autodoc-process-docstring", _add_page_parts)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import ast
 import importlib
+import importlib.util
+import os
 import math
 import pkgutil
 import re
@@ -103,6 +105,35 @@ def _write_if_changed(path: Path, text: str) -> None:
         path.write_text(text)
 
 
+def _module_file(name: str) -> Path | None:
+    spec = importlib.util.find_spec(name)
+    return Path(spec.origin) if spec is not None and spec.origin else None
+
+
+def _source_mtime(name: str) -> float:
+    """The newest modification time of a recipe module and of the book modules it imports.
+
+    Figures on a page are drawn by the plot directive, which re-draws them only when the *page*
+    is newer than the pictures. A stub page never changes when its module does, so the stub is given
+    this time instead: editing a recipe, or a recipe that it imports, re-draws its figures.
+    """
+    path = _module_file(name)
+    if path is None:
+        return 0.0
+    newest = path.stat().st_mtime
+    root = name.split(".")[0]
+    for dep in set(re.findall(rf"\b(?:from|import)\s+({root}(?:\.\w+)+)", path.read_text())):
+        dep_path = _module_file(dep) if dep != name else None
+        if dep_path is not None:
+            newest = max(newest, dep_path.stat().st_mtime)
+    return newest
+
+
+def _touch_to(path: Path, mtime: float) -> None:
+    if mtime > path.stat().st_mtime:
+        os.utime(path, (mtime, mtime))
+
+
 def write_stubs(outdir: Path, package: str = ROOT_PACKAGE) -> list[Path]:
     """Write one stub page per chapter and per recipe under ``outdir``; return the stub paths.
 
@@ -120,6 +151,7 @@ def write_stubs(outdir: Path, package: str = ROOT_PACKAGE) -> list[Path]:
         for recipe in recipes(f"{package}.{chapter}"):
             written.append(outdir / chapter / f"{recipe}.rst")
             _write_if_changed(written[-1], f".. automodule:: {package}.{chapter}.{recipe}\n")
+            _touch_to(written[-1], _source_mtime(f"{package}.{chapter}.{recipe}"))
     _write_if_changed(outdir / "toctree.txt", "\n".join(toc) + "\n")
     for stale in set(outdir.rglob("*.rst")) - set(written):
         stale.unlink()

@@ -169,3 +169,21 @@ def test_the_page_gains_code_before_the_example_and_references_at_the_end(tmp_pa
     assert text.index("About 1 min to read.") < text.index("Code\n----") < text.index("Example\n-------")
     assert ".. literalinclude:: /demo.py" in text and ":lines: 13-" in text
     assert text.rstrip().endswith(".. footbibliography::")
+
+
+def test_editing_a_module_makes_its_stub_newer_so_figures_are_redrawn(fake_book, tmp_path):
+    import os
+
+    out = tmp_path / "stubs"
+    _book.write_stubs(out, package="fakebook")
+    stub = out / "basics" / "first.rst"
+    os.utime(stub, (1_000_000, 1_000_000))
+    _book.write_stubs(out, package="fakebook")
+    assert stub.stat().st_mtime == (fake_book / "basics" / "first.py").stat().st_mtime
+    # A module that the recipe imports counts too.
+    (fake_book / "basics" / "first.py").write_text('"""first"""\nfrom fakebook.basics.second import x\n')
+    os.utime(fake_book / "basics" / "first.py", (2_000_000, 2_000_000))
+    os.utime(fake_book / "basics" / "second.py", (3_000_000, 3_000_000))
+    os.utime(stub, (1_000_000, 1_000_000))
+    _book.write_stubs(out, package="fakebook")
+    assert stub.stat().st_mtime == 3_000_000

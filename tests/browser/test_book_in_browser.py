@@ -1,0 +1,231 @@
+"""The built book, read in a real browser with no network: Debian's chromium, headless, via Selenium.
+
+The book in ``_build/html`` is served on 127.0.0.1 and every host name but that one resolves to
+nothing, so that a page which needs the network shows it. On the landing page and every recipe page
+the test checks that every math node was typeset with no MathJax error, every image loaded, no
+request left 127.0.0.1, and the console stayed free of errors. It also searches for each recipe and
+walks the "next" links from the landing page through every chapter, and leaves screenshots of a
+recipe page in light and dark mode under ``_build/screenshots/`` for a person to look at.
+
+``make test`` builds the book first and sets ``COOKBOOK_REQUIRE_BROWSER=1``, so that a missing build
+or browser fails the run there; a bare ``pytest`` skips these tests when the book is not built.
+"""
+
+import functools
+import http.server
+import json
+import os
+import shutil
+import threading
+import time
+import urllib.parse
+from pathlib import Path
+
+import pytest
+
+from cookbook import _book
+
+ROOT = Path(__file__).resolve().parents[2]
+HTML = ROOT / "_build" / "html"
+SHOTS = ROOT / "_build" / "screenshots"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+REQUIRED = os.environ.get("COOKBOOK_REQUIRE_BROWSER") == "1"
+
+
+def _missing():
+    if not (HTML / "docs" / "index.html").exists():
+        return f"the book is not built in {HTML} (run `make html`)"
+    for path in (CHROMIUM, CHROMEDRIVER):
+        if not Path(path).exists():
+            return f"{path} is missing (run `make browser`, which installs chromium and chromedriver)"
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "selenium is not installed"
+    return None
+
+
+if (reason := _missing()) is not None:
+    if REQUIRED:
+        raise RuntimeError(f"The browser tests cannot run: {reason}")
+    pytest.skip(reason, allow_module_level=True)
+
+from selenium import webdriver  # noqa: E402
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+RECIPES = _book.all_recipes()
+RECIPE_PAGES = ["docs/chapters/" + "/".join(name.split(".")[1:]) + ".html" for name in RECIPES]
+CHAPTER_PAGES = [f"docs/chapters/{c}/index.html" for c in _book.chapters()]
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def server():
+    handler = functools.partial(_Quiet, directory=str(HTML))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-default-apps",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1280,1000",
+        # No network: every host name but the loopback address resolves to nothing.
+        "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+    ):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(60)
+    driver.set_script_timeout(60)
+    yield driver
+    driver.quit()
+
+
+def _drain_logs(driver):
+    """Requests made and console errors since the last call."""
+    requests = []
+    for entry in driver.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message["method"] == "Network.requestWillBeSent":
+            requests.append(message["params"]["request"]["url"])
+    errors = [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    return requests, errors
+
+
+def _wait_for_mathjax(driver):
+    """Wait until MathJax has typeset the page (or the page has no MathJax)."""
+    return driver.execute_async_script(
+        """
+        const done = arguments[arguments.length - 1];
+        if (!document.querySelector('.math')) { done('no math'); return; }
+        const start = Date.now();
+        (function poll() {
+          if (window.MathJax && MathJax.startup && MathJax.startup.promise) {
+            MathJax.startup.promise.then(() => done('typeset'), (e) => done('error: ' + e));
+          } else if (Date.now() - start > 30000) {
+            done('MathJax never started');
+          } else { setTimeout(poll, 50); }
+        })();
+        """
+    )
+
+
+def _check_page(driver, server, page):
+    _drain_logs(driver)
+    driver.get(f"{server}/{page}")
+    state = _wait_for_mathjax(driver)
+    assert state in ("typeset", "no math"), f"{page}: {state}"
+    report = driver.execute_script(
+        """
+        const math = [...document.querySelectorAll('.math')];
+        return {
+          untypeset: math.filter(m => !m.querySelector('mjx-container')).map(m => m.textContent.slice(0, 80)),
+          merrors: [...document.querySelectorAll('mjx-merror')].map(e => e.textContent.slice(0, 80)),
+          broken_images: [...document.images].filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src),
+          math: math.length,
+          images: document.images.length,
+        };
+        """
+    )
+    # Let fonts and lazy resources requested by the typesetting arrive before reading the logs.
+    driver.execute_async_script("const done = arguments[0]; document.fonts.ready.then(() => done());")
+    time.sleep(0.2)
+    requests, errors = _drain_logs(driver)
+    host = urllib.parse.urlsplit(server).netloc
+    foreign = [u for u in requests if urllib.parse.urlsplit(u).scheme in ("http", "https", "ws", "wss")
+               and urllib.parse.urlsplit(u).netloc != host]
+    assert not report["untypeset"], f"{page}: math nodes not typeset: {report['untypeset']}"
+    assert not report["merrors"], f"{page}: MathJax error elements: {report['merrors']}"
+    assert not report["broken_images"], f"{page}: images that did not load: {report['broken_images']}"
+    assert not foreign, f"{page}: requests to other hosts: {foreign}"
+    assert not errors, f"{page}: console errors: {errors}"
+    return report
+
+
+def test_landing_page(browser, server):
+    _check_page(browser, server, "docs/index.html")
+    assert "Deep Learning Cookbook" in browser.title
+
+
+def test_root_redirects_to_the_landing_page(browser, server):
+    browser.get(f"{server}/index.html")
+    WebDriverWait(browser, 10).until(lambda d: d.current_url.endswith("/docs/index.html"))
+
+
+@pytest.mark.parametrize("page", RECIPE_PAGES)
+def test_recipe_page(browser, server, page):
+    report = _check_page(browser, server, page)
+    assert report["math"] > 0, f"{page}: has no typeset mathematics at all"
+    text = browser.find_element(By.TAG_NAME, "article").text
+    for heading in ("Equation", "Legend", "Explanation", "Code", "Example", "References"):
+        assert heading in text, f"{page}: no '{heading}' section on the rendered page"
+    assert "min to read" in text, f"{page}: no reading time"
+    links = [a.get_attribute("href") for a in browser.find_elements(By.CSS_SELECTOR, "a.download")]
+    assert any(link.endswith(".py") for link in links), f"{page}: no download link to the module"
+
+
+@pytest.mark.parametrize("name, page", list(zip(RECIPES, RECIPE_PAGES)))
+def test_search_finds_each_recipe(browser, server, name, page):
+    title = (__import__(name, fromlist=["_"]).__doc__ or "").strip().splitlines()[0]
+    browser.get(f"{server}/search.html?q={urllib.parse.quote(title)}")
+    selector = "#search-results ul.search li a"
+    WebDriverWait(browser, 20).until(
+        lambda d: d.find_elements(By.CSS_SELECTOR, selector)
+        or "did not match" in d.find_element(By.ID, "search-results").text
+    )
+    hits = [a.get_attribute("href") for a in browser.find_elements(By.CSS_SELECTOR, selector)]
+    assert any(h.split("#")[0].endswith(page) for h in hits), f"searching '{title}' did not find {page}: {hits}"
+
+
+def test_next_links_walk_through_every_chapter(browser, server):
+    browser.get(f"{server}/docs/index.html")
+    visited = [urllib.parse.urlsplit(browser.current_url).path.lstrip("/")]
+    for _ in range(500):
+        nxt = browser.find_elements(By.CSS_SELECTOR, "a.right-next")
+        if not nxt:
+            break
+        browser.get(nxt[0].get_attribute("href"))
+        visited.append(urllib.parse.urlsplit(browser.current_url).path.lstrip("/"))
+    missing = [p for p in CHAPTER_PAGES + RECIPE_PAGES if p not in visited]
+    assert not missing, f"following 'next' from the landing page never reaches {missing}"
+    order = [visited.index(p) for p in CHAPTER_PAGES]
+    assert order == sorted(order), "chapters are not walked in the book's order"
+
+
+def test_screenshots_in_light_and_dark_mode(browser, server):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page = RECIPE_PAGES[0]
+    for mode in ("light", "dark"):
+        browser.get(f"{server}/{page}")
+        browser.execute_script(
+            "localStorage.setItem('theme', arguments[0]); document.documentElement.dataset.theme = arguments[0];",
+            mode,
+        )
+        _wait_for_mathjax(browser)
+        assert browser.execute_script("return document.documentElement.dataset.theme") == mode
+        path = SHOTS / f"recipe-{mode}.png"
+        browser.save_screenshot(str(path))
+        assert path.stat().st_size > 10_000, f"the {mode} screenshot of {page} is empty"
