@@ -11,13 +11,14 @@ SPHINX     := $(BIN)/python -m sphinx
 SPHINXOPTS ?= -n -W --keep-going
 export JAX_PLATFORMS := cpu
 
-.PHONY: help install browser html doctest pytest test serve clean lock
+.PHONY: help install browser html doctest pytest test serve clean lock bench bench-test
 
 help:
 	@echo "make html     build the book into $(BUILD)/html"
 	@echo "make test     build the book, run the Sphinx doctests and the whole test suite"
 	@echo "make doctest  run the examples of every page with Sphinx's doctest builder"
 	@echo "make serve    build the book and serve it on http://127.0.0.1:8000"
+	@echo "make bench    time the recipes against their library twins (writes benchmarks/results.json)"
 	@echo "make clean    remove what builds made"
 
 install: $(STAMP)
@@ -57,6 +58,14 @@ pytest: $(STAMP)
 # pass under Sphinx, and pytest passes (tests, docstring examples, and the book in a browser).
 test: browser html doctest
 	COOKBOOK_REQUIRE_BROWSER=1 $(BIN)/python -m pytest
+
+# Benchmarks: not part of `make test`; they write benchmarks/results.json, shown on a page of the book.
+bench: $(STAMP) $(NODE_STAMP)
+	$(BIN)/python -m benchmarks.run
+	$(BIN)/python -m benchmarks.build_times
+
+bench-test: $(STAMP) $(NODE_STAMP) browser
+	$(BIN)/python -m benchmarks.build_times --with-test
 
 serve: html
 	@echo "Serving the book on http://127.0.0.1:8000/ (Ctrl-C to stop)"

@@ -122,7 +122,10 @@ def _copy_mathjax(app):
 
 
 def _write_stubs(app):
+    from benchmarks import report
+
     _book.write_stubs(Path(app.srcdir) / "docs" / "chapters")
+    report.write(ROOT / "benchmarks" / "results.json", ROOT / "docs" / "chapters" / "performance_tables.txt")
 
 
 def _add_page_parts(app, what, name, obj, options, lines):

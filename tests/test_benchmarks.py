@@ -1,0 +1,48 @@
+"""The benchmark harness measures what it says; the report renders what it is given."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from benchmarks import harness, report
+
+
+def test_fit_exponent_recovers_known_powers():
+    sizes = [64, 128, 256, 512]
+    assert harness.fit_exponent(sizes, [3.0 * n**2 for n in sizes]) == pytest.approx(2.0)
+    assert harness.fit_exponent(sizes, [0.5 * n for n in sizes]) == pytest.approx(1.0)
+
+
+def test_compare_reports_a_slower_recipe_as_a_ratio_above_one():
+    x = jnp.ones((256, 256))
+    result = harness.compare(lambda x: (x @ x) @ x, lambda x: x + 1.0, (x,), repeats=3)
+    assert result["ratio"] > 1.0
+    assert result["recipe"]["median_s"] > 0 and result["twin"]["median_s"] > 0
+
+
+def test_compiled_stats_counts_matmul_flops():
+    a = jnp.ones((32, 48))
+    b = jnp.ones((48, 16))
+    stats = harness.compiled_stats(lambda a, b: a @ b, (a, b))
+    assert stats["flops"] == pytest.approx(2 * 32 * 48 * 16, rel=0.05)
+
+
+def test_report_renders_every_part():
+    row = {"median_s": 2e-6, "iqr_s": 1e-7, "samples": 3}
+    results = {
+        "date": "2026-11-23T00:00:00+00:00",
+        "machine": {"cpu": "cpu", "cores": 2, "platform": "linux", "python": "3.11", "jax": "0.10.2", "backend": "cpu"},
+        "peak_matmul": {"n": 8, "flops_per_s": 1e10},
+        "comparisons": [{"name": "gelu", "size": "N = 3", "recipe": row, "twin": row, "twin_name": "jax.nn.gelu", "ratio": 1.0}],
+        "summary": {"median_ratio": 1.0, "geometric_mean_ratio": 1.0,
+                    "worst": {"name": "gelu", "size": "N = 3", "ratio": 1.0}},
+        "growth": [{"study": "attention", "variant": "direct", "sizes": [1, 2], "size_name": "S",
+                    "time_exponent": 2.0, "memory_exponent": None}],
+        "utilisation": [{"name": "mlp", "description": "d", "flops_per_step": 1e6, "step_s": 1e-3,
+                         "flops_per_s": 1e9, "mfu": 0.1}],
+        "build": {"html_cold_s": 100.0, "html_incremental_s": 10.0},
+    }
+    text = report.render(results)
+    for fragment in ("10.0 GFLOP/s", "``jax.nn.gelu``", "Median ratio over all rows: **1.00**", "10.0 %", "100 s"):
+        assert fragment in text
+    assert report.render({}).startswith("No results yet")
