@@ -388,7 +388,7 @@ def citations(source: str) -> set[str]:
     """The bibliography keys that a module cites with ``:footcite:`` or ``:cite:`` roles."""
     doc = ast.get_docstring(ast.parse(source), clean=True) or ""
     keys = set()
-    for group in re.findall(r":(?:foot)?cite[pt]?:`([^`]+)`", doc):
+    for group in re.findall(r":(?:foot)?cite(?::[a-z]+)?:`([^`]+)`", doc):
         keys.update(k.strip() for k in group.split(","))
     return keys
 

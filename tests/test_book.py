@@ -86,6 +86,11 @@ def test_a_recipe_without_a_test_file_fails(tmp_path):
     assert any("has no test file" in p for p in problems), problems
 
 
+def test_every_citation_role_counts():
+    source = '"""T\n=\n\n:footcite:t:`a2000x` and :footcite:`b2001y, c2002z` and :cite:p:`d2003w`.\n"""\n'
+    assert _book.citations(source) == {"a2000x", "b2001y", "c2002z", "d2003w"}
+
+
 def test_math_symbols_reads_latex():
     got = _book.math_symbols(r"\hat{y}_i = \operatorname{softmax}(W_{jk} x)^\top + \mathrm{d}\theta \sum_i \log \alpha")
     assert got == {r"\hat{y}", "i", "W", "j", "k", "x", r"\theta", r"\alpha"}
