@@ -1,0 +1,115 @@
+"""Problems and a step-for-step comparison shared by the optimisation chapter's tests."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from cookbook.optimization.sgd import rosenbrock, run_optimizer
+
+
+def least_squares_problem(seed=0):
+    """A random least-squares problem on a pytree {"w": (5, 3), "b": (3,)}; returns (loss, params0)."""
+    k_x, k_w, k_y, k_p = jax.random.split(jax.random.key(seed), 4)
+    X = jax.random.normal(k_x, (11, 5))
+    Y = X @ jax.random.normal(k_w, (5, 3)) + 0.1 * jax.random.normal(k_y, (11, 3))
+
+    def loss(params):
+        return jnp.mean((X @ params["w"] + params["b"][None, :] - Y) ** 2)
+
+    params = {"w": 0.1 * jax.random.normal(k_p, (5, 3)), "b": jnp.zeros(3)}
+    return loss, params
+
+
+def rosenbrock_problem():
+    """Three independent 2-D Rosenbrock problems as a pytree {"x": (3,), "y": (3,)}."""
+    return rosenbrock, {"x": jnp.array([-1.5, -1.0, 0.5]), "y": jnp.array([2.0, 1.5, -0.5])}
+
+
+def quadratic_problem():
+    """A convex quadratic with curvatures 1 to 10 and its minimiser, on a pytree of two leaves."""
+    curv = {"a": jnp.array([1.0, 3.0, 10.0]), "b": jnp.linspace(1.0, 5.0, 5).reshape(5, 1)}
+    centre = {"a": jnp.array([1.0, -2.0, 0.5]), "b": jnp.full((5, 1), 0.7)}
+
+    def loss(params):
+        terms = jax.tree.map(lambda c, p, m: jnp.sum(0.5 * c * (p - m) ** 2), curv, params, centre)
+        return sum(jax.tree.leaves(terms))
+
+    params = jax.tree.map(jnp.zeros_like, centre)
+    return loss, params, centre
+
+
+PROBLEMS = {"least_squares": least_squares_problem, "rosenbrock": rosenbrock_problem}
+
+
+def max_gap(a, b):
+    """Largest absolute difference between two pytrees of arrays."""
+    return max(float(jnp.max(jnp.abs(x - y))) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def trajectories(pairs, *, steps=100):
+    """Run each (optimiser, problem name) pair ``steps`` steps from the problem's start, all in one scan.
+
+    Returns, for each pair, the parameters after every step (each leaf gains a leading axis).
+    One :func:`jax.lax.scan` means one compilation for all of them.
+    """
+    problems = [PROBLEMS[name]() for _, name in pairs]
+
+    def step(carry, _):
+        out = []
+        for (opt, _), (loss, _), (p, s) in zip(pairs, problems, carry):
+            updates, s = opt.update(jax.grad(loss)(p), s, p)
+            out.append((jax.tree.map(lambda a, u: a + u, p, updates), s))
+        return tuple(out), tuple(p for p, _ in out)
+
+    carry = tuple((params, opt.init(params)) for (opt, _), (_, params) in zip(pairs, problems))
+    with jax.numpy_rank_promotion("allow"):  # optax may rank-promote internally
+        _, paths = jax.jit(lambda c: jax.lax.scan(step, c, length=steps))(carry)
+    return paths
+
+
+def assert_same_trajectory(mine, reference, problems, *, steps=100, rtol, atol):
+    """Run both optimisers ``steps`` steps and compare the parameters after every step.
+
+    ``problems`` is one problem name, or a dict from problem name to learning rate, in which case
+    ``mine`` and ``reference`` are factories taking the learning rate. Returns the largest gap.
+    """
+    if isinstance(problems, str):
+        pairs = [(mine, problems), (reference, problems)]
+    else:
+        pairs = [p for name, lr in problems.items() for p in ((mine(lr), name), (reference(lr), name))]
+    paths = trajectories(pairs, steps=steps)
+    gap = 0.0
+    for ours, theirs in zip(paths[0::2], paths[1::2]):
+        for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs)):
+            assert a.shape[0] == steps
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=rtol, atol=atol)
+        gap = max(gap, max_gap(ours, theirs))
+    return gap
+
+
+def assert_converges_on_quadratic(optimizer, *, steps, atol):
+    """The optimiser reaches the minimiser of a convex quadratic to ``atol``."""
+    loss, params, centre = quadratic_problem()
+    trajectory, losses = jax.jit(lambda p: run_optimizer(loss, p, optimizer, steps=steps))(params)
+    final = jax.tree.map(lambda p: p[-1], trajectory)
+    assert float(loss(final)) < 1e-3 * float(losses[0])
+    for p, m in zip(jax.tree.leaves(final), jax.tree.leaves(centre)):
+        np.testing.assert_allclose(np.asarray(p), np.asarray(m), atol=atol)
+
+
+def assert_jit_agrees(optimizer, params, grads):
+    """``init`` and ``update`` give the same values under :func:`jax.jit` for two steps."""
+    state, state_j = optimizer.init(params), jax.jit(optimizer.init)(params)
+    update_j = jax.jit(optimizer.update)
+    for _ in range(2):
+        u, state = optimizer.update(grads, state, params)
+        u_j, state_j = update_j(grads, state_j, params)
+        for a, b in zip(jax.tree.leaves((u, state)), jax.tree.leaves((u_j, state_j))):
+            np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-6)
+
+
+def tree_and_grads():
+    """A two-leaf pytree of parameters and random gradients for the jit checks."""
+    k_w, k_b = jax.random.split(jax.random.key(42))
+    params = {"w": jnp.ones((5, 3)), "b": jnp.zeros(3)}
+    grads = {"w": jax.random.normal(k_w, (5, 3)), "b": jax.random.normal(k_b, (3,))}
+    return params, grads

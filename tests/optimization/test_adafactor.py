@@ -1,0 +1,119 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from cookbook.optimization.adafactor import AdafactorState, adafactor, reconstruct
+from cookbook.optimization.adam import adam
+from optimization_helpers import (
+    assert_converges_on_quadratic,
+    assert_jit_agrees,
+    assert_same_trajectory,
+    tree_and_grads,
+)
+
+# Tolerances reached against optax.adafactor over 100 steps, float32, with the settings under which
+# the two are the same algorithm: no parameter scaling, no momentum, no weight decay, and
+# min_dim_size_to_factor=3 so that the (5, 3) weight matrix of the test problem is factored.
+RTOL, ATOL = 1e-5, 1e-5
+
+
+def _optax_adafactor(lr, **kw):
+    return optax.adafactor(lr, multiply_by_parameter_scale=False, momentum=None, weight_decay_rate=None, **kw)
+
+
+def test_matches_optax_step_for_step():
+    mine = lambda lr: adafactor(lr, min_dim_size_to_factor=3)
+    ref = lambda lr: _optax_adafactor(lr, min_dim_size_to_factor=3)
+    assert_same_trajectory(mine, ref, {"least_squares": 0.01, "rosenbrock": 0.005}, rtol=RTOL, atol=ATOL)
+
+
+def test_matches_optax_unfactored_with_other_settings():
+    mine = adafactor(0.02, decay_rate=0.5, clipping_threshold=0.5)
+    ref = _optax_adafactor(0.02, decay_rate=0.5, clipping_threshold=0.5)  # default min size: nothing factored
+    assert_same_trajectory(mine, ref, "least_squares", rtol=RTOL, atol=ATOL)
+
+
+def test_factored_state_of_a_tall_and_a_wide_matrix_matches_optax():
+    params = {"tall": jnp.ones((11, 7)), "wide": jnp.ones((5, 13))}
+    k_t, k_w = jax.random.split(jax.random.key(3))
+    grads = {"tall": jax.random.normal(k_t, (11, 7)), "wide": jax.random.normal(k_w, (5, 13))}
+    mine, ref = adafactor(0.1, min_dim_size_to_factor=5), _optax_adafactor(0.1, min_dim_size_to_factor=5)
+
+    @jax.jit
+    def three_steps(params, grads):
+        s_mine, s_ref = mine.init(params), ref.init(params)
+        for _ in range(3):
+            u_mine, s_mine = mine.update(grads, s_mine, params)
+            u_ref, s_ref = ref.update(grads, s_ref, params)
+        return u_mine, s_mine, u_ref, s_ref
+
+    u_mine, s_mine, u_ref, s_ref = three_steps(params, grads)
+    for k in params:
+        np.testing.assert_allclose(u_mine[k], u_ref[k], rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(s_mine.v_row[k], s_ref[0].v_row[k], rtol=1e-5)
+        np.testing.assert_allclose(s_mine.v_col[k], s_ref[0].v_col[k], rtol=1e-5)
+
+
+def test_converges_on_a_convex_quadratic():
+    assert_converges_on_quadratic(adafactor(0.01, min_dim_size_to_factor=1), steps=1500, atol=1e-2)
+
+
+def _state_floats(opt, shape):
+    state = jax.eval_shape(opt.init, {"W": jax.ShapeDtypeStruct(shape, jnp.float32)})
+    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state) if x.dtype == jnp.float32)
+
+
+def test_memory_of_a_1000_by_1000_matrix():
+    assert _state_floats(adam(1e-3), (1000, 1000)) == 2_000_000
+    assert _state_floats(adafactor(1e-3), (1000, 1000)) == 2_000
+    assert _state_floats(adafactor(1e-3), (1000,)) == 1_000  # vectors keep the full average
+
+
+def test_reconstruction_is_exact_for_rank_one_and_keeps_row_and_column_means():
+    k_a, k_b, k_v = jax.random.split(jax.random.key(0), 3)
+    a, b = jax.random.uniform(k_a, (7,)) + 0.1, jax.random.uniform(k_b, (11,)) + 0.1
+    V = jnp.outer(a, b)
+    from_means = jax.jit(lambda V: reconstruct(V.mean(1), V.mean(0)))
+    np.testing.assert_allclose(from_means(V), V, rtol=1e-5)
+    W = jax.random.uniform(k_v, (7, 11)) + 0.1  # not rank 1: the means still survive
+    W_hat = from_means(W)
+    np.testing.assert_allclose(W_hat.mean(1), W.mean(1), rtol=1e-5)
+    np.testing.assert_allclose(W_hat.mean(0), W.mean(0), rtol=1e-5)
+
+
+def test_factored_step_equals_the_unfactored_one_for_a_rank_one_gradient():
+    # G = a b^T makes G^2 rank 1, so the factored and the direct per-element second moments agree.
+    k_a, k_b, k_c = jax.random.split(jax.random.key(1), 3)
+    G = jnp.outer(jax.random.normal(k_a, (7,)), jax.random.normal(k_b, (11,)))
+    factored, direct = adafactor(0.1, min_dim_size_to_factor=1), adafactor(0.1, min_dim_size_to_factor=10**9)
+    first_steps = jax.jit(lambda G: (factored.update(G, factored.init(G))[0], direct.update(G, direct.init(G))[0]))
+    u_f, u_d = first_steps(G)
+    np.testing.assert_allclose(u_f, u_d, rtol=1e-4)
+    np.testing.assert_allclose(u_d, -0.1 * jnp.sign(G), rtol=1e-5)  # the first step is a sign step
+    u_f, u_d = first_steps(jax.random.normal(k_c, (7, 11)))  # a general gradient: the two differ
+    assert float(jnp.abs(u_f - u_d).max()) > 1e-3
+
+
+def test_update_clipping_bounds_the_rms():
+    opt = adafactor(1.0, clipping_threshold=0.5, min_dim_size_to_factor=1)
+    G = jnp.zeros((5, 7)).at[0, 0].set(100.0) + 1e-3
+    u, _ = jax.jit(opt.update)(G, opt.init(G))
+    assert float(jnp.sqrt(jnp.mean(u * u))) <= 0.5 + 1e-6
+
+
+def test_init_and_update_agree_under_jit():
+    params, grads = tree_and_grads()
+    opt = adafactor(0.1, min_dim_size_to_factor=3)
+    state = opt.init(params)
+    assert isinstance(state, AdafactorState)
+    assert state.v_row["w"].shape == (3,) and state.v_col["w"].shape == (5,) and state.v["b"].shape == (3,)
+    assert_jit_agrees(opt, params, grads)
+
+
+def test_bad_input_raises():
+    with pytest.raises(ValueError, match=r"decay_rate must be in \[0.0, 1.0\], got 1.5"):
+        adafactor(0.1, decay_rate=1.5)
+    with pytest.raises(ValueError, match=r"v_row and v_col must be vectors"):
+        reconstruct(jnp.ones((2, 2)), jnp.ones(3))

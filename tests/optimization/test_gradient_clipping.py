@@ -1,0 +1,99 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from cookbook.optimization.adam import adam
+from cookbook.optimization.gradient_clipping import chain, clip, clip_by_global_norm, global_norm
+from cookbook.optimization.sgd import sgd
+from optimization_helpers import (
+    assert_converges_on_quadratic,
+    assert_jit_agrees,
+    assert_same_trajectory,
+    tree_and_grads,
+)
+
+# Tolerances reached against optax (optax.clip, optax.clip_by_global_norm, optax.chain), float32.
+RTOL, ATOL = 1e-5, 1e-6
+# The clipped norm may exceed the bound by float32 rounding of the rescaling, at most this fraction.
+BOUND_SLACK = 1e-6
+
+
+def _random_tree(key, scale):
+    k_w, k_b, k_c = jax.random.split(key, 3)
+    return {"w": scale * jax.random.normal(k_w, (5, 3)), "b": scale * jax.random.normal(k_b, (3,)),
+            "c": scale * jax.random.normal(k_c, (7, 11))}
+
+
+def test_match_optax_on_random_gradients():
+    pairs = [(clip(0.7), optax.clip(0.7)), (clip_by_global_norm(2.0), optax.clip_by_global_norm(2.0)),
+             (clip_by_global_norm(1e3), optax.clip_by_global_norm(1e3))]
+    both = jax.jit(lambda g: [(mine.update(g, ())[0], ref.update(g, ref.init(g))[0]) for mine, ref in pairs]
+                   + [(global_norm(g), optax.tree.norm(g))])
+    for seed in range(4):
+        g = _random_tree(jax.random.key(seed), 3.0)
+        for ours, theirs in both(g):
+            for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs)):
+                np.testing.assert_allclose(a, b, rtol=RTOL, atol=ATOL)
+
+
+_CLIP_15 = jax.jit(clip_by_global_norm(1.5).update)
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 1e3, 1e20, 1e35])
+def test_clipped_global_norm_never_exceeds_the_bound(scale):
+    for seed in range(5):
+        g = _random_tree(jax.random.key(10 + seed), scale)
+        clipped, _ = _CLIP_15(g, ())
+        norm = float(global_norm(clipped))
+        assert np.isfinite(norm) and norm <= 1.5 * (1 + BOUND_SLACK)
+        if float(global_norm(g)) > 1.5:  # the direction is kept: clipped is a positive multiple of g
+            ratio = clipped["c"] / g["c"]
+            np.testing.assert_allclose(ratio, ratio[0, 0], rtol=1e-5)
+            assert norm == pytest.approx(1.5, rel=1e-5)
+
+
+def test_clip_by_value_bounds_every_entry_and_changes_direction():
+    g = {"w": jnp.array([0.1, -50.0, 2.0])}
+    clipped, _ = clip(1.0).update(g, ())
+    np.testing.assert_allclose(clipped["w"], [0.1, -1.0, 1.0])
+
+
+def test_chain_with_adam_matches_optax_step_for_step():
+    mine = lambda lr: chain(clip_by_global_norm(1.0), adam(lr))
+    ref = lambda lr: optax.chain(optax.clip_by_global_norm(1.0), optax.adam(lr))
+    assert_same_trajectory(mine, ref, {"least_squares": 0.05, "rosenbrock": 0.01}, rtol=RTOL, atol=1e-5)
+
+
+def test_chain_with_value_clipping_and_momentum_matches_optax():
+    mine = chain(clip(0.5), sgd(0.01, momentum=0.9))
+    ref = optax.chain(optax.clip(0.5), optax.sgd(0.01, momentum=0.9))
+    assert_same_trajectory(mine, ref, "rosenbrock", rtol=RTOL, atol=ATOL)
+
+
+def test_clipped_momentum_converges_on_a_convex_quadratic():
+    # The first gradients (norm ~ 9) are clipped to norm 1; near the minimum clipping is inactive.
+    assert_converges_on_quadratic(chain(clip_by_global_norm(1.0), sgd(0.1, momentum=0.5)), steps=300, atol=1e-3)
+
+
+def test_chain_state_and_jit():
+    params, grads = tree_and_grads()
+    opt = chain(clip(0.3), clip_by_global_norm(0.5), adam(0.1))
+    state = opt.init(params)
+    assert isinstance(state, tuple) and len(state) == 3 and state[0] == () and state[1] == ()
+    assert_jit_agrees(opt, params, grads)
+    np.testing.assert_allclose(jax.jit(global_norm)(grads), global_norm(grads), rtol=1e-6)
+
+
+def test_bad_input_raises():
+    with pytest.raises(ValueError, match=r"max_norm must be positive, got 0"):
+        clip_by_global_norm(0.0)
+    with pytest.raises(ValueError, match=r"max_delta must be in \[0.0, inf\), got -1"):
+        clip(-1)
+    with pytest.raises(ValueError, match=r"chain needs one or more GradientTransformations"):
+        chain(lambda g: g)
+    with pytest.raises(ValueError, match=r"at least one array"):
+        global_norm({})
+    with pytest.raises(ValueError, match=r"state must hold 2 states"):
+        chain(clip(1.0), clip(2.0)).update(jnp.ones(3), ((),))
