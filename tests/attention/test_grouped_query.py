@@ -1,0 +1,104 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cookbook.attention import multi_head
+from cookbook.attention.grouped_query import apply, from_multi_head, init, keys_values, kv_cache_floats
+from cookbook.attention.scaled_dot_product import scaled_dot_product_attention
+
+TOL = dict(rtol=1e-5, atol=1e-5)
+D_MODEL, H = 24, 6  # D = 4 features per head
+gqa_apply = jax.jit(apply)
+mha_apply = jax.jit(multi_head.apply)
+
+
+def _x(seed, T=5):
+    return np.random.default_rng(seed).standard_normal((T, D_MODEL)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def mha_params():
+    return multi_head.init(jax.random.key(0), D_MODEL, H)
+
+
+def test_as_many_groups_as_heads_is_multi_head_attention(mha_params):
+    x, c = _x(1, T=5), _x(2, T=7)
+    mask = np.random.default_rng(3).random((H, 5, 7)) < 0.7
+    mask[..., 0] = True
+    gqa_params = from_multi_head(mha_params, H)  # one head per group: the parameters are unchanged
+    assert all(np.array_equal(gqa_params[name], mha_params[name]) for name in mha_params)
+    np.testing.assert_allclose(gqa_apply(gqa_params, x, c, mask), mha_apply(mha_params, x, c, mask), **TOL)
+
+
+def test_one_group_is_multi_query_attention():
+    params = init(jax.random.key(4), D_MODEL, H, 1)
+    x = _x(5, T=7)
+    causal = np.tril(np.ones((7, 7), bool))
+    expected = jax.jit(_multi_query_by_hand)(params, x, causal)
+    np.testing.assert_allclose(gqa_apply(params, x, None, causal), expected, **TOL)
+
+
+def _multi_query_by_hand(params, x, causal):
+    # Multi-query attention by hand: one key and one value projection shared by every head.
+    k = x @ params["W_k"][:, 0] + params["b_k"][0][None, :]  # (S, D)
+    v = x @ params["W_v"][:, 0] + params["b_v"][0][None, :]
+    heads = [scaled_dot_product_attention(x @ params["W_q"][:, h] + params["b_q"][h][None, :], k, v, causal)
+             for h in range(H)]
+    return sum(heads[h] @ params["W_o"][h] for h in range(H)) + params["b_o"][None, :]
+
+
+def test_each_head_reads_its_own_group():
+    params = init(jax.random.key(6), D_MODEL, H, 3)  # heads (0, 1), (2, 3), (4, 5)
+    x = _x(7)
+    # Zeroing the values of group 1 changes exactly the contribution of heads 2 and 3.
+    zeroed = {**params, "W_v": params["W_v"].at[:, 1].set(0.0)}
+    delta = gqa_apply(params, x) - gqa_apply(zeroed, x)
+    np.testing.assert_allclose(delta, jax.jit(_group_one_by_hand)(params, x), rtol=1e-4, atol=1e-5)
+
+
+def _group_one_by_hand(params, x):
+    k, v = keys_values(params, x)
+    A = jax.vmap(lambda q: jax.nn.softmax(q @ k[1].T / 2.0))(  # (2, T, S) for heads 2, 3; sqrt(D) = 2
+        jnp.stack([x @ params["W_q"][:, h] for h in (2, 3)]))
+    return sum(A[i] @ v[1] @ params["W_o"][h] for i, h in enumerate((2, 3)))
+
+
+@pytest.mark.parametrize("G", [1, 3])
+def test_cache_size_is_asserted(G):
+    params = init(jax.random.key(8), D_MODEL, H, G)
+    k, v = keys_values(params, _x(9, T=11))
+    assert k.shape == v.shape == (G, 11, 4)
+    assert k.size + v.size == kv_cache_floats(11, G, 4) == 2 * 11 * G * 4
+    assert kv_cache_floats(11, G, 4) * H == kv_cache_floats(11, H, 4) * G  # H / G times smaller than MHA
+
+
+def test_uptraining_average_pools_key_value_heads(mha_params):
+    params = from_multi_head(mha_params, 2)
+    assert params["W_k"].shape == (D_MODEL, 2, 4) and params["b_v"].shape == (2, 4)
+    np.testing.assert_allclose(params["W_k"][:, 1], mha_params["W_k"][:, 3:].mean(axis=1), rtol=1e-6)
+    np.testing.assert_array_equal(params["W_q"], mha_params["W_q"])
+    assert gqa_apply(params, _x(10)).shape == (5, D_MODEL)
+
+
+def test_vmap_over_a_batch_and_permutation_equivariance():
+    params = init(jax.random.key(11), D_MODEL, H, 2)
+    xs = jnp.stack([_x(12), _x(13)])
+    batched = jax.jit(jax.vmap(apply, in_axes=(None, 0)))(params, xs)
+    np.testing.assert_allclose(batched[1], gqa_apply(params, xs[1]), **TOL)
+    perm = np.array([3, 0, 4, 1, 2])
+    np.testing.assert_allclose(gqa_apply(params, xs[0][perm]), batched[0][perm], **TOL)
+
+
+def test_bad_arguments_raise_clear_errors():
+    with pytest.raises(ValueError, match=r"num_groups must divide num_heads, got num_heads=6 and num_groups=4"):
+        init(jax.random.key(0), D_MODEL, H, 4)
+    with pytest.raises(ValueError, match=r"num_heads must divide d_model"):
+        init(jax.random.key(0), D_MODEL, 5, 1)
+    params = init(jax.random.key(0), D_MODEL, H, 2)
+    with pytest.raises(ValueError, match=r"x must have shape \(T, d_model\) = \(T, 24\)"):
+        apply(params, np.ones((5, 23)))
+    with pytest.raises(ValueError, match=r"context must have shape \(S, d_model\)"):
+        apply(params, np.ones((5, 24)), np.ones((7,)))
+    with pytest.raises(ValueError, match=r"mask must broadcast to \(H, T, S\) = \(6, 5, 5\)"):
+        apply(params, np.ones((5, 24)), mask=np.ones((4, 5, 5), bool))

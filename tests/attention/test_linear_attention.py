@@ -1,0 +1,98 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cookbook.attention.linear_attention import (
+    causal_linear_attention,
+    feature_map,
+    kernel_attention,
+    linear_attention,
+)
+
+TOL = dict(rtol=1e-5, atol=1e-5)  # reached between the forms, float32
+parallel = jax.jit(kernel_attention)
+linear = jax.jit(linear_attention)
+recurrent = jax.jit(causal_linear_attention)
+
+
+def _qkv(seed, T=7, S=11, D=4, Dv=3):
+    rng = np.random.default_rng(seed)
+    return tuple(rng.standard_normal(s).astype(np.float32) for s in [(T, D), (S, D), (S, Dv)])
+
+
+def _numpy_reference(q, k, v, mask):
+    elu1 = lambda x: np.where(x > 0, x + 1.0, np.exp(x))
+    w = (elu1(np.asarray(q, np.float64)) @ elu1(np.asarray(k, np.float64)).T) * mask
+    return w @ np.asarray(v, np.float64) / w.sum(axis=1, keepdims=True)
+
+
+def test_feature_map_is_elu_plus_one_and_positive():
+    x = jnp.array([-80.0, -1.0, 0.0, 0.5, 3.0])
+    np.testing.assert_allclose(feature_map(x), [np.exp(-80.0), np.exp(-1.0), 1.0, 1.5, 4.0], rtol=1e-6)
+    assert np.all(feature_map(jnp.linspace(-80, 30, 111)) > 0)
+    assert float(jax.nn.elu(-30.0) + 1.0) == 0.0  # the trap that the direct exp avoids
+    grads = jax.vmap(jax.grad(feature_map))(x)
+    np.testing.assert_allclose(grads, [np.exp(-80.0), np.exp(-1.0), 1.0, 1.0, 1.0], rtol=1e-6)
+
+
+def test_parallel_form_matches_numpy_with_and_without_mask():
+    q, k, v = _qkv(0)
+    np.testing.assert_allclose(parallel(q, k, v), _numpy_reference(q, k, v, np.ones((7, 11))), **TOL)
+    mask = np.random.default_rng(0).random((7, 11)) < 0.5
+    mask[:, 0] = True
+    np.testing.assert_allclose(parallel(q, k, v, jnp.asarray(mask)), _numpy_reference(q, k, v, mask), **TOL)
+
+
+def test_linear_form_equals_the_parallel_form_t_not_s():
+    q, k, v = _qkv(1, T=7, S=11)
+    np.testing.assert_allclose(linear(q, k, v), parallel(q, k, v), **TOL)
+
+
+def test_recurrent_form_equals_the_causal_parallel_form():
+    q, k, v = _qkv(2, T=11, S=11)
+    causal = np.tril(np.ones((11, 11), bool))
+    np.testing.assert_allclose(recurrent(q, k, v), parallel(q, k, v, causal), **TOL)
+    # Causality: the first outputs do not depend on later tokens.
+    np.testing.assert_allclose(recurrent(q[:5], k[:5], v[:5]), recurrent(q, k, v)[:5], **TOL)
+    np.testing.assert_allclose(recurrent(q, k, v)[0], v[0], **TOL)  # the first query sees only itself
+
+
+def test_outputs_are_convex_combinations_of_the_values():
+    q, k, v = _qkv(3)
+    y = np.asarray(linear(q, k, v))
+    assert np.all(y <= np.asarray(v).max(axis=0) + 1e-5) and np.all(y >= np.asarray(v).min(axis=0) - 1e-5)
+
+
+def test_extreme_inputs_and_empty_rows_stay_finite():
+    q, k, v = _qkv(4, T=5, S=5)
+    for scale in (1e-6, 1e3):
+        assert np.all(np.isfinite(recurrent(q * scale, k * scale, v)))
+        assert np.all(np.isfinite(linear(q * scale, k * scale, v)))
+    mask = np.ones((5, 5), bool)
+    mask[2] = False
+    y = parallel(q, k, v, mask)
+    assert np.all(np.isfinite(y))
+    np.testing.assert_array_equal(y[2], np.zeros(3))
+    np.testing.assert_allclose(recurrent(-100.0 * np.ones((5, 4)), k, v), np.zeros((5, 3)), atol=1e-6)
+
+
+def test_bfloat16_and_vmap_over_heads():
+    q, k, v = _qkv(5, T=5, S=5)
+    y16 = recurrent(q.astype(jnp.bfloat16), k.astype(jnp.bfloat16), v.astype(jnp.bfloat16))
+    assert y16.dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.asarray(y16, np.float32), recurrent(q, k, v), atol=3e-2)
+    qs, ks, vs = (jnp.stack([x, 2 * x]) for x in (q, k, v))
+    batched = jax.vmap(causal_linear_attention)(qs, ks, vs)
+    np.testing.assert_allclose(batched[1], recurrent(2 * q, 2 * k, 2 * v), **TOL)
+
+
+def test_bad_arguments_raise_clear_errors():
+    with pytest.raises(ValueError, match=r"q and k must have shapes \(T, D\) and \(S, D\)"):
+        linear_attention(np.ones((5, 4)), np.ones((5, 3)), np.ones((5, 2)))
+    with pytest.raises(ValueError, match=r"v must have shape \(S, Dv\) = \(5, Dv\)"):
+        kernel_attention(np.ones((5, 4)), np.ones((5, 4)), np.ones((6, 2)))
+    with pytest.raises(ValueError, match=r"causal attention needs as many queries as keys"):
+        causal_linear_attention(np.ones((5, 4)), np.ones((7, 4)), np.ones((7, 2)))
+    with pytest.raises(ValueError, match=r"mask must broadcast to \(T, S\) = \(5, 7\)"):
+        kernel_attention(np.ones((5, 4)), np.ones((7, 4)), np.ones((7, 2)), np.ones((5, 6), bool))

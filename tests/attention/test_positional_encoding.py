@@ -1,0 +1,83 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cookbook.attention import multi_head
+from cookbook.attention.positional_encoding import init_learned, learned_encoding, sinusoidal_encoding
+
+D_MODEL = 12
+mha_apply = jax.jit(multi_head.apply)
+
+
+@pytest.fixture(scope="module")
+def mha_params():
+    return multi_head.init(jax.random.key(0), D_MODEL, 3)
+
+
+def _x(seed, T=7):
+    return np.random.default_rng(seed).standard_normal((T, D_MODEL)).astype(np.float32)
+
+
+def test_matches_the_formula_in_numpy():
+    T, d = 11, 6
+    p = np.arange(T)[:, None].astype(np.float64)
+    i = np.arange(d // 2)[None, :]
+    angles = p / 10000.0 ** (2 * i / d)
+    expected = np.zeros((T, d))
+    expected[:, 0::2], expected[:, 1::2] = np.sin(angles), np.cos(angles)
+    np.testing.assert_allclose(sinusoidal_encoding(T, d), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_values_by_hand_and_bounds():
+    P = sinusoidal_encoding(7, 4)
+    np.testing.assert_allclose(P[0], [0.0, 1.0, 0.0, 1.0])
+    np.testing.assert_allclose(P[2, :2], [np.sin(2.0), np.cos(2.0)], rtol=1e-6)
+    np.testing.assert_allclose(P[2, 2:], [np.sin(0.02), np.cos(0.02)], rtol=1e-5)  # frequency 10000^(-1/2)
+    assert np.all(np.abs(sinusoidal_encoding(101, 12)) <= 1.0)
+
+
+def test_a_shift_is_the_same_rotation_at_every_position():
+    P = np.asarray(sinusoidal_encoding(40, 8), np.float64).reshape(40, 4, 2)  # (T, pairs, (sin, cos))
+    k = 5
+    freq = 10000.0 ** (-np.arange(0, 8, 2) / 8)
+    c, s = np.cos(k * freq), np.sin(k * freq)
+    # sin(a + b) = sin a cos b + cos a sin b; cos(a + b) = cos a cos b - sin a sin b
+    shifted = np.stack([P[:-k, :, 0] * c + P[:-k, :, 1] * s, P[:-k, :, 1] * c - P[:-k, :, 0] * s], axis=-1)
+    np.testing.assert_allclose(shifted, P[k:], atol=1e-4)
+
+
+def test_without_positions_self_attention_is_permutation_equivariant(mha_params):
+    x = _x(1)
+    perm = np.array([2, 5, 0, 6, 3, 1, 4])
+    np.testing.assert_allclose(mha_apply(mha_params, x[perm]), mha_apply(mha_params, x)[perm], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["sinusoidal", "learned"])
+def test_with_positions_it_is_not(mha_params, kind):
+    x = _x(2)
+    perm = np.array([2, 5, 0, 6, 3, 1, 4])
+    P = sinusoidal_encoding(7, D_MODEL) if kind == "sinusoidal" else learned_encoding(
+        init_learned(jax.random.key(3), 16, D_MODEL), 7) * 50  # scaled up: trained tables are not tiny
+    gap = np.abs(mha_apply(mha_params, x[perm] + P) - mha_apply(mha_params, x + P)[perm]).max()
+    assert gap > 1e-2
+
+
+def test_learned_table_shape_scale_and_slice():
+    params = init_learned(jax.random.key(4), 64, 32)
+    assert params["P"].shape == (64, 32)
+    np.testing.assert_allclose(float(params["P"].std()), 0.02, rtol=0.1)
+    np.testing.assert_array_equal(learned_encoding(params, 11), params["P"][:11])
+
+
+def test_sinusoids_extrapolate_the_table_does_not():
+    np.testing.assert_allclose(sinusoidal_encoding(1000, 8)[:5], sinusoidal_encoding(5, 8), atol=1e-6)
+    with pytest.raises(ValueError, match=r"T must be between 1 and max_len=16 of the learned table, got T=17"):
+        learned_encoding(init_learned(jax.random.key(5), 16, 8), 17)
+
+
+def test_bad_arguments_raise_clear_errors():
+    with pytest.raises(ValueError, match=r"d_model must be even for sine-cosine pairs, got d_model=7"):
+        sinusoidal_encoding(5, 7)
+    with pytest.raises(ValueError, match=r"T must be a positive length, got T=0"):
+        sinusoidal_encoding(0, 8)

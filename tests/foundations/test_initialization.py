@@ -1,0 +1,143 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.stats
+
+from cookbook.foundations.initialization import (
+    TRUNCATED_STD,
+    glorot_normal,
+    glorot_uniform,
+    he_normal,
+    he_uniform,
+    layer_variances,
+    variance_scaling,
+)
+
+FAN_IN, FAN_OUT = 300, 700  # not square, so swapped fans would show; 210,000 draws per matrix
+
+# (ours, the jax reference, its target variance, its distribution)
+SCHEMES = [
+    (glorot_uniform, jax.nn.initializers.glorot_uniform(), 2 / (FAN_IN + FAN_OUT), "uniform"),
+    (glorot_normal, jax.nn.initializers.glorot_normal(), 2 / (FAN_IN + FAN_OUT), "truncated_normal"),
+    (he_uniform, jax.nn.initializers.he_uniform(), 2 / FAN_IN, "uniform"),
+    (he_normal, jax.nn.initializers.he_normal(), 2 / FAN_IN, "truncated_normal"),
+]
+IDS = [s[0].__name__ for s in SCHEMES]
+
+
+@pytest.mark.parametrize("ours, reference, variance, distribution", SCHEMES, ids=IDS)
+def test_variance_and_bounds_match_the_formula_and_jax(ours, reference, variance, distribution):
+    k_ours, k_ref = jax.random.split(jax.random.key(0))
+    W = np.asarray(ours(k_ours, FAN_IN, FAN_OUT), np.float64)
+    R = np.asarray(reference(k_ref, (FAN_IN, FAN_OUT)), np.float64)  # jax, from another key
+    same_key = np.asarray(reference(k_ours, (FAN_IN, FAN_OUT)), np.float64)
+    np.testing.assert_allclose(W, same_key, rtol=1e-5, atol=1e-7)  # the same draws, to float32 rounding
+    assert W.shape == (FAN_IN, FAN_OUT)
+    # Standard error of a sample variance over 210,000 draws is below 0.4%: 2% is over 5 errors.
+    np.testing.assert_allclose(W.var(), variance, rtol=0.02)
+    np.testing.assert_allclose(R.var(), variance, rtol=0.02)
+    assert abs(W.mean()) < 0.01 * np.sqrt(variance)
+    bound = np.sqrt(3 * variance) if distribution == "uniform" else 2 * np.sqrt(variance) / TRUNCATED_STD
+    for sample in (W, R):  # both fill their support right up to the same bound
+        assert np.abs(sample).max() <= bound * (1 + 1e-6)
+        assert np.abs(sample).max() >= 0.99 * bound
+    # Same distribution as jax's: two-sample Kolmogorov-Smirnov distance, about 0.004 expected.
+    assert scipy.stats.ks_2samp(W.ravel(), R.ravel()).statistic < 0.01
+
+
+def test_truncated_normal_constant_and_shape():
+    assert TRUNCATED_STD == pytest.approx(scipy.stats.truncnorm(-2, 2).std(), rel=1e-12)
+    W = np.asarray(variance_scaling(jax.random.key(2), 300, 700, scale=1.0, mode="fan_in"), np.float64)
+    np.testing.assert_allclose(scipy.stats.kurtosis(W.ravel(), fisher=False), 2.37, atol=0.05)  # lighter tails than 3
+    plain = np.asarray(
+        variance_scaling(jax.random.key(2), 300, 700, scale=1.0, mode="fan_in", distribution="normal"), np.float64
+    )
+    np.testing.assert_allclose(plain.var(), 1 / 300, rtol=0.02)
+    beyond = np.mean(np.abs(plain) > 2 * np.sqrt(1 / 300))
+    np.testing.assert_allclose(beyond, 2 * scipy.stats.norm.sf(2), atol=0.003)  # 4.6% beyond 2 std
+
+
+@pytest.mark.parametrize("mode, n", [("fan_in", 3), ("fan_out", 11), ("fan_avg", 7)])
+def test_modes_divide_by_the_right_fan(mode, n):
+    W = variance_scaling(jax.random.key(3), 3, 11, scale=1.0, mode=mode, distribution="uniform")
+    bound = np.sqrt(3.0 / n)  # uniform: the support shows the variance exactly
+    assert W.shape == (3, 11)
+    assert float(jnp.abs(W).max()) <= bound and float(jnp.abs(W).max()) > 0.8 * bound
+
+
+def test_low_precision_dtype():
+    W = he_normal(jax.random.key(4), 256, 128, dtype=jnp.bfloat16)
+    assert W.dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.var(np.asarray(W, np.float32)), 2 / 256, rtol=0.05)
+
+
+H, B, L = 256, 256, 20
+
+
+@jax.jit
+def _deep_variances(key):
+    """Pre-activation variance per layer of a 20-layer width-256 network, for each scheme."""
+    k_x, k_w = jax.random.split(key)
+    x = jax.random.normal(k_x, (B, H))  # unit-variance inputs
+    keys = jax.random.split(k_w, L)  # shared by the schemes on purpose: the same draws at other scales
+    stack = lambda init: jax.vmap(lambda k: init(k, H, H))(keys)
+    small = lambda k, i, o: variance_scaling(k, i, o, scale=0.25, mode="fan_in", distribution="normal")
+    large = lambda k, i, o: variance_scaling(k, i, o, scale=4.0, mode="fan_in", distribution="normal")
+    return {
+        "he_relu": layer_variances(stack(he_normal), x, "relu"),
+        "glorot_tanh": layer_variances(stack(glorot_uniform), x, "tanh"),
+        "glorot_linear": layer_variances(stack(glorot_normal), x, "linear"),
+        "glorot_relu": layer_variances(stack(glorot_normal), x, "relu"),
+        "small_relu": layer_variances(stack(small), x, "relu"),
+        "large_relu": layer_variances(stack(large), x, "relu"),
+        "small_tanh": layer_variances(stack(small), x, "tanh"),
+    }
+
+
+@pytest.fixture(scope="module")
+def deep():
+    return {name: np.asarray(v, np.float64) for name, v in _deep_variances(jax.random.key(5)).items()}
+
+
+def test_right_scheme_keeps_the_variance_through_20_layers(deep):
+    for name in ("he_relu", "glorot_linear"):
+        v = deep[name]
+        assert v.shape == (L,)
+        ratio = v / v[0]
+        assert np.all((ratio > 1 / 3) & (ratio < 3)), (name, ratio)  # finite width: a slow random walk
+    np.testing.assert_allclose(deep["he_relu"][0], 2.0, rtol=0.05)  # first layer: 2 Var[x]
+
+
+def test_tanh_with_glorot_decays_only_like_one_over_2l(deep):
+    v = deep["glorot_tanh"]
+    layers = np.arange(1, L + 1)
+    np.testing.assert_allclose((2 * layers * v)[9:], 1.0, rtol=0.25)  # q_l ~ 1 / (2 l), a power law
+    assert v[-1] > 1e-2
+
+
+def test_wrong_scale_collapses_or_explodes(deep):
+    assert deep["small_relu"][-1] < 1e-15  # (0.25 / 2)^19 of the first layer
+    assert deep["small_tanh"][-1] < 1e-10  # 0.25^19
+    assert deep["large_relu"][-1] > 1e5  # 2^19
+    np.testing.assert_allclose(deep["glorot_relu"][-1] / deep["glorot_relu"][0], 2.0**-19, rtol=2.0)
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: glorot_uniform(jax.random.key(0), 0, 3), r"fan_in must be a positive integer, got 0"),
+        (lambda: he_normal(jax.random.key(0), 3, 2.5), r"fan_out must be a positive integer, got 2.5"),
+        (lambda: variance_scaling(jax.random.key(0), 3, 5, scale=1.0, mode="avg"), r"mode must be one of"),
+        (
+            lambda: variance_scaling(jax.random.key(0), 3, 5, scale=1.0, mode="fan_in", distribution="cauchy"),
+            r"distribution must be one of",
+        ),
+        (lambda: layer_variances(jnp.ones((2, 3, 5)), jnp.ones((4, 3))), r"weights must have shape \(L, H, H\)"),
+        (lambda: layer_variances(jnp.ones((2, 3, 3)), jnp.ones((4, 5))), r"x must have shape \(B, H\) = \(B, 3\)"),
+        (lambda: layer_variances(jnp.ones((2, 3, 3)), jnp.ones((4, 3)), "gelu"), r"activation must be one of"),
+    ],
+)
+def test_bad_input_raises_clear_errors(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
