@@ -1,0 +1,145 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.stats
+
+from cookbook.regularization.mixup import cutmix, cutmix_mask, mix_pairs, mixup, paste_box, sample_mixing
+
+B, H, W, C, K = 5, 7, 11, 3, 5
+Z = 5.0  # tolerance in standard errors
+
+
+def _batch(seed=0):
+    rng = np.random.default_rng(seed)
+    x = jnp.asarray(rng.standard_normal((B, H, W, C)), jnp.float32)  # continuous: no two pixels equal
+    y = jnp.eye(K)[jnp.arange(B)]  # every example its own class, so label weights can be read off
+    return x, y
+
+
+@pytest.fixture(scope="module")
+def draws():
+    """Many (lam, perm) draws at once, for three values of alpha."""
+    keys = jax.random.split(jax.random.key(0), 100_000)
+    sample = jax.jit(jax.vmap(sample_mixing, in_axes=(0, None, None)), static_argnums=1)
+    return {alpha: sample(keys, B, alpha) for alpha in (0.2, 1.0, 4.0)}
+
+
+@pytest.mark.parametrize("alpha", [0.2, 1.0, 4.0])
+def test_lambda_is_in_the_unit_interval_and_has_beta_statistics(draws, alpha):
+    lam = np.asarray(draws[alpha][0], np.float64)
+    assert np.all((lam >= 0) & (lam <= 1))
+    n = lam.size
+    var = 1.0 / (4.0 * (2.0 * alpha + 1.0))  # Beta(a, a): mean 1/2, variance 1 / (4 (2a + 1))
+    assert abs(lam.mean() - 0.5) < Z * np.sqrt(var / n)
+    # (lam - 1/2)^2 lies in [0, 1/4], so its variance is at most 1/64.
+    assert abs(lam.var() - var) < Z * np.sqrt(1 / 64 / n)
+    # Kolmogorov-Smirnov on the lower half, where float32 resolves the values: near 1 float32 is spaced
+    # 6e-8 apart, so at alpha = 0.2 about 2 % of the draws round to exactly 1 (see the page).
+    low = lam[lam < 0.5]
+    cdf = lambda t: scipy.stats.beta.cdf(t, alpha, alpha) / 0.5  # noqa: E731
+    assert scipy.stats.kstest(low, cdf).pvalue > 1e-4
+
+
+def test_permutations_are_permutations(draws):
+    perms = np.asarray(draws[1.0][1])
+    np.testing.assert_array_equal(np.sort(perms, axis=1), np.broadcast_to(np.arange(B), perms.shape))
+    assert len({p.tobytes() for p in perms[:1000]}) > 100  # not one fixed pairing
+
+
+def test_mixup_is_mix_pairs_with_the_sampled_coefficient_and_labels_sum_to_one():
+    x, y = _batch()
+    key = jax.random.key(1)
+    x_mix, y_mix = mixup(key, x, y, 0.4)
+    lam, perm = sample_mixing(key, B, 0.4)
+    ref_x, ref_y = mix_pairs(x, y, lam, perm)
+    np.testing.assert_allclose(x_mix, ref_x, rtol=1e-6)
+    np.testing.assert_allclose(y_mix, ref_y, rtol=1e-6)
+    np.testing.assert_allclose(y_mix.sum(1), np.ones(B), rtol=1e-6)
+    # by hand, with numpy
+    lam, perm = float(lam), np.asarray(perm)
+    np.testing.assert_allclose(x_mix, lam * np.asarray(x) + (1 - lam) * np.asarray(x)[perm], rtol=1e-5, atol=1e-6)
+
+
+def test_lambda_one_is_the_identity_for_both():
+    x, y = _batch()
+    perm = jnp.array([4, 3, 2, 1, 0])
+    x1, y1 = mix_pairs(x, y, jnp.array(1.0), perm)
+    np.testing.assert_array_equal(x1, x)
+    np.testing.assert_array_equal(y1, y)
+    keep = cutmix_mask(jax.random.key(2), jnp.array(1.0), H, W)
+    assert bool(keep.all())
+    x2, y2 = paste_box(x, y, keep, perm)
+    np.testing.assert_array_equal(x2, x)
+    np.testing.assert_array_equal(y2, y)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_cutmix_pixels_come_from_exactly_one_image_and_labels_equal_pixel_fractions(seed):
+    x, y = _batch(seed)
+    key = jax.random.key(10 + seed)
+    x_cut, y_cut = cutmix(key, x, y, 1.0)
+    k_mix, _ = jax.random.split(key)
+    _, perm = sample_mixing(k_mix, B, 1.0)
+    x, x_cut, y_cut, perm = (np.asarray(a) for a in (x, x_cut, y_cut, perm))
+    np.testing.assert_allclose(y_cut.sum(1), np.ones(B), rtol=1e-6)
+    for b in range(B):
+        own = np.all(x_cut[b] == x[b], axis=-1)  # (H, W)
+        partner = np.all(x_cut[b] == x[perm[b]], axis=-1)
+        assert np.all(own | partner)  # every pixel is one image's pixel
+        if perm[b] != b:
+            assert not np.any(own & partner)
+            assert y_cut[b, b] == pytest.approx(own.mean(), abs=1e-6)
+            assert y_cut[b, perm[b]] == pytest.approx(partner.mean(), abs=1e-6)
+        else:
+            np.testing.assert_array_equal(y_cut[b], y[b] if isinstance(y, np.ndarray) else np.asarray(y[b]))
+
+
+def test_cutmix_box_is_a_clipped_rectangle_of_the_stated_size():
+    keys = jax.random.split(jax.random.key(3), 20)
+    lam = jnp.array(0.64)  # sqrt(1 - 0.64) = 0.6: box sides floor(0.6 * 7) = 4 and floor(0.6 * 11) = 6
+    masks = np.stack([np.asarray(cutmix_mask(k, lam, H, W)) for k in keys])
+    for keep in masks:
+        box = ~keep
+        rows, cols = box.any(1), box.any(0)
+        np.testing.assert_array_equal(box, rows[:, None] & cols[None, :])  # a rectangle
+        r, c = np.flatnonzero(rows), np.flatnonzero(cols)
+        assert np.all(np.diff(r) == 1) and np.all(np.diff(c) == 1)  # contiguous
+        assert rows.sum() <= 4 and cols.sum() <= 6
+    areas = (~masks).mean(axis=(1, 2))
+    assert np.isclose(areas.max(), 24 / (H * W))  # unclipped boxes have the full size
+    assert areas.min() < areas.max()  # and some were clipped at the border
+
+
+def test_mixed_labels_match_the_decomposed_loss():
+    # Cross-entropy is linear in the target: loss on the mixed label = lam * loss(y) + (1 - lam) * loss(y[perm]).
+    x, y = _batch()
+    logits = jnp.asarray(np.random.default_rng(5).standard_normal((B, K)), jnp.float32)
+    lam, perm = jnp.array(0.3), jnp.array([1, 2, 3, 4, 0])
+    _, y_mix = mix_pairs(x, y, lam, perm)
+    logp = jax.nn.log_softmax(logits)
+    mixed = -(y_mix * logp).sum(1)
+    split = 0.3 * -(y * logp).sum(1) + 0.7 * -(y[perm] * logp).sum(1)
+    np.testing.assert_allclose(mixed, split, rtol=1e-5)
+
+
+def test_different_keys_give_different_blends():
+    # (jit agreement on the examples' inputs is checked by tests/test_jit.py)
+    x, y = _batch()  # same shapes as the other tests: nothing new to compile
+    a, b = mixup(jax.random.key(7), x, y, 0.7)[1], mixup(jax.random.key(8), x, y, 0.7)[1]
+    assert not np.allclose(a, b)
+
+
+def test_bad_input_raises():
+    x, y = _batch()
+    key = jax.random.key(0)
+    with pytest.raises(ValueError, match=r"x must be a batch of images \(B, H, W, C\), got shape \(5, 7, 11\)"):
+        mixup(key, x[..., 0], y, 0.2)
+    with pytest.raises(ValueError, match=r"y must be one-hot labels \(B, K\) with B = 5 like x, got shape \(4, 5\)"):
+        cutmix(key, x, y[:4], 0.2)
+    with pytest.raises(ValueError, match=r"alpha must be > 0.*got 0.0"):
+        mixup(key, x, y, 0.0)
+    with pytest.raises(ValueError, match="x must be floating point"):
+        mixup(key, x.astype(jnp.uint8), y, 0.2)
+    with pytest.raises(ValueError, match=r"keep must have shape \(H, W\) = \(7, 11\)"):
+        paste_box(x, y, jnp.ones((11, 7), bool), jnp.arange(B))
