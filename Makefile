@@ -10,6 +10,12 @@ BUILD      := _build
 SPHINX     := $(BIN)/python -m sphinx
 SPHINXOPTS ?= -n -W --keep-going
 export JAX_PLATFORMS := cpu
+# One persistent compilation cache for the whole suite: the figures of the build, Sphinx's doctests
+# and pytest compile many of the same functions, and each compiles once.
+export JAX_COMPILATION_CACHE_DIR := $(CURDIR)/$(BUILD)/jax-cache
+export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS := 0
+export JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES := 0
+PYTEST_WORKERS ?= 2
 
 .PHONY: help install browser html doctest pytest test serve clean lock bench bench-test
 
@@ -57,7 +63,7 @@ pytest: $(STAMP)
 # The whole suite with one exit status: the book builds with no warnings, every page's examples
 # pass under Sphinx, and pytest passes (tests, docstring examples, and the book in a browser).
 test: browser html doctest
-	COOKBOOK_REQUIRE_BROWSER=1 $(BIN)/python -m pytest
+	COOKBOOK_REQUIRE_BROWSER=1 $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 # Benchmarks: not part of `make test`; they write benchmarks/results.json, shown on a page of the book.
 bench: $(STAMP) $(NODE_STAMP)

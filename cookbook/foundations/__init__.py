@@ -12,4 +12,11 @@ Read the recipes in order the first time: each uses the ones before it.
 #: The recipes in reading order.
 RECIPES = (
     "linear_regression",
+    "softmax_regression",
+    "losses",
+    "activations",
+    "mlp",
+    "backpropagation",
+    "initialization",
+    "training_loop",
 )

@@ -1,0 +1,126 @@
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cookbook.foundations import activations as act
+
+# (ours, reference) pairs; leaky ReLU and ELU at the parameters the closed-form derivatives use.
+PAIRS = {
+    "sigmoid": (act.sigmoid, jax.nn.sigmoid),
+    "tanh": (act.tanh, jnp.tanh),
+    "relu": (act.relu, jax.nn.relu),
+    "leaky_relu": (functools.partial(act.leaky_relu, negative_slope=0.01),
+                   functools.partial(jax.nn.leaky_relu, negative_slope=0.01)),
+    "elu": (functools.partial(act.elu, alpha=1.0), functools.partial(jax.nn.elu, alpha=1.0)),
+    "gelu": (functools.partial(act.gelu, approximate=False), functools.partial(jax.nn.gelu, approximate=False)),
+    "gelu_tanh": (functools.partial(act.gelu, approximate=True), functools.partial(jax.nn.gelu, approximate=True)),
+    "silu": (act.silu, jax.nn.silu),
+    "softplus": (act.softplus, jax.nn.softplus),
+}
+
+
+@pytest.fixture(scope="module")
+def x():
+    # a wide grid that includes 0 exactly, both kinks, and +-100
+    return jnp.concatenate([jnp.linspace(-100.0, 100.0, 2001), jnp.array([-1e-3, 1e-3, -30.0, 30.0])])
+
+
+def _value_and_derivative(f):
+    # one compilation per function: eager evaluation would compile every primitive separately
+    return jax.jit(lambda x: (f(x), jax.vmap(jax.grad(f))(x)))
+
+
+@pytest.fixture(scope="module")
+def evaluated(x):
+    return {name: (_value_and_derivative(ours)(x), _value_and_derivative(ref)(x))
+            for name, (ours, ref) in PAIRS.items()}
+
+
+@pytest.mark.parametrize("name", list(PAIRS))
+def test_matches_jax_nn_values_and_gradients(name, evaluated):
+    (y_ours, g_ours), (y_ref, g_ref) = evaluated[name]
+    np.testing.assert_allclose(y_ours, y_ref, rtol=2e-6, atol=2e-6, err_msg=name)
+    assert np.all(np.isfinite(g_ours)), name
+    # atol 1e-5: for x < -4 the tanh form of GELU computes 1 + tanh(...) near -1 + 1, in both codes
+    np.testing.assert_allclose(g_ours, g_ref, rtol=1e-5, atol=1e-5, err_msg=name)
+
+
+@pytest.mark.parametrize("name", list(act.DERIVATIVES))
+def test_gradient_matches_closed_form_derivative(name, x, evaluated):
+    _, g_ours = evaluated[name][0]
+    np.testing.assert_allclose(g_ours, jax.jit(act.DERIVATIVES[name])(x), rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_huge_inputs_are_finite_and_exact():
+    # beyond 1e12 the cube in the tanh form of GELU overflows, so +-1e30 only for the others
+    x = jnp.array([-1e30, -1e4, -100.0, 100.0, 1e4, 1e30])
+    for name, (ours, _) in PAIRS.items():
+        y, g = _value_and_derivative(ours)(x if name != "gelu_tanh" else x[1:-1])
+        assert np.all(np.isfinite(y)) and np.all(np.isfinite(g)), name
+    np.testing.assert_array_equal(act.sigmoid(x), [0, 0, 0, 1, 1, 1])
+    np.testing.assert_allclose(act.softplus(x), [0, 0, 0, 100.0, 1e4, 1e30], rtol=1e-7, atol=1e-30)
+    # the naive forms fail exactly here
+    assert not np.isfinite(jnp.log1p(jnp.exp(jnp.float32(100.0))))
+    assert np.isnan(jax.grad(lambda v: 1.0 / (1.0 + jnp.exp(-v)))(jnp.float32(-100.0)))
+
+
+def test_values_by_hand():
+    np.testing.assert_allclose(act.sigmoid(jnp.array(0.0)), 0.5)
+    np.testing.assert_allclose(act.softplus(jnp.array(0.0)), np.log(2.0), rtol=1e-7)
+    np.testing.assert_allclose(act.relu(jnp.array([-2.0, 3.0])), [0.0, 3.0])
+    np.testing.assert_allclose(act.leaky_relu(jnp.array([-2.0, 3.0]), negative_slope=0.2), [-0.4, 3.0], rtol=1e-7)
+    np.testing.assert_allclose(act.elu(jnp.array([-1.0]), alpha=2.0), [2.0 * (np.exp(-1.0) - 1.0)], rtol=1e-6)
+    np.testing.assert_allclose(act.gelu(jnp.array([1.0])), [0.8413447], rtol=1e-6)  # Phi(1)
+
+
+def test_identities_claimed_on_the_page(x, evaluated):
+    small = jnp.linspace(-20.0, 20.0, 401)
+
+    @jax.jit
+    def gaps(v):
+        a = 3.7  # positive homogeneity of the rectifiers
+        return jnp.stack([
+            jnp.max(jnp.abs(act.tanh(v) - (2.0 * act.sigmoid(2.0 * v) - 1.0))),
+            jnp.max(jnp.abs(act.relu(a * v) - a * act.relu(v))),
+            jnp.max(jnp.abs(act.leaky_relu(a * v) - a * act.leaky_relu(v))),
+            # the tanh approximation of GELU is close to the exact one
+            jnp.max(jnp.abs(act.gelu(v, approximate=True) - act.gelu(v, approximate=False))),
+        ])
+
+    np.testing.assert_array_less(gaps(small), [1e-6, 1e-4, 1e-4, 5e-4])
+    # the sigmoid's derivative never exceeds 1/4; tanh's never exceeds 1
+    assert float(jnp.max(evaluated["sigmoid"][0][1])) == pytest.approx(0.25)
+    assert float(jnp.max(evaluated["tanh"][0][1])) == pytest.approx(1.0)
+
+
+def test_derivatives_at_the_kink():
+    zero = jnp.array(0.0)
+    assert float(jax.grad(act.relu)(zero)) == 0.0
+    assert float(jax.grad(act.leaky_relu)(zero)) == 1.0
+    assert float(jax.grad(act.elu)(zero)) == 1.0
+    assert float(jax.grad(act.softplus)(zero)) == 0.5
+    assert float(jax.grad(act.tanh)(zero)) == 1.0
+    assert float(jax.grad(act.sigmoid)(zero)) == 0.25
+
+
+def test_dead_relu_gets_no_gradient():
+    # a unit whose input is negative for every example: no gradient reaches its weights
+    X = jnp.asarray(np.abs(np.random.default_rng(1).standard_normal((11, 3))), jnp.float32)  # positive inputs
+    w, b = jnp.ones(3), jnp.array(-100.0)
+    grads = jax.grad(lambda w, b: jnp.sum(act.relu(X @ w + b)), argnums=(0, 1))(w, b)
+    assert float(jnp.abs(grads[0]).sum() + jnp.abs(grads[1])) == 0.0
+    leaky = jax.grad(lambda w, b: jnp.sum(act.leaky_relu(X @ w + b)), argnums=(0, 1))(w, b)
+    assert float(jnp.abs(leaky[1])) > 0.0  # the leaky unit still learns
+
+
+def test_shapes_preserved_and_jit_vmap_agree():
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((3, 5, 7)), jnp.float32)
+    everything = lambda v: {name: ours(v) for name, (ours, _) in PAIRS.items()}
+    eager, jitted, mapped = everything(x), jax.jit(everything)(x), jax.vmap(everything)(x)
+    for name, y in eager.items():
+        assert y.shape == x.shape and y.dtype == x.dtype, name
+        np.testing.assert_allclose(jitted[name], y, rtol=1e-6, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(mapped[name], y, rtol=1e-6, atol=1e-6, err_msg=name)

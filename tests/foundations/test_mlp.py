@@ -1,0 +1,124 @@
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cookbook.foundations.mlp import apply, fit, init, loss
+
+
+# Data and most parameters come from numpy: every new shape drawn with jax.random costs a compilation.
+def _normal(*shape, seed=0):
+    return jnp.asarray(np.random.default_rng(seed).standard_normal(shape), jnp.float32)
+
+
+def _params(sizes, seed=0):
+    return [{"W": _normal(n_in, n_out, seed=seed + l) / np.sqrt(n_in), "b": _normal(n_out, seed=seed + l + 50)}
+            for l, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:]))]
+
+
+@pytest.mark.parametrize("sizes", [(3, 5), (3, 5, 7), (1, 32, 32, 1), (32, 32, 32, 1)])
+def test_shapes_for_several_sizes(sizes):
+    params = init(jax.random.key(0), sizes)
+    assert len(params) == len(sizes) - 1
+    for layer, n_in, n_out in zip(params, sizes[:-1], sizes[1:]):
+        assert layer["W"].shape == (n_in, n_out) and layer["b"].shape == (n_out,)
+        assert np.all(layer["b"] == 0)
+    assert apply(params, jnp.ones(sizes[0])).shape == (sizes[-1],)
+
+
+def test_initial_weight_scale_is_he_for_relu_and_lecun_for_tanh():
+    sizes = (32, 32, 32, 1)  # the shapes of the other tests: no new compilations
+    relu, tanh = (init(jax.random.key(1), sizes, activation=a) for a in ("relu", "tanh"))
+    for layer in (0, 1):  # 1024 weights a layer: the sample variance is within 4.4% (one sigma)
+        np.testing.assert_allclose(jnp.var(relu[layer]["W"]), 2.0 / 32, rtol=0.1)
+        np.testing.assert_allclose(jnp.var(tanh[layer]["W"]), 1.0 / 32, rtol=0.1)
+        np.testing.assert_allclose(relu[layer]["W"], np.sqrt(2.0) * tanh[layer]["W"], rtol=1e-6)
+    np.testing.assert_array_equal(relu[2]["W"], tanh[2]["W"])  # the linear output layer: gain 1 for both
+
+
+class _FlaxMLP(nn.Module):
+    sizes: tuple
+    activation: str
+
+    @nn.compact
+    def __call__(self, x):
+        phi = {"relu": nn.relu, "tanh": nn.tanh}[self.activation]
+        for n in self.sizes[1:-1]:
+            x = phi(nn.Dense(n)(x))
+        return nn.Dense(self.sizes[-1])(x)
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_matches_flax_dense_stack_with_copied_parameters(activation):
+    sizes = (5, 7, 11, 3)
+    params = _params(sizes, seed=2)
+    flax_params = {"params": {f"Dense_{i}": {"kernel": p["W"], "bias": p["b"]} for i, p in enumerate(params)}}
+    X = _normal(13, 5, seed=3)
+    ours = jax.vmap(apply, in_axes=(None, 0, None))(params, X, activation)
+    ref = _FlaxMLP(sizes, activation).apply(flax_params, X)
+    np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_matches_numpy_forward_pass():
+    params = _params((3, 5, 7), seed=4)
+    x = np.array([0.3, -1.2, 2.0], np.float64)
+    W0, b0, W1, b1 = (np.asarray(params[i][k], np.float64) for i in (0, 1) for k in ("W", "b"))
+    expected = np.maximum(x @ W0 + b0, 0.0) @ W1 + b1
+    np.testing.assert_allclose(apply(params, jnp.asarray(x, jnp.float32)), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_jit_and_vmap_agree():
+    params = _params((7, 11, 3), seed=5)
+    X = _normal(5, 7, seed=6)
+    batched = jax.vmap(apply, in_axes=(None, 0, None))(params, X, "tanh")
+    jitted = jax.jit(apply, static_argnames="activation")
+    for i in range(5):
+        np.testing.assert_allclose(batched[i], apply(params, X[i], "tanh"), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(jitted(params, X[2], activation="tanh"), batched[2], rtol=1e-5, atol=1e-6)
+
+
+def test_without_a_nonlinearity_the_network_would_be_linear():
+    # A ReLU network is piecewise linear but not linear: f(a + b) != f(a) + f(b) - f(0) in general.
+    params = [{"W": p["W"], "b": jnp.zeros_like(p["b"])} for p in _params((2, 16, 1), seed=7)]
+    f = lambda v: apply(params, v, activation="relu")
+    a, b = jnp.array([1.0, -2.0]), jnp.array([-0.5, 3.0])
+    assert abs(float((f(a + b) - f(a) - f(b) + f(jnp.zeros(2)))[0])) > 1e-3
+    # and positively homogeneous when biases are zero: f(3 v) = 3 f(v)
+    np.testing.assert_allclose(f(3.0 * a), 3.0 * f(a), rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def sine():
+    x = jnp.linspace(-3.0, 3.0, 64)[:, None]
+    return x, jnp.sin(x)
+
+
+@pytest.mark.parametrize("activation, learning_rate, target", [("tanh", 0.03, 1e-3), ("relu", 0.02, 1e-3)])
+def test_fit_sine_reaches_stated_mse(sine, activation, learning_rate, target):
+    x, y = sine
+    params = init(jax.random.key(0), (1, 32, 32, 1), activation=activation)
+    trained, losses = fit(params, x, y, learning_rate=learning_rate, steps=1000, activation=activation)
+    assert losses.shape == (1000,)
+    assert float(losses[0]) > 1.0
+    # measured: tanh 3.9e-4, relu 3.4e-4 after 1000 steps
+    assert float(loss(trained, x, y, activation=activation)) < target
+    x_test = jnp.linspace(-2.9, 2.9, 37)[:, None]  # between the training points
+    assert float(loss(trained, x_test, jnp.sin(x_test), activation=activation)) < 2 * target
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda p: apply(p, jnp.ones(4)), r"x must have shape \(3,\) to match the first layer \(3, 5\), got \(4,\)"),
+        (lambda p: apply(p, jnp.ones((2, 3))), r"x must have shape \(3,\).*got \(2, 3\)"),
+        (lambda p: apply(p, jnp.ones(3), activation="sigmoid"), r"activation must be one of \['relu', 'tanh'\]"),
+        (lambda p: loss(p, jnp.ones((4, 3)), jnp.ones((5, 7))), r"X and Y must have shapes"),
+        (lambda p: init(jax.random.key(0), (3,)), r"sizes must be at least \(in, out\)"),
+        (lambda p: init(jax.random.key(0), (3, 0, 2)), r"positive widths, got \(3, 0, 2\)"),
+    ],
+)
+def test_bad_inputs_raise_value_error(call, match):
+    params = _params((3, 5, 7), seed=8)
+    with pytest.raises(ValueError, match=match):
+        call(params)

@@ -1,0 +1,157 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from sklearn.datasets import load_digits
+
+from cookbook.foundations.softmax_regression import (
+    apply,
+    binary_cross_entropy,
+    cross_entropy,
+    fit,
+    init,
+    log_softmax,
+    loss,
+    predict,
+)
+
+# Test data come from numpy: every new shape drawn with jax.random costs a compilation.
+def _normal(*shape, seed=0):
+    return jnp.asarray(np.random.default_rng(seed).standard_normal(shape), jnp.float32)
+
+
+def _params(D, K):
+    return {"W": _normal(D, K, seed=1), "b": _normal(K, seed=2)}
+
+
+@pytest.mark.parametrize("shape", [(3,), (5, 7), (2, 3, 11)])
+def test_log_softmax_matches_jax_nn(shape):
+    z = 5.0 * _normal(*shape)
+    np.testing.assert_allclose(log_softmax(z), jax.nn.log_softmax(z), rtol=1e-6, atol=1e-5)
+
+
+def test_log_softmax_by_hand():
+    # softmax(0, log 3) = (1/4, 3/4)
+    np.testing.assert_allclose(log_softmax(jnp.array([0.0, jnp.log(3.0)])), np.log([0.25, 0.75]), atol=1e-6)
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e4])
+def test_cross_entropy_matches_optax_integer_labels_also_at_huge_logits(scale):
+    Z = scale * jnp.sign(_normal(7, 5))  # logits of +-scale
+    y = jnp.asarray(np.random.default_rng(1).integers(0, 5, 7))
+    ours = jax.vmap(cross_entropy)(Z, y)
+    ref = optax.softmax_cross_entropy_with_integer_labels(Z, y)
+    assert np.all(np.isfinite(ours))
+    # optax forms logsumexp(z) - z_y, two numbers near 1e4 whose float32 spacing is 1e-3
+    np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=2e-3)
+    Z64 = np.asarray(Z, np.float64)
+    exact = np.log(np.exp(Z64 - Z64.max(1, keepdims=True)).sum(1)) + Z64.max(1) - Z64[np.arange(7), y]
+    np.testing.assert_allclose(ours, exact, rtol=1e-6, atol=1e-5)  # ours is exact to float32
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e4])
+def test_binary_cross_entropy_matches_optax_at_huge_logits(scale):
+    z = scale * jnp.array([-1.0, -1.0, 1.0, 1.0, 0.3, -0.2])
+    y = jnp.array([0.0, 1.0, 0.0, 1.0, 1.0, 0.0])
+    ours = jax.vmap(binary_cross_entropy)(z, y)
+    ref = optax.sigmoid_binary_cross_entropy(z, y)
+    assert np.all(np.isfinite(ours))
+    np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-5)
+    if scale == 1e4:  # a confidently wrong answer costs |z|, a confidently right one nothing
+        np.testing.assert_allclose(ours[:4], [0.0, 1e4, 1e4, 0.0], atol=1e-3)
+
+
+def test_shift_invariance():
+    z = _normal(11)
+    for c in [-1000.0, 3.0, 1000.0]:
+        np.testing.assert_allclose(log_softmax(z + c), log_softmax(z), atol=1e-4)
+        np.testing.assert_allclose(cross_entropy(z + c, 4), cross_entropy(z, 4), atol=1e-4)
+
+
+def test_gradient_is_softmax_minus_one_hot():
+    z = 3.0 * _normal(7)
+    for label in [0, 4, 6]:
+        g = jax.grad(cross_entropy)(z, label)
+        np.testing.assert_allclose(g, jax.nn.softmax(z) - jax.nn.one_hot(label, 7), atol=1e-6)
+        assert abs(float(g.sum())) < 1e-6  # the gradient sums to zero: a shift changes nothing
+
+
+def test_binary_gradient_is_sigmoid_minus_label_and_finite_at_extremes():
+    z = jnp.array([-1e4, -3.0, 0.0, 2.0, 1e4])
+    for label in [0.0, 1.0]:
+        g = jax.vmap(jax.grad(binary_cross_entropy), in_axes=(0, None))(z, label)
+        np.testing.assert_allclose(g, jax.nn.sigmoid(z) - label, atol=1e-6)
+
+
+def test_two_class_softmax_is_logistic_regression_on_the_logit_difference():
+    z = _normal(5, 2)
+    y = jnp.array([0, 1, 1, 0, 1])
+    softmax_loss = jax.vmap(cross_entropy)(z, y)
+    logistic_loss = jax.vmap(binary_cross_entropy)(z[:, 1] - z[:, 0], y.astype(jnp.float32))
+    np.testing.assert_allclose(softmax_loss, logistic_loss, rtol=1e-5, atol=1e-6)
+
+
+def test_half_precision_is_accumulated_in_float32_and_cast_back():
+    z = jnp.array([30.0, 0.0, -30.0], jnp.bfloat16)
+    out = log_softmax(z)
+    assert out.dtype == jnp.bfloat16
+    np.testing.assert_allclose(out.astype(jnp.float32), [0.0, -30.0, -60.0], atol=0.5)
+
+
+def test_shapes_and_loss_matches_manual_average():
+    params = init(jax.random.key(5), 3, 5)
+    assert params["W"].shape == (3, 5) and params["b"].shape == (5,)
+    X = _normal(7, 3)
+    y = jnp.arange(7) % 5
+    assert apply(params, X[0]).shape == (5,)
+    manual = np.mean([float(cross_entropy(apply(params, X[i]), y[i])) for i in range(7)])
+    np.testing.assert_allclose(loss(params, X, y), manual, rtol=1e-5)
+
+
+def test_jit_and_vmap_agree():
+    params = _params(5, 3)
+    X = _normal(11, 5)
+    batched = jax.vmap(apply, in_axes=(None, 0))(params, X)
+    np.testing.assert_allclose(batched, X @ params["W"] + params["b"][None, :], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(jax.jit(apply)(params, X[2]), apply(params, X[2]), rtol=1e-5, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    X, y = load_digits(return_X_y=True)  # shipped with scikit-learn: 1797 8x8 images, 10 classes
+    return jnp.asarray(X / 16.0, jnp.float32), jnp.asarray(y)
+
+
+def test_fits_digits_to_stated_accuracy(digits):
+    X, y = digits
+    X_train, y_train, X_test, y_test = X[:1200], y[:1200], X[1200:], y[1200:]
+    params, losses = jax.jit(fit, static_argnames="steps")(
+        {"W": jnp.zeros((64, 10)), "b": jnp.zeros(10)},  # the loss is convex: any start will do
+        X_train, y_train, learning_rate=0.5, steps=300)
+    accuracy = lambda X, y: float(jnp.mean(jax.vmap(predict, in_axes=(None, 0))(params, X) == y))
+    assert losses[-1] < 0.25 < 2.0 < losses[0]
+    assert accuracy(X_train, y_train) >= 0.95  # measured 0.966
+    assert accuracy(X_test, y_test) >= 0.88  # measured 0.903 on the 597 held-out digits
+
+
+def test_binary_model_separates_separable_data():
+    X = _normal(101, 3)
+    y = (X @ jnp.array([1.0, -2.0, 0.5]) + 0.3 > 0).astype(jnp.int32)
+    params = {"W": jnp.zeros((3, 1)), "b": jnp.zeros(1)}
+    params, losses = fit(params, X, y, learning_rate=1.0, steps=200)
+    predictions = jax.vmap(predict, in_axes=(None, 0))(params, X)
+    assert float(jnp.mean(predictions == y)) >= 0.98
+    assert losses[-1] < 0.1 < losses[0]
+
+
+def test_bad_shapes_raise_clear_errors():
+    params = _params(3, 5)
+    with pytest.raises(ValueError, match=r"x must have shape \(3,\)"):
+        apply(params, jnp.ones(4))
+    with pytest.raises(ValueError, match=r"y shape \(N,\), got X \(7, 3\) and y \(6,\)"):
+        loss(params, jnp.ones((7, 3)), jnp.zeros(6, jnp.int32))
+    with pytest.raises(ValueError, match=r"z must be the logits of one example"):
+        cross_entropy(jnp.ones((2, 5)), 0)
+    with pytest.raises(ValueError, match=r"num_classes must be at least 1"):
+        init(jax.random.key(0), 3, 0)
