@@ -5,4 +5,12 @@ the book presents the chapters; a chapter that exists but is not listed follows 
 """
 
 #: The chapters in reading order.
-CHAPTERS = ("foundations",)
+CHAPTERS = (
+    "foundations",
+    "optimization",
+    "normalization",
+    "regularization",
+    "convolution",
+    "recurrent",
+    "attention",
+)

@@ -1,0 +1,231 @@
+r"""LeNet-5
+=======
+
+Two convolution-and-pooling stages that turn an image into a small stack of feature maps, followed
+by three dense layers that classify it: the original convolutional network for handwritten digits,
+and still the first architecture to try on a small image classification problem.
+
+Equation
+--------
+
+.. math::
+
+   h_0 = x, \qquad
+   h_l = \operatorname{maxpool}\big(\phi(W_l \star h_{l-1} + b_l)\big), \quad l = 1, 2
+
+.. math::
+
+   \hat{p} = \operatorname{softmax}\Big(W_5\, \phi\big(W_4\, \phi(W_3 \operatorname{vec}(h_2) + b_3) + b_4\big) + b_5\Big),
+   \qquad
+   L = -\frac{1}{N} \sum_{n=1}^{N} \log \hat{p}_{n, y_n}
+
+Legend
+------
+
+.. list-table::
+   :header-rows: 1
+
+   * - Symbol
+     - Meaning
+     - In code
+     - Shape
+   * - :math:`x`
+     - a digit image, 8 by 8 grey levels scaled to [0, 1]
+     - ``x``
+     - ``(8, 8, 1)``
+   * - :math:`h_l`, :math:`l`
+     - feature maps after stage :math:`l` (convolution, ReLU, 2 by 2 max pooling)
+     - ``h``
+     - ``(4, 4, 16)``, ``(2, 2, 32)``
+   * - :math:`W_l`, :math:`b_l`
+     - kernels (:math:`l = 1, 2`, 3 by 3, "SAME" padding; :math:`\star` is :doc:`conv2d`) and dense
+       weights (:math:`l = 3, 4, 5`), with their biases
+     - ``params["conv1"]`` ... ``params["out"]``
+     - ``(3, 3, 1, 16)``, ``(3, 3, 16, 32)``, ``(128, 120)``, ``(120, 84)``, ``(84, 10)``
+   * - :math:`\phi`
+     - the nonlinearity, here ReLU
+     - ``jax.nn.relu``
+     - elementwise
+   * - :math:`\hat{p}`
+     - predicted class probabilities (the code keeps the logits)
+     - ``jax.nn.softmax(apply(params, x))``
+     - ``(10,)``
+   * - :math:`L`, :math:`N`, :math:`n`
+     - mean cross-entropy over :math:`N` examples indexed by :math:`n`
+     - ``loss(params, X, y)``
+     - scalar
+   * - :math:`y_n`
+     - the true digit of example :math:`n`
+     - ``y``
+     - ``(N,)`` integers
+
+Explanation
+-----------
+
+:footcite:t:`lecun1998gradient` built LeNet-5 for 32 by 32 digits: two convolutional layers with 6
+and 16 filters of size 5, each followed by a 2 by 2 subsampling (average pooling), then dense layers
+of 120 and 84 units and 10 outputs. The convolutions find strokes and their combinations wherever
+they are; the pooling halves the resolution each time, so that the dense layers see a compact
+summary in which small shifts of the pen no longer matter (see :doc:`pooling`). The design set the
+pattern that later networks scaled up: spatial size shrinks while the number of channels grows.
+
+This adaptation keeps the structure and the dense widths but fits scikit-learn's 8 by 8 digits: 3
+by 3 kernels with "SAME" padding, so that the maps go :math:`8 \to 4 \to 2` pixels and the
+flattened :math:`2 \times 2 \times 32 = 128` features feed the dense layers. Three modern
+substitutions: ReLU replaces the scaled tanh, max pooling replaces the trainable average
+subsampling, and the loss is the cross-entropy of a softmax rather than the original radial-basis
+output layer. Because the images are so small, each pooling throws away three quarters of a map
+that is already tiny, so the network keeps more channels (16 and 32 instead of 6 and 16); with the
+original widths and average pooling it stalls around 95% held-out accuracy in our runs, while this
+version, about 31,000 parameters, reaches about 99% (99.4% with the test's split and seed) after ten
+epochs of Adam (written inline below
+as ``adam_step``, since a recipe does not call an optimiser library) and a few seconds of training.
+
+*Numerical traps.* The loss is computed from logits with :func:`jax.nn.log_softmax`, which subtracts
+the maximum before exponentiating; taking the log of a softmax computed separately underflows to
+:math:`-\infty` for confident wrong answers. The pixels are scaled from 0..16 to 0..1 so that the
+first layer starts in the range its initialisation expects.
+
+Inductive bias
+--------------
+
+Besides the locality and weight sharing of every convolution, LeNet assumes that a digit is a
+hierarchy (strokes make loops and corners, which make digits) and that the exact position of each
+part matters little, which the pooling encodes. Those assumptions let 31,000 parameters generalise
+from about 1,400 training images. The dense head, however, ties each of the 128 final features to a
+position in a 2 by 2 grid, so the network is not invariant to large translations, and it assumes
+upright, centred, size-normalised digits like the ones it was trained on.
+
+Example
+-------
+
+A forward pass, and the loss falling over a short run on a few hundred digits (the test trains on
+the full training split and reaches at least 97% held-out accuracy):
+
+>>> import jax, jax.numpy as jnp
+>>> from sklearn.datasets import load_digits
+>>> from cookbook.convolution.lenet import accuracy, apply, init, loss, train
+>>> digits = load_digits()
+>>> X = jnp.asarray(digits.images[:300, :, :, None] / 16.0, jnp.float32)
+>>> y = jnp.asarray(digits.target[:300])
+>>> k_init, k_train = jax.random.split(jax.random.key(0))
+>>> params = init(k_init)
+>>> apply(params, X[0]).shape
+(10,)
+>>> sum(p.size for p in jax.tree.leaves(params))
+31294
+>>> params, losses = train(k_train, params, X, y, epochs=5, batch_size=50)
+>>> bool(losses[-1] < 0.5 * losses[0])
+True
+>>> bool(loss(params, X, y) < 0.5)
+True
+>>> bool(accuracy(params, X, y) > 0.8)
+True
+"""
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+
+from cookbook.convolution.conv2d import conv2d
+from cookbook.convolution.pooling import max_pool
+
+#: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
+JIT = {"apply": (), "loss": (), "accuracy": ()}
+
+
+def init(key, *, in_channels=1, channels=(16, 32), hidden=(120, 84), num_classes=10, image_size=8):
+    """LeNet-5 parameters for square images of ``image_size`` pixels (divisible by 4)."""
+    if image_size % 4:
+        raise ValueError(f"image_size must be divisible by 4 (two 2x2 poolings), got {image_size}")
+    k1, k2, k3, k4, k5 = jax.random.split(key, 5)
+    c1, c2 = channels
+    flat = (image_size // 4) ** 2 * c2
+
+    def conv(k, c_in, c_out):
+        return {"w": jax.random.normal(k, (3, 3, c_in, c_out)) * math.sqrt(2.0 / (9 * c_in)), "b": jnp.zeros(c_out)}
+
+    def dense(k, d_in, d_out):
+        return {"w": jax.random.normal(k, (d_in, d_out)) * math.sqrt(2.0 / d_in), "b": jnp.zeros(d_out)}
+
+    return {
+        "conv1": conv(k1, in_channels, c1), "conv2": conv(k2, c1, c2),
+        "fc1": dense(k3, flat, hidden[0]), "fc2": dense(k4, hidden[0], hidden[1]),
+        "out": dense(k5, hidden[1], num_classes),
+    }
+
+
+def apply(params, x):
+    """Logits (num_classes,) for one image ``x`` of shape (H, W, C)."""
+    h = max_pool(jax.nn.relu(conv2d(x, params["conv1"]["w"], params["conv1"]["b"])), 2)  # (H/2, W/2, 16)
+    h = max_pool(jax.nn.relu(conv2d(h, params["conv2"]["w"], params["conv2"]["b"])), 2)  # (H/4, W/4, 32)
+    h = h.reshape(-1)  # (H/4 * W/4 * 32,)
+    h = jax.nn.relu(h @ params["fc1"]["w"] + params["fc1"]["b"])
+    h = jax.nn.relu(h @ params["fc2"]["w"] + params["fc2"]["b"])
+    return h @ params["out"]["w"] + params["out"]["b"]
+
+
+def _check_data(X, y):
+    if X.ndim != 4 or y.shape != X.shape[:1]:
+        raise ValueError(f"X must have shape (N, H, W, C) and y shape (N,), got {X.shape} and {y.shape}")
+
+
+def loss(params, X, y):
+    """Mean cross-entropy of the logits for images ``X`` (N, H, W, C) with integer labels ``y`` (N,)."""
+    _check_data(X, y)
+    logits = jax.vmap(apply, in_axes=(None, 0))(params, X)  # (N, classes)
+    log_p = jax.nn.log_softmax(logits)  # subtracts the max
+    return -jnp.mean(jnp.take_along_axis(log_p, y[:, None], axis=1))
+
+
+def accuracy(params, X, y):
+    """Fraction of images whose largest logit is the true class."""
+    _check_data(X, y)
+    logits = jax.vmap(apply, in_axes=(None, 0))(params, X)
+    return jnp.mean(jnp.argmax(logits, axis=1) == y)
+
+
+def adam_step(params, grads, state, *, learning_rate=1e-3, b1=0.9, b2=0.999, eps=1e-8):
+    """One step of Adam (Kingma and Ba, 2015); ``state`` is ``(m, v, t)``."""
+    m, v, t = state
+    t = t + 1
+    m = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, m, grads)
+    v = jax.tree.map(lambda v, g: b2 * v + (1 - b2) * g * g, v, grads)
+    scale = learning_rate * jnp.sqrt(1 - b2**t) / (1 - b1**t)  # bias corrections folded into the step
+    params = jax.tree.map(lambda p, m, v: p - scale * m / (jnp.sqrt(v) + eps), params, m, v)
+    return params, (m, v, t)
+
+
+@functools.partial(jax.jit, static_argnames=("epochs", "batch_size"))
+def train(key, params, X, y, *, epochs, batch_size, learning_rate=5e-3):
+    """Minibatch Adam on the cross-entropy; returns the parameters and the mean loss of each epoch.
+
+    Each epoch visits a fresh permutation of the ``N // batch_size`` full batches (the rest is
+    dropped for that epoch).
+    """
+    _check_data(X, y)
+    N = X.shape[0]
+    steps = N // batch_size
+    if steps < 1:
+        raise ValueError(f"batch_size must be at most the number of examples {N}, got {batch_size}")
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    grad_fn = jax.value_and_grad(loss)
+
+    def epoch(carry, key):
+        params, opt = carry
+        order = jax.random.permutation(key, N)[: steps * batch_size].reshape(steps, batch_size)
+
+        def step(carry, idx):
+            params, opt = carry
+            value, grads = grad_fn(params, X[idx], y[idx])
+            params, opt = adam_step(params, grads, opt, learning_rate=learning_rate)
+            return (params, opt), value
+
+        (params, opt), values = jax.lax.scan(step, (params, opt), order)
+        return (params, opt), jnp.mean(values)
+
+    opt = (zeros, zeros, jnp.zeros((), jnp.int32))
+    (params, _), losses = jax.lax.scan(epoch, (params, opt), jax.random.split(key, epochs))
+    return params, losses

@@ -1,0 +1,161 @@
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.signal
+
+from cookbook.convolution.conv2d import (
+    conv2d,
+    conv2d_im2col,
+    conv2d_loops,
+    conv_output_size,
+    im2col,
+    init,
+)
+
+TOL = dict(rtol=1e-4, atol=1e-5)
+
+# Odd and even kernels, strides 1 and 2, dilations 1 and 2, three paddings, a non-square image.
+CASES = list(itertools.product([(3, 3), (2, 4)], [1, 2], [1, 2], ["SAME", "VALID", 1]))
+
+
+def _xw(seed, H=7, W=8, C_in=3, kernel=(3, 3), C_out=2):
+    k_x, k_w = jax.random.split(jax.random.key(seed))
+    x = jax.random.normal(k_x, (H, W, C_in))
+    w = jax.random.normal(k_w, (*kernel, C_in, C_out))
+    return x, w
+
+
+@pytest.mark.parametrize("kernel, stride, dilation, padding", CASES)
+def test_three_forms_agree_with_lax(kernel, stride, dilation, padding):
+    x, w = _xw(hash((kernel, stride, dilation, str(padding))) % 1000, kernel=kernel)
+    kw = dict(stride=stride, padding=padding, dilation=dilation)
+    y_ref = conv2d_loops(x, w, **kw)
+    pads = padding if isinstance(padding, str) else [(padding, padding)] * 2
+    y_lax = jax.lax.conv_general_dilated(
+        x[None], w, (stride, stride), pads, rhs_dilation=(dilation, dilation),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"))[0]
+    H_out = conv_output_size(7, kernel[0], **kw)
+    W_out = conv_output_size(8, kernel[1], **kw)
+    assert y_ref.shape == y_lax.shape == (H_out, W_out, 2)
+    np.testing.assert_allclose(conv2d(x, w, **kw), y_lax, **TOL)
+    np.testing.assert_allclose(conv2d_im2col(x, w, **kw), y_ref, **TOL)
+    np.testing.assert_allclose(y_lax, y_ref, **TOL)
+
+
+def test_same_padding_keeps_ceil_size_and_matches_lax_string_padding():
+    x, w = _xw(1, H=11, W=7, kernel=(4, 4))  # even kernel: lopsided padding
+    for s in (1, 2, 3):
+        y = conv2d(x, w, stride=s, padding="SAME")
+        assert y.shape[:2] == (-(-11 // s), -(-7 // s))
+
+
+def test_cross_correlation_convention_matches_scipy_correlate_not_convolve():
+    x, w = _xw(2, H=7, W=5, C_in=1, kernel=(3, 2), C_out=1)
+    y = conv2d(x, w, padding="VALID")[..., 0]
+    corr = scipy.signal.correlate2d(np.asarray(x[..., 0]), np.asarray(w[..., 0, 0]), mode="valid")
+    conv = scipy.signal.convolve2d(np.asarray(x[..., 0]), np.asarray(w[..., 0, 0]), mode="valid")
+    np.testing.assert_allclose(y, corr, **TOL)
+    assert not np.allclose(y, conv, atol=1e-3)
+
+
+def test_tiny_case_by_hand_with_bias():
+    x = jnp.arange(9.0).reshape(3, 3, 1)
+    w = jnp.ones((2, 2, 1, 1))
+    y = conv2d(x, w, jnp.array([10.0]), padding="VALID")[..., 0]
+    np.testing.assert_allclose(y, [[0 + 1 + 3 + 4 + 10, 1 + 2 + 4 + 5 + 10], [3 + 4 + 6 + 7 + 10, 4 + 5 + 7 + 8 + 10]])
+
+
+def test_output_size_formula():
+    assert conv_output_size(7, 3, padding="VALID") == 5
+    assert conv_output_size(7, 3, stride=2, padding="VALID") == 3
+    assert conv_output_size(7, 3, dilation=2, padding="VALID") == 3  # span 5
+    assert conv_output_size(7, 3, stride=2, padding=1) == 4
+    assert conv_output_size(11, 5, stride=3, padding="SAME") == 4
+
+
+def test_im2col_rows_are_the_windows():
+    x = jax.random.normal(jax.random.key(3), (5, 7, 3))
+    cols = im2col(x, (3, 2), stride=2, padding="VALID")
+    assert cols.shape == (2, 3, 3 * 2 * 3)
+    np.testing.assert_array_equal(cols[1, 2], x[2:5, 4:6].reshape(-1))
+
+
+def test_translation_equivariance_with_circular_padding():
+    # Circular padding removes the border, so shifting the input shifts the output exactly.
+    x, w = _xw(4, H=11, W=7, kernel=(3, 5))
+
+    def circular_conv(x):
+        return conv2d(jnp.pad(x, ((1, 1), (2, 2), (0, 0)), mode="wrap"), w, padding="VALID")
+
+    y = circular_conv(x)
+    assert y.shape == (11, 7, 2)
+    for shift in [(1, 0), (0, 3), (5, 2)]:
+        shifted = circular_conv(jnp.roll(x, shift, axis=(0, 1)))
+        np.testing.assert_allclose(shifted, jnp.roll(y, shift, axis=(0, 1)), **TOL)
+
+
+def test_zero_padding_is_equivariant_away_from_the_border():
+    x, w = _xw(5, H=11, W=11, kernel=(3, 3))
+    x = x.at[:2].set(0.0).at[:, :2].set(0.0)
+    y = conv2d(x, w)
+    y_shift = conv2d(jnp.roll(x, (1, 1), axis=(0, 1)), w)
+    np.testing.assert_allclose(y_shift[2:-1, 2:-1], y[1:-2, 1:-2], **TOL)
+
+
+def test_convolution_has_far_fewer_parameters_than_a_dense_layer():
+    H, W, C_in, C_out = 32, 32, 3, 16
+    params = init(jax.random.key(6), kernel_size=3, in_channels=C_in, out_channels=C_out)
+    n_conv = sum(p.size for p in jax.tree.leaves(params))
+    n_dense = (H * W * C_in) * (H * W * C_out) + H * W * C_out  # same input and output shapes
+    assert n_conv == 3 * 3 * 3 * 16 + 16 == 448
+    assert n_dense == 50_348_032
+    assert n_dense / n_conv > 100_000
+
+
+def test_he_init_keeps_the_second_moment_through_a_relu():
+    params = init(jax.random.key(7), kernel_size=3, in_channels=32, out_channels=64)
+    x = jax.random.normal(jax.random.key(8), (16, 16, 32))
+    y = jax.nn.relu(conv2d(x, params["w"], padding="VALID"))
+    assert 1.5 < float(jnp.mean(y**2)) * 2 < 2.5  # E[relu(z)^2] = Var(z) / 2 with Var(z) ~ 2
+
+
+def test_jit_and_vmap_agree():
+    x, w = _xw(9, H=7, W=5)
+    xs = jnp.stack([x, 2 * x, -x])
+    f = lambda im: conv2d(im, w, stride=2, dilation=2)
+    batched = jax.vmap(f)(xs)
+    np.testing.assert_allclose(batched[1], f(xs[1]), **TOL)
+    jitted = jax.jit(conv2d, static_argnames=("stride", "padding", "dilation"))
+    np.testing.assert_allclose(jitted(x, w, stride=2), conv2d(x, w, stride=2), **TOL)
+
+
+def test_bfloat16_input_stays_close():
+    x, w = _xw(10)
+    y = conv2d(x.astype(jnp.bfloat16), w.astype(jnp.bfloat16))
+    assert y.dtype == jnp.bfloat16
+    np.testing.assert_allclose(y.astype(jnp.float32), conv2d(x, w), rtol=0.05, atol=0.1)
+
+
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kw, match",
+    [
+        ((7, 5, 3), (3, 3, 4, 2), {}, r"x has C_in = 3 channels .* w expects C_in = 4"),
+        ((1, 7, 5, 3), (3, 3, 3, 2), {}, r"x must be one image of shape \(H, W, C_in\)"),
+        ((7, 5, 3), (3, 3, 3), {}, r"w must have shape \(KH, KW, C_in, C_out\)"),
+        ((7, 5, 3), (3, 3, 3, 2), {"padding": "FULL"}, r"padding must be"),
+        ((7, 5, 3), (3, 3, 3, 2), {"stride": 0}, r"stride must be a positive int"),
+        ((3, 3, 3), (5, 5, 3, 2), {"padding": "VALID"}, r"does not fit"),
+    ],
+)
+def test_bad_input_raises_clear_errors(x_shape, w_shape, kw, match):
+    for fn in (conv2d, conv2d_im2col, conv2d_loops):
+        with pytest.raises(ValueError, match=match):
+            fn(jnp.ones(x_shape), jnp.ones(w_shape), **kw)
+
+
+def test_bias_shape_is_checked():
+    with pytest.raises(ValueError, match=r"b must have shape \(C_out,\) = \(2,\)"):
+        conv2d(jnp.ones((5, 5, 3)), jnp.ones((3, 3, 3, 2)), jnp.ones(3))

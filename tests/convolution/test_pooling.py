@@ -1,0 +1,92 @@
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cookbook.convolution.pooling import avg_pool, global_avg_pool, max_pool, shift_unchanged_fraction
+
+TOL = dict(rtol=1e-5, atol=1e-6)
+
+
+def _x(seed=0, shape=(11, 7, 3)):
+    return jax.random.normal(jax.random.key(seed), shape)
+
+
+@pytest.mark.parametrize("window, stride, padding", [(2, None, "VALID"), (3, 2, "SAME"), ((3, 2), 1, "VALID")])
+def test_matches_flax_pooling(window, stride, padding):
+    x = _x()
+    w = (window, window) if isinstance(window, int) else window
+    s = w if stride is None else (stride, stride)
+    np.testing.assert_allclose(max_pool(x, window, stride=stride, padding=padding),
+                               nn.max_pool(x[None], w, s, padding)[0], **TOL)
+    np.testing.assert_allclose(avg_pool(x, window, stride=stride, padding=padding),
+                               nn.avg_pool(x[None], w, s, padding, count_include_pad=False)[0], **TOL)
+
+
+def test_against_numpy_windows_by_hand():
+    x = np.asarray(_x(1, (6, 9, 2)))
+    y = np.asarray(max_pool(jnp.asarray(x), 3))
+    z = np.asarray(avg_pool(jnp.asarray(x), 3))
+    assert y.shape == z.shape == (2, 3, 2)
+    for i in range(2):
+        for j in range(3):
+            win = x[3 * i: 3 * i + 3, 3 * j: 3 * j + 3]
+            np.testing.assert_allclose(y[i, j], win.max(axis=(0, 1)), **TOL)
+            np.testing.assert_allclose(z[i, j], win.mean(axis=(0, 1)), **TOL)
+
+
+def test_max_pool_pads_with_minus_infinity_and_avg_pool_excludes_padding():
+    x = -jnp.ones((5, 5, 1)) - jnp.arange(25.0).reshape(5, 5, 1)  # all negative
+    y = max_pool(x, 3, stride=1, padding="SAME")
+    assert float(y[0, 0, 0]) == -1.0  # a zero from padding would have won
+    a = avg_pool(jnp.ones((5, 7, 2)), 3, stride=1, padding="SAME")
+    np.testing.assert_allclose(a, 1.0, **TOL)  # no darkened border
+
+
+def test_global_average_pool_is_exactly_invariant_to_circular_shifts():
+    x = _x(2, (7, 5, 3))
+    g = global_avg_pool(x)
+    np.testing.assert_allclose(g, x.mean(axis=(0, 1)), **TOL)
+    for shift in [(1, 0), (3, 4)]:
+        np.testing.assert_allclose(global_avg_pool(jnp.roll(x, shift, axis=(0, 1))), g, rtol=1e-5, atol=1e-6)
+
+
+def test_max_pool_invariance_fraction_follows_k_minus_1_over_k_plus_1():
+    x = _x(3, (60, 60, 8))
+    for k in (2, 3, 5):
+        measured = float(shift_unchanged_fraction(x, k))
+        assert abs(measured - (k - 1) / (k + 1)) < 0.05, (k, measured)
+    assert float(shift_unchanged_fraction(x, 1)) < 0.01  # no pooling: no invariance
+
+
+def test_max_pool_is_more_shift_invariant_than_a_convolution_map():
+    x = _x(4, (30, 30, 4))
+    unchanged_raw = float(jnp.mean(x == jnp.roll(x, 1, axis=1)))
+    assert unchanged_raw < 0.01 < 0.3 < float(shift_unchanged_fraction(x, 2))
+
+
+def test_max_pool_gradient_flows_only_to_the_winner():
+    x = jnp.array([[1.0, 5.0], [2.0, 3.0]])[..., None]
+    g = jax.grad(lambda x: max_pool(x, 2).sum())(x)
+    np.testing.assert_array_equal(g[..., 0], [[0.0, 1.0], [0.0, 0.0]])
+
+
+def test_jit_vmap_and_bfloat16():
+    xs = _x(5, (3, 11, 7, 5))
+    f = jax.jit(max_pool, static_argnames=("window", "stride", "padding"))
+    np.testing.assert_allclose(jax.vmap(lambda x: avg_pool(x, 3))(xs)[2], avg_pool(xs[2], 3), **TOL)
+    np.testing.assert_allclose(f(xs[0], 2, padding="SAME"), max_pool(xs[0], 2, padding="SAME"), **TOL)
+    a = avg_pool(xs[0].astype(jnp.bfloat16), 2)
+    assert a.dtype == jnp.bfloat16
+    np.testing.assert_allclose(a.astype(jnp.float32), avg_pool(xs[0], 2), atol=0.02)
+
+
+@pytest.mark.parametrize("fn", [max_pool, avg_pool])
+def test_bad_input_raises(fn):
+    with pytest.raises(ValueError, match=r"x must be one feature map of shape \(H, W, C\), got shape \(2, 5, 5, 3\)"):
+        fn(jnp.ones((2, 5, 5, 3)), 2)
+    with pytest.raises(ValueError, match="does not fit"):
+        fn(jnp.ones((3, 3, 1)), 5)
+    with pytest.raises(ValueError, match="global_avg_pool|x must be one feature map"):
+        global_avg_pool(jnp.ones((5, 5)))

@@ -1,0 +1,86 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cookbook.convolution.conv2d import conv2d
+from cookbook.convolution.transposed_conv import (
+    conv_transpose,
+    conv_transpose_scatter,
+    output_size,
+    overlap_count,
+)
+
+TOL = dict(rtol=1e-4, atol=1e-5)
+CASES = [(3, 2, 0), (3, 2, 1), (4, 2, 1), (5, 3, 2), (2, 1, 0)]  # (kernel, stride, padding)
+
+
+def _yw(seed, k, H_in=3, W_in=5, C_in=2, C_out=3):
+    k_y, k_w = jax.random.split(jax.random.key(seed))
+    return jax.random.normal(k_y, (H_in, W_in, C_out)), jax.random.normal(k_w, (k, k, C_in, C_out))
+
+
+@pytest.mark.parametrize("k, s, p", CASES)
+def test_equals_vjp_of_conv2d_lax_conv_transpose_and_the_scatter_loops(k, s, p):
+    y, w = _yw(k * 10 + s, k)
+    H, W = output_size(3, k, stride=s, padding=p), output_size(5, k, stride=s, padding=p)
+    x0 = jnp.zeros((H, W, 2))
+    out, vjp = jax.vjp(lambda x: conv2d(x, w, stride=s, padding=p), x0)
+    assert out.shape == y.shape  # the forward convolution maps (H, W) back to (3, 5)
+    (grad_x,) = vjp(y)
+    mine = conv_transpose(y, w, stride=s, padding=p)
+    assert mine.shape == (H, W, 2)
+    np.testing.assert_allclose(mine, grad_x, **TOL)
+    np.testing.assert_allclose(conv_transpose_scatter(y, w, stride=s, padding=p), grad_x, **TOL)
+    lax = jax.lax.conv_transpose(
+        y[None], w, (s, s), [(k - 1 - p, k - 1 - p)] * 2,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"), transpose_kernel=True)[0]
+    np.testing.assert_allclose(lax, mine, **TOL)
+
+
+def test_adjoint_identity_inner_products():
+    y, w = _yw(1, 3)
+    x = jax.random.normal(jax.random.key(2), (output_size(3, 3, stride=2), output_size(5, 3, stride=2), 2))
+    lhs = jnp.vdot(conv2d(x, w, stride=2, padding="VALID"), y)
+    rhs = jnp.vdot(x, conv_transpose(y, w, stride=2))
+    np.testing.assert_allclose(lhs, rhs, rtol=1e-4)
+
+
+def test_overlap_is_uneven_iff_kernel_not_divisible_by_stride():
+    for k, s in [(3, 2), (5, 2), (4, 3)]:
+        interior = overlap_count(7, k, stride=s)[k:-k, k:-k]
+        assert float(interior.max()) > float(interior.min()), (k, s)
+    for k, s in [(4, 2), (6, 3), (2, 2), (3, 1)]:
+        interior = overlap_count(7, k, stride=s)[k:-k, k:-k]
+        np.testing.assert_array_equal(interior, (k // s) ** 2)
+
+
+def test_checkerboard_counts_by_hand():
+    c = overlap_count(4, 3, stride=2)
+    assert c.shape == (9, 9)
+    np.testing.assert_array_equal(c[2:7, 2:7], [[4, 2, 4, 2, 4], [2, 1, 2, 1, 2], [4, 2, 4, 2, 4],
+                                               [2, 1, 2, 1, 2], [4, 2, 4, 2, 4]])
+
+
+def test_jit_and_vmap_agree():
+    y, w = _yw(3, 4)
+    ys = jnp.stack([y, -y, 2 * y])
+    batched = jax.vmap(lambda v: conv_transpose(v, w, stride=2, padding=1))(ys)
+    np.testing.assert_allclose(batched[2], conv_transpose(ys[2], w, stride=2, padding=1), **TOL)
+    jitted = jax.jit(conv_transpose, static_argnames=("stride", "padding"))
+    np.testing.assert_allclose(jitted(y, w, stride=2, padding=1), batched[0], **TOL)
+
+
+@pytest.mark.parametrize(
+    "y_shape, w_shape, kw, match",
+    [
+        ((3, 5, 4), (3, 3, 2, 3), {}, r"y has 4 channels .* C_out = 3"),
+        ((2, 3, 5, 3), (3, 3, 2, 3), {}, r"y must be one map"),
+        ((3, 5, 3), (3, 3, 3), {}, r"w must have shape"),
+        ((3, 5, 3), (3, 3, 2, 3), {"stride": 0}, r"stride must be a positive int"),
+        ((3, 5, 3), (3, 3, 2, 3), {"padding": -1}, r"padding must be"),
+    ],
+)
+def test_bad_input_raises(y_shape, w_shape, kw, match):
+    with pytest.raises(ValueError, match=match):
+        conv_transpose(jnp.ones(y_shape), jnp.ones(w_shape), **kw)

@@ -1,0 +1,111 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+from cookbook.recurrent.rnn import apply, cell, init, input_gradient_norms
+
+
+def _loop(params, xs, h0):
+    """The reference: a Python loop over time, written with numpy in float64."""
+    W_x, W_h, b = (np.asarray(params[k], np.float64) for k in ("W_x", "W_h", "b"))
+    h, hs = np.asarray(h0, np.float64), []
+    for x in np.asarray(xs, np.float64):
+        h = np.tanh(x @ W_x + h @ W_h + b)
+        hs.append(h)
+    return np.stack(hs)
+
+
+@pytest.mark.parametrize("T, D, H", [(1, 3, 5), (11, 5, 7)])
+def test_scan_matches_a_python_loop(T, D, H):
+    k_p, k_x, k_h, k_b = jax.random.split(jax.random.key(T), 4)
+    params = init(k_p, D, H, scale=0.9)
+    params["b"] = 0.1 * jax.random.normal(k_b, (H,))
+    xs = jax.random.normal(k_x, (T, D))
+    h0 = jax.random.normal(k_h, (H,))
+    np.testing.assert_allclose(apply(params, xs, h0), _loop(params, xs, h0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(apply(params, xs), _loop(params, xs, np.zeros(H)), rtol=1e-5, atol=1e-5)
+
+
+def test_one_step_by_hand():
+    params = {"W_x": jnp.array([[1.0], [2.0]]), "W_h": jnp.array([[0.5]]), "b": jnp.array([0.25])}
+    h = cell(params, jnp.array([2.0]), jnp.array([0.5, -0.5]))
+    np.testing.assert_allclose(h, [np.tanh(0.5 - 1.0 + 1.0 + 0.25)], rtol=1e-6)
+
+
+def test_init_shapes_and_recurrent_weight_scale():
+    params = init(jax.random.key(0), 3, 200, scale=1.7)
+    assert params["W_x"].shape == (3, 200) and params["W_h"].shape == (200, 200) and params["b"].shape == (200,)
+    # Circular law: the eigenvalues of a Gaussian matrix with variance scale^2 / H fill a disc of radius scale.
+    radius = np.abs(np.linalg.eigvals(np.asarray(params["W_h"], np.float64))).max()
+    assert 1.5 < radius < 1.9
+
+
+def test_jit_and_vmap_agree_with_one_at_a_time():
+    k_p, k_x = jax.random.split(jax.random.key(1))
+    params = init(k_p, 3, 5)
+    xs = jax.random.normal(k_x, (4, 7, 3))
+    batched = jax.jit(jax.vmap(apply, in_axes=(None, 0)))(params, xs)
+    for i in range(4):
+        np.testing.assert_allclose(batched[i], apply(params, xs[i]), rtol=1e-5, atol=1e-6)
+
+
+def test_gradients_pass_check_grads():
+    k_p, k_x, k_h = jax.random.split(jax.random.key(2), 3)
+    with jax.enable_x64(True):
+        params = jax.tree.map(lambda a: a.astype(jnp.float64), init(k_p, 3, 5))
+        xs = jax.random.normal(k_x, (7, 3), jnp.float64)
+        h0 = jax.random.normal(k_h, (5,), jnp.float64)
+        loss = jax.jit(lambda p, xs, h0: jnp.sum(apply(p, xs, h0) ** 2))
+        check_grads(loss, (params, xs, h0), order=1, modes=("rev", "fwd"))
+
+
+def test_bptt_gradient_matches_the_product_of_jacobians():
+    # d h_T / d h_t = prod_k diag(1 - h_k^2) W_h^T, applied to d h_t / d x_t = diag(1 - h_t^2) W_x^T.
+    k_p, k_x = jax.random.split(jax.random.key(3))
+    params = init(k_p, 3, 5, scale=1.2)
+    xs = jax.random.normal(k_x, (6, 3))
+    hs = np.asarray(apply(params, xs), np.float64)
+    W_x, W_h = np.asarray(params["W_x"], np.float64), np.asarray(params["W_h"], np.float64)
+    t = 1
+    J = np.diag(1 - hs[t] ** 2) @ W_x.T
+    for k in range(t + 1, 6):
+        J = np.diag(1 - hs[k] ** 2) @ W_h.T @ J
+    jac = jax.jit(jax.jacrev(lambda xs: apply(params, xs)[-1]))(xs)  # (H, T, D)
+    np.testing.assert_allclose(jac[:, t, :], J, rtol=1e-4, atol=1e-6)
+    norms = jax.jit(input_gradient_norms)(params, xs)
+    np.testing.assert_allclose(norms[t], np.linalg.norm(J), rtol=1e-4)
+
+
+def test_gradients_vanish_for_small_and_explode_for_large_recurrent_weights():
+    k_p, k_x = jax.random.split(jax.random.key(0))
+    xs = 0.1 * jax.random.normal(k_x, (30, 4))
+    norms = jax.jit(input_gradient_norms)
+    small = norms(init(k_p, 4, 32, scale=0.5), xs)
+    large = norms(init(k_p, 4, 32, scale=2.0), xs)
+    # Vanishing: below the bound ||W_h||^(T-t) ||W_x||, with ||.|| the spectral norm.
+    params = init(k_p, 4, 32, scale=0.5)
+    W_h_norm, W_x_norm = (np.linalg.norm(np.asarray(params[k], np.float64), 2) for k in ("W_h", "W_x"))
+    assert float(small[0]) < 1e-6 * float(small[-1])
+    assert float(small[0]) <= W_h_norm**29 * W_x_norm * np.sqrt(4)  # Frobenius <= sqrt(rank) * spectral
+    # Exploding: the first input moves the last state far more than the last input does.
+    assert float(large[0]) > 100 * float(large[-1])
+
+
+def test_large_inputs_stay_finite():
+    params = init(jax.random.key(4), 3, 5, scale=3.0)
+    hs = apply(params, 1e30 * jnp.ones((5, 3)))
+    assert np.all(np.isfinite(hs)) and np.all(np.abs(hs) <= 1.0)
+
+
+def test_bad_shapes_raise_clear_errors():
+    params = init(jax.random.key(5), 3, 5)
+    with pytest.raises(ValueError, match=r"xs must have shape \(T, D\) with D = 3, got shape \(7, 4\)"):
+        apply(params, jnp.ones((7, 4)))
+    with pytest.raises(ValueError, match=r"xs must have shape \(T, D\)"):
+        apply(params, jnp.ones((3,)))
+    with pytest.raises(ValueError, match=r"h must have shape \(H,\) = \(5,\), got shape \(4,\)"):
+        apply(params, jnp.ones((7, 3)), jnp.zeros(4))
+    with pytest.raises(ValueError, match=r"x must have shape \(D,\) = \(3,\)"):
+        cell(params, jnp.zeros(5), jnp.ones(2))
