@@ -25,6 +25,18 @@ from benchmarks import cases, harness  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _memory_exponent(sizes, temps):
+    """The fitted exponent over the sizes where XLA allocated temporary memory at all.
+
+    XLA may fuse a whole computation into loops that need no temporary buffer (it reports 0);
+    with fewer than three sizes left there is nothing to fit.
+    """
+    kept = [(n, t) for n, t in zip(sizes, temps) if t > 0]
+    if len(kept) < 3:
+        return None
+    return harness.fit_exponent(*zip(*kept))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smallest sizes and few repeats (a smoke run)")
@@ -69,7 +81,7 @@ def main(argv=None):
             row = {"study": study.name, "variant": variant, "sizes": list(sizes), "size_name": study.size_name,
                    "times_s": times, "temp_bytes": temps,
                    "time_exponent": harness.fit_exponent(sizes, times),
-                   "memory_exponent": harness.fit_exponent(sizes, temps) if min(temps) > 0 else None}
+                   "memory_exponent": _memory_exponent(sizes, temps)}
             growth.append(row)
             mem = "n/a" if row["memory_exponent"] is None else f"{row['memory_exponent']:.2f}"
             print(f"{study.name:<28} {variant:<22} time ~ {study.size_name}^{row['time_exponent']:.2f}"
