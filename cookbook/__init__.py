@@ -13,4 +13,5 @@ CHAPTERS = (
     "convolution",
     "recurrent",
     "attention",
+    "transformers",
 )

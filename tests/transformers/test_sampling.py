@@ -1,0 +1,139 @@
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+from cookbook.transformers.sampling import greedy, sample, top_k_mask, top_p_mask
+
+KEYS = jax.random.split(jax.random.key(0), 4000)
+
+
+def _logits(seed, V=11):
+    return jnp.asarray(np.random.default_rng(seed).standard_normal(V).astype(np.float32) * 2.0)
+
+
+def _draws(logits, **kwargs):
+    return np.asarray(jax.jit(jax.vmap(lambda k: sample(k, logits, **kwargs)))(KEYS))
+
+
+def _nucleus_by_hand(logits, p):
+    probs = np.asarray(jax.nn.softmax(logits), np.float64)
+    order = sorted(range(len(probs)), key=lambda i: (-probs[i], i))
+    kept, mass = [], 0.0
+    for i in order:
+        kept.append(i)
+        mass += probs[i]
+        if mass >= p:
+            break
+    mask = np.zeros(len(probs), bool)
+    mask[kept] = True
+    return mask
+
+
+def test_greedy_matches_numpy_argmax():
+    for seed in range(3):
+        z = _logits(seed)
+        assert int(greedy(z)) == int(np.argmax(z))
+    assert int(greedy(jnp.array([1.0, 3.0, 3.0]))) == 1  # ties: lowest index
+
+
+@pytest.mark.parametrize("k", [1, 3, 5, 7, 11])
+def test_top_k_keeps_exactly_k_largest(k):
+    z = _logits(1)
+    mask = np.asarray(top_k_mask(z, k))
+    assert mask.sum() == k
+    assert np.min(np.asarray(z)[mask]) >= np.max(np.asarray(z)[~mask], initial=-np.inf)
+
+
+def test_top_k_breaks_ties_towards_lower_indices():
+    z = jnp.array([0.0, 2.0, 1.0, 1.0, 1.0, -1.0])
+    np.testing.assert_array_equal(top_k_mask(z, 3), [False, True, True, True, False, False])
+    np.testing.assert_array_equal(top_k_mask(z, 2), [False, True, True, False, False, False])
+
+
+@pytest.mark.parametrize("p", [0.05, 0.3, 0.5, 0.9, 0.99, 1.0])
+def test_nucleus_mask_is_computed_exactly(p):
+    for seed in range(3):
+        z = _logits(seed)
+        np.testing.assert_array_equal(top_p_mask(z, p), _nucleus_by_hand(z, p))
+
+
+def test_nucleus_mask_by_hand_and_ties():
+    z = jnp.log(jnp.array([0.1, 0.4, 0.25, 0.25]))
+    np.testing.assert_array_equal(top_p_mask(z, 0.5), [False, True, True, False])  # 0.4 + 0.25 >= 0.5
+    np.testing.assert_array_equal(top_p_mask(z, 0.3), [False, True, False, False])
+    np.testing.assert_array_equal(top_p_mask(z, 0.1), [False, True, False, False])  # the top token always
+
+
+@pytest.mark.parametrize("p", [0.3, 0.7, 0.9])
+def test_nucleus_sampling_never_leaves_the_nucleus(p):
+    z = _logits(4)
+    draws = _draws(z, top_p=p)
+    nucleus = np.asarray(top_p_mask(z, p))
+    assert nucleus[draws].all()
+    assert set(np.flatnonzero(nucleus)) == set(draws)  # and reaches every token in it
+
+
+def test_top_k_sampling_renormalises_over_the_kept_tokens():
+    z = _logits(5)
+    draws = _draws(z, top_k=3)
+    mask = np.asarray(top_k_mask(z, 3))
+    assert mask[draws].all()
+    expected = np.where(mask, np.exp(np.asarray(z, np.float64)), 0.0)
+    expected /= expected.sum()
+    counts = np.bincount(draws, minlength=11)
+    assert stats.chisquare(counts[mask], expected[mask] * len(draws)).pvalue > 1e-3
+
+
+def test_temperature_one_matches_jax_random_categorical_frequencies():
+    z = _logits(6, V=7)
+    ours = np.bincount(_draws(z), minlength=7)
+    ref = np.bincount(np.asarray(jax.vmap(lambda k: jax.random.categorical(k, z))(
+        jax.random.split(jax.random.key(99), 4000))), minlength=7)
+    assert stats.chi2_contingency(np.stack([ours, ref]) + 1).pvalue > 1e-3  # same distribution
+    expected = np.exp(np.asarray(z, np.float64))
+    expected *= 4000 / expected.sum()
+    assert stats.chisquare(ours, expected).pvalue > 1e-3
+
+
+def test_small_temperature_approaches_greedy_and_large_flattens():
+    z = _logits(7)
+    assert np.all(_draws(z, temperature=1e-3) == int(greedy(z)))
+    hot = np.bincount(_draws(z, temperature=100.0), minlength=11) / len(KEYS)
+    assert np.abs(hot - 1 / 11).max() < 0.03  # nearly uniform
+
+
+def test_same_key_same_token_and_jit_agrees():
+    z = _logits(8)
+    key = jax.random.key(3)
+    f = jax.jit(functools.partial(sample, top_k=4, top_p=0.9, temperature=0.7))
+    assert int(f(key, z)) == int(sample(key, z, top_k=4, top_p=0.9, temperature=0.7))
+
+
+def test_huge_logits_and_bfloat16_stay_valid():
+    z = jnp.array([1e30, -1e30, 0.0, 1e30])
+    np.testing.assert_array_equal(top_p_mask(z, 0.9), [True, False, False, True])
+    assert int(sample(jax.random.key(0), z, top_k=2)) in (0, 3)
+    zb = _logits(9).astype(jnp.bfloat16)
+    assert np.asarray(top_p_mask(zb, 0.5)).sum() >= 1
+    assert 0 <= int(sample(jax.random.key(1), zb, top_p=0.5)) < 11
+
+
+def test_vocabulary_of_one():
+    z = jnp.array([0.3])
+    assert int(sample(jax.random.key(0), z, top_k=1, top_p=0.1)) == 0
+
+
+def test_bad_inputs_raise_clear_errors():
+    z = _logits(0)
+    with pytest.raises(ValueError, match=r"logits must have shape \(V,\) with V >= 1, got shape \(2, 11\)"):
+        greedy(jnp.stack([z, z]))
+    with pytest.raises(ValueError, match=r"k must be between 1 and the vocabulary size 11, got k=12"):
+        top_k_mask(z, 12)
+    with pytest.raises(ValueError, match=r"temperature must be positive"):
+        sample(jax.random.key(0), z, temperature=0.0)
+    with pytest.raises(ValueError, match=r"top_p must be in \(0, 1\], got top_p=1.5"):
+        sample(jax.random.key(0), z, top_p=1.5)

@@ -1,0 +1,90 @@
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cookbook.foundations.training_loop import load_digits_split
+from cookbook.transformers.vision_transformer import accuracy, apply, init, loss, patchify, train
+
+CONFIG = dict(image_size=8, channels=1, d_model=32, num_heads=4, num_layers=2, d_ff=64, num_classes=10)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    X_train, X_test, y_train, y_test = load_digits_split()
+    return X_train.reshape(-1, 8, 8, 1), X_test.reshape(-1, 8, 8, 1), y_train, y_test
+
+
+@pytest.fixture(scope="module")
+def trained(digits):
+    X_train, _, y_train, _ = digits
+    params = init(jax.random.key(0), patch_size=4, **CONFIG)
+    fit = jax.jit(train, static_argnames=("patch_size", "steps", "batch_size"))
+    return fit(jax.random.key(1), params, X_train, y_train, patch_size=4, steps=400, batch_size=64)
+
+
+def test_patchify_matches_numpy_blocks():
+    rng = np.random.default_rng(0)
+    image = rng.standard_normal((6, 9, 2)).astype(np.float32)
+    patches = np.asarray(patchify(jnp.asarray(image), 3))
+    assert patches.shape == (6, 18)
+    for n, (i, j) in enumerate((i, j) for i in range(2) for j in range(3)):  # row by row
+        np.testing.assert_array_equal(patches[n], image[3 * i:3 * i + 3, 3 * j:3 * j + 3].reshape(-1))
+
+
+def test_patch_embedding_is_a_strided_convolution():
+    params = init(jax.random.key(2), patch_size=4, **CONFIG)
+    image = jax.random.normal(jax.random.key(3), (8, 8, 1))
+    ours = patchify(image, 4) @ params["W_e"]  # (4, 32)
+    kernel = params["W_e"].reshape(4, 4, 1, 32)  # (P, P, C, d_model), HWIO
+    conv = jax.lax.conv_general_dilated(image[None], kernel, (4, 4), "VALID",
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    np.testing.assert_allclose(ours, conv.reshape(4, 32), rtol=1e-5, atol=1e-5)
+
+
+def test_it_learns_digits_to_90_percent_held_out(digits, trained):
+    _, X_test, _, y_test = digits
+    params, losses = trained
+    assert np.all(np.isfinite(losses)) and losses[-20:].mean() < 0.2 * losses[:5].mean()
+    assert float(accuracy(params, X_test, y_test, 4)) >= 0.90  # measured 0.933 on 450 test images
+
+
+def test_class_token_output_depends_on_position_embeddings(trained):
+    params, _ = trained
+    image = jax.random.normal(jax.random.key(4), (8, 8, 1))
+    swapped = dict(params, pos=params["pos"][jnp.array([0, 2, 1, 3, 4])])
+    assert not np.allclose(apply(params, image, 4), apply(swapped, image, 4), atol=1e-4)
+    # Without positions the model sees a set: permuting the patches leaves the logits unchanged.
+    no_pos = dict(params, pos=jnp.zeros_like(params["pos"]))
+    quadrants = image.reshape(2, 4, 2, 4, 1)
+    flipped = quadrants[:, :, ::-1].reshape(8, 8, 1)  # swap left and right patches
+    np.testing.assert_allclose(apply(no_pos, image, 4), apply(no_pos, flipped, 4), rtol=1e-4, atol=1e-5)
+
+
+def test_jit_and_vmap_agree(trained, digits):
+    params, _ = trained
+    images, labels = digits[1][:5], digits[3][:5]
+    batched = jax.vmap(apply, in_axes=(None, 0, None))(params, images, 4)
+    jitted = jax.jit(functools.partial(apply, patch_size=4))
+    for b in range(5):
+        np.testing.assert_allclose(jitted(params, images[b]), batched[b], rtol=1e-4, atol=1e-5)
+    logits = np.asarray(batched)
+    log_p = logits - np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1, keepdims=True)) - logits.max(1, keepdims=True)
+    np.testing.assert_allclose(loss(params, images, labels, 4), -log_p[np.arange(5), labels].mean(), rtol=1e-5)
+
+
+def test_bad_inputs_raise_clear_errors():
+    params = init(jax.random.key(0), patch_size=4, **CONFIG)
+    with pytest.raises(ValueError, match=r"image must have shape \(Hi, Wi, C\) with Hi and Wi multiples of patch_size=3"):
+        patchify(jnp.ones((8, 8, 1)), 3)
+    with pytest.raises(ValueError, match=r"image must have shape \(Hi, Wi, C\)"):
+        patchify(jnp.ones((8, 8)), 4)
+    with pytest.raises(ValueError, match=r"gives 16 patches of 4 values; the model expects 4 of 16"):
+        apply(params, jnp.ones((8, 8, 1)), 2)
+    with pytest.raises(ValueError, match=r"patch_size must divide image_size, got image_size=8 and patch_size=3"):
+        init(jax.random.key(0), **dict(CONFIG, image_size=8), patch_size=3)
+    with pytest.raises(ValueError, match=r"labels must have one entry per image, got 3 labels for 4 images"):
+        train(jax.random.key(0), params, jnp.ones((4, 8, 8, 1)), jnp.zeros(3, jnp.int32), patch_size=4,
+              steps=1, batch_size=2)
