@@ -8,7 +8,7 @@ STAMP      := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 BUILD      := _build
 SPHINX     := $(BIN)/python -m sphinx
-SPHINXOPTS ?= -n -W --keep-going
+SPHINXOPTS ?= -n -W --keep-going -j 2
 export JAX_PLATFORMS := cpu
 # One persistent compilation cache for the whole suite: the figures of the build, Sphinx's doctests
 # and pytest compile many of the same functions, and each compiles once.
@@ -63,7 +63,7 @@ pytest: $(STAMP)
 # The whole suite with one exit status: the book builds with no warnings, every page's examples
 # pass under Sphinx, and pytest passes (tests, docstring examples, and the book in a browser).
 test: browser html doctest
-	COOKBOOK_REQUIRE_BROWSER=1 $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile
+	COOKBOOK_REQUIRE_BROWSER=1 $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=15
 
 # Benchmarks: not part of `make test`; they write benchmarks/results.json, shown on a page of the book.
 bench: $(STAMP) $(NODE_STAMP)

@@ -326,7 +326,23 @@ def training_steps() -> list[TrainingStep]:
 
         return step, (params, X, y)
 
+    def gpt_step():
+        from cookbook.transformers import gpt
+
+        # The sizes of the page's sorting model, with a longer context and a larger batch.
+        params = gpt.init(jax.random.key(0), vocab_size=11, max_len=64, d_model=64, num_heads=4,
+                          num_layers=2, d_ff=256)
+        tokens = gpt.sorting_task(jax.random.key(1), 64, 20)  # (64, 41)
+
+        def step(p, tokens):
+            loss, grads = jax.value_and_grad(gpt.sequence_loss)(p, tokens, 20)
+            return jax.tree.map(lambda a, g: a - 0.01 * g, p, grads), loss
+
+        return step, (params, tokens)
+
     return [
+        TrainingStep("transformers.gpt", "GPT, 2 layers, d_model 64, 64 sequences of 41 tokens, one SGD step",
+                     gpt_step),
         TrainingStep("foundations.training_loop", "MLP 64-64-10 on digit-sized inputs, batch 128, one SGD step",
                      mlp_step),
         TrainingStep("convolution.lenet", "LeNet-5 on 8x8 images, batch 128, one SGD step", lenet_step),

@@ -34,8 +34,16 @@ def _record_calls(module, monkeypatch):
 
         monkeypatch.setattr(module, name, recorder)
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
-    for test in doctest.DocTestFinder().find(module):
-        runner.run(test, out=lambda _: None)
+    # Function docstrings first (short), then the page's example; each docstring's examples run one
+    # at a time in its own namespace, and the replay stops once every declared function was called.
+    tests = sorted(doctest.DocTestFinder().find(module), key=lambda t: t.name == module.__name__)
+    for test in tests:
+        for example in test.examples:
+            if all(calls.values()):
+                break
+            one = doctest.DocTest([example], {}, test.name, test.filename, test.lineno, test.docstring)
+            one.globs = test.globs  # shared, so that later examples see what earlier ones defined
+            runner.run(one, out=lambda _: None, clear_globs=False)
     monkeypatch.undo()
     return calls
 
