@@ -63,7 +63,7 @@ pytest: $(STAMP)
 # The whole suite with one exit status: the book builds with no warnings, every page's examples
 # pass under Sphinx, and pytest passes (tests, docstring examples, and the book in a browser).
 test: browser html doctest
-	COOKBOOK_REQUIRE_BROWSER=1 $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=15
+	COOKBOOK_REQUIRE_BROWSER=1 COOKBOOK_PAGES_DOCTESTED=1 $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=15
 
 # Benchmarks: not part of `make test`; they write benchmarks/results.json, shown on a page of the book.
 bench: $(STAMP) $(NODE_STAMP)
