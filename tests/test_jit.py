@@ -1,7 +1,8 @@
 """Every function that a recipe declares jit-able gives the same values under :func:`jax.jit`.
 
 The inputs are the ones the recipe's own examples use: the examples run once with each declared
-function wrapped to record its arguments, and each recorded call is then repeated under ``jax.jit``.
+function wrapped to record its arguments and its (eager) result, and each recorded call with a
+distinct signature is then repeated under ``jax.jit`` and its result compared.
 """
 
 import doctest
@@ -28,9 +29,10 @@ def _record_calls(module, monkeypatch):
 
         @functools.wraps(fn)
         def recorder(*args, __fn=fn, __name=name, **kwargs):
-            if not _is_traced((args, kwargs)):
-                calls[__name].append((args, kwargs))
-            return __fn(*args, **kwargs)
+            out = __fn(*args, **kwargs)
+            if not _is_traced((args, kwargs, out)):
+                calls[__name].append((args, kwargs, out))  # the eager result, compared below
+            return out
 
         monkeypatch.setattr(module, name, recorder)
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
@@ -46,6 +48,16 @@ def _record_calls(module, monkeypatch):
             runner.run(one, out=lambda _: None, clear_globs=False)
     monkeypatch.undo()
     return calls
+
+
+def _signature(args, kwargs, static):
+    """What jit compiles for: the shapes and dtypes of the arrays, and the values of the rest."""
+    def leaf(x):
+        return (np.shape(x), str(np.asarray(x).dtype if not isinstance(x, jax.Array) else x.dtype)) \
+            if isinstance(x, (jax.Array, np.ndarray)) else repr(x)
+
+    dynamic = {k: v for k, v in kwargs.items() if k not in static}
+    return repr((jax.tree.map(leaf, (args, dynamic)), {k: kwargs[k] for k in static if k in kwargs}))
 
 
 def _assert_same(eager, jitted, where):
@@ -70,5 +82,10 @@ def test_declared_functions_agree_under_jit(name, monkeypatch):
         assert calls[fn_name], f"{name}.{fn_name} is declared jit-able but no example calls it"
         fn = getattr(module, fn_name)
         jitted = jax.jit(fn, static_argnames=static)
-        for args, kwargs in calls[fn_name][:3]:
-            _assert_same(fn(*args, **kwargs), jitted(*args, **kwargs), f"{name}.{fn_name}")
+        # One call per distinct signature (a second call with the same shapes traces nothing new),
+        # at most three.
+        distinct = {}
+        for args, kwargs, eager in calls[fn_name]:
+            distinct.setdefault(_signature(args, kwargs, static), (args, kwargs, eager))
+        for args, kwargs, eager in list(distinct.values())[:3]:
+            _assert_same(eager, jitted(*args, **kwargs), f"{name}.{fn_name}")
