@@ -8,7 +8,9 @@ normalisation. This chapter assembles those parts into the models built from the
 The :doc:`transformer_block` comes first, in its original post-norm form and in the pre-norm form
 that trains more easily at depth. Stacked under a causal mask it becomes :doc:`gpt`, a language
 model that writes one token at a time with a key-value cache; :doc:`sampling` turns its logits into
-tokens (greedy, temperature, top-k and nucleus). The :doc:`vision_transformer` reads an image as a
+tokens (greedy, temperature, top-k and nucleus). The :doc:`encoder_decoder` is the original
+transformer, which translates by reading the whole source with an encoder and writing the target
+with a decoder that attends to it. The :doc:`vision_transformer` reads an image as a
 sequence of patches, and the :doc:`mixture_of_experts` replaces the perceptron by many experts of
 which each token visits a few.
 
@@ -22,6 +24,7 @@ RECIPES = (
     "transformer_block",
     "gpt",
     "sampling",
+    "encoder_decoder",
     "vision_transformer",
     "mixture_of_experts",
 )

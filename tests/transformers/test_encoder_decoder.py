@@ -1,0 +1,218 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from cookbook.transformers.encoder_decoder import (
+    BOS,
+    EOS,
+    PAD,
+    apply,
+    attention_masks,
+    cross_attention_weights,
+    decode,
+    encode,
+    greedy_translate,
+    init,
+    loss,
+    shift_right,
+    train,
+    translation_task,
+)
+
+# The sizes of the page's example, so that the examples and the tests share their compilations:
+# 8 words after the 3 special tokens, sentences of at most 6 words and an EOS.
+V, W = 11, 6
+S = T = W + 1
+D_MODEL, H, L, D_FF = 32, 4, 1, 64
+TOL = dict(rtol=1e-4, atol=1e-5)
+STEPS, CORPUS, HELD_OUT = 1000, 8000, 128
+
+
+def _pairs(seed, n):
+    """Sentence pairs written with numpy from the task's definition: reverse, then w -> V + 2 - w."""
+    rng = np.random.default_rng(seed)
+    src = np.full((n, S), PAD, np.int32)
+    tgt = np.full((n, T), PAD, np.int32)
+    for b in range(n):
+        k = rng.integers(1, W + 1)
+        words = rng.integers(EOS + 1, V, k)
+        src[b, :k], src[b, k] = words, EOS
+        tgt[b, :k], tgt[b, k] = V + 2 - words[::-1], EOS
+    return src, tgt
+
+
+def _shift(tgt):
+    return np.concatenate([[BOS], tgt[:-1]]).astype(np.int32)
+
+
+def _sentence(seed):
+    """One source sentence with padding, and its decoder input."""
+    src, tgt = _pairs(seed, 20)
+    b = int(np.argmax(src[:, -1] == PAD))
+    return src[b], _shift(tgt[b])
+
+
+@pytest.fixture(scope="module")
+def untrained():
+    return init(jax.random.key(0), V, V, D_MODEL, H, L, D_FF)
+
+
+@pytest.fixture(scope="module")
+def trained(untrained):
+    src, tgt = _pairs(1, CORPUS)
+    fit = jax.jit(train, static_argnames=("steps", "batch_size"))
+    params, losses = fit(jax.random.key(1), untrained, src, tgt, steps=STEPS, batch_size=32)
+    # Held-out sentences: none of them is in the training corpus.
+    seen = {row.tobytes() for row in src}
+    test_src, test_tgt = _pairs(2, 4 * HELD_OUT)
+    unseen = np.array([row.tobytes() not in seen for row in test_src])
+    test_src, test_tgt = test_src[unseen][:HELD_OUT], test_tgt[unseen][:HELD_OUT]
+    outputs = [greedy_translate(params, s, T) for s in test_src]
+    tokens = np.stack([np.asarray(t) for t, _ in outputs])
+    step_logits = np.stack([np.asarray(z) for _, z in outputs])
+    return params, np.asarray(losses), (test_src, test_tgt, tokens, step_logits)
+
+
+def test_translation_task_follows_its_definition():
+    src, tgt = np.asarray(translation_task(jax.random.key(3), 4, W, V))  # the example's shapes
+    assert src.shape == tgt.shape == (4, S)
+    for s, t in zip(src, tgt):
+        k = int(np.argmax(s == EOS))  # the number of words
+        assert 1 <= k <= W and t[k] == EOS and np.all(s[k + 1:] == PAD) and np.all(t[k + 1:] == PAD)
+        assert np.all((s[:k] > EOS) & (s[:k] < V))
+        np.testing.assert_array_equal(t[:k], V + 2 - s[:k][::-1])  # reversed, then the dictionary
+
+
+def test_shift_right_and_masks_by_hand():
+    np.testing.assert_array_equal(shift_right(jnp.array([7, 4, 9, EOS, PAD])), [BOS, 7, 4, 9, EOS])
+    np.testing.assert_array_equal(shift_right(jnp.array([5]), bos=3), [3])
+    encoder, causal, cross = attention_masks(np.array([True, True, False]), 2)
+    np.testing.assert_array_equal(encoder, [[1, 1, 0], [1, 1, 0], [1, 1, 0]])
+    np.testing.assert_array_equal(causal, [[1, 0], [1, 1]])
+    np.testing.assert_array_equal(cross, [[1, 1, 0], [1, 1, 0]])
+
+
+def test_apply_is_encode_then_decode(untrained):
+    src, tgt_in = _sentence(4)
+    memory = encode(untrained, src)
+    assert memory.shape == (S, D_MODEL)
+    logits = decode(untrained, memory, tgt_in, src != PAD)
+    assert logits.shape == (T, V) and np.all(np.isfinite(logits))
+    np.testing.assert_allclose(apply(untrained, src, tgt_in), logits, **TOL)
+
+
+def test_jit_agrees_with_eager(untrained):
+    src, tgt_in = _sentence(5)
+    np.testing.assert_allclose(jax.jit(apply)(untrained, src, tgt_in), apply(untrained, src, tgt_in), **TOL)
+
+
+def test_loss_leaves_padding_out_and_matches_optax(untrained):
+    src, tgt = translation_task(jax.random.key(5), 4, W, V)  # the example's shapes
+    src, tgt = np.asarray(src), np.asarray(tgt)
+    logits = np.stack([apply(untrained, s, _shift(t)) for s, t in zip(src, tgt)])  # (4, T, V)
+    per_token = np.asarray(optax.softmax_cross_entropy_with_integer_labels(logits, tgt))  # (4, T)
+    real = tgt != PAD
+    assert not np.all(real)
+    value = float(loss(untrained, src, tgt))  # compiled, with apply under vmap: jit and vmap agree with eager
+    np.testing.assert_allclose(value, per_token[real].mean(), rtol=1e-5)  # the mean over real tokens
+    assert abs(value - per_token.mean()) > 1e-3  # counting the PAD targets would give another value
+
+
+def test_padding_content_changes_nothing(untrained):
+    src, tgt_in = _sentence(6)
+    mask = src != PAD
+    other = np.where(mask, src, 7)  # the padded positions hold a real word instead of PAD
+    np.testing.assert_allclose(encode(untrained, src, mask)[mask], encode(untrained, other, mask)[mask], **TOL)
+    np.testing.assert_allclose(apply(untrained, src, tgt_in, mask), apply(untrained, other, tgt_in, mask), **TOL)
+    # Without the mask the same change is read: padding is hidden by the mask, not by luck.
+    full = np.ones_like(mask)
+    assert not np.allclose(encode(untrained, src, full)[mask], encode(untrained, other, full)[mask], atol=1e-3)
+
+
+@pytest.mark.parametrize("t", [0, 3, 5])
+def test_a_later_target_token_never_changes_an_earlier_logit(untrained, t):
+    src, tgt_in = _sentence(7)
+    changed = tgt_in.copy()
+    changed[t] = (tgt_in[t] + 4) % V
+    a, b = apply(untrained, src, tgt_in), apply(untrained, src, changed)
+    np.testing.assert_allclose(a[:t], b[:t], **TOL)
+    assert not np.allclose(a[t:], b[t:], atol=1e-4)
+
+
+def test_the_decoder_reads_the_source(untrained):
+    src, tgt_in = _sentence(8)
+    changed = src.copy()
+    changed[0] = 3 if src[0] != 3 else 4  # another first word
+    a, b = apply(untrained, src, tgt_in), apply(untrained, changed, tgt_in)
+    assert np.all(np.abs(a - b).max(axis=-1) > 1e-3)  # every target position sees the change
+
+
+def test_length_one_target(untrained):
+    src, tgt_in = _sentence(9)
+    logits = apply(untrained, src, tgt_in[:1])
+    assert logits.shape == (1, V) and np.all(np.isfinite(logits))
+    np.testing.assert_allclose(logits, apply(untrained, src, tgt_in)[:1], **TOL)  # the first row of T = 7
+
+
+def test_it_learns_to_translate_held_out_sentences(trained):
+    _, losses, (_, tgt, tokens, _) = trained
+    assert losses.shape == (STEPS,) and np.all(np.isfinite(losses))
+    assert losses[-50:].mean() < 0.05 * losses[:5].mean()
+    real = tgt != PAD  # the words and the EOS
+    sentence_accuracy = np.mean(np.all(tokens == tgt, axis=1))
+    token_accuracy = np.sum((tokens == tgt) & real) / np.sum(real)
+    assert sentence_accuracy >= 0.9, sentence_accuracy  # measured 0.961 (123 of 128)
+    assert token_accuracy >= 0.97, token_accuracy  # measured 0.988
+
+
+def test_greedy_translation_is_the_argmax_of_teacher_forcing_on_its_own_output(trained):
+    params, _, (src, _, tokens, step_logits) = trained
+    assert tokens.shape == (HELD_OUT, T) and step_logits.shape == (HELD_OUT, T, V)
+    for b in range(0, HELD_OUT, 4):
+        forced = np.asarray(apply(params, src[b], _shift(tokens[b])))
+        np.testing.assert_allclose(step_logits[b], forced, rtol=1e-4, atol=1e-4)  # the logits of every step
+        after_eos = np.cumsum(tokens[b] == EOS) - (tokens[b] == EOS) > 0
+        np.testing.assert_array_equal(np.where(after_eos, PAD, np.argmax(forced, axis=-1)), tokens[b])
+
+
+def test_cross_attention_of_the_trained_model_follows_the_reversal(trained):
+    params, _, (src, tgt, _, _) = trained
+    for b in range(8):
+        k = int(np.argmax(src[b] == EOS))  # the number of words
+        weights = np.asarray(cross_attention_weights(params, src[b], _shift(tgt[b])))  # (L, H, T, S)
+        assert weights.shape == (L, H, T, S)
+        np.testing.assert_allclose(weights.sum(axis=-1), 1.0, atol=1e-5)
+        assert np.all(weights[..., k + 1:] == 0)  # PAD source positions are never read
+        mean = weights[-1].mean(axis=0)  # (T, S), averaged over the heads
+        aligned = mean[np.arange(k), k - 1 - np.arange(k)]  # target word t reads source word k - 1 - t
+        assert aligned.mean() > 0.5, aligned  # measured 0.66 or more; uniform attention gives 1 / (k + 1)
+
+
+def test_bad_inputs_raise_clear_errors(untrained):
+    src, tgt = np.array([4, 5, EOS]), np.array([BOS, 8])
+    with pytest.raises(ValueError, match=r"src must hold token ids in \[0, 11\), got values in \[2, 11\]"):
+        encode(untrained, np.array([11, 5, EOS]))
+    with pytest.raises(ValueError, match=r"tgt_in must hold token ids in \[0, 11\), got values in \[-1, 8\]"):
+        apply(untrained, src, np.array([-1, 8]))
+    with pytest.raises(ValueError, match=r"src must have shape \(S,\) with S >= 1 of integer tokens, got shape \(1, 3\)"):
+        encode(untrained, src[None])
+    with pytest.raises(ValueError, match=r"tgt_in must have shape \(T,\) .* got shape \(2,\) and dtype float32"):
+        apply(untrained, src, np.array([1.0, 2.0], np.float32))
+    with pytest.raises(ValueError, match=r"src_mask must be boolean of shape \(S,\) = \(3,\), got shape \(2,\)"):
+        encode(untrained, src, np.ones((2,), bool))
+    with pytest.raises(ValueError, match=r"memory must have shape \(S, d_model\) = \(S, 32\), got shape \(3, 16\)"):
+        decode(untrained, np.ones((3, 16), np.float32), tgt)
+    with pytest.raises(ValueError, match=r"src and tgt must have shapes \(B, S\) and \(B, T\), got \(3,\) and \(2,\)"):
+        loss(untrained, src, tgt)
+    with pytest.raises(ValueError, match=r"src and tgt must have shapes \(N, S\) and \(N, T\), got \(3, 3\) and \(2, 2\)"):
+        train(jax.random.key(0), untrained, np.ones((3, 3), int), np.ones((2, 2), int), steps=1, batch_size=1)
+    with pytest.raises(ValueError, match=r"max_len must be at least 1, got max_len=0"):
+        greedy_translate(untrained, src, 0)
+    with pytest.raises(ValueError, match=r"tgt_vocab must exceed the 3 special tokens \(PAD, BOS, EOS\), got tgt_vocab=3"):
+        init(jax.random.key(0), V, 3, 8, 2, 1, 16)
+    with pytest.raises(ValueError, match=r"d_model must be even .* got d_model=7 and num_layers=1"):
+        init(jax.random.key(0), V, V, 7, 1, 1, 16)
+    with pytest.raises(ValueError, match=r"vocab must exceed 3 and max_words be at least 1, got vocab=11, max_words=0"):
+        translation_task(jax.random.key(0), 2, 0, V)
