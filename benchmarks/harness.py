@@ -38,8 +38,13 @@ def _summary(samples):
     return {"median_s": float(median), "iqr_s": float(q3 - q1), "samples": len(samples)}
 
 
-def compare(recipe, twin, args, *, repeats=15, static_argnums=()):
-    """Median time of the jitted ``recipe`` and ``twin`` on ``args``, measured interleaved."""
+def compare(recipe, twin, args, *, repeats=25, static_argnums=()):
+    """Median time of the jitted ``recipe`` and ``twin`` on ``args``, measured interleaved.
+
+    The ratio is the median of the ratios of the two samples of each repeat, taken back to back, so
+    that a slow moment of the machine falls on both sides of one ratio; ``ratio_iqr`` is the
+    inter-quartile range of those per-repeat ratios.
+    """
     fns = [jax.jit(recipe, static_argnums=static_argnums), jax.jit(twin, static_argnums=static_argnums)]
     for fn in fns:  # compile, and warm the caches
         jax.block_until_ready(fn(*args))
@@ -50,8 +55,10 @@ def compare(recipe, twin, args, *, repeats=15, static_argnums=()):
         order = (0, 1) if r % 2 == 0 else (1, 0)
         for i in order:
             samples[i].append(_run(fns[i], args, number))
-    recipe_s, twin_s = _summary(samples[0]), _summary(samples[1])
-    return {"recipe": recipe_s, "twin": twin_s, "ratio": recipe_s["median_s"] / twin_s["median_s"]}
+    ratios = np.asarray(samples[0]) / np.asarray(samples[1])
+    q1, median, q3 = np.percentile(ratios, [25, 50, 75])
+    return {"recipe": _summary(samples[0]), "twin": _summary(samples[1]),
+            "ratio": float(median), "ratio_iqr": [float(q1), float(q3)]}
 
 
 def time_one(fn, args, *, repeats=9):

@@ -13,6 +13,13 @@ def _us(seconds):
     return f"{seconds * 1e6:,.1f}"
 
 
+def _ratio(row):
+    if "ratio_iqr" not in row:
+        return f"{row['ratio']:.2f}"
+    low, high = row["ratio_iqr"]
+    return f"{row['ratio']:.2f} [{low:.2f}, {high:.2f}]"
+
+
 def _table(header, rows, widths=None):
     lines = [".. list-table::", "   :header-rows: 1"]
     if widths:
@@ -45,7 +52,10 @@ def render(results: dict) -> str:
             "---------------------------",
             "",
             "Median time of one jitted call, after compilation, recipe and twin timed interleaved; the "
-            "spread is the inter-quartile range. A ratio above 1 means the recipe is slower.",
+            "spread is the inter-quartile range. The ratio is the median of the ratios of the "
+            "recipe's and the twin's samples of each repeat, taken back to back, with the "
+            "inter-quartile range of those ratios in brackets. A ratio above 1 means the recipe is "
+            "slower; where the bracket holds 1, the two cannot be told apart on this machine.",
             "",
             f"Median ratio over all rows: **{s['median_ratio']:.2f}**; geometric mean "
             f"{s['geometric_mean_ratio']:.2f}; worst: {worst['name']} at {worst['size']}, "
@@ -54,7 +64,7 @@ def render(results: dict) -> str:
         ]
         rows = [
             [f"``{r['name']}``", r["size"], f"{_us(r['recipe']['median_s'])} ± {_us(r['recipe']['iqr_s'])}",
-             f"{_us(r['twin']['median_s'])} ± {_us(r['twin']['iqr_s'])}", f"``{r['twin_name']}``", f"{r['ratio']:.2f}"]
+             f"{_us(r['twin']['median_s'])} ± {_us(r['twin']['iqr_s'])}", f"``{r['twin_name']}``", _ratio(r)]
             for r in results["comparisons"]
         ]
         out += _table(["Recipe", "Size", "Recipe (µs)", "Twin (µs)", "Twin", "Ratio"], rows)

@@ -47,7 +47,7 @@ def main(argv=None):
     started = time.perf_counter()
     out_path = Path(args.out)
     previous = json.loads(out_path.read_text()) if out_path.exists() else {}
-    repeats = 5 if args.quick else 15
+    repeats = 5 if args.quick else 25
 
     print(f"machine: {harness.machine()}", flush=True)
     peak = harness.peak_matmul_flops(n=1024 if args.quick else 2048)
@@ -65,7 +65,8 @@ def main(argv=None):
                    "size": case.describe(size), **result}
             comparisons.append(row)
             print(f"{case.name:<34} {row['size']:<22} recipe {result['recipe']['median_s'] * 1e6:10.1f} us"
-                  f"   twin {result['twin']['median_s'] * 1e6:10.1f} us   ratio {result['ratio']:.2f}", flush=True)
+                  f"   twin {result['twin']['median_s'] * 1e6:10.1f} us   ratio {result['ratio']:.2f} "
+                  f"[{result['ratio_iqr'][0]:.2f}, {result['ratio_iqr'][1]:.2f}]", flush=True)
 
     growth = []
     for study in cases.growth_studies():

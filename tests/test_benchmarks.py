@@ -18,6 +18,8 @@ def test_compare_reports_a_slower_recipe_as_a_ratio_above_one():
     result = harness.compare(lambda x: (x @ x) @ x, lambda x: x + 1.0, (x,), repeats=3)
     assert result["ratio"] > 1.0
     assert result["recipe"]["median_s"] > 0 and result["twin"]["median_s"] > 0
+    low, high = result["ratio_iqr"]  # the spread of the per-repeat ratios brackets their median
+    assert 0 < low <= result["ratio"] <= high
 
 
 def test_compiled_stats_counts_matmul_flops():
@@ -33,7 +35,8 @@ def test_report_renders_every_part():
         "date": "2026-11-23T00:00:00+00:00",
         "machine": {"cpu": "cpu", "cores": 2, "platform": "linux", "python": "3.11", "jax": "0.10.2", "backend": "cpu"},
         "peak_matmul": {"n": 8, "flops_per_s": 1e10},
-        "comparisons": [{"name": "gelu", "size": "N = 3", "recipe": row, "twin": row, "twin_name": "jax.nn.gelu", "ratio": 1.0}],
+        "comparisons": [{"name": "gelu", "size": "N = 3", "recipe": row, "twin": row, "twin_name": "jax.nn.gelu", "ratio": 1.0,
+                         "ratio_iqr": [0.9, 1.25]}],
         "summary": {"median_ratio": 1.0, "geometric_mean_ratio": 1.0,
                     "worst": {"name": "gelu", "size": "N = 3", "ratio": 1.0}},
         "growth": [{"study": "attention", "variant": "direct", "sizes": [1, 2], "size_name": "S",
@@ -43,6 +46,6 @@ def test_report_renders_every_part():
         "build": {"html_cold_s": 100.0, "html_incremental_s": 10.0},
     }
     text = report.render(results)
-    for fragment in ("10.0 GFLOP/s", "``jax.nn.gelu``", "Median ratio over all rows: **1.00**", "10.0 %", "100 s"):
+    for fragment in ("10.0 GFLOP/s", "``jax.nn.gelu``", "Median ratio over all rows: **1.00**", "1.00 [0.90, 1.25]", "10.0 %", "100 s"):
         assert fragment in text
     assert report.render({}).startswith("No results yet")

@@ -108,7 +108,7 @@ fit: the dilated kernel spans :math:`d(K - 1) + 1` pixels, and every :math:`s`-t
 3. ``conv2d`` calls :func:`jax.lax.conv_general_dilated`, which lets the compiler choose the
    algorithm (direct, im2col-like or Winograd) for the hardware. Use this one.
 
-On the book's benchmark machine the im2col form is about two to five times slower than the
+On the book's benchmark machine the im2col form is about two to four times slower than the
 direct call, and its temporary memory grows with the patch matrix, :math:`K_H K_W` times the
 input, where the compiled direct convolution needs none (:doc:`/docs/performance`): the copy of
 every window into a row is the price of turning a convolution into one matrix product.

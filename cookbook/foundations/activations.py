@@ -128,12 +128,12 @@ rectifiers have derivative 1 for all positive inputs; ReLU's is 0 for all negati
 units), while leaky ReLU and ELU keep a slope there. GELU and SiLU are smooth, overshoot 1 slightly
 and have a small negative dip.
 
-*Cost.* Written from :func:`jax.numpy.exp`, the sigmoid, tanh and the tanh form of GELU pay for
-one or two full exponentials, a comparison and a division per entry, where XLA lowers
-:func:`jax.numpy.tanh` and :func:`jax.nn.sigmoid` to its own fused approximations. On this book's
-benchmark machine these versions are therefore up to about twice as slow as :mod:`jax.nn` at some
-sizes (the tanh-form GELU most of all), while ReLU, ELU, softplus and the exact GELU run at the
-same speed: see :doc:`/docs/performance`. The clarity of the stable forms is the point of this
+*Cost.* Written from :func:`jax.numpy.exp`, the sigmoid (and SiLU, built on it), tanh and the tanh
+form of GELU pay for one or two full exponentials, a comparison and a division per entry, where XLA
+lowers :func:`jax.numpy.tanh` and :func:`jax.nn.sigmoid` to its own fused approximations. On this
+book's benchmark machine these versions are therefore up to about 2.4 times as slow as :mod:`jax.nn`
+at some sizes (the tanh-form GELU most of all), while ReLU, ELU, softplus and the exact GELU run at
+the same speed: see :doc:`/docs/performance`. The clarity of the stable forms is the point of this
 page; in a model, call :mod:`jax.nn`.
 
 Inductive bias

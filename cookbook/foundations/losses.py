@@ -105,11 +105,13 @@ outliers whose pull is capped at :math:`\delta`. (Object detectors know it, with
 logit :math:`z`, not the probability: the code computes
 :math:`\max(z, 0) - y z + \log(1 + e^{-|z|})`, which never exponentiates a positive number, where
 :math:`\log \sigma(z)` computed from a rounded :math:`\sigma(z) = 0` would be :math:`-\infty`.
-**Categorical cross-entropy** is its many-class version, the categorical likelihood of a softmax;
-it is computed from the log-softmax with the largest logit subtracted (see
-:doc:`softmax_regression`). Its target may be an integer label (the usual case, and cheaper: one
-entry of the log-softmax is read) or a full distribution :math:`q`, such as a one-hot vector or a
-smoothed label.
+**Categorical cross-entropy** is its many-class version, the categorical likelihood of a softmax; it
+is computed from the log-softmax with the largest logit subtracted (see :doc:`softmax_regression`).
+Its target may be an integer label (the usual case, and cheaper: since :math:`-\log
+\operatorname{softmax}(z)_y = \log \sum_k e^{z_k} - z_y`, the code reads only the log-normaliser and
+one logit per example; writing out the whole log-softmax first made it 1.3 times slower than optax's
+on 32,000 classes, :doc:`/docs/performance`) or a full distribution :math:`q`, such as a one-hot
+vector or a smoothed label.
 
 **Kullback-Leibler divergence** :footcite:`kullback1951information` measures how many extra nats
 are spent coding samples of :math:`p` with a code built for :math:`q`. It is zero exactly when the
@@ -184,6 +186,7 @@ Array(0.6208, dtype=float32)
 (0.0, Array(0.6931, dtype=float32))
 """
 
+import jax
 import jax.numpy as jnp
 
 from cookbook.foundations.softmax_regression import binary_cross_entropy as _binary_cross_entropy
@@ -239,9 +242,13 @@ def cross_entropy(logits, labels):
     if logits.ndim < 1 or labels.shape != logits.shape[:-1]:
         raise ValueError(
             f"labels must have shape logits.shape[:-1] = {logits.shape[:-1]}, got {labels.shape}")
-    log_p = log_softmax(logits)
-    picked = jnp.take_along_axis(log_p, labels[..., None].astype(jnp.int32), axis=-1)[..., 0]
-    return -jnp.mean(picked)
+    # -log softmax(z)_y = logsumexp(z) - z_y: one pass over the K logits for the log-normaliser and a
+    # gather, without writing out the whole log-softmax that cross_entropy_one_hot needs.
+    z32 = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
+    m = jax.lax.stop_gradient(jnp.max(z32, axis=-1, keepdims=True))  # (..., 1), subtracted before exp
+    log_normaliser = (m + jnp.log(jnp.sum(jnp.exp(z32 - m), axis=-1, keepdims=True)))[..., 0]
+    picked = jnp.take_along_axis(z32, labels[..., None].astype(jnp.int32), axis=-1)[..., 0]
+    return jnp.mean(log_normaliser - picked).astype(logits.dtype)
 
 
 def cross_entropy_one_hot(logits, targets):
