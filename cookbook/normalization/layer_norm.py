@@ -83,7 +83,7 @@ moved from one to the other and some examples have tiny variance.
 on the deviations, so XLA reads each row twice where flax's one-pass form reads it once. On this
 book's CPU (:doc:`/docs/performance`) the difference vanishes for small inputs (dominated by the
 call) and for large ones (dominated by memory traffic, where the recipe is as fast as flax), but a
-batch of 512 rows of 1024 features, which fits in the processor's cache, normalises about 1.5
+batch of 512 rows of 1024 features, which fits in the processor's cache, normalises 1.5 to 1.7
 times slower than flax's. The recipe keeps the accurate form; ``flax.linen.LayerNorm(...,
 use_fast_variance=False)`` makes the same choice in flax.
 
