@@ -53,8 +53,7 @@ def _record_calls(module, monkeypatch):
 def _signature(args, kwargs, static):
     """What jit compiles for: the shapes and dtypes of the arrays, and the values of the rest."""
     def leaf(x):
-        return (np.shape(x), str(np.asarray(x).dtype if not isinstance(x, jax.Array) else x.dtype)) \
-            if isinstance(x, (jax.Array, np.ndarray)) else repr(x)
+        return (x.shape, str(x.dtype)) if isinstance(x, (jax.Array, np.ndarray)) else repr(x)
 
     dynamic = {k: v for k, v in kwargs.items() if k not in static}
     return repr((jax.tree.map(leaf, (args, dynamic)), {k: kwargs[k] for k in static if k in kwargs}))
