@@ -24,6 +24,17 @@ ROOT_PACKAGE = "cookbook"
 REQUIRED_SECTIONS = ("Equation", "Legend", "Explanation", "Inductive bias", "Example")
 #: Headings that the page machinery adds; a docstring must not write them itself.
 MACHINE_SECTIONS = ("Code", "References")
+#: The optional section of measured figures, library layouts and performance notes; it comes after
+#: the Example, so that the short-form prose above the code stays short.
+NOTES_SECTION = "Implementation notes"
+#: The sections whose prose is the page's first reading, from the equation to the inductive bias.
+FIRST_READING = ("Equation", "Explanation", "Inductive bias")
+#: Reading speed of the book: prose in words a minute, code in lines a minute.
+WORDS_PER_MINUTE, LINES_PER_MINUTE = 200, 25
+#: The most minutes the first reading (Equation to Inductive bias) may take.
+FIRST_READING_MINUTES = 5
+#: The title of the admonition that holds a page's intuition, inside its Explanation.
+INTUITION = "Intuition"
 #: The header row of every legend table.
 LEGEND_HEADER = ("Symbol", "Meaning", "In code", "Shape")
 
@@ -184,11 +195,52 @@ def code_start_line(source: str) -> int:
     return start
 
 
-def reading_minutes(docstring: str, source: str) -> int:
-    """Minutes to read a page: prose at 200 words a minute, code at 25 lines a minute."""
-    words = len(re.findall(r"[A-Za-z]{2,}", docstring))
-    code = [line for line in source.splitlines()[code_start_line(source) - 1:] if line.strip()]
-    return max(1, math.ceil(words / 200 + len(code) / 25))
+def prose_words(lines: list[str]) -> int:
+    """The words a reader reads in reStructuredText ``lines``.
+
+    Inline mathematics and a citation count as one word each; the bodies of ``.. math::`` and
+    ``.. plot::`` directives (a formula, the code of a figure) and the ``>>>`` examples count as
+    nothing here, and directive options (``:header-rows: 1``) are not words.
+    """
+    words, k = 0, 0
+    while k < len(lines):
+        line = lines[k]
+        m = re.match(r"(\s*)\.\. (math|plot)::", line)
+        if m:
+            indent = len(m.group(1))
+            k += 1
+            while k < len(lines) and (not lines[k].strip() or len(lines[k]) - len(lines[k].lstrip()) > indent):
+                k += 1
+            continue
+        stripped = line.strip()
+        if not stripped.startswith((">>>", "...", ":")) and not re.match(r"\.\. [\w-]+::\s*$", stripped):
+            text = re.sub(r":[\w:-]+:`[^`]*`", " w ", stripped)
+            words += len(re.findall(r"[A-Za-z]+(?:['’-][A-Za-z]+)*|\d+(?:\.\d+)?", text))
+        k += 1
+    return words
+
+
+def code_lines(source: str) -> int:
+    """The non-blank lines of a module below its docstring: the code on its page."""
+    return sum(1 for line in source.splitlines()[code_start_line(source) - 1:] if line.strip())
+
+
+def first_reading_lines(page: "Page") -> list[str]:
+    """The lines of a page from its Equation heading to the end of its Inductive bias section."""
+    heads = _headings(page.lines)
+    if not all(s in heads for s in FIRST_READING):
+        return []
+    start, last = heads["Equation"], heads["Inductive bias"]
+    later = [i for i in heads.values() if i > last]
+    return page.lines[start : min(later, default=len(page.lines))]
+
+
+def reading_minutes(docstring: str, source: str) -> tuple[int, int]:
+    """Minutes to read a page's prose (at :data:`WORDS_PER_MINUTE`) and its code (at
+    :data:`LINES_PER_MINUTE`), each rounded up."""
+    prose = math.ceil(prose_words(docstring.splitlines()) / WORDS_PER_MINUTE)
+    code = math.ceil(code_lines(source) / LINES_PER_MINUTE)
+    return max(1, prose), max(1, code)
 
 
 def recipe_page_lines(lines: list[str], module_file: Path, srcdir: Path) -> list[str]:
@@ -196,7 +248,7 @@ def recipe_page_lines(lines: list[str], module_file: Path, srcdir: Path) -> list
     source = Path(module_file).read_text()
     rel = "/" + Path(module_file).resolve().relative_to(Path(srcdir).resolve()).as_posix()
     lines = list(lines)
-    minutes = reading_minutes("\n".join(lines), source)
+    prose, code_minutes = reading_minutes("\n".join(lines), source)
     code = [
         "Code", "----", "",
         f"The module below is the code that runs, tests and builds this page "
@@ -211,7 +263,7 @@ def recipe_page_lines(lines: list[str], module_file: Path, srcdir: Path) -> list
     lines[at:at] = code
     lines += ["", "References", "----------", "", ".. footbibliography::", ""]
     # After the title (line 0) and its underline (line 1).
-    lines[2:2] = ["", f".. rst-class:: reading-time", "", f"About {minutes} min to read.", ""]
+    lines[2:2] = ["", f".. rst-class:: reading-time", "", f"About {prose} min to read the prose and {code_minutes} min the code.", ""]
     return lines
 
 
@@ -329,6 +381,76 @@ def _legend_rows(lines: list[str]) -> list[list[str]]:
     return rows
 
 
+_PY_WORDS = frozenset(
+    "None True False and or not in is if else for lambda len range int float bool tuple list dict "
+    "str shape ndim dtype size T".split()
+)
+
+
+def code_names(source: str) -> set[str]:
+    """Every name a module's syntax tree holds: functions, classes, arguments, variables, attributes,
+    keyword arguments, imported names and the string constants that are identifiers (dict keys)."""
+    names = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.arg):
+            names.add(node.arg)
+        elif isinstance(node, ast.Name):
+            names.add(node.id)
+        elif isinstance(node, ast.Attribute):
+            names.add(node.attr)
+        elif isinstance(node, ast.keyword) and node.arg:
+            names.add(node.arg)
+        elif isinstance(node, ast.alias):
+            names.add((node.asname or node.name).split(".")[0])
+            names.update(node.name.split("."))
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.isidentifier():
+            names.add(node.value)
+    return names
+
+
+def _imported_modules(source: str) -> set[str]:
+    """The names under which a module imports other modules or their members (``jnp``, ``lax``)."""
+    out = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            out.update((a.asname or a.name).split(".")[0] for a in node.names)
+    return out
+
+
+def legend_code_names(cell: str) -> list[str]:
+    """The identifiers that a legend's "In code" cell names inside its ````literal```` spans.
+
+    A dotted path that starts with an imported module (``jnp.linalg.norm``) is one name, its head;
+    words outside literals are prose and name nothing.
+    """
+    found = []
+    for literal in re.findall(r"``(.+?)``", cell):
+        for chain in re.findall(r"[A-Za-z_]\w*(?:\s*\.\s*[A-Za-z_]\w*)*", literal):
+            found.extend(part.strip() for part in chain.split("."))
+    return found
+
+
+def legend_code_problems(page: "Page", source: str) -> list[str]:
+    """The names of the legend's "In code" column that the module does not hold."""
+    rows = _legend_rows(page.sections.get("Legend", []))
+    if not rows or tuple(c.strip() for c in rows[0]) != LEGEND_HEADER:
+        return []
+    names, modules = code_names(source), _imported_modules(source)
+    missing = []
+    for row in rows[1:]:
+        if len(row) != len(LEGEND_HEADER):
+            continue
+        for literal in re.findall(r"``(.+?)``", row[2]):
+            for chain in re.findall(r"[A-Za-z_]\w*(?:\s*\.\s*[A-Za-z_]\w*)*", literal):
+                parts = [p.strip() for p in chain.split(".")]
+                if parts[0] in modules:
+                    continue  # a library path such as jnp.linalg.norm
+                missing += [p for p in parts if p not in names and p not in _PY_WORDS and p not in missing]
+    return missing
+
+
 def check_page(source: str) -> list[str]:
     """What a recipe module's docstring lacks to be a book page; an empty list if nothing.
 
@@ -381,6 +503,26 @@ def check_page(source: str) -> list[str]:
                     problems.append(f"has a legend that misses symbols of its equation: {unnamed}")
     if "Example" in page.sections and not any(l.strip().startswith(">>>") for l in page.sections["Example"]):
         problems.append("has no '>>>' example in its Example section")
+    missing_names = legend_code_problems(page, source)
+    if missing_names:
+        problems.append(
+            f"has a legend whose 'In code' column names what the module does not hold: {missing_names} "
+            "(write a cell that is not a variable in words, outside ``literals``)")
+    if "Explanation" in page.sections and not any(
+        re.match(rf"\s*\.\. admonition:: {INTUITION}\b", l) for l in page.sections["Explanation"]
+    ):
+        problems.append(f"has no intuition: add a '.. admonition:: {INTUITION}' to its Explanation")
+    first = first_reading_lines(page)
+    if first:
+        words = prose_words(first)
+        if words > FIRST_READING_MINUTES * WORDS_PER_MINUTE:
+            problems.append(
+                f"is not short-form: {words} words from Equation to Inductive bias read in more than "
+                f"{FIRST_READING_MINUTES} min (at most {FIRST_READING_MINUTES * WORDS_PER_MINUTE}); move "
+                f"measured figures and library notes to '{NOTES_SECTION}' after the Example")
+    if NOTES_SECTION in page.sections and "Example" in page.sections and page.order.index(
+        NOTES_SECTION) < page.order.index("Example"):
+        problems.append(f"has its '{NOTES_SECTION}' before its Example; they follow the code and the Example")
     return problems
 
 

@@ -171,7 +171,7 @@ def test_the_page_gains_code_before_the_example_and_references_at_the_end(tmp_pa
     doc = ["Demo", "====", "", "Sentence.", "", "Example", "-------", "", ">>> 1", "1"]
     lines = _book.recipe_page_lines(doc, module, tmp_path)
     text = "\n".join(lines)
-    assert text.index("About 1 min to read.") < text.index("Code\n----") < text.index("Example\n-------")
+    assert text.index("About 1 min to read the prose and 1 min the code.") < text.index("Code\n----") < text.index("Example\n-------")
     assert ".. literalinclude:: /demo.py" in text and ":lines: 13-" in text
     assert text.rstrip().endswith(".. footbibliography::")
 

@@ -1,0 +1,189 @@
+"""Book-wide checks on the calls that each recipe's own examples make (see ``replay.py``).
+
+* **Under jit**: every function that a recipe declares in ``JIT`` gives the same values under
+  :func:`jax.jit` as eagerly, on one call per distinct signature (at most three).
+* **Bad input** (the policy of the contributing page): the first recorded call of each declared
+  function is repeated with one argument mutated at a time: a float array given an integer dtype,
+  an extra leading axis, a trailing axis of another size, a Python list instead of an array, a NaN
+  in a float array, and a float where a static integer (a size) belongs. Each mutated call must
+  either raise a ``ValueError`` or ``TypeError`` from the book's own code whose message names the
+  argument, or return what is not a silent wrong answer: the unmutated result, a result of other
+  shapes (the function answered a different question, visibly), or, for a NaN, a NaN in the result.
+  A result of the same shapes with other values, and no NaN to show it, fails.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import traceback
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import replay
+from cookbook import _book
+
+RTOL, ATOL = 1e-4, 1e-5  # XLA may fuse and reorder float operations under jit
+RECIPES = _book.all_recipes()
+BOOK = Path(_book.__file__).resolve().parent
+
+
+def _signature(args, kwargs, static):
+    """What jit compiles for: the shapes and dtypes of the arrays, and the values of the rest."""
+    def leaf(x):
+        return (x.shape, str(x.dtype)) if isinstance(x, (jax.Array, np.ndarray)) else repr(x)
+
+    dynamic = {k: v for k, v in kwargs.items() if k not in static}
+    return repr((jax.tree.map(leaf, (args, dynamic)), {k: kwargs[k] for k in static if k in kwargs}))
+
+
+def _leaves(tree):
+    leaves, treedef = jax.tree.flatten(tree)
+    out = []
+    for leaf in leaves:
+        if isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            leaf = jax.random.key_data(leaf)
+        out.append(np.asarray(leaf))
+    return out, treedef
+
+
+def _assert_same(eager, jitted, where):
+    eager_leaves, eager_def = _leaves(eager)
+    jit_leaves, jit_def = _leaves(jitted)
+    assert eager_def == jit_def, f"{where}: output structure differs under jit"
+    for a, b in zip(eager_leaves, jit_leaves):
+        if np.issubdtype(a.dtype, np.inexact):
+            np.testing.assert_allclose(b, a, rtol=RTOL, atol=ATOL, err_msg=where)
+        else:
+            np.testing.assert_array_equal(b, a, err_msg=where)
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_declared_functions_agree_under_jit(name):
+    import importlib
+
+    module = importlib.import_module(name)
+    calls = replay.recorded_calls(name)
+    for fn_name, static in module.JIT.items():
+        assert calls[fn_name], f"{name}.{fn_name} is declared jit-able but no example calls it"
+        jitted = jax.jit(getattr(module, fn_name), static_argnames=static)
+        # One call per distinct signature (a second call with the same shapes traces nothing new),
+        # at most three.
+        distinct = {}
+        for args, kwargs, eager in calls[fn_name]:
+            distinct.setdefault(_signature(args, kwargs, static), (args, kwargs, eager))
+        for args, kwargs, eager in list(distinct.values())[:3]:
+            _assert_same(eager, jitted(*args, **kwargs), f"{name}.{fn_name}")
+
+
+# ---- Bad input ---------------------------------------------------------------------------------
+
+def _is_array(x):
+    return isinstance(x, (jax.Array, np.ndarray)) and not (
+        isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key))
+
+
+def _is_float_array(x):
+    return _is_array(x) and jnp.issubdtype(x.dtype, jnp.floating)
+
+
+def mutations(value, static: bool):
+    """``(what, mutated value)`` for each mutation that applies to an argument's ``value``."""
+    if _is_array(value):
+        x = jnp.asarray(value)
+        if jnp.issubdtype(x.dtype, jnp.floating):
+            yield "an integer dtype", x.astype(jnp.int32)
+        if x.ndim >= 1 and x.size:
+            yield "an extra leading axis", jnp.stack([x, x])
+            other = x[..., :1] if x.shape[-1] > 1 else jnp.concatenate([x, x], axis=-1)
+            yield f"a trailing axis of size {other.shape[-1]} instead of {x.shape[-1]}", other
+            if x.size <= 4096:
+                yield "a Python list", np.asarray(x).tolist()
+        if jnp.issubdtype(x.dtype, jnp.floating) and x.size:
+            yield "a NaN", x.at[(0,) * x.ndim].set(jnp.nan)
+    elif static and isinstance(value, int) and not isinstance(value, bool):
+        yield "a float where an integer belongs", value + 0.5
+    elif isinstance(value, (dict, tuple, list)):
+        # A pytree (parameters, gradients, an optimiser's state): its first float leaf, mutated.
+        leaves, treedef = jax.tree.flatten(value)
+        first = next((i for i, leaf in enumerate(leaves) if _is_float_array(leaf)), None)
+        if first is None:
+            return
+        path = jax.tree_util.keystr(jax.tree_util.tree_leaves_with_path(value)[first][0])
+        for what, leaf in mutations(leaves[first], False):
+            if what != "a Python list":
+                yield f"{what} at {path}", jax.tree.unflatten(treedef, leaves[:first] + [leaf] + leaves[first + 1:])
+
+
+def _raised_here(error):
+    """Whether ``error`` was raised by the book's own code (its innermost frame is in ``cookbook``)."""
+    frames = traceback.extract_tb(error.__traceback__)
+    return bool(frames) and Path(frames[-1].filename).resolve().is_relative_to(BOOK)
+
+
+def _verdict(arg, what, mutated_call, expected):
+    """None if the mutated call behaved (a clear error or no silent wrong answer), else why not."""
+    try:
+        got = mutated_call()
+    except (ValueError, TypeError) as error:
+        if not _raised_here(error):
+            frame = traceback.extract_tb(error.__traceback__)[-1]
+            return f"raised {type(error).__name__} from {Path(frame.filename).name}:{frame.lineno}, " \
+                   f"not from the book's own check: {str(error)[:160]!r}"
+        if not re.search(rf"(?<![\w.]){re.escape(arg)}(?!\w)", str(error)):
+            return f"raised {type(error).__name__} without naming {arg!r}: {str(error)[:160]!r}"
+        return None
+    except Exception as error:  # noqa: BLE001 - any other error is not a clear one
+        return f"raised {type(error).__name__} (expected ValueError or TypeError naming {arg!r}): {str(error)[:160]!r}"
+    got_leaves, got_def = _leaves(got)
+    want_leaves, want_def = _leaves(expected)
+    if got_def != want_def or any(a.shape != b.shape for a, b in zip(got_leaves, want_leaves)):
+        return None  # other shapes: visibly a different answer
+    if all(_close(a, b) for a, b in zip(got_leaves, want_leaves)):
+        return None
+    if what.startswith("a NaN") and any(np.issubdtype(a.dtype, np.inexact) and np.isnan(a).any() for a in got_leaves):
+        return None
+    return "returned a result of the same shapes with other values, in silence"
+
+
+def _close(a, b):
+    if a.dtype != b.dtype:
+        return False
+    if np.issubdtype(a.dtype, np.inexact):
+        return np.allclose(a, b, rtol=RTOL, atol=ATOL, equal_nan=True)
+    return np.array_equal(a, b)
+
+
+def bad_input_failures(name):
+    """The mutated calls of recipe ``name`` that failed the policy, and the number tried."""
+    import importlib
+
+    module = importlib.import_module(name)
+    failures, tried = [], 0
+    for fn_name, static in module.JIT.items():
+        calls = replay.recorded_calls(name)[fn_name]
+        if not calls:
+            continue
+        fn = getattr(module, fn_name)
+        args, kwargs, expected = calls[0]
+        bound = inspect.signature(fn).bind(*args, **kwargs)
+        for arg, value in list(bound.arguments.items()):
+            for what, mutated in mutations(value, arg in static):
+                tried += 1
+                changed = bound.arguments.copy()
+                changed[arg] = mutated
+                call = inspect.BoundArguments(bound.signature, changed)
+                problem = _verdict(arg, what, lambda: fn(*call.args, **call.kwargs), expected)
+                if problem:
+                    failures.append(f"{fn_name}({arg}= {what}) {problem}")
+    return failures, tried
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_bad_input_gets_a_clear_error(name):
+    failures, _ = bad_input_failures(name)
+    assert not failures, f"{name}:\n  " + "\n  ".join(failures)
