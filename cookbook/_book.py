@@ -213,7 +213,11 @@ def prose_words(lines: list[str]) -> int:
                 k += 1
             continue
         stripped = line.strip()
-        if not stripped.startswith((">>>", "...", ":")) and not re.match(r"\.\. [\w-]+::\s*$", stripped):
+        if stripped.startswith(">>>"):  # an example and its output, up to the next blank line
+            while k < len(lines) and lines[k].strip():
+                k += 1
+            continue
+        if not stripped.startswith(":") and not re.match(r"\.\. [\w-]+::\s*$", stripped):
             text = re.sub(r":[\w:-]+:`[^`]*`", " w ", stripped)
             words += len(re.findall(r"[A-Za-z]+(?:['’-][A-Za-z]+)*|\d+(?:\.\d+)?", text))
         k += 1

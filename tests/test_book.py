@@ -74,6 +74,10 @@ def test_the_good_sample_passes(sample_tests_dir):
         ("no_citation", "cites nothing"),
         ("unknown_citation", "not in the bibliography: ['nobody1999nothing']"),
         ("writes_code_section", "writes a 'Code' section itself"),
+        ("legend_names_missing_code", "names what the module does not hold: ['bias']"),
+        ("no_intuition", "has no intuition"),
+        ("too_long", "is not short-form"),
+        ("notes_before_example", "has its 'Implementation notes' before its Example"),
     ],
 )
 def test_each_broken_sample_fails_with_its_reason(sample, expected, sample_tests_dir):
@@ -89,6 +93,26 @@ def test_a_recipe_without_a_test_file_fails(tmp_path):
 def test_every_citation_role_counts():
     source = '"""T\n=\n\n:footcite:t:`a2000x` and :footcite:`b2001y, c2002z` and :cite:p:`d2003w`.\n"""\n'
     assert _book.citations(source) == {"a2000x", "b2001y", "c2002z", "d2003w"}
+
+
+def test_legend_code_names_reads_literals_and_skips_words():
+    source = "import jax.numpy as jnp\n\ndef f(x, params):\n    h = jnp.tanh(x @ params['W'])\n    return h.mean()\n"
+    assert _book.legend_code_problems(_page_with_cells(["``x``", "``params['W']``", "``jnp.linalg.norm(h)``",
+                                                        "the loop index (not a variable)"]), source) == []
+    assert _book.legend_code_problems(_page_with_cells(["``x[..., t, :]``", "``params['b']``"]), source) == ["t", "b"]
+
+
+def _page_with_cells(cells):
+    rows = "".join(f"   * - :math:`a`\n     - m\n     - {c}\n     - s\n" for c in cells)
+    doc = "T\n=\n\ns.\n\nLegend\n------\n\n.. list-table::\n   :header-rows: 1\n\n" \
+          "   * - Symbol\n     - Meaning\n     - In code\n     - Shape\n" + rows
+    return _book.Page.from_source(f'r"""{doc}"""\n')
+
+
+def test_prose_words_skip_math_code_and_options():
+    lines = ["Two words :math:`x^2 + y` and :footcite:`a2000b`.", "", ".. math::", "", "   a + b = c",
+             "", ">>> 1 + 1", "2", ".. list-table::", "   :header-rows: 1"]
+    assert _book.prose_words(lines) == 5  # Two, words, the formula, and, the citation
 
 
 def test_math_symbols_reads_latex():

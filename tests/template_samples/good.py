@@ -38,6 +38,10 @@ Explanation
 
 Words :footcite:`bishop2006pattern`.
 
+.. admonition:: Intuition
+
+   A vote: each input casts a weighted ballot and the sigmoid turns the tally into a probability.
+
 Inductive bias
 --------------
 
@@ -48,4 +52,16 @@ Example
 
 >>> 1 + 1
 2
+
+Implementation notes
+--------------------
+
+Measured figures and library layouts go here, after the code and the example.
 """
+
+import jax
+
+
+def predict(x, w, b):
+    y = jax.nn.sigmoid(x @ w + b)
+    return y

@@ -1,0 +1,68 @@
+"""The boundary checks that every recipe uses for bad input (``cookbook/_checks.py``)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cookbook import _checks
+
+
+def test_float_array_accepts_lists_and_numpy_and_rejects_integers():
+    assert _checks.float_array([1.0, 2.0], "x").dtype == jnp.float32
+    assert isinstance(_checks.float_array(np.ones(3, np.float32), "x"), jax.Array)
+    with pytest.raises(TypeError, match=r"x must be a floating-point array, got dtype int32"):
+        _checks.float_array(jnp.arange(3), "x")
+    with pytest.raises(TypeError, match=r"x must be an array, got str"):
+        _checks.float_array("abc", "x")
+    with pytest.raises(ValueError, match=r"x must have 2 axes \(T, D\), got shape \(3,\)"):
+        _checks.float_array(jnp.ones(3), "x", ndim=2, what=" (T, D)")
+    with pytest.raises(ValueError, match=r"at least 3 axes"):
+        _checks.float_array(jnp.ones((2, 2)), "x", min_ndim=3)
+
+
+def test_int_array_rejects_floats():
+    assert _checks.int_array([1, 2], "labels").dtype == jnp.int32
+    with pytest.raises(TypeError, match=r"labels must be an integer array, got dtype float32"):
+        _checks.int_array(jnp.array([1.7]), "labels")
+
+
+def test_size_rejects_floats_bools_and_small_values():
+    assert _checks.size(3, "k") == 3
+    for bad, error in [(2.5, TypeError), (True, TypeError), (0, ValueError), (-1, ValueError)]:
+        with pytest.raises(error, match=r"\bk\b"):
+            _checks.size(bad, "k")
+    assert _checks.size(0, "k", minimum=0) == 0
+
+
+def test_positive():
+    assert _checks.positive(1e-5, "eps") == 1e-5
+    with pytest.raises(ValueError, match=r"eps must be positive, got -1"):
+        _checks.positive(-1, "eps")
+    with pytest.raises(ValueError, match="non-negative"):
+        _checks.positive(-0.1, "rate", allow_zero=True)
+    assert _checks.positive(0.0, "rate", allow_zero=True) == 0.0
+
+
+def test_range_and_nan_are_checked_when_concrete_only():
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\), got values from -1 to 2"):
+        _checks.check_range(jnp.array([0, -1, 2]), "labels", 0, 3)
+    with pytest.raises(ValueError, match="logits holds NaN"):
+        _checks.check_no_nan(jnp.array([0.0, jnp.nan]), "logits")
+    # Under jit the values are not known: the checks pass the tracer through.
+    f = jax.jit(lambda y: _checks.check_range(y, "labels", 0, 3) + 0)
+    assert f(jnp.array([7])).tolist() == [7]
+    seen = []
+    jax.jit(lambda x: seen.append(_checks.is_concrete(x)) or x)(1.0)
+    assert _checks.is_concrete(jnp.ones(2)) and seen == [False]
+
+
+def test_same_tree_names_the_leaf():
+    params = {"w": jnp.ones((3, 2)), "b": jnp.zeros(2)}
+    _checks.same_tree({"w": jnp.ones((3, 2)), "b": jnp.ones(2)}, "grads", params, "params")
+    with pytest.raises(ValueError, match=r"grads\['w'\] must have the shape of params\['w'\], \(3, 2\), got \(2, 3\)"):
+        _checks.same_tree({"w": jnp.ones((2, 3)), "b": jnp.ones(2)}, "grads", params, "params")
+    with pytest.raises(ValueError, match="structure"):
+        _checks.same_tree({"w": jnp.ones((3, 2))}, "grads", params, "params")
+    with pytest.raises(TypeError, match=r"grads\['b'\] must be a floating-point array"):
+        _checks.same_tree({"w": jnp.ones((3, 2)), "b": jnp.zeros(2, jnp.int32)}, "grads", params, "params")
