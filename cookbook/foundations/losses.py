@@ -189,6 +189,7 @@ Array(0.6208, dtype=float32)
 import jax
 import jax.numpy as jnp
 
+from cookbook import _checks
 from cookbook.foundations.softmax_regression import binary_cross_entropy as _binary_cross_entropy
 from cookbook.foundations.softmax_regression import log_softmax
 
@@ -204,27 +205,31 @@ JIT = {
 }
 
 
-def _same_shape(a, b, names):
+def _pair(a, b, names):
+    """Both arguments as floating-point arrays of one shape (lists are accepted)."""
+    a, b = _checks.float_array(a, names[0]), _checks.float_array(b, names[1])
     if a.shape != b.shape:
         raise ValueError(f"{names[0]} and {names[1]} must have the same shape, got {a.shape} and {b.shape}")
+    return a, b
 
 
 def mse(prediction, target):
     """Mean squared error over all entries (twice the mean of :func:`optax.l2_loss`)."""
-    _same_shape(prediction, target, ("prediction", "target"))
+    prediction, target = _pair(prediction, target, ("prediction", "target"))
     r = prediction - target
     return jnp.mean(r**2)
 
 
 def mae(prediction, target):
     """Mean absolute error over all entries."""
-    _same_shape(prediction, target, ("prediction", "target"))
+    prediction, target = _pair(prediction, target, ("prediction", "target"))
     return jnp.mean(jnp.abs(prediction - target))
 
 
 def huber(prediction, target, delta=1.0):
     """Mean Huber loss: ``r**2 / 2`` where ``|r| <= delta``, ``delta * (|r| - delta / 2)`` beyond."""
-    _same_shape(prediction, target, ("prediction", "target"))
+    prediction, target = _pair(prediction, target, ("prediction", "target"))
+    _checks.positive(delta, "delta")
     abs_r = jnp.abs(prediction - target)
     quadratic = jnp.minimum(abs_r, delta)  # the part of |r| inside delta
     linear = abs_r - quadratic  # the part beyond
@@ -233,33 +238,45 @@ def huber(prediction, target, delta=1.0):
 
 def binary_cross_entropy(logits, labels):
     """Mean binary cross-entropy of ``logits`` against probabilities ``labels`` (0, 1 or soft)."""
-    _same_shape(logits, labels, ("logits", "labels"))
+    logits, labels = _pair(logits, labels, ("logits", "labels"))
     return jnp.mean(_binary_cross_entropy(logits, labels))
 
 
 def cross_entropy(logits, labels):
-    """Mean categorical cross-entropy of ``logits`` (..., K) against integer ``labels`` (...)."""
-    if logits.ndim < 1 or labels.shape != logits.shape[:-1]:
+    """Mean categorical cross-entropy of ``logits`` (..., K) against integer ``labels`` (...).
+
+    A label outside ``[0, K)`` raises a ``ValueError`` when ``labels`` is concrete; under
+    :func:`jax.jit` it makes the loss NaN (never the loss of another class).
+    """
+    logits = _checks.float_array(logits, "logits", min_ndim=1, what=" (..., K)")
+    labels = _checks.int_array(labels, "labels")
+    if labels.shape != logits.shape[:-1]:
         raise ValueError(
             f"labels must have shape logits.shape[:-1] = {logits.shape[:-1]}, got {labels.shape}")
+    if labels.size == 0 or logits.shape[-1] == 0:
+        raise ValueError(f"labels must hold at least one example of logits with at least one class "
+                         f"(the mean of an empty batch is undefined), got labels {labels.shape}, logits {logits.shape}")
+    K = logits.shape[-1]
+    _checks.check_range(labels, "labels", 0, K)
     # -log softmax(z)_y = logsumexp(z) - z_y: one pass over the K logits for the log-normaliser and a
     # gather, without writing out the whole log-softmax that cross_entropy_one_hot needs.
     z32 = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
     m = jax.lax.stop_gradient(jnp.max(z32, axis=-1, keepdims=True))  # (..., 1), subtracted before exp
     log_normaliser = (m + jnp.log(jnp.sum(jnp.exp(z32 - m), axis=-1, keepdims=True)))[..., 0]
-    picked = jnp.take_along_axis(z32, labels[..., None].astype(jnp.int32), axis=-1)[..., 0]
-    return jnp.mean(log_normaliser - picked).astype(logits.dtype)
+    valid = (labels >= 0) & (labels < K)  # traced labels: an invalid one gives NaN, not a wrapped index
+    picked = jnp.take_along_axis(z32, jnp.where(valid, labels, 0)[..., None].astype(jnp.int32), axis=-1)[..., 0]
+    return jnp.mean(jnp.where(valid, log_normaliser - picked, jnp.nan)).astype(logits.dtype)
 
 
 def cross_entropy_one_hot(logits, targets):
     """Mean categorical cross-entropy of ``logits`` (..., K) against distributions ``targets`` (..., K)."""
-    _same_shape(logits, targets, ("logits", "targets"))
+    logits, targets = _pair(logits, targets, ("logits", "targets"))
     return -jnp.mean(jnp.sum(targets * log_softmax(logits), axis=-1))
 
 
 def kl_divergence(p, q):
     """Mean over leading axes of ``KL(p || q)`` along the last axis, with ``0 log 0 = 0``."""
-    _same_shape(p, q, ("p", "q"))
+    p, q = _pair(p, q, ("p", "q"))
     positive = p > 0
     safe_p = jnp.where(positive, p, 1.0)  # log(1) = 0 instead of log(0), also in the gradient
     safe_q = jnp.where(positive, q, 1.0)  # q may be 0 where p is: that term is 0, not NaN

@@ -157,3 +157,49 @@ def test_kl_zero_probabilities():
 def test_bad_shapes_raise_clear_errors(fn, args, match):
     with pytest.raises(ValueError, match=match):
         fn(*args)
+
+
+# ---- Labels outside the classes, float labels and empty batches (each was silent before) --------
+
+LOGITS = jnp.array([[2.0, 0.0, -2.0], [0.0, 1.0, 0.0]])
+
+
+@pytest.mark.parametrize("labels", [[0, -1], [0, 3]])
+def test_cross_entropy_rejects_labels_outside_the_classes(labels):
+    # -1 used to wrap around to the loss of class K - 1, and K used to give NaN.
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\)"):
+        cross_entropy(LOGITS, jnp.array(labels))
+
+
+def test_cross_entropy_under_jit_gives_nan_for_an_invalid_label_not_another_class():
+    jitted = jax.jit(cross_entropy)
+    assert np.isnan(float(jitted(LOGITS, jnp.array([0, -1]))))
+    assert np.isnan(float(jitted(LOGITS, jnp.array([0, 3]))))
+    np.testing.assert_allclose(jitted(LOGITS, jnp.array([0, 2])), cross_entropy(LOGITS, jnp.array([0, 2])), rtol=1e-6)
+
+
+def test_cross_entropy_rejects_float_labels():
+    # 1.7 used to be truncated to class 1 in silence.
+    with pytest.raises(TypeError, match=r"labels must be an integer array, got dtype float32"):
+        cross_entropy(LOGITS, jnp.array([0.0, 1.7]))
+
+
+def test_cross_entropy_rejects_an_empty_batch():
+    # The mean of no examples used to be NaN.
+    with pytest.raises(ValueError, match=r"labels must hold at least one example"):
+        cross_entropy(jnp.zeros((0, 3)), jnp.zeros((0,), jnp.int32))
+
+
+@pytest.mark.parametrize("fn, args, name", [
+    (mse, (jnp.array([1, 2, 3]), jnp.ones(3)), "prediction"),
+    (cross_entropy, (jnp.array([[1, 2, 3]]), jnp.array([0])), "logits"),
+    (kl_divergence, (jnp.ones(3) / 3, jnp.array([0, 1, 0])), "q"),
+])
+def test_integer_arrays_where_floats_belong_raise_type_errors(fn, args, name):
+    with pytest.raises(TypeError, match=rf"{name} must be a floating-point array"):
+        fn(*args)
+
+
+def test_lists_are_accepted():
+    np.testing.assert_allclose(mse([0.5, 1.0, 5.0], [0.0, 1.0, 1.0]), 16.25 / 3, rtol=1e-6)
+    np.testing.assert_allclose(cross_entropy([[0.0, 0.0]], [1]), np.log(2.0), rtol=1e-6)
