@@ -10,7 +10,7 @@ Equation
 
 .. math::
 
-   y_{i,j,o} = b_o + \sum_{m=0}^{K_H-1} \sum_{n=0}^{K_W-1} \sum_{c=1}^{C_{\text{in}}}
+   y_{i,j,o} = b_o + \sum_{m=0}^{K_H-1} \sum_{n=0}^{K_W-1} \sum_{c=0}^{C_{\text{in}}-1}
    \tilde{x}_{s i + d m,\; s j + d n,\; c}\; w_{m,n,c,o}
 
 .. math::
@@ -33,7 +33,8 @@ Legend
      - ``x`` padded inside ``conv2d_loops``, ``im2col``
      - ``(H + p_lo + p_hi, W + ..., C_in)``
    * - :math:`y_{i,j,o}`
-     - output (feature map) at row :math:`i`, column :math:`j`, channel :math:`o`
+     - output (feature map) at row :math:`i`, column :math:`j`, channel :math:`o`, every index
+       counted from 0 as in the code
      - ``conv2d(x, w)``
      - ``(H_out, W_out, C_out)``
    * - :math:`w_{m,n,c,o}`
@@ -63,7 +64,7 @@ Legend
      - scalar (or a pair)
    * - :math:`H`, :math:`H_{\text{out}}`
      - input and output height (the width follows the same formula)
-     - ``H, H_out``
+     - ``x.shape[0]``, ``H_out``
      - scalars
    * - :math:`p_{\text{lo}}`, :math:`p_{\text{hi}}`
      - zeros added before and after the rows
@@ -88,13 +89,24 @@ network can represent; it matters only when copying weights between conventions
 (:func:`scipy.signal.convolve2d` flips, :func:`scipy.signal.correlate2d` does not).
 
 **Padding, stride, dilation.** Without padding (``"VALID"``) the window must fit inside the image,
-so every layer shrinks the image by :math:`K - 1`. ``"SAME"`` adds
-:math:`\max((H_{\text{out}} - 1)s + d(K-1) + 1 - H, 0)` zeros, the odd one at the end, so that
-:math:`H_{\text{out}} = \lceil H / s \rceil`; an explicit integer :math:`p` adds :math:`p` on both
-sides. The stride :math:`s` skips positions (a cheap downsampling), and the dilation :math:`d` spreads
-the taps of the kernel apart, so a :math:`3 \times 3` kernel with :math:`d = 2` covers a
-:math:`5 \times 5` window with nine weights. The second equation counts the window positions that
-fit: the dilated kernel spans :math:`d(K - 1) + 1` pixels, and every :math:`s`-th start is kept.
+so a layer with stride 1 shrinks the image by the span of its kernel less one, :math:`d(K - 1)`
+(:math:`K - 1` without dilation; a :math:`3 \times 3` kernel with :math:`d = 2` takes 4 rows off).
+``"SAME"`` adds :math:`\max((H_{\text{out}} - 1)s + d(K-1) + 1 - H, 0)` zeros, the odd one at the
+end, so that :math:`H_{\text{out}} = \lceil H / s \rceil`; an explicit integer :math:`p` adds
+:math:`p` on both sides. The stride :math:`s` skips positions (a cheap downsampling), and the
+dilation :math:`d` spreads the taps of the kernel apart, so a :math:`3 \times 3` kernel with
+:math:`d = 2` covers a :math:`5 \times 5` window with nine weights. The second equation counts the
+window positions that fit: the dilated kernel spans :math:`d(K - 1) + 1` pixels, and every
+:math:`s`-th start is kept.
+
+.. admonition:: Intuition
+
+   A convolution is a stencil slid across a page: at every position you note how well the ink
+   under it matches the stencil's pattern. The same stencil is used everywhere, so it finds its
+   pattern wherever it sits, and a layer is a drawer of such stencils, one per output channel. The
+   original inspiration is the visual cortex, whose simple cells each answer to an edge in a small
+   patch of the visual field :footcite:`hubel1962receptive`; Fukushima's neocognitron copied that
+   arrangement, and weight sharing is the stencil.
 
 **Three ways to compute it.**
 
@@ -103,20 +115,21 @@ fit: the dilated kernel spans :math:`d(K - 1) + 1` pixels, and every :math:`s`-t
 2. ``conv2d_im2col`` gathers every window into a row of a matrix (*im2col*) of shape
    :math:`(H_{\text{out}} W_{\text{out}}, K_H K_W C_{\text{in}})` and multiplies it by the kernel
    flattened to :math:`(K_H K_W C_{\text{in}}, C_{\text{out}})`: one large matrix product, which is
-   how early GPU libraries ran convolutions :footcite:`chellapilla2006high`. It costs
-   :math:`K_H K_W` times the memory of the input.
+   how early GPU libraries ran convolutions :footcite:`chellapilla2006high`. With stride 1 and
+   ``"SAME"`` padding the patch matrix holds :math:`K_H K_W` times as many numbers as the input.
 3. ``conv2d`` calls :func:`jax.lax.conv_general_dilated`, which lets the compiler choose the
    algorithm (direct, im2col-like or Winograd) for the hardware. Use this one.
-
-On the book's benchmark machine the im2col form is about two to four times slower than the
-direct call, and its temporary memory grows with the patch matrix, :math:`K_H K_W` times the
-input, where the compiled direct convolution needs none (:doc:`/docs/performance`): the copy of
-every window into a row is the price of turning a convolution into one matrix product.
 
 *Numerical traps.* An even kernel has no centre, so ``"SAME"`` padding is lopsided (one more zero
 at the end), and the output is shifted by half a pixel relative to the input; stacked even kernels
 drift the image. With a stride, the last rows of the input may never be read under ``"VALID"``
 padding (the floor in the formula).
+
+*Bad input.* The image and the kernel must be floating-point arrays of three and four axes, and the
+kernel's third axis must equal the image's channels. A kernel in PyTorch's layout
+:math:`(C_{\text{out}}, C_{\text{in}}, K_H, K_W)` fails that check or, when its shape happens to read
+both ways (such as ``(5, 3, 3, 3)`` for a 3-channel image), is refused as ambiguous. Strides,
+dilations and the padding are Python integers (a ``TypeError`` for ``1.0``).
 
 Inductive bias
 --------------
@@ -161,6 +174,17 @@ Output sizes for stride 2 and dilation 2, and a layer applied to a batch with :f
 (2, 4, 3, 8)
 >>> conv2d(images[0], params["w"], params["b"], stride=2, dilation=2).shape
 (4, 3, 8)
+
+Implementation notes
+--------------------
+
+On the book's benchmark machine (two CPU cores) the im2col form is about two to four times slower
+than the direct call (2.4, 3.7 and 1.9 times at the three recorded sizes; :doc:`/docs/performance`),
+and its temporary memory grows with the patch matrix, where the compiled direct convolution needs
+none: the copy of every window into a row is the price of turning a convolution into one matrix
+product. Flax's ``flax.linen.Conv`` stores its kernel as ``(KH, KW, C_in, C_out)`` like this page;
+PyTorch's ``torch.nn.Conv2d`` stores ``(C_out, C_in, KH, KW)`` and works on ``(C, H, W)`` images, so
+weights moved from it are transposed with ``w.transpose(2, 3, 1, 0)``.
 """
 
 import math
@@ -168,6 +192,8 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from cookbook import _checks
 
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
 JIT = {
@@ -177,11 +203,11 @@ JIT = {
 
 
 def _pair(value, name):
-    """An int or a pair of ints, as a pair of positive ints."""
-    pair = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, int) and v >= 1 for v in pair):
+    """An int or a pair of ints, as a pair of positive ints (a TypeError for a float such as 1.0)."""
+    pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+    if len(pair) != 2:
         raise ValueError(f"{name} must be a positive int or a pair of them, got {value!r}")
-    return pair
+    return tuple(_checks.size(v, name) for v in pair)
 
 
 def _pads(size, kernel, stride, dilation, padding):
@@ -193,30 +219,37 @@ def _pads(size, kernel, stride, dilation, padding):
         out = -(-size // stride)  # ceil(size / stride)
         total = max((out - 1) * stride + span - size, 0)
         return (total // 2, total - total // 2)
-    if isinstance(padding, int) and padding >= 0:
+    if isinstance(padding, int) and not isinstance(padding, bool) and padding >= 0:
         return (padding, padding)
     raise ValueError(f'padding must be "SAME", "VALID" or a non-negative int, got {padding!r}')
 
 
 def conv_output_size(size, kernel, *, stride=1, padding="SAME", dilation=1):
     """Output length along one axis: ``floor((size + lo + hi - dilation (kernel - 1) - 1) / stride) + 1``."""
+    size, kernel = _checks.size(size, "size"), _checks.size(kernel, "kernel")
+    stride, dilation = _checks.size(stride, "stride"), _checks.size(dilation, "dilation")
     lo, hi = _pads(size, kernel, stride, dilation, padding)
     return (size + lo + hi - dilation * (kernel - 1) - 1) // stride + 1
 
 
 def _check(x, w, b, stride, padding, dilation):
-    if x.ndim != 3:
-        raise ValueError(f"x must be one image of shape (H, W, C_in), got shape {x.shape}; batch with jax.vmap")
-    if w.ndim != 4:
-        raise ValueError(f"w must have shape (KH, KW, C_in, C_out), got shape {w.shape}")
-    if x.shape[-1] != w.shape[2]:
-        raise ValueError(
-            f"x has C_in = {x.shape[-1]} channels (shape {x.shape}) but w expects C_in = {w.shape[2]} "
-            f"(w.shape = (KH, KW, C_in, C_out) = {w.shape})"
-        )
-    if b is not None and b.shape != (w.shape[3],):
-        raise ValueError(f"b must have shape (C_out,) = ({w.shape[3]},), got shape {b.shape}")
-    return _geometry(x.shape[:2], w.shape[:2], stride, padding, dilation)
+    """The arrays as JAX arrays, and the geometry; clear errors for every bad argument."""
+    x = _checks.float_array(x, "x", ndim=3, what=" (H, W, C_in): one image; batch with jax.vmap")
+    w = _checks.float_array(w, "w", ndim=4, what=" (KH, KW, C_in, C_out)")
+    C_in = x.shape[-1]
+    if w.shape[2] != C_in:
+        hint = (" (it looks like PyTorch's (C_out, C_in, KH, KW) layout: pass w.transpose(2, 3, 1, 0))"
+                if w.shape[1] == C_in else "")
+        raise ValueError(f"the channels must agree: x has C_in = {C_in} (shape {x.shape}) but "
+                         f"w (KH, KW, C_in, C_out) = {w.shape} expects C_in = {w.shape[2]}{hint}")
+    if w.shape[1] == w.shape[2] == w.shape[3] == C_in > 1 and w.shape[0] != C_in:
+        # (C_out, C_in, K, K) with K = C_in reads as a K_H x C_in kernel from C_in to C_in channels.
+        raise ValueError(f"w of shape {w.shape} looks like PyTorch's (C_out, C_in, KH, KW) layout; read as "
+                         f"(KH, KW, C_in, C_out) it would be a {w.shape[0]} x {w.shape[1]} kernel from {C_in} "
+                         f"to {C_in} channels, refused as ambiguous: pass w.transpose(2, 3, 1, 0)")
+    if b is not None:
+        b = _checks.same_shape(_checks.float_array(b, "b"), "b", (w.shape[3],), expected_from="(C_out,)")
+    return x, w, b, _geometry(x.shape[:2], w.shape[:2], stride, padding, dilation)
 
 
 def _geometry(image_hw, kernel_hw, stride, padding, dilation):
@@ -234,6 +267,7 @@ def _geometry(image_hw, kernel_hw, stride, padding, dilation):
 def init(key, *, kernel_size, in_channels, out_channels):
     """He-normal kernel (KH, KW, C_in, C_out) and zero bias, for a layer followed by a ReLU."""
     KH, KW = _pair(kernel_size, "kernel_size")
+    in_channels, out_channels = _checks.size(in_channels, "in_channels"), _checks.size(out_channels, "out_channels")
     fan_in = KH * KW * in_channels
     w = jax.random.normal(key, (KH, KW, in_channels, out_channels)) * math.sqrt(2.0 / fan_in)
     return {"w": w, "b": jnp.zeros((out_channels,))}
@@ -241,7 +275,7 @@ def init(key, *, kernel_size, in_channels, out_channels):
 
 def conv2d_loops(x, w, b=None, *, stride=1, padding="SAME", dilation=1):
     """The definition, one output pixel at a time (NumPy, float64): the reference, for tiny images."""
-    (sh, sw), (dh, dw), pads, (H_out, W_out) = _check(x, w, b, stride, padding, dilation)
+    x, w, b, ((sh, sw), (dh, dw), pads, (H_out, W_out)) = _check(x, w, b, stride, padding, dilation)
     x_pad = np.pad(np.asarray(x, np.float64), (pads[0], pads[1], (0, 0)))
     w64 = np.asarray(w, np.float64)
     KH, KW, _, C_out = w.shape
@@ -259,8 +293,7 @@ def conv2d_loops(x, w, b=None, *, stride=1, padding="SAME", dilation=1):
 def im2col(x, kernel_size, *, stride=1, padding="SAME", dilation=1):
     """Every window of ``x`` (H, W, C) as a row: shape (H_out, W_out, KH * KW * C), ordered (m, n, c)."""
     KH, KW = _pair(kernel_size, "kernel_size")
-    if x.ndim != 3:
-        raise ValueError(f"x must be one image of shape (H, W, C), got shape {x.shape}")
+    x = _checks.float_array(x, "x", ndim=3, what=" (H, W, C): one image")
     (sh, sw), (dh, dw), pads, (H_out, W_out) = _geometry(x.shape[:2], (KH, KW), stride, padding, dilation)
     x_pad = jnp.pad(x, (pads[0], pads[1], (0, 0)))
     rows = sh * np.arange(H_out)[:, None] + dh * np.arange(KH)[None, :]  # (H_out, KH), static indices
@@ -272,7 +305,7 @@ def im2col(x, kernel_size, *, stride=1, padding="SAME", dilation=1):
 
 def conv2d_im2col(x, w, b=None, *, stride=1, padding="SAME", dilation=1):
     """Convolution as im2col followed by one matrix product."""
-    _check(x, w, b, stride, padding, dilation)
+    x, w, b, _ = _check(x, w, b, stride, padding, dilation)
     KH, KW, C_in, C_out = w.shape
     cols = im2col(x, (KH, KW), stride=stride, padding=padding, dilation=dilation)  # (H_out, W_out, KH KW C_in)
     y = cols @ w.reshape(KH * KW * C_in, C_out)  # (H_out, W_out, C_out)
@@ -284,7 +317,7 @@ def conv2d(x, w, b=None, *, stride=1, padding="SAME", dilation=1):
 
     ``padding`` is "SAME", "VALID" or an int; ``stride`` and ``dilation`` an int or a pair.
     """
-    stride, dilation, pads, _ = _check(x, w, b, stride, padding, dilation)
+    x, w, b, (stride, dilation, pads, _) = _check(x, w, b, stride, padding, dilation)
     y = jax.lax.conv_general_dilated(
         x[None], w, window_strides=stride, padding=pads, rhs_dilation=dilation,
         dimension_numbers=("NHWC", "HWIO", "NHWC"),
