@@ -35,7 +35,7 @@ The two modes of automatic differentiation, for a function :math:`f` from :math:
 
    \operatorname{jvp}: (u, v) \mapsto \left(f(u),\ J v\right), \qquad
    \operatorname{vjp}: (u, w) \mapsto \left(f(u),\ w^\top J\right), \qquad
-   J_{ij} = \frac{\partial f_i}{\partial u_j} \in \mathbb{R}^{m \times n}
+   J = \left[\frac{\partial f_i}{\partial u_j}\right]_{i, j} \in \mathbb{R}^{m \times n}
 
 Legend
 ------
@@ -107,13 +107,14 @@ Legend
      - a cotangent: a weighting of the outputs, pulled back
      - ``w``
      - ``(m,)``
-   * - :math:`J`, :math:`J_{ij}`, :math:`i`, :math:`j`
-     - the Jacobian of :math:`f` at :math:`u`; its entry for output :math:`i` and input :math:`j`
+   * - :math:`J`, :math:`i`, :math:`j`
+     - the Jacobian of :math:`f` at :math:`u`, an :math:`m \times n` matrix whose entry in row
+       :math:`i` and column :math:`j` is the derivative of output :math:`i` by input :math:`j`
      - the result of ``jacobian_by_jvp``
      - ``(m, n)``
    * - :math:`n`, :math:`m`
      - number of inputs and of outputs of :math:`f`
-     - ``n``, ``m``
+     - ``x.shape[0]``; ``fx.shape[0]`` in ``jacobian_by_vjp``
      - scalar
 
 Explanation
@@ -136,7 +137,18 @@ underflows; the code never forms :math:`\log p` from :math:`p`, it computes :mat
 \operatorname{logsumexp}(z)` with the maximum logit subtracted before the exponential.
 
 The backward pass needs :math:`x`, :math:`a` (or :math:`h`) and :math:`p` from the forward pass: the
-forward pass therefore returns them in a ``cache``. That cache is the price of reverse mode.
+forward pass therefore returns them in a ``cache``. That cache is the price of reverse mode. A label
+outside :math:`0, \dots, K - 1` raises a ``ValueError``; under :func:`jax.jit`, where labels are not
+known, it makes the loss NaN.
+
+.. admonition:: Intuition
+
+   Picture an assembly line whose product fails inspection at the end. The complaint travels back
+   up the line: each station works out how much each of its own knobs contributed to what it
+   handed on, keeps that share of the blame (its parameter gradients), and passes the rest upstream,
+   translated into the terms of the station before it. No station needs to see the whole line, only
+   what it received on the way down and the complaint coming back, which is why one backward sweep
+   serves every parameter at once.
 
 **Forward and reverse mode.** Automatic differentiation :footcite:`griewank2008evaluating,baydin2018automatic`
 comes in two directions. *Forward mode* (:func:`jax.jvp`) pushes one input direction :math:`v`
@@ -224,6 +236,8 @@ True
 import jax
 import jax.numpy as jnp
 
+from cookbook import _checks
+
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
 JIT = {
     "init": ("sizes",),
@@ -252,9 +266,9 @@ def _check_activation(activation):
 
 def init(key, sizes):
     """Parameters of a two-layer network with ``sizes = (D, H, K)``, LeCun-scaled normal weights."""
-    if len(sizes) != 3:
-        raise ValueError(f"sizes must be (D, H, K) for a two-layer network, got {sizes}")
-    D, H, K = sizes
+    if not isinstance(sizes, tuple) or len(sizes) != 3:
+        raise ValueError(f"sizes must be a tuple (D, H, K) for a two-layer network, got {sizes!r}")
+    D, H, K = (_checks.size(n, f"sizes[{i}]") for i, n in enumerate(sizes))
     k_w1, k_w2 = jax.random.split(key)
     return {
         "W1": jax.random.normal(k_w1, (D, H)) / jnp.sqrt(D),
@@ -264,32 +278,41 @@ def init(key, sizes):
     }
 
 
+def _check_params(params):
+    """The sizes ``(D, H, K)`` of float parameters shaped (D, H), (H,), (H, K), (K,); else an error."""
+    W1, W2 = (_checks.float_array(params[n], f"params['{n}']", ndim=2) for n in ("W1", "W2"))
+    (D, H), K = W1.shape, W2.shape[1]
+    for name, shape in (("b1", (H,)), ("W2", (H, K)), ("b2", (K,))):
+        _checks.same_shape(_checks.float_array(params[name], f"params['{name}']"), f"params['{name}']", shape)
+    return D, H, K
+
+
 def _check_example(params, x, y):
-    D = params["W1"].shape[0]
-    if x.shape != (D,):
-        raise ValueError(f"x must have shape (D,) = ({D},) to match W1 {params['W1'].shape}, got shape {x.shape}")
-    if jnp.shape(y) != ():
-        raise ValueError(f"y must be one integer label of shape (), got shape {jnp.shape(y)}")
+    """``x`` (D,) as floats and ``y`` one integer label in [0, K), checked when concrete."""
+    D, _, K = _check_params(params)
+    x = _checks.same_shape(_checks.float_array(x, "x"), "x", (D,), expected_from="(D,) to match params['W1']")
+    y = _checks.int_array(y, "y", ndim=0, what=" (one label)")
+    return x, _checks.check_range(y, "y", 0, K)
 
 
 def apply(params, x, activation="tanh"):
     """Logits (K,) of the network for one example ``x`` (D,): the forward pass without the loss."""
-    if x.shape != params["W1"].shape[:1]:
-        raise ValueError(f"x must have shape (D,) = {params['W1'].shape[:1]} to match W1, got shape {x.shape}")
+    D, _, _ = _check_params(params)
+    x = _checks.same_shape(_checks.float_array(x, "x"), "x", (D,), expected_from="(D,) to match params['W1']")
     phi, _ = _check_activation(activation)
     return phi(x @ params["W1"] + params["b1"]) @ params["W2"] + params["b2"]
 
 
 def forward(params, x, y, activation="tanh"):
     """Loss of one example and the ``cache`` of intermediates that the backward pass needs."""
-    _check_example(params, x, y)
+    x, y = _check_example(params, x, y)
     phi, _ = _check_activation(activation)
     a = x @ params["W1"] + params["b1"]  # (H,)
     h = phi(a)
     z = h @ params["W2"] + params["b2"]  # (K,)
     z_max = jax.lax.stop_gradient(z.max())
     log_norm = z_max + jnp.log(jnp.sum(jnp.exp(z - z_max)))  # logsumexp, no overflow
-    loss = log_norm - z[y]
+    loss = jnp.where((y >= 0) & (y < z.shape[0]), log_norm - z[y], jnp.nan)  # NaN for a bad label under jit
     p = jnp.exp(z - log_norm)  # softmax(z), from the same stable normaliser
     return loss, {"x": x, "a": a, "h": h, "p": p}
 
@@ -297,7 +320,10 @@ def forward(params, x, y, activation="tanh"):
 def backward(params, cache, y, activation="tanh"):
     """Gradients of the loss for every parameter, from the forward pass's ``cache``, by hand."""
     _, phi_prime = _check_activation(activation)
-    K = params["b2"].shape[0]
+    D, H, K = _check_params(params)
+    for name, shape in (("x", (D,)), ("a", (H,)), ("h", (H,)), ("p", (K,))):
+        _checks.same_shape(_checks.float_array(cache[name], f"cache['{name}']"), f"cache['{name}']", shape)
+    y = _checks.check_range(_checks.int_array(y, "y", ndim=0, what=" (one label)"), "y", 0, K)
     delta2 = cache["p"] - jax.nn.one_hot(y, K, dtype=cache["p"].dtype)  # (K,) dL/dz
     delta1 = (delta2 @ params["W2"].T) * phi_prime(cache["a"])  # (H,) dL/da
     return {
@@ -321,20 +347,22 @@ def loss_and_grads(params, x, y, activation="tanh"):
 
 def mean_loss_and_grads(params, X, y, activation="tanh"):
     """Mean loss over a batch ``X`` (B, D), ``y`` (B,) and its gradients, by ``vmap`` of one example."""
-    if X.ndim != 2 or y.shape != (X.shape[0],):
-        raise ValueError(f"X must have shape (B, D) and y shape (B,), got {X.shape} and {y.shape}")
+    D, _, K = _check_params(params)
+    X = _checks.float_array(X, "X", ndim=2, what=" (B, D)")
+    _checks.same_shape(X, "X", (X.shape[0], D), expected_from="(B, D) to match params['W1']")
+    y = _checks.same_shape(_checks.int_array(y, "y"), "y", X.shape[:1], expected_from="(B,) to match X")
+    _checks.check_range(y, "y", 0, K)
     values, grads = jax.vmap(loss_and_grads, in_axes=(None, 0, 0, None))(params, X, y, activation)
     return values.mean(), jax.tree.map(lambda g: g.mean(axis=0), grads)
 
 
 def _check_vector(x):
-    if x.ndim != 1:
-        raise ValueError(f"x must be a vector of shape (n,), got shape {x.shape}")
+    return _checks.float_array(x, "x", ndim=1, what=" (a vector of shape (n,))")
 
 
 def jacobian_by_jvp(f, x):
     """The Jacobian (m, n) of ``f`` at ``x`` (n,), column by column: one jvp per input direction."""
-    _check_vector(x)
+    x = _check_vector(x)
     basis = jnp.eye(x.shape[0], dtype=x.dtype)  # row j is the direction e_j
     column = lambda v: jax.jvp(f, (x,), (v,))[1]  # J v, shape (m,)
     return jax.vmap(column, out_axes=1)(basis)  # (m, n): the columns side by side
@@ -342,7 +370,7 @@ def jacobian_by_jvp(f, x):
 
 def jacobian_by_vjp(f, x):
     """The Jacobian (m, n) of ``f`` at ``x`` (n,), row by row: one forward pass, one vjp per output."""
-    _check_vector(x)
+    x = _check_vector(x)
     fx, pullback = jax.vjp(f, x)  # runs f once and stores what the backward pass needs
     if fx.ndim != 1:
         raise ValueError(f"f must return a vector of shape (m,), got shape {fx.shape}")
@@ -356,14 +384,14 @@ def gradient_by_jvp(f, x):
     A Python loop on purpose, so that each of the ``n`` passes is a separate call (and can be
     counted); ``jacobian_by_jvp`` batches them with ``vmap`` instead.
     """
-    _check_vector(x)
+    x = _check_vector(x)
     basis = jnp.eye(x.shape[0], dtype=x.dtype)
     return jnp.stack([jax.jvp(f, (x,), (basis[j],))[1] for j in range(x.shape[0])])
 
 
 def gradient_by_vjp(f, x):
     """Gradient of a scalar ``f`` at ``x`` (n,) by reverse mode: one forward pass and one vjp."""
-    _check_vector(x)
+    x = _check_vector(x)
     fx, pullback = jax.vjp(f, x)
     if fx.shape != ():
         raise ValueError(f"f must return a scalar for a gradient, got shape {fx.shape}")

@@ -45,7 +45,7 @@ Legend
      - Shape
    * - :math:`W^{(l)}`, :math:`W_{ij}`, :math:`W`
      - weight matrix of layer :math:`l`; its entry from input :math:`i` to output :math:`j`
-     - the result of ``glorot_uniform`` etc.; ``weights[l]``
+     - the result of ``glorot_uniform`` etc.; ``W``, one matrix of ``weights``
      - ``(fan_in, fan_out)``
    * - :math:`l`
      - layer index, 1 to :math:`L`
@@ -53,7 +53,7 @@ Legend
      - scalar
    * - :math:`i`, :math:`j`
      - index of an input unit and of an output unit
-     - ``W[i, j]``
+     - the row and the column of ``W``
      - scalar
    * - :math:`h^{(l)}`
      - activations of layer :math:`l`; :math:`h^{(0)}` is the input
@@ -104,8 +104,10 @@ must equal :math:`\operatorname{Var}[z]`:
   at every layer, a factor :math:`2^{-20} \approx 10^{-6}` after twenty.
 
 A scale off by any constant factor compounds geometrically with depth: weights with standard deviation
-:math:`0.5/\sqrt{n_{\text{in}}}` shrink a ReLU signal by 8 per layer (:math:`10^{-18}` after 20
-layers), :math:`2/\sqrt{n_{\text{in}}}` grows it by 2 per layer. The backward pass has the same
+:math:`0.5/\sqrt{n_{\text{in}}}` divide the *variance* of a ReLU signal by 8 per layer
+(:math:`0.25 \times \tfrac{1}{2}`), so its size, the standard deviation, by :math:`\sqrt{8} \approx
+2.8`, and the variance by :math:`8^{20} \approx 10^{18}` over 20 layers; :math:`2/\sqrt{n_{\text{in}}}`
+doubles the variance per layer (the size grows by :math:`\sqrt{2}`). The backward pass has the same
 product, so the gradients vanish or explode with the activations. LeCun's earlier rule,
 :math:`\operatorname{Var}[W] = 1/n_{\text{in}}`, is the forward half of Glorot's
 :footcite:`lecun1998efficient`.
@@ -116,6 +118,14 @@ large inputs, :math:`\tanh(x)^2 \approx x^2 - \tfrac{2}{3}x^4`, so a layer maps 
 depth, not geometrically; networks at this scale sit at the "edge of chaos" where signals travel
 furthest :footcite:`schoenholz2017deep`. The figure shows the variance of the pre-activations
 through 20 layers of width 256:
+
+.. admonition:: Intuition
+
+   A deep network is a long game of telephone in which every player repeats the message at some
+   volume relative to what they heard. If each speaks a little softer, the message is inaudible
+   twenty players later; a little louder, and it ends as a roar. Initialization sets every
+   player's gain to exactly one. A ReLU player hears only the positive half of the message, so
+   He's rule has them speak twice as loud, in power, to make up for it.
 
 .. plot::
 
@@ -208,6 +218,8 @@ True
 import jax
 import jax.numpy as jnp
 
+from cookbook import _checks
+
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
 JIT = {
     "variance_scaling": ("fan_in", "fan_out", "scale", "mode", "distribution", "dtype"),
@@ -234,9 +246,8 @@ def variance_scaling(key, fan_in, fan_out, *, scale, mode, distribution="truncat
     ``"uniform"``, ``"normal"`` or ``"truncated_normal"`` (at two standard deviations, rescaled so
     that the variance is still ``scale / n``).
     """
-    for name, value in (("fan_in", fan_in), ("fan_out", fan_out)):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    fan_in, fan_out = _checks.size(fan_in, "fan_in"), _checks.size(fan_out, "fan_out")
+    _checks.positive(scale, "scale")
     if mode not in _MODES:
         raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
     if distribution not in _DISTRIBUTIONS:
@@ -282,9 +293,11 @@ def layer_variances(weights, x, activation="relu"):
     """
     if activation not in _ACTIVATIONS:
         raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
-    if weights.ndim != 3 or weights.shape[1] != weights.shape[2]:
+    weights = _checks.float_array(weights, "weights", ndim=3, what=" (L, H, H)")
+    if weights.shape[1] != weights.shape[2]:
         raise ValueError(f"weights must have shape (L, H, H), got shape {weights.shape}")
-    if x.ndim != 2 or x.shape[1] != weights.shape[1]:
+    x = _checks.float_array(x, "x", ndim=2, what=" (B, H)")
+    if x.shape[1] != weights.shape[1]:
         raise ValueError(f"x must have shape (B, H) = (B, {weights.shape[1]}), got shape {x.shape}")
     phi = _ACTIVATIONS[activation]
 

@@ -200,18 +200,57 @@ def test_init_shapes_and_scale():
 @pytest.mark.parametrize(
     "call, match",
     [
-        (lambda p: forward(p, jnp.ones(4), jnp.array(0)), r"x must have shape \(D,\) = \(3,\)"),
-        (lambda p: forward(p, jnp.ones(3), jnp.array([0, 1])), r"y must be one integer label"),
-        (lambda p: apply(p, jnp.ones((2, 3))), r"x must have shape \(D,\) = \(3,\)"),
+        (lambda p: forward(p, jnp.ones(4), jnp.array(0)), r"x must have shape \(3,\) \(\(D,\) to match"),
+        (lambda p: forward(p, jnp.ones(3), jnp.array([0, 1])), r"y must have 0 axes \(one label\)"),
+        (lambda p: apply(p, jnp.ones((2, 3))), r"x must have shape \(3,\) \(\(D,\) to match"),
         (lambda p: forward(p, jnp.ones(3), jnp.array(0), "sigmoid"), r"activation must be one of"),
-        (lambda p: mean_loss_and_grads(p, jnp.ones((4, 3)), jnp.ones(5, int)), r"X must have shape \(B, D\)"),
-        (lambda p: init(jax.random.key(0), (3, 5)), r"sizes must be \(D, H, K\)"),
-        (lambda p: jacobian_by_jvp(jnp.sin, jnp.ones((2, 3))), r"x must be a vector"),
+        (lambda p: mean_loss_and_grads(p, jnp.ones((4, 3)), jnp.ones(5, int)), r"y must have shape \(4,\)"),
+        (lambda p: mean_loss_and_grads(p, jnp.ones((4, 5)), jnp.ones(4, int)), r"X must have shape \(4, 3\)"),
+        (lambda p: init(jax.random.key(0), (3, 5)), r"sizes must be a tuple \(D, H, K\)"),
+        (lambda p: jacobian_by_jvp(jnp.sin, jnp.ones((2, 3))), r"x must have 1 axes \(a vector"),
         (lambda p: jacobian_by_vjp(jnp.sum, jnp.ones(3)), r"f must return a vector"),
         (lambda p: gradient_by_vjp(jnp.sin, jnp.ones(3)), r"f must return a scalar"),
+        (lambda p: forward(dict(p, b1=jnp.zeros(4)), jnp.ones(3), jnp.array(0)), r"params\['b1'\] must have shape \(5,\)"),
+        (lambda p: backward(p, {"x": jnp.ones(3), "a": jnp.ones(5), "h": jnp.ones(4), "p": jnp.ones(7)}, 0),
+         r"cache\['h'\] must have shape \(5,\)"),
     ],
 )
 def test_bad_input_raises_clear_errors(call, match):
     params = {"W1": jnp.ones((3, 5)), "b1": jnp.zeros(5), "W2": jnp.ones((5, 7)), "b2": jnp.zeros(7)}
     with pytest.raises(ValueError, match=match):
         call(params)
+
+
+PARAMS = {"W1": jnp.ones((3, 5)), "b1": jnp.zeros(5), "W2": jnp.ones((5, 7)), "b2": jnp.zeros(7)}
+
+
+@pytest.mark.parametrize("label", [-1, 7])
+def test_labels_outside_the_classes_raise(label):
+    # Before, -1 gave the loss of class K - 1 and 7 (= K) was clamped to class K - 1, in silence.
+    with pytest.raises(ValueError, match=r"y must lie in \[0, 7\)"):
+        forward(PARAMS, jnp.ones(3), jnp.array(label))
+    with pytest.raises(ValueError, match=r"y must lie in \[0, 7\)"):
+        mean_loss_and_grads(PARAMS, jnp.ones((2, 3)), jnp.array([0, label]))
+
+
+def test_a_bad_label_under_jit_gives_a_nan_loss():
+    jitted = jax.jit(loss)
+    assert np.isnan(float(jitted(PARAMS, jnp.ones(3), jnp.array(-1))))
+    assert np.isnan(float(jitted(PARAMS, jnp.ones(3), jnp.array(7))))
+    assert np.isfinite(float(jitted(PARAMS, jnp.ones(3), jnp.array(6))))
+
+
+@pytest.mark.parametrize("call, name", [
+    (lambda: forward(PARAMS, jnp.ones(3, int), jnp.array(0)), "x"),
+    (lambda: forward(PARAMS, jnp.ones(3), jnp.array(0.0)), "y"),
+    (lambda: apply(dict(PARAMS, W1=jnp.ones((3, 5), int)), jnp.ones(3)), r"params\['W1'\]"),
+    (lambda: jacobian_by_vjp(jnp.sin, jnp.arange(3)), "x"),
+    (lambda: init(jax.random.key(0), (3, 5, 2.5)), r"sizes\[2\]"),
+])
+def test_wrong_dtypes_raise_type_errors(call, name):
+    with pytest.raises(TypeError, match=rf"{name} must be a"):
+        call()
+
+
+def test_lists_are_accepted():
+    np.testing.assert_allclose(jacobian_by_jvp(jnp.sin, [0.0, 0.0]), np.eye(2))

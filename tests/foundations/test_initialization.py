@@ -126,8 +126,8 @@ def test_wrong_scale_collapses_or_explodes(deep):
 @pytest.mark.parametrize(
     "call, match",
     [
-        (lambda: glorot_uniform(jax.random.key(0), 0, 3), r"fan_in must be a positive integer, got 0"),
-        (lambda: he_normal(jax.random.key(0), 3, 2.5), r"fan_out must be a positive integer, got 2.5"),
+        (lambda: glorot_uniform(jax.random.key(0), 0, 3), r"fan_in must be at least 1, got 0"),
+        (lambda: variance_scaling(jax.random.key(0), 3, 5, scale=-1.0, mode="fan_in"), r"scale must be positive"),
         (lambda: variance_scaling(jax.random.key(0), 3, 5, scale=1.0, mode="avg"), r"mode must be one of"),
         (
             lambda: variance_scaling(jax.random.key(0), 3, 5, scale=1.0, mode="fan_in", distribution="cauchy"),
@@ -141,3 +141,46 @@ def test_wrong_scale_collapses_or_explodes(deep):
 def test_bad_input_raises_clear_errors(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: he_normal(jax.random.key(0), 3, 2.5), r"fan_out must be an int of at least 1, got float 2.5"),
+        (lambda: layer_variances(jnp.ones((2, 3, 3), int), jnp.ones((4, 3))), r"weights must be a floating-point"),
+        (lambda: layer_variances(jnp.ones((2, 3, 3)), jnp.ones((4, 3), int)), r"x must be a floating-point"),
+    ],
+)
+def test_wrong_types_raise_type_errors(call, match):
+    with pytest.raises(TypeError, match=match):
+        call()
+
+
+def test_wrong_scale_per_layer_factors_the_page_states(deep):
+    # std 0.5 / sqrt(n) with ReLU: the variance falls by 0.25 / 2 = 1/8 per layer, the standard
+    # deviation by sqrt(8) = 2.8 (the old page said the signal shrank by 8); std 2 / sqrt(n): x2.
+    per_layer = lambda v: (v[-1] / v[0]) ** (1 / (L - 1))  # geometric mean of the layer-to-layer ratio
+    np.testing.assert_allclose(per_layer(deep["small_relu"]), 1 / 8, rtol=0.1)
+    np.testing.assert_allclose(per_layer(np.sqrt(deep["small_relu"])), 1 / 2.8, rtol=0.1)
+    np.testing.assert_allclose(per_layer(deep["large_relu"]), 2.0, rtol=0.1)
+    np.testing.assert_allclose(per_layer(deep["glorot_relu"]), 0.5, rtol=0.1)  # Glorot with ReLU halves it
+    assert 0.5 < 8.0**20 / 1e18 < 2 and 0.5 < 2.0**-20 / 1e-6 < 2  # 8^20 ~ 10^18, 2^-20 ~ 10^-6
+    assert round(np.sqrt(8), 1) == 2.8
+
+
+def test_truncation_without_rescaling_loses_23_percent_of_the_variance():
+    assert round(TRUNCATED_STD, 4) == 0.8796 and round(TRUNCATED_STD**2, 3) == 0.774
+    raw = np.asarray(jax.random.truncated_normal(jax.random.key(7), -2.0, 2.0, (300, 700)), np.float64)
+    np.testing.assert_allclose(1 - raw.var(), 0.23, atol=0.01)
+
+
+def test_the_page_states_the_measured_factor_for_the_variance(deep):
+    import re
+
+    import cookbook.foundations.initialization as page
+
+    text = " ".join(page.__doc__.split())
+    stated = re.search(r"divide the \*variance\* of a ReLU signal by (\d+) per layer", text)
+    assert stated, "the page must say that the variance (not the signal) shrinks by a factor per layer"
+    measured = (deep["small_relu"][-1] / deep["small_relu"][0]) ** (-1 / (L - 1))
+    np.testing.assert_allclose(measured, int(stated.group(1)), rtol=0.1)
