@@ -11,18 +11,25 @@ SPHINX     := $(BIN)/python -m sphinx
 SPHINXOPTS ?= -n -W --keep-going -j 2
 export JAX_PLATFORMS := cpu
 # One persistent compilation cache for the whole suite: the figures of the build, Sphinx's doctests
-# and pytest compile many of the same functions, and each compiles once.
-export JAX_COMPILATION_CACHE_DIR := $(CURDIR)/$(BUILD)/jax-cache
+# and pytest compile many of the same functions, and each compiles once. It lives outside the
+# checkout, so that it outlives `make clean` and serves every clone; JAX keys each entry on the
+# computation, the JAX version and the flags, so a warm cache cannot change a result. Override it
+# with JAX_COMPILATION_CACHE_DIR=... (an empty folder measures a cold run).
+JAX_COMPILATION_CACHE_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/deep-learning-cookbook/jax
+export JAX_COMPILATION_CACHE_DIR
 export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS := 0
 export JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES := 0
 PYTEST_WORKERS ?= 2
 
-.PHONY: help install browser html doctest pytest test serve clean lock bench bench-test
+.PHONY: help install browser html doctest pytest test check costs serve clean lock bench bench-test
 
 help:
 	@echo "make html     build the book into $(BUILD)/html"
 	@echo "make test     build the book, run the Sphinx doctests and the whole test suite"
 	@echo "make doctest  run the examples of every page with Sphinx's doctest builder"
+	@echo "make check RECIPE=attention/rope"
+	@echo "              one recipe: its page, its tests and examples, its jit, bad-input and page checks"
+	@echo "make costs    the ten most expensive recipes of the last make test"
 	@echo "make serve    build the book and serve it on http://127.0.0.1:8000"
 	@echo "make bench    time the recipes against their library twins (writes benchmarks/results.json)"
 	@echo "make clean    remove what builds made"
@@ -66,13 +73,31 @@ pytest: $(STAMP)
 # than before them; its report is printed when both are done.
 test: browser html
 	@echo "Sphinx's doctest builder runs in the background (report: $(BUILD)/doctest.log) while pytest runs."
+	@rm -f $(BUILD)/costs/doctest-*.tsv $(BUILD)/costs/pytest.json
 	@$(SPHINX) -b doctest $(SPHINXOPTS) -d $(BUILD)/doctrees . $(BUILD)/doctest > $(BUILD)/doctest.log 2>&1 & doctest=$$!; \
-	COOKBOOK_REQUIRE_BROWSER=1 COOKBOOK_PAGES_DOCTESTED=1 $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=15; \
+	COOKBOOK_REQUIRE_BROWSER=1 COOKBOOK_PAGES_DOCTESTED=1 $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup --durations=10; \
 	pytest=$$?; wait $$doctest; doctest=$$?; \
 	if [ $$doctest -eq 0 ]; then sed -n '/^Doctest summary/,$$p' $(BUILD)/doctest.log; \
 	else cat $(BUILD)/doctest.log; rm -f $(BUILD)/doctrees/environment.pickle; \
 	     echo "Sphinx's doctest builder failed with exit status $$doctest"; fi; \
+	$(BIN)/python -m benchmarks.costs; \
 	[ $$pytest -eq 0 ] && [ $$doctest -eq 0 ]
+
+costs: $(STAMP)
+	@$(BIN)/python -m benchmarks.costs
+
+# A contributor's loop on one recipe, RECIPE=<chapter>/<concept>: the book is rebuilt (only what
+# changed is read again, so this page), then the page's examples under Sphinx's doctest builder, and
+# pytest on its test file, its function docstring examples, its page check, its jit check and its
+# bad-input check.
+check: $(STAMP) $(NODE_STAMP)
+	@test -n "$(RECIPE)" || { echo "usage: make check RECIPE=<chapter>/<concept>, e.g. RECIPE=attention/rope"; exit 2; }
+	@test -f cookbook/$(RECIPE).py || { echo "cookbook/$(RECIPE).py does not exist"; exit 2; }
+	$(SPHINX) -b html $(SPHINXOPTS) -d $(BUILD)/doctrees . $(BUILD)/html -q \
+	  || { rm -f $(BUILD)/doctrees/environment.pickle; exit 1; }
+	$(SPHINX) -b doctest -n -W --keep-going -q -d $(BUILD)/doctrees . $(BUILD)/doctest docs/chapters/$(RECIPE).rst
+	COOKBOOK_PAGES_DOCTESTED=1 $(BIN)/python -m pytest -q -p no:xdist tests/$(dir $(RECIPE))test_$(notdir $(RECIPE)).py \
+	  cookbook/$(RECIPE).py tests/test_book.py tests/test_replay.py -k "$(subst /,.,$(RECIPE)) or test_$(notdir $(RECIPE)) or $(notdir $(RECIPE)).py"
 
 # Benchmarks: not part of `make test`; they write benchmarks/results.json, shown on a page of the book.
 bench: $(STAMP) $(NODE_STAMP)
@@ -91,6 +116,7 @@ lock: $(STAMP)
 	  echo "# Regenerate with: make lock"; \
 	  $(BIN)/python -m pip freeze --all --exclude-editable --exclude pip; } > requirements/lock.txt
 
+# The compilation cache outside the checkout is kept; remove $(JAX_COMPILATION_CACHE_DIR) to drop it.
 clean:
 	rm -rf $(BUILD) docs/chapters node_modules
 	find . -name __pycache__ -not -path './$(VENV)/*' -prune -exec rm -rf {} +

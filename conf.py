@@ -8,6 +8,7 @@ each page (reading time, code, references) when autodoc reads a module's docstri
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -137,7 +138,52 @@ def _add_page_parts(app, what, name, obj, options, lines):
         lines[:] = _book.chapter_page_lines(lines, name)
 
 
+# -- What each page costs (printed at the end of ``make test`` by ``benchmarks/costs.py``) ----------
+_read_started = {}
+
+
+def _cost_file(kind):
+    from benchmarks.costs import COSTS
+
+    COSTS.mkdir(parents=True, exist_ok=True)
+    return COSTS / f"{kind}-{os.getpid()}.tsv"
+
+
+def _start_reading(app, docname, source):
+    _read_started[docname] = time.perf_counter()
+
+
+def _done_reading(app, doctree):
+    docname = app.env.docname
+    if docname in _read_started:
+        with _cost_file("read").open("a") as f:
+            f.write(f"{docname}\t{time.perf_counter() - _read_started.pop(docname):.3f}\n")
+
+
+def _time_doctests():
+    """Time each page's examples under Sphinx's doctest builder."""
+    from sphinx.ext.doctest import DocTestBuilder
+
+    if getattr(DocTestBuilder.test_doc, "_timed", False):
+        return
+    untimed = DocTestBuilder.test_doc
+
+    def test_doc(self, docname, doctree):
+        start = time.perf_counter()
+        try:
+            return untimed(self, docname, doctree)
+        finally:
+            with _cost_file("doctest").open("a") as f:
+                f.write(f"{docname}\t{time.perf_counter() - start:.3f}\n")
+
+    test_doc._timed = True
+    DocTestBuilder.test_doc = test_doc
+
+
 def setup(app):
+    _time_doctests()
+    app.connect("source-read", _start_reading)
+    app.connect("doctree-read", _done_reading)
     app.connect("builder-inited", _write_stubs)
     app.connect("builder-inited", _copy_mathjax)
     app.connect("autodoc-process-docstring", _add_page_parts)
