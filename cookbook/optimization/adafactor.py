@@ -157,6 +157,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cookbook import _checks
 from cookbook.optimization.sgd import GradientTransformation, check_hyperparameter
 
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
@@ -178,8 +179,8 @@ class AdafactorState(NamedTuple):
 
 def reconstruct(v_row, v_col):
     """The rank-1 second moment :math:`r s / \\operatorname{mean}(r)` of a matrix from its row and column means."""
-    if v_row.ndim != 1 or v_col.ndim != 1:
-        raise ValueError(f"v_row and v_col must be vectors (n,) and (k,), got shapes {v_row.shape} and {v_col.shape}")
+    v_row = _checks.float_array(v_row, "v_row", ndim=1, what=" (n,)")
+    v_col = _checks.float_array(v_col, "v_col", ndim=1, what=" (k,)")
     return jnp.outer(v_row, v_col) / jnp.mean(v_row)
 
 
@@ -216,7 +217,10 @@ def adafactor(learning_rate, decay_rate=0.8, eps=1e-30, clipping_threshold=1.0, 
         return AdafactorState(jnp.zeros((), jnp.int32), unflat(v_row), unflat(v_col), unflat(v))
 
     def update(grads, state, params=None):
-        del params
+        _checks.same_tree(grads, "grads", grads if params is None else params, "params")
+        expected = jax.eval_shape(init, grads)  # the statistics that grads of these shapes need
+        for name in ("v_row", "v_col", "v"):
+            _checks.same_tree(getattr(state, name), f"state.{name}", getattr(expected, name), f"init(grads).{name}")
         t = (state.count + 1).astype(jnp.float32)
         beta = 1.0 - t ** (-decay_rate)
 

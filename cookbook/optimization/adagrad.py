@@ -105,7 +105,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from cookbook.optimization.sgd import GradientTransformation, check_hyperparameter
+from cookbook.optimization.sgd import GradientTransformation, check_hyperparameter, check_update
 
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
 JIT = {}
@@ -127,7 +127,7 @@ def adagrad(learning_rate, initial_accumulator_value=0.1, eps=1e-7):
         return AdagradState(jax.tree.map(lambda p: jnp.full_like(p, initial_accumulator_value), params))
 
     def update(grads, state, params=None):
-        del params
+        check_update(grads, params, {"state.sum_of_squares": state.sum_of_squares})
         s = jax.tree.map(lambda g, s: s + g * g, grads, state.sum_of_squares)
 
         def step(g, s):

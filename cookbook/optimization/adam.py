@@ -171,7 +171,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from cookbook.optimization.sgd import GradientTransformation, check_hyperparameter
+from cookbook.optimization.sgd import GradientTransformation, check_hyperparameter, check_update
 
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
 JIT = {}
@@ -210,6 +210,13 @@ def init_adam_state(params, amsgrad):
     return AdamState(jnp.zeros((), jnp.int32), zeros, jax.tree.map(jnp.zeros_like, params), nu_max)
 
 
+def adam_moments(state):
+    """The state's trees that are shaped like the parameters, by name, for :func:`check_update`."""
+    moments = {"state.mu": state.mu, "state.nu": state.nu}
+    amsgrad = not (isinstance(state.nu_max, tuple) and len(state.nu_max) == 0)  # plain Adam keeps ()
+    return moments | ({"state.nu_max": state.nu_max} if amsgrad else {})
+
+
 def check_adam_hyperparameters(learning_rate, b1, b2, eps):
     check_hyperparameter("learning_rate", learning_rate, 0.0, float("inf"))
     check_hyperparameter("b1", b1, 0.0, 1.0)
@@ -225,7 +232,7 @@ def adam(learning_rate, b1=0.9, b2=0.999, eps=1e-8, amsgrad=False):
         return init_adam_state(params, amsgrad)
 
     def update(grads, state, params=None):
-        del params
+        check_update(grads, params, adam_moments(state))
         direction, state = adam_direction(grads, state, b1, b2, eps, amsgrad)
         return jax.tree.map(lambda d: d * -learning_rate, direction), state
 

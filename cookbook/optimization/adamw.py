@@ -117,8 +117,8 @@ Array([0.95, 0.95, 0.95], dtype=float32)
 
 import jax
 
-from cookbook.optimization.adam import adam_direction, check_adam_hyperparameters, init_adam_state
-from cookbook.optimization.sgd import GradientTransformation, check_hyperparameter
+from cookbook.optimization.adam import adam_direction, adam_moments, check_adam_hyperparameters, init_adam_state
+from cookbook.optimization.sgd import GradientTransformation, check_hyperparameter, check_update
 
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
 JIT = {}
@@ -135,6 +135,7 @@ def adamw(learning_rate, b1=0.9, b2=0.999, eps=1e-8, weight_decay=1e-4):
     def update(grads, state, params=None):
         if params is None:
             raise ValueError("adamw's update needs params for the weight decay, got params=None")
+        check_update(grads, params, adam_moments(state))
         direction, state = adam_direction(grads, state, b1, b2, eps, amsgrad=False)
         updates = jax.tree.map(lambda d, p: (d + weight_decay * p) * -learning_rate, direction, params)
         return updates, state

@@ -90,7 +90,8 @@ Example
 A gradient of norm 13 is rescaled to norm 1, keeping its direction; a small one passes unchanged:
 
 >>> import jax.numpy as jnp
->>> from cookbook.optimization.gradient_clipping import clip, clip_by_global_norm, global_norm
+>>> from cookbook.optimization.gradient_clipping import (
+...     clip, clip_by_global_norm, clip_to_global_norm, global_norm)
 >>> g = {"w": jnp.array([3.0, 4.0]), "b": jnp.array([12.0])}
 >>> float(global_norm(g))
 13.0
@@ -98,7 +99,7 @@ A gradient of norm 13 is rescaled to norm 1, keeping its direction; a small one 
 >>> clipped, _ = clipper.update(g, clipper.init(g))
 >>> clipped["w"].round(4), clipped["b"].round(4)
 (Array([0.2308, 0.3077], dtype=float32), Array([0.9231], dtype=float32))
->>> clip_by_global_norm(100.0).update(g, ())[0]["b"]
+>>> clip_to_global_norm(g, max_norm=100.0)["b"]
 Array([12.], dtype=float32)
 >>> clip(max_delta=3.5).update(g, ())[0]["w"]
 Array([3. , 3.5], dtype=float32)
@@ -109,10 +110,11 @@ Array([3. , 3.5], dtype=float32)
 import jax
 import jax.numpy as jnp
 
+from cookbook import _checks
 from cookbook.optimization.sgd import GradientTransformation, check_hyperparameter
 
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
-JIT = {"global_norm": ()}
+JIT = {"clip_to_global_norm": ("max_norm",)}
 
 
 def global_norm(tree):
@@ -126,6 +128,11 @@ def global_norm(tree):
     return safe * jnp.sqrt(total)
 
 
+def _check_updates(updates, params):
+    """Float gradients, shaped like ``params`` when they are given."""
+    _checks.same_tree(updates, "updates", updates if params is None else params, "params")
+
+
 def _no_state(params):
     del params
     return ()
@@ -136,23 +143,29 @@ def clip(max_delta):
     check_hyperparameter("max_delta", max_delta, 0.0, float("inf"))
 
     def update(updates, state, params=None):
-        del params
+        _check_updates(updates, params)
         return jax.tree.map(lambda g: jnp.clip(g, -max_delta, max_delta), updates), state
 
     return GradientTransformation(_no_state, update)
 
 
+def clip_to_global_norm(updates, max_norm):
+    """``updates`` rescaled as one to global norm ``max_norm`` when their norm is larger, else unchanged."""
+    _check_updates(updates, None)
+    norm = global_norm(updates)
+    factor = jnp.where(norm < max_norm, 1.0, max_norm / jnp.maximum(norm, max_norm))
+    return jax.tree.map(lambda g: (g * factor).astype(g.dtype), updates)
+
+
 def clip_by_global_norm(max_norm):
-    """Rescale the whole gradient to global norm ``max_norm`` when its norm is larger."""
+    """The transformation that applies :func:`clip_to_global_norm` to every gradient."""
     check_hyperparameter("max_norm", max_norm, 0.0, float("inf"))
     if max_norm == 0:
         raise ValueError("max_norm must be positive, got 0")
 
     def update(updates, state, params=None):
-        del params
-        norm = global_norm(updates)
-        factor = jnp.where(norm < max_norm, 1.0, max_norm / jnp.maximum(norm, max_norm))
-        return jax.tree.map(lambda g: (g * factor).astype(g.dtype), updates), state
+        _check_updates(updates, params)
+        return clip_to_global_norm(updates, max_norm), state
 
     return GradientTransformation(_no_state, update)
 

@@ -112,7 +112,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from cookbook.optimization.sgd import GradientTransformation, check_hyperparameter
+from cookbook.optimization.sgd import GradientTransformation, check_hyperparameter, check_update
 
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
 JIT = {}
@@ -137,6 +137,7 @@ def lion(learning_rate, b1=0.9, b2=0.99, weight_decay=0.0):
     def update(grads, state, params=None):
         if params is None and weight_decay != 0.0:
             raise ValueError(f"lion's update needs params for weight_decay={weight_decay}, got params=None")
+        check_update(grads, params, {"state.mu": state.mu})
         direction = jax.tree.map(lambda g, m: jnp.sign((1 - b1) * g + b1 * m), grads, state.mu)
         if weight_decay != 0.0:
             direction = jax.tree.map(lambda d, p: d + weight_decay * p, direction, params)

@@ -111,7 +111,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from cookbook.optimization.sgd import GradientTransformation, check_hyperparameter
+from cookbook.optimization.sgd import GradientTransformation, check_hyperparameter, check_update
 
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
 JIT = {}
@@ -133,7 +133,7 @@ def rmsprop(learning_rate, decay=0.9, eps=1e-8):
         return RmspropState(jax.tree.map(jnp.zeros_like, params))
 
     def update(grads, state, params=None):
-        del params
+        check_update(grads, params, {"state.nu": state.nu})
         nu = jax.tree.map(lambda g, n: (1 - decay) * (g * g) + decay * n, grads, state.nu)
         updates = jax.tree.map(lambda g, n: (g * jax.lax.rsqrt(n + eps)) * -learning_rate, grads, nu)
         return updates, RmspropState(nu)

@@ -154,6 +154,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from cookbook import _checks
 from cookbook.optimization.sgd import GradientTransformation
 
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
@@ -167,11 +168,6 @@ JIT = {
 }
 
 
-def _check_positive(name, value):
-    if not value > 0:
-        raise ValueError(f"{name} must be a positive number of steps, got {value}")
-
-
 def constant(step, value):
     """The same learning rate at every step (shaped like ``step``)."""
     return jnp.full(jnp.shape(step), value, jnp.float32)
@@ -179,6 +175,7 @@ def constant(step, value):
 
 def step_decay(step, init_value, boundaries, scale):
     """``init_value`` multiplied by ``scale`` once for every boundary that ``step`` has reached."""
+    boundaries = tuple(_checks.size(b, "boundaries", minimum=0) for b in boundaries)
     if list(boundaries) != sorted(boundaries):
         raise ValueError(f"boundaries must be increasing steps, got {boundaries}")
     step = jnp.asarray(step)
@@ -188,7 +185,7 @@ def step_decay(step, init_value, boundaries, scale):
 
 def exponential_decay(step, init_value, transition_steps, decay_rate, staircase=False):
     """``init_value * decay_rate ** (step / transition_steps)``, floored to whole periods if ``staircase``."""
-    _check_positive("transition_steps", transition_steps)
+    transition_steps = _checks.size(transition_steps, "transition_steps")
     p = jnp.asarray(step, jnp.float32) / transition_steps
     if staircase:
         p = jnp.floor(p)
@@ -197,7 +194,7 @@ def exponential_decay(step, init_value, transition_steps, decay_rate, staircase=
 
 def cosine_decay(step, init_value, decay_steps, alpha=0.0):
     """Half a cosine from ``init_value`` to ``alpha * init_value`` over ``decay_steps``, then constant."""
-    _check_positive("decay_steps", decay_steps)
+    decay_steps = _checks.size(decay_steps, "decay_steps")
     t = jnp.minimum(jnp.asarray(step, jnp.float32), float(decay_steps))
     cosine = 0.5 * (1 + jnp.cos(jnp.pi * t / decay_steps))
     return init_value * ((1 - alpha) * cosine + alpha)
@@ -206,7 +203,8 @@ def cosine_decay(step, init_value, decay_steps, alpha=0.0):
 def warmup_cosine_decay(step, init_value, peak_value, warmup_steps, decay_steps, end_value=0.0):
     """Linear warm-up from ``init_value`` to ``peak_value`` over ``warmup_steps``, then cosine decay
     to ``end_value`` at step ``decay_steps`` (which counts the warm-up)."""
-    _check_positive("warmup_steps", warmup_steps)
+    warmup_steps = _checks.size(warmup_steps, "warmup_steps")
+    decay_steps = _checks.size(decay_steps, "decay_steps")
     if not decay_steps > warmup_steps:
         raise ValueError(f"decay_steps must exceed warmup_steps={warmup_steps}, got {decay_steps}")
     t = jnp.asarray(step, jnp.float32)
@@ -224,7 +222,7 @@ def _cosine_between(start, end, fraction):
 def one_cycle(step, transition_steps, peak_value, pct_start=0.3, div_factor=25.0, final_div_factor=1e4):
     """Cosine rise from ``peak_value / div_factor`` to the peak over ``pct_start`` of the steps, then
     cosine fall to ``peak_value / (div_factor * final_div_factor)`` at ``transition_steps``."""
-    _check_positive("transition_steps", transition_steps)
+    transition_steps = _checks.size(transition_steps, "transition_steps")
     t = jnp.asarray(step, jnp.float32)
     start, low = peak_value / div_factor, peak_value / (div_factor * final_div_factor)
     top = int(pct_start * transition_steps)  # the peak step, an integer as in optax

@@ -138,7 +138,8 @@ Hessian-vector products:
 Array([1.   , 0.1  , 0.001], dtype=float32)
 >>> hvp(f, jnp.zeros(3), jnp.array([1.0, 1.0, 1.0]))
 Array([   1.,   10., 1000.], dtype=float32)
->>> conjugate_gradient(lambda v: A @ v, jnp.ones(3), max_steps=3)
+>>> from jax.tree_util import Partial
+>>> conjugate_gradient(Partial(jnp.matmul, A), jnp.ones(3), max_steps=3)
 Array([1.   , 0.1  , 0.001], dtype=float32)
 """
 
@@ -146,53 +147,80 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
+from jax.tree_util import Partial
+
+from cookbook import _checks
 
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
 JIT = {
     "hvp": ("f",),
     "newton_step": ("f",),
-    "conjugate_gradient": ("matvec", "max_steps"),
+    "conjugate_gradient": ("max_steps",),
     "newton_cg_step": ("f", "max_steps"),
 }
 
 
-def _check_vector(name, x):
-    if jnp.ndim(x) != 1:
-        raise ValueError(f"{name} must be a vector of shape (n,), got shape {jnp.shape(x)}")
+def _check_loss(f, params, name):
+    """A ``ValueError`` naming ``name`` unless ``f(params)`` is a scalar (traced, never run)."""
+    try:
+        out = jax.eval_shape(f, params)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"f cannot take {name} of shape {jax.tree.map(jnp.shape, params)}: {error}") from None
+    if jnp.shape(out) != ():
+        raise ValueError(f"f must map {name} to a scalar loss, got an output of shape {jnp.shape(out)}")
 
 
-# The functions are compiled once per loss function (static), so calling them outside a jitted
-# training step costs one compilation instead of hundreds of small dispatches.
+# The loss ``f`` is static: these functions compile once per function object, so define the loss
+# once and reuse it (a new ``lambda`` at every call would compile again at every call).
 @partial(jax.jit, static_argnames=("f",))
 def hvp(f, params, v):
     """The Hessian of ``f`` at ``params`` times ``v`` (a pytree like ``params``), by forward-over-reverse."""
-    if jax.tree.structure(params) != jax.tree.structure(v):
-        raise ValueError(f"v must have the structure of params {jax.tree.structure(params)}, got {jax.tree.structure(v)}")
+    _checks.same_tree(params, "params", params, "params")  # float parameters
+    _checks.same_tree(v, "v", params, "params")
+    _check_loss(f, params, "params")
     return jax.jvp(jax.grad(f), (params,), (v,))[1]
 
 
 @partial(jax.jit, static_argnames=("f",))
 def newton_step(f, x):
     """One full Newton step from the vector ``x``: forms the (n, n) Hessian and solves with it."""
-    _check_vector("x", x)
+    x = _checks.float_array(x, "x", ndim=1, what=" (n,)")
+    _check_loss(f, x, "x")
     g = jax.grad(f)(x)
     H = jax.hessian(f)(x)  # (n, n): the memory that does not scale
     return x - jnp.linalg.solve(H, g)
 
 
-@partial(jax.jit, static_argnames=("matvec", "max_steps"))
 def conjugate_gradient(matvec, b, *, max_steps, tol=1e-6):
     """Solve ``A x = b`` for symmetric positive-definite ``A`` given only ``matvec(v) = A v``.
 
     Stops after ``max_steps`` iterations, when the residual norm falls below ``tol * |b|``, or when
-    the curvature along the search direction is not positive (``A`` not positive definite there).
+    the curvature along the search direction is not positive (``A`` is not positive definite
+    there): then it returns the iterate so far, or ``b`` itself if that happens at the first
+    iteration, as truncated CG does. ``matvec`` is an argument, not a constant: pass the matrix
+    through :class:`jax.tree_util.Partial` (``Partial(jnp.matmul, A)``) and a new ``A`` of the same
+    shape reuses the compiled solver; a plain function compiles once per function object.
     """
-    _check_vector("b", b)
+    b = _checks.float_array(b, "b", ndim=1, what=" (n,)")
+    max_steps = _checks.size(max_steps, "max_steps")
+    matvec = matvec if isinstance(matvec, Partial) else Partial(matvec)
+    try:
+        out = jax.eval_shape(matvec, b)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"matvec cannot take b of shape {b.shape}: {error}") from None
+    if out.shape != b.shape:
+        raise ValueError(f"matvec must map b of shape {b.shape} to that shape, got {out.shape}")
+    return _conjugate_gradient(matvec, b, max_steps, tol)
+
+
+@partial(jax.jit, static_argnames=("max_steps",))
+def _conjugate_gradient(matvec, b, max_steps, tol):
     b_norm = jnp.linalg.norm(b)
 
     def keep_going(carry):
         k, x, r, p, rr, curved = carry
-        return (k < max_steps) & (jnp.sqrt(rr) > tol * b_norm) & curved
+        # Written as "not converged" so that a NaN keeps going and shows in the result.
+        return (k < max_steps) & ~(jnp.sqrt(rr) <= tol * b_norm) & curved
 
     def iteration(carry):
         k, x, r, p, rr, _ = carry
@@ -200,7 +228,9 @@ def conjugate_gradient(matvec, b, *, max_steps, tol=1e-6):
         pAp = p @ Ap
         curved = pAp > 0
         alpha = jnp.where(curved, rr / jnp.where(curved, pAp, 1.0), 0.0)
-        x = x + alpha * p
+        # Non-positive curvature: keep the iterate so far; at the first iteration that is zero, so
+        # take the steepest-descent direction b of the model instead (Steihaug's rule).
+        x = jnp.where(curved, x + alpha * p, jnp.where(k == 0, b, x))
         r = r - alpha * Ap
         rr_new = r @ r
         p = r + (rr_new / jnp.where(rr > 0, rr, 1.0)) * p
@@ -214,7 +244,8 @@ def conjugate_gradient(matvec, b, *, max_steps, tol=1e-6):
 @partial(jax.jit, static_argnames=("f", "max_steps"))
 def newton_cg_step(f, x, *, max_steps, tol=1e-6):
     """A Newton step from the vector ``x`` with the linear system solved by CG on Hessian-vector products."""
-    _check_vector("x", x)
+    x = _checks.float_array(x, "x", ndim=1, what=" (n,)")
+    _check_loss(f, x, "x")
     g = jax.grad(f)(x)
     delta = conjugate_gradient(lambda v: hvp(f, x, v), -g, max_steps=max_steps, tol=tol)
     return x + delta

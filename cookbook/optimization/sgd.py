@@ -134,6 +134,8 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from cookbook import _checks
+
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
 JIT = {"apply_updates": (), "rosenbrock": ()}
 
@@ -153,11 +155,8 @@ class SgdState(NamedTuple):
 
 def apply_updates(params, updates):
     """Add ``updates`` to ``params`` leaf by leaf, keeping each parameter's dtype."""
-    if jax.tree.structure(params) != jax.tree.structure(updates):
-        raise ValueError(
-            f"updates must have the structure of params {jax.tree.structure(params)}, "
-            f"got {jax.tree.structure(updates)}"
-        )
+    _checks.same_tree(updates, "updates", params, "params")
+    _checks.same_tree(params, "params", updates, "updates")  # float parameters too
     return jax.tree.map(lambda p, u: (p + u).astype(p.dtype), params, updates)
 
 
@@ -169,6 +168,16 @@ def check_hyperparameter(name, value, low, high, *, high_open=True):
         raise ValueError(f"{name} must be in [{low}, {high}{bracket}, got {value}")
 
 
+def check_update(grads, params, moments):
+    """The boundary check of every optimiser's ``update``: ``grads`` are floats shaped like ``params``
+    (or, when ``params`` is None, like the first of the state's ``moments``, a dict from a name such
+    as ``"state.mu"`` to a tree), and so is every moment."""
+    like_name, like = ("params", params) if params is not None else next(iter(moments.items()))
+    _checks.same_tree(grads, "grads", like, like_name)
+    for name, moment in moments.items():
+        _checks.same_tree(moment, name, grads, "grads")
+
+
 def sgd(learning_rate, momentum=0.0, nesterov=False):
     """Stochastic gradient descent, with heavy-ball (default) or Nesterov momentum when ``momentum > 0``."""
     check_hyperparameter("learning_rate", learning_rate, 0.0, float("inf"))
@@ -178,7 +187,7 @@ def sgd(learning_rate, momentum=0.0, nesterov=False):
         return SgdState(velocity=jax.tree.map(jnp.zeros_like, params))
 
     def update(grads, state, params=None):
-        del params
+        check_update(grads, params, {"state.velocity": state.velocity})
         velocity = jax.tree.map(lambda g, v: g + momentum * v, grads, state.velocity)
         direction = jax.tree.map(lambda g, v: g + momentum * v, grads, velocity) if nesterov else velocity
         updates = jax.tree.map(lambda d: -learning_rate * d, direction)
@@ -193,7 +202,7 @@ def rosenbrock(params, a=1.0, b=100.0):
     ``x`` and ``y`` may be scalars or arrays of one shape (a sum of independent 2-D problems); the
     minimum is 0 at :math:`x = a, y = a^2`, at the end of a long, curved, flat-bottomed valley.
     """
-    x, y = params["x"], params["y"]
+    x, y = _checks.float_array(params["x"], "params['x']"), _checks.float_array(params["y"], "params['y']")
     if jnp.shape(x) != jnp.shape(y):
         raise ValueError(f"params['x'] and params['y'] must have one shape, got {jnp.shape(x)} and {jnp.shape(y)}")
     return jnp.sum((a - x) ** 2 + b * (y - x**2) ** 2)

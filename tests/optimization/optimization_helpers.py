@@ -113,3 +113,36 @@ def tree_and_grads():
     params = {"w": jnp.ones((5, 3)), "b": jnp.zeros(3)}
     grads = {"w": jax.random.normal(k_w, (5, 3)), "b": jax.random.normal(k_b, (3,))}
     return params, grads
+
+
+def assert_update_rejects_bad_grads(optimizer, *, needs_params=False):
+    """``update`` raises a clear error, naming the culprit, for gradients unlike the parameters.
+
+    The optimisers of this chapter return closures, so the book-wide mutation test cannot reach
+    their ``update``; this runs the same mutations by hand: a leaf of another shape, an extra
+    leading axis, an integer dtype, a missing leaf, and a state built for other parameters.
+    """
+    import pytest
+
+    params, grads = tree_and_grads()
+    state = optimizer.init(params)
+    passed = params if needs_params else None
+    bad = {
+        "a trailing axis of another size": ({**grads, "w": grads["w"][:, :1]}, ValueError, r"grads\['w'\] must have the shape"),
+        "an extra leading axis": ({**grads, "b": jnp.stack([grads["b"]] * 2)}, ValueError, r"grads\['b'\] must have the shape"),
+        "an integer dtype": ({**grads, "w": grads["w"].astype(jnp.int32)}, TypeError, r"grads\['w'\] must be a floating-point"),
+        "a missing leaf": ({"w": grads["w"]}, ValueError, r"grads must have the structure"),
+    }
+    for what, (g, error, message) in bad.items():
+        with pytest.raises(error, match=message):
+            optimizer.update(g, state, params)
+        # Without params the gradients are compared with the state, which the message names.
+        with pytest.raises(error, match=r"grads"):
+            optimizer.update(g, state, passed)
+    # A state built for parameters of other shapes, with the right gradients.
+    other = {"w": jnp.ones((5, 4)), "b": jnp.zeros(3)}
+    with pytest.raises(ValueError, match=r"state\.\w+\['w'\] must have the shape"):
+        optimizer.update(grads, optimizer.init(other), params)
+    # The right input still works, eagerly and under jit.
+    optimizer.update(grads, state, params)
+    jax.jit(optimizer.update)(grads, state, params)

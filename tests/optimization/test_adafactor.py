@@ -7,6 +7,7 @@ import pytest
 from cookbook.optimization.adafactor import AdafactorState, adafactor, reconstruct
 from cookbook.optimization.adam import adam
 from optimization_helpers import (
+    assert_update_rejects_bad_grads,
     assert_converges_on_quadratic,
     assert_jit_agrees,
     assert_same_trajectory,
@@ -115,5 +116,12 @@ def test_init_and_update_agree_under_jit():
 def test_bad_input_raises():
     with pytest.raises(ValueError, match=r"decay_rate must be in \[0.0, 1.0\], got 1.5"):
         adafactor(0.1, decay_rate=1.5)
-    with pytest.raises(ValueError, match=r"v_row and v_col must be vectors"):
+    with pytest.raises(ValueError, match=r"v_row must have 1 axes \(n,\), got shape \(2, 2\)"):
         reconstruct(jnp.ones((2, 2)), jnp.ones(3))
+
+
+def test_update_rejects_gradients_unlike_the_parameters():
+    # Fails on the code before the boundary checks: mis-shaped gradients were broadcast or zipped
+    # in silence, and integer gradients were accepted.
+    for opt in [adafactor(0.1), adafactor(0.1, min_dim_size_to_factor=3)]:
+        assert_update_rejects_bad_grads(opt, needs_params=False)

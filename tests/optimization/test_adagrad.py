@@ -6,6 +6,7 @@ import pytest
 
 from cookbook.optimization.adagrad import AdagradState, adagrad
 from optimization_helpers import (
+    assert_update_rejects_bad_grads,
     assert_converges_on_quadratic,
     assert_jit_agrees,
     assert_same_trajectory,
@@ -58,3 +59,10 @@ def test_bad_hyperparameters_raise():
         adagrad(0.1, initial_accumulator_value=-1)
     with pytest.raises(ValueError, match=r"learning_rate must be in"):
         adagrad(-1.0)
+
+
+def test_update_rejects_gradients_unlike_the_parameters():
+    # Fails on the code before the boundary checks: mis-shaped gradients were broadcast or zipped
+    # in silence, and integer gradients were accepted.
+    for opt in [adagrad(0.1)]:
+        assert_update_rejects_bad_grads(opt, needs_params=False)

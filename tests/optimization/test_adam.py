@@ -6,6 +6,7 @@ import pytest
 
 from cookbook.optimization.adam import AdamState, adam
 from optimization_helpers import (
+    assert_update_rejects_bad_grads,
     assert_converges_on_quadratic,
     assert_jit_agrees,
     assert_same_trajectory,
@@ -77,3 +78,10 @@ def test_bad_hyperparameters_raise():
         adam(0.1, b2=1.0)
     with pytest.raises(ValueError, match=r"eps must be in"):
         adam(0.1, eps=-1e-8)
+
+
+def test_update_rejects_gradients_unlike_the_parameters():
+    # Fails on the code before the boundary checks: mis-shaped gradients were broadcast or zipped
+    # in silence, and integer gradients were accepted.
+    for opt in [adam(0.1), adam(0.1, amsgrad=True)]:
+        assert_update_rejects_bad_grads(opt, needs_params=False)

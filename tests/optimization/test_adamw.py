@@ -8,6 +8,7 @@ from cookbook.optimization.adam import AdamState, adam
 from cookbook.optimization.adamw import adamw
 from cookbook.optimization.sgd import apply_updates
 from optimization_helpers import (
+    assert_update_rejects_bad_grads,
     assert_converges_on_quadratic,
     assert_jit_agrees,
     assert_same_trajectory,
@@ -85,3 +86,10 @@ def test_missing_params_and_bad_hyperparameters_raise():
         opt.update(jnp.ones(3), opt.init(jnp.ones(3)))
     with pytest.raises(ValueError, match=r"weight_decay must be in \[0.0, inf\), got -0.1"):
         adamw(0.1, weight_decay=-0.1)
+
+
+def test_update_rejects_gradients_unlike_the_parameters():
+    # Fails on the code before the boundary checks: mis-shaped gradients were broadcast or zipped
+    # in silence, and integer gradients were accepted.
+    for opt in [adamw(0.1, weight_decay=0.1)]:
+        assert_update_rejects_bad_grads(opt, needs_params=True)

@@ -5,7 +5,7 @@ import optax
 import pytest
 
 from cookbook.optimization.adam import adam
-from cookbook.optimization.gradient_clipping import chain, clip, clip_by_global_norm, global_norm
+from cookbook.optimization.gradient_clipping import chain, clip, clip_by_global_norm, clip_to_global_norm, global_norm
 from cookbook.optimization.sgd import sgd
 from optimization_helpers import (
     assert_converges_on_quadratic,
@@ -97,3 +97,18 @@ def test_bad_input_raises():
         global_norm({})
     with pytest.raises(ValueError, match=r"state must hold 2 states"):
         chain(clip(1.0), clip(2.0)).update(jnp.ones(3), ((),))
+
+
+def test_clipping_rejects_gradients_unlike_the_parameters():
+    params, grads = tree_and_grads()
+    for clipper in (clip(1.0), clip_by_global_norm(1.0)):
+        with pytest.raises(ValueError, match=r"updates\['w'\] must have the shape of params\['w'\], \(5, 3\), got \(5, 1\)"):
+            clipper.update({**grads, "w": grads["w"][:, :1]}, (), params)
+        with pytest.raises(TypeError, match=r"updates\['w'\] must be a floating-point array"):
+            clipper.update({**grads, "w": grads["w"].astype(jnp.int32)}, ())
+    with pytest.raises(TypeError, match=r"updates\['b'\] must be a floating-point array"):
+        clip_to_global_norm({"b": jnp.arange(3)}, 1.0)
+    # A chain passes the gradients to its first transformation, which checks them.
+    opt = chain(clip_by_global_norm(1.0), adam(0.1))
+    with pytest.raises(ValueError, match=r"updates\['w'\] must have the shape of params"):
+        opt.update({**grads, "w": grads["w"][:, :1]}, opt.init(params), params)

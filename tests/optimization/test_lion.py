@@ -7,6 +7,7 @@ import pytest
 from cookbook.optimization.lion import LionState, lion
 from cookbook.optimization.sgd import rosenbrock, run_optimizer
 from optimization_helpers import (
+    assert_update_rejects_bad_grads,
     assert_converges_on_quadratic,
     assert_jit_agrees,
     assert_same_trajectory,
@@ -66,3 +67,10 @@ def test_bad_input_raises():
     opt = lion(0.1, weight_decay=0.1)
     with pytest.raises(ValueError, match=r"needs params for weight_decay=0.1"):
         opt.update(jnp.ones(3), opt.init(jnp.ones(3)))
+
+
+def test_update_rejects_gradients_unlike_the_parameters():
+    # Fails on the code before the boundary checks: mis-shaped gradients were broadcast or zipped
+    # in silence, and integer gradients were accepted.
+    for opt in [lion(0.1), lion(0.1, weight_decay=0.1)]:
+        assert_update_rejects_bad_grads(opt, needs_params=True)

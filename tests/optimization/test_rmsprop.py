@@ -5,6 +5,7 @@ import pytest
 
 from cookbook.optimization.rmsprop import RmspropState, rmsprop
 from optimization_helpers import (
+    assert_update_rejects_bad_grads,
     assert_converges_on_quadratic,
     assert_jit_agrees,
     assert_same_trajectory,
@@ -55,3 +56,10 @@ def test_init_and_update_agree_under_jit():
 def test_bad_hyperparameters_raise():
     with pytest.raises(ValueError, match=r"decay must be in \[0.0, 1.0\), got 1.0"):
         rmsprop(0.1, decay=1.0)
+
+
+def test_update_rejects_gradients_unlike_the_parameters():
+    # Fails on the code before the boundary checks: mis-shaped gradients were broadcast or zipped
+    # in silence, and integer gradients were accepted.
+    for opt in [rmsprop(0.1)]:
+        assert_update_rejects_bad_grads(opt, needs_params=False)

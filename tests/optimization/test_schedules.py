@@ -7,7 +7,7 @@ import pytest
 from cookbook.optimization import schedules as s
 from cookbook.optimization.adam import adam
 from cookbook.optimization.sgd import sgd
-from optimization_helpers import assert_jit_agrees, assert_same_trajectory, tree_and_grads
+from optimization_helpers import assert_jit_agrees, assert_same_trajectory, assert_update_rejects_bad_grads, tree_and_grads
 
 STEPS = jnp.arange(0, 1200)  # well past the end of every schedule below
 # Tolerance reached against optax's schedules at every step 0..1199, float32.
@@ -60,9 +60,25 @@ def test_scheduled_init_and_update_agree_under_jit():
 
 
 def test_bad_arguments_raise():
-    with pytest.raises(ValueError, match=r"decay_steps must be a positive number of steps, got 0"):
+    with pytest.raises(ValueError, match=r"decay_steps must be at least 1, got 0"):
         s.cosine_decay(jnp.arange(3), 1.0, 0)
     with pytest.raises(ValueError, match=r"decay_steps must exceed warmup_steps=10, got 5"):
         s.warmup_cosine_decay(jnp.arange(3), 0.0, 1.0, 10, 5)
     with pytest.raises(ValueError, match=r"boundaries must be increasing steps, got \(5, 3\)"):
         s.step_decay(jnp.arange(3), 1.0, (5, 3), 0.1)
+
+
+def test_scheduled_update_rejects_gradients_unlike_the_parameters():
+    assert_update_rejects_bad_grads(s.scheduled(adam(1.0), lambda t: s.cosine_decay(t, 0.1, 100)))
+
+
+def test_step_counts_must_be_ints():
+    # Fails on the old code, which took a float number of steps in silence.
+    with pytest.raises(TypeError, match=r"decay_steps must be an int"):
+        s.cosine_decay(3, 1.0, 100.5)
+    with pytest.raises(TypeError, match=r"transition_steps must be an int"):
+        s.one_cycle(3, 10.5, 1.0)
+    with pytest.raises(TypeError, match=r"boundaries must be an int"):
+        s.step_decay(3, 1.0, (2.5, 4), 0.1)
+    with pytest.raises(ValueError, match=r"warmup_steps must be at least 1, got 0"):
+        s.warmup_cosine_decay(3, 0.0, 1.0, 0, 100)

@@ -3,6 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
+from jax.tree_util import Partial
 
 from cookbook.optimization.second_order import conjugate_gradient, hvp, newton_cg_step, newton_step
 from cookbook.optimization.sgd import rosenbrock
@@ -95,9 +96,84 @@ def test_newton_cg_equals_newton_on_a_positive_definite_region():
 
 
 def test_bad_shapes_raise():
-    with pytest.raises(ValueError, match=r"x must be a vector of shape \(n,\), got shape \(2, 2\)"):
+    with pytest.raises(ValueError, match=r"x must have 1 axes \(n,\), got shape \(2, 2\)"):
         newton_step(lambda x: jnp.sum(x**2), jnp.ones((2, 2)))
-    with pytest.raises(ValueError, match=r"b must be a vector"):
+    with pytest.raises(ValueError, match=r"b must have 1 axes"):
         conjugate_gradient(lambda v: v, jnp.ones((3, 1)), max_steps=3)
     with pytest.raises(ValueError, match=r"v must have the structure of params"):
         hvp(lambda p: jnp.sum(p["a"] ** 2), {"a": jnp.ones(3)}, jnp.ones(3))
+
+
+def _saddle(x):
+    # Curvature +2 along x0 and -2 along x1: indefinite everywhere.
+    return x[0] ** 2 - x[1] ** 2 + 2 * x[1]
+
+
+def test_cg_takes_the_steepest_descent_step_on_negative_curvature_at_once():
+    # At (1, 0) the gradient is (2, 2) and its direction has curvature 2*4 - 2*4 = 0 <= 0: the old
+    # code returned a zero step; truncated CG (Steihaug) returns -g, which lowers the loss.
+    x = jnp.array([1.0, 0.0])
+    np.testing.assert_allclose(jax.grad(_saddle)(x), [2.0, 2.0])
+    step = newton_cg_step(_saddle, x, max_steps=5) - x
+    np.testing.assert_allclose(step, [-2.0, -2.0])
+    assert float(_saddle(x + step)) < float(_saddle(x))
+    b = jnp.array([1.0, -1.0])
+    np.testing.assert_allclose(conjugate_gradient(lambda v: jnp.array([-3.0, 1.0]) * v, b, max_steps=4), b)
+
+
+def test_cg_keeps_its_iterate_when_negative_curvature_comes_later():
+    # diag(1, -1) and b = (1, 0.1): the first direction b has positive curvature (1 - 0.01), the second not.
+    A = jnp.diag(jnp.array([1.0, -1.0]))
+    b = jnp.array([1.0, 0.1])
+    x = conjugate_gradient(Partial(jnp.matmul, A), b, max_steps=5)
+    alpha = float(b @ b / (b @ A @ b))
+    np.testing.assert_allclose(x, alpha * b, rtol=1e-5)
+
+
+def test_a_reused_matvec_does_not_compile_again():
+    # Fails on the old code, where matvec was a static argument hashed by identity: every new
+    # Partial (or lambda) traced and compiled the solver again.
+    traces = []
+
+    def matmul(A, v):
+        traces.append(1)
+        return A @ v
+
+    b = jnp.ones(5)
+    for seed in range(3):
+        A = _spd(5, seed)
+        x = conjugate_gradient(Partial(matmul, A), b, max_steps=10, tol=1e-7)
+        np.testing.assert_allclose(x, jnp.linalg.solve(A, b), rtol=1e-3, atol=1e-3)
+    # Each call traces matmul once for its shape check; only the first also compiles the solver.
+    assert len(traces) == 2 + 1 + 1
+
+
+def test_a_reused_loss_does_not_compile_again():
+    traces = []
+
+    def loss(x):
+        traces.append(1)
+        return jnp.sum(x**4) + jnp.sum(x**2)
+
+    newton_step(loss, jnp.ones(3))
+    first = len(traces)
+    newton_step(loss, 2 * jnp.ones(3))  # not jnp.full(3, 2.0): a weakly typed array is another signature
+    assert len(traces) == first  # same function, same shapes: no new trace
+
+
+def test_bad_input_gets_a_clear_error():
+    A = Partial(jnp.matmul, jnp.eye(3))
+    with pytest.raises(ValueError, match=r"matvec cannot take b of shape \(2,\)"):
+        conjugate_gradient(A, jnp.ones(2), max_steps=3)
+    with pytest.raises(TypeError, match=r"b must be a floating-point array"):
+        conjugate_gradient(A, jnp.arange(3), max_steps=3)
+    with pytest.raises(TypeError, match=r"max_steps must be an int"):
+        conjugate_gradient(A, jnp.ones(3), max_steps=2.5)
+    with pytest.raises(ValueError, match=r"f cannot take x of shape \(2,\)"):
+        newton_step(lambda x: x @ jnp.eye(3) @ x, jnp.ones(2))
+    with pytest.raises(ValueError, match=r"f must map x to a scalar loss"):
+        newton_cg_step(lambda x: x**2, jnp.ones(3), max_steps=3)
+    with pytest.raises(TypeError, match=r"v\['a'\] must be a floating-point"):
+        hvp(lambda p: jnp.sum(p["a"] ** 2), {"a": jnp.ones(3)}, {"a": jnp.arange(3)})
+    # A NaN is not turned into a plausible answer.
+    assert bool(jnp.isnan(conjugate_gradient(A, jnp.array([1.0, jnp.nan, 0.0]), max_steps=3)).any())

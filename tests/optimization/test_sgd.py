@@ -6,6 +6,7 @@ import pytest
 
 from cookbook.optimization.sgd import GradientTransformation, SgdState, apply_updates, rosenbrock, run_optimizer, sgd
 from optimization_helpers import (
+    assert_update_rejects_bad_grads,
     assert_converges_on_quadratic,
     assert_jit_agrees,
     assert_same_trajectory,
@@ -95,3 +96,10 @@ def test_bad_hyperparameters_and_trees_raise():
         apply_updates({"w": jnp.ones(3)}, {"v": jnp.ones(3)})
     with pytest.raises(ValueError, match=r"must have one shape, got \(3,\) and \(2,\)"):
         rosenbrock({"x": jnp.ones(3), "y": jnp.ones(2)})
+
+
+def test_update_rejects_gradients_unlike_the_parameters():
+    # Fails on the code before the boundary checks: mis-shaped gradients were broadcast or zipped
+    # in silence, and integer gradients were accepted.
+    for opt in [sgd(0.1), sgd(0.1, momentum=0.9, nesterov=True)]:
+        assert_update_rejects_bad_grads(opt, needs_params=False)
