@@ -104,8 +104,19 @@ def render(results: dict) -> str:
         rows = [["``make html``, cold (from a fresh clone)", f"{b['html_cold_s']:.0f} s"],
                 ["``make html``, one recipe touched", f"{b['html_incremental_s']:.0f} s"]]
         if "make_test_s" in b:
-            rows.append(["``make test``, cold (fresh clone; installing not counted)", f"{b['make_test_s']:.0f} s"])
+            recipes = f", {b['recipes']} recipes" if "recipes" in b else ""
+            rows.append([f"``make test``, cold (fresh clone, empty compilation cache{recipes}; installing not counted)",
+                         f"{b['make_test_s']:.0f} s"])
+        if "make_test_one_changed_s" in b:
+            rows.append(["``make test``, one recipe touched, compilation cache warm", f"{b['make_test_one_changed_s']:.0f} s"])
+        if "make_check_s" in b:
+            rows.append(["``make check RECIPE=attention/rope``, the recipe touched, cache warm", f"{b['make_check_s']:.0f} s"])
         out += _table(["What", "Wall time"], rows)
+    history = results.get("history", [])
+    if history:
+        out += ["The cold ``make test`` as the book grew (the figure above draws it):", ""]
+        out += _table(["Date", "Recipes", "Cold ``make test``"],
+                      [[h["date"], str(h["recipes"]), f"{h['make_test_s']:.0f} s"] for h in history])
     return "\n".join(out) + "\n"
 
 
