@@ -14,4 +14,5 @@ CHAPTERS = (
     "recurrent",
     "attention",
     "transformers",
+    "sequence_models",
 )
