@@ -69,7 +69,9 @@ unit and must learn features that help on their own.
 
 **A Bayesian reading.** :footcite:t:`gal2016dropout` show that training with dropout (and weight
 decay) performs approximate variational inference in a Bayesian network whose approximate
-posterior over each weight matrix sets whole columns to zero at random. Keeping dropout *on* at
+posterior over each weight matrix sets whole rows to zero at random: in this book's convention
+:math:`x W`, row :math:`i` of :math:`W` holds the weights that leave input unit :math:`i`, the unit
+that dropout zeroes (the paper writes :math:`W x` and so speaks of columns). Keeping dropout *on* at
 test time and averaging :math:`T` stochastic forward passes ("Monte Carlo dropout") then estimates
 the predictive mean, and the spread of those passes is a cheap estimate of model uncertainty: call
 this function with ``deterministic=False`` and a fresh key per pass.
@@ -125,6 +127,8 @@ True
 import jax
 import jax.numpy as jnp
 
+from cookbook import _checks
+
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
 JIT = {"dropout": ("rate", "deterministic", "broadcast_dims")}
 
@@ -139,8 +143,11 @@ def dropout(key, x, rate, *, deterministic=False, broadcast_dims=()):
     rate = float(rate)
     if not 0.0 <= rate <= 1.0:
         raise ValueError(f"rate must be a drop probability in [0, 1], got {rate}")
-    x = jnp.asarray(x)
-    broadcast_dims = tuple(d % x.ndim for d in broadcast_dims) if x.ndim else ()
+    x = _checks.float_array(x, "x")  # an integer x would be divided by 1 - rate and rounded
+    for d in broadcast_dims:
+        if not -x.ndim <= _checks.size(d, "broadcast_dims", minimum=-x.ndim) < x.ndim:
+            raise ValueError(f"broadcast_dims must be axes of x, in [{-x.ndim}, {x.ndim}), got {broadcast_dims}")
+    broadcast_dims = tuple(d % x.ndim for d in broadcast_dims)  # -1 is the last axis, as in NumPy
     if deterministic or rate == 0.0:
         return x
     if rate == 1.0:

@@ -132,3 +132,25 @@ def test_rate_outside_unit_interval_raises(rate):
 def test_missing_key_raises_in_training_mode():
     with pytest.raises(ValueError, match="key must be a PRNG key"):
         dropout(None, jnp.ones(3), 0.5)
+
+
+def test_broadcast_dims_out_of_range_raise_instead_of_wrapping():
+    # Fails on the old code, where axis 2 of a (2, 4) array silently became axis 0 (2 % 2).
+    x = jnp.ones((2, 4))
+    with pytest.raises(ValueError, match=r"broadcast_dims must be axes of x, in \[-2, 2\), got \(2,\)"):
+        dropout(jax.random.key(0), x, 0.5, broadcast_dims=(2,))
+    with pytest.raises(ValueError, match=r"broadcast_dims must be at least -2, got -3"):
+        dropout(jax.random.key(0), x, 0.5, broadcast_dims=(-3,))
+    with pytest.raises(TypeError, match=r"broadcast_dims must be an int"):
+        dropout(jax.random.key(0), x, 0.5, broadcast_dims=(0.5,))
+    # -1 is the last axis, as in NumPy: the same mask as naming axis 1.
+    np.testing.assert_array_equal(dropout(jax.random.key(0), x, 0.5, broadcast_dims=(-1,)),
+                                  dropout(jax.random.key(0), x, 0.5, broadcast_dims=(1,)))
+
+
+def test_integer_input_raises():
+    # Fails on the old code: an int32 x was divided by the keep probability in int32, giving inf.
+    with pytest.raises(TypeError, match=r"x must be a floating-point array, got dtype int32"):
+        dropout(jax.random.key(0), jnp.arange(6), 0.5)
+    y = dropout(jax.random.key(0), [1.0, 2.0, 3.0], 0.5)  # a list of floats is accepted
+    assert y.shape == (3,)

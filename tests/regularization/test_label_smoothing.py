@@ -114,3 +114,22 @@ def test_shape_mismatch_and_one_class_raise():
         smoothed_cross_entropy(jnp.zeros((5, 7)), jnp.zeros((5, 3)), 0.1)
     with pytest.raises(ValueError, match="num_classes must be at least 2, got 1"):
         optimal_logit_gap(0.1, 1)
+
+
+def test_the_gaps_stated_on_the_page():
+    # The page said "about 6.8 for alpha = 0.1, K = 10"; that is K = 100. This fails on the old text.
+    from cookbook.regularization import label_smoothing
+
+    assert round(float(optimal_logit_gap(0.1, 10)), 1) == 4.5
+    assert round(float(optimal_logit_gap(0.1, 100)), 1) == 6.8
+    page = " ".join(label_smoothing.__doc__.split())
+    assert "about 4.5 for :math:`\\alpha = 0.1` and :math:`K = 10`, 6.8 for :math:`K = 100`" in page
+
+
+def test_bad_input_gets_a_clear_error():
+    with pytest.raises(TypeError, match=r"logits must be a floating-point array, got dtype int32"):
+        smoothed_cross_entropy(jnp.zeros((5, 7), jnp.int32), jnp.eye(7)[:5], 0.1)
+    with pytest.raises(TypeError, match=r"num_classes must be an int"):
+        optimal_logit_gap(0.1, 10.5)
+    # Lists are read as arrays.
+    np.testing.assert_allclose(smooth_labels([0.0, 1.0], 0.2), [0.1, 0.9], rtol=1e-6)
