@@ -185,6 +185,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from cookbook import _checks
+
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
 JIT = {"init": ("num_features",), "batch_norm": ("training",)}
 
@@ -206,14 +208,15 @@ def init(num_features):
 
 
 def _check(params, state, x):
-    if x.ndim < 2:
-        raise ValueError(f"x must have shape (B, ..., C) with a batch axis, got shape {x.shape}")
+    x = _checks.float_array(x, "x", min_ndim=2, what=" (B, ..., C) with a batch axis")
     C = x.shape[-1]
     for name, value in (("params['scale']", params["scale"]), ("params['bias']", params["bias"]),
                         ("state.mean", state.mean), ("state.var", state.var)):
+        value = _checks.float_array(value, name)
         if value.shape != (C,):
             raise ValueError(f"{name} must have shape ({C},) to match the {C} features of x {x.shape}, "
                              f"got shape {value.shape}")
+    return x
 
 
 def batch_norm(params, state, x, *, training, momentum=0.9, eps=1e-5):
@@ -223,7 +226,8 @@ def batch_norm(params, state, x, *, training, momentum=0.9, eps=1e-5):
     (biased variance, as flax); with ``training=False`` the running averages normalise ``x`` and
     the state comes back unchanged. Returns ``(y, state)``, ``y`` in the dtype of ``x``.
     """
-    _check(params, state, x)
+    x = _check(params, state, x)
+    _checks.positive(eps, "eps", allow_zero=True)
     if isinstance(momentum, (int, float)) and not 0.0 <= momentum <= 1.0:
         raise ValueError(f"momentum must lie in [0, 1], got {momentum}")
     axes = tuple(range(x.ndim - 1))  # every axis but the features

@@ -158,6 +158,8 @@ Array([-1.069, -0.535,  0.   ,  1.604], dtype=float32)
 import jax
 import jax.numpy as jnp
 
+from cookbook import _checks
+
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
 JIT = {"group_norm": ("num_groups",)}
 
@@ -170,8 +172,9 @@ def group_norm(x, scale, bias, num_groups, eps=1e-5):
     ``scale`` and ``bias`` have shape (C,). Batch with :func:`jax.vmap`. Statistics are
     accumulated in at least float32; the result has the dtype of ``x``.
     """
-    if x.ndim < 1:
-        raise ValueError(f"x must have shape (..., C), e.g. (H, W, C) or (C,), got shape {x.shape}")
+    x = _checks.float_array(x, "x", min_ndim=1, what=" (..., C), e.g. (H, W, C) or (C,)")
+    scale, bias = _checks.float_array(scale, "scale"), _checks.float_array(bias, "bias")
+    _checks.positive(eps, "eps", allow_zero=True)
     C = x.shape[-1]
     if not isinstance(num_groups, int) or num_groups < 1 or C % num_groups:
         raise ValueError(f"num_groups must be a positive int that divides the number of channels "

@@ -117,6 +117,8 @@ True
 import jax
 import jax.numpy as jnp
 
+from cookbook import _checks
+
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
 JIT = {"layer_norm": ()}
 
@@ -126,9 +128,10 @@ def layer_norm(x, scale, bias, eps=1e-6):
 
     Statistics are accumulated in at least float32; the result has the dtype of ``x``.
     """
-    if x.ndim < 1:
-        raise ValueError(f"x must have shape (..., D) with at least one axis, got shape {x.shape}")
+    x = _checks.float_array(x, "x", min_ndim=1, what=" (..., D)")
+    _checks.positive(eps, "eps", allow_zero=True)
     D = x.shape[-1]
+    scale, bias = _checks.float_array(scale, "scale"), _checks.float_array(bias, "bias")
     for name, value in (("scale", scale), ("bias", bias)):
         if value.shape != (D,):
             raise ValueError(f"{name} must have shape ({D},) to match the last axis of x {x.shape}, "

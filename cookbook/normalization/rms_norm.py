@@ -93,6 +93,8 @@ Array([[0.849, 2.263],
 import jax
 import jax.numpy as jnp
 
+from cookbook import _checks
+
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
 JIT = {"rms_norm": ()}
 
@@ -102,8 +104,9 @@ def rms_norm(x, scale, eps=1e-6):
 
     The mean of squares is accumulated in at least float32; the result has the dtype of ``x``.
     """
-    if x.ndim < 1:
-        raise ValueError(f"x must have shape (..., D) with at least one axis, got shape {x.shape}")
+    x = _checks.float_array(x, "x", min_ndim=1, what=" (..., D)")
+    scale = _checks.float_array(scale, "scale")
+    _checks.positive(eps, "eps", allow_zero=True)
     D = x.shape[-1]
     if scale.shape != (D,):
         raise ValueError(f"scale must have shape ({D},) to match the last axis of x {x.shape}, "

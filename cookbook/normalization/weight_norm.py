@@ -157,6 +157,8 @@ Array([[1.2, 5. ],
 import jax
 import jax.numpy as jnp
 
+from cookbook import _checks
+
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
 JIT = {"weight_norm": (), "spectral_init": (), "spectral_norm": ("n_steps",)}
 
@@ -172,8 +174,9 @@ def weight_norm(v, g, eps=1e-12):
     ``v`` has shape (..., D_out), e.g. a dense kernel (D_in, D_out) or a convolution kernel
     (kh, kw, D_in, D_out); the norm is over every axis but the last. ``g`` has shape (D_out,).
     """
-    if v.ndim < 2:
-        raise ValueError(f"v must have shape (..., D_in, D_out) with at least two axes, got shape {v.shape}")
+    v = _checks.float_array(v, "v", min_ndim=2, what=" (..., D_in, D_out)")
+    g = _checks.float_array(g, "g")
+    _checks.positive(eps, "eps", allow_zero=True)
     if g.shape != (v.shape[-1],):
         raise ValueError(f"g must have shape ({v.shape[-1]},), one gain per output of v {v.shape}, "
                          f"got shape {g.shape}")
@@ -183,8 +186,7 @@ def weight_norm(v, g, eps=1e-12):
 
 
 def _as_matrix(W):
-    if W.ndim < 2:
-        raise ValueError(f"W must have shape (..., D_in, D_out) with at least two axes, got shape {W.shape}")
+    W = _checks.float_array(W, "W", min_ndim=2, what=" (..., D_in, D_out)")
     return W.reshape(-1, W.shape[-1])  # (D_in, D_out): a convolution kernel's leading axes flattened
 
 
@@ -202,7 +204,9 @@ def spectral_norm(W, u, *, n_steps=1, eps=1e-12):
     ``(W_bar, u, sigma)``: the normalised weights in the dtype of ``W``, the updated ``u`` to pass
     to the next call, and the estimate ``sigma``. The singular vectors get no gradient.
     """
-    M = _as_matrix(W)
+    W = _checks.float_array(W, "W", min_ndim=2, what=" (..., D_in, D_out)")
+    M, u = _as_matrix(W), _checks.float_array(u, "u")
+    _checks.positive(eps, "eps", allow_zero=True)
     if u.shape != (M.shape[1],):
         raise ValueError(f"u must have shape ({M.shape[1]},), the output size of W {W.shape}, got shape {u.shape}")
     if not isinstance(n_steps, int) or n_steps < 1:

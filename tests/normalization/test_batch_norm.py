@@ -186,7 +186,7 @@ def test_init_and_jit():
          r"params\['bias'\] must have shape \(3,\)"),
         (None, BatchNormState(jnp.zeros(3), jnp.ones(7)), jnp.ones((5, 3)),
          r"state.var must have shape \(3,\)"),
-        (None, None, jnp.ones(3), r"x must have shape \(B, \.\.\., C\) .* got shape \(3,\)"),
+        (None, None, jnp.ones(3), r"x must have at least 2 axes \(B, \.\.\., C\) .* got shape \(3,\)"),
     ],
 )
 def test_bad_shapes_raise_clear_errors(params, state, x, match):
@@ -201,3 +201,13 @@ def test_bad_arguments_raise_clear_errors():
         batch_norm(params, state, jnp.ones((2, 3)), training=True, momentum=1.5)
     with pytest.raises(ValueError, match=r"num_features must be a positive int, got 0"):
         init(0)
+
+
+def test_integer_input_and_negative_eps_raise():
+    params, state = init(3)
+    with pytest.raises(TypeError, match=r"x must be a floating-point array, got dtype int32"):
+        batch_norm(params, state, jnp.ones((5, 3), jnp.int32), training=True)
+    with pytest.raises(ValueError, match=r"eps must be non-negative"):
+        batch_norm(params, state, jnp.ones((5, 3)), training=True, eps=-1.0)
+    y, _ = batch_norm(params, state, [[1.0, 2.0, 3.0], [3.0, 2.0, 1.0]], training=True)  # a list is accepted
+    np.testing.assert_allclose(y[:, 0], [-1.0, 1.0], atol=1e-5)

@@ -129,9 +129,18 @@ def test_bfloat16_is_close_to_float32_on_the_same_inputs():
         (jnp.ones((2, 2, 6)), jnp.ones(6), 4, r"num_groups must be a positive int that divides .* C=6 .* got 4"),
         (jnp.ones((2, 2, 6)), jnp.ones(6), 0, r"num_groups must be a positive int .* got 0"),
         (jnp.ones((2, 2, 6)), jnp.ones(5), 3, r"scale must have shape \(6,\) .* got shape \(5,\)"),
-        (jnp.ones(()), jnp.ones(1), 1, r"x must have shape \(\.\.\., C\)"),
+        (jnp.ones(()), jnp.ones(1), 1, r"x must have at least 1 axes \(\.\.\., C\)"),
     ],
 )
 def test_bad_shapes_raise_clear_errors(x, scale, G, match):
     with pytest.raises(ValueError, match=match):
         group_norm(x, scale, jnp.zeros(x.shape[-1] if x.ndim else 1), G)
+
+
+def test_integer_input_and_negative_eps_raise():
+    with pytest.raises(TypeError, match=r"x must be a floating-point array, got dtype int32"):
+        group_norm(jnp.ones((3, 4), jnp.int32), jnp.ones(4), jnp.zeros(4), 2)
+    with pytest.raises(TypeError, match=r"bias must be a floating-point array"):
+        group_norm(jnp.ones((3, 4)), jnp.ones(4), jnp.zeros(4, jnp.int32), 2)
+    with pytest.raises(ValueError, match=r"eps must be non-negative"):
+        group_norm(jnp.ones((3, 4)), jnp.ones(4), jnp.zeros(4), 2, eps=-1.0)

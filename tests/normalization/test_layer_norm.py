@@ -98,9 +98,28 @@ def test_bfloat16_is_close_to_float32_and_better_than_naive_bfloat16():
     [
         (jnp.ones((2, 4)), jnp.ones(5), jnp.zeros(4), r"scale must have shape \(4,\) .* got shape \(5,\)"),
         (jnp.ones((2, 4)), jnp.ones(4), jnp.zeros((2, 4)), r"bias must have shape \(4,\) .* got shape \(2, 4\)"),
-        (jnp.ones(()), jnp.ones(1), jnp.zeros(1), r"x must have shape \(\.\.\., D\)"),
+        (jnp.ones(()), jnp.ones(1), jnp.zeros(1), r"x must have at least 1 axes \(\.\.\., D\)"),
     ],
 )
 def test_bad_shapes_raise_clear_errors(x, scale, bias, match):
     with pytest.raises(ValueError, match=match):
         layer_norm(x, scale, bias)
+
+
+def test_integer_input_raises_instead_of_rounding_the_output():
+    # Before, int32 x was normalised in float32 and cast back to int32: [1, 2, 3, 6] came out [-1, 0, 0, 1].
+    with pytest.raises(TypeError, match=r"x must be a floating-point array, got dtype int32"):
+        layer_norm(jnp.array([1, 2, 3, 6]), jnp.ones(4), jnp.zeros(4))
+    with pytest.raises(TypeError, match=r"scale must be a floating-point array"):
+        layer_norm(jnp.ones(4), jnp.ones(4, jnp.int32), jnp.zeros(4))
+
+
+def test_negative_eps_raises_instead_of_giving_nan():
+    # Before, eps = -1 made rsqrt(var - 1) NaN for every example of variance below 1.
+    with pytest.raises(ValueError, match=r"eps must be non-negative, got -1"):
+        layer_norm(jnp.array([1.0, 2.0, 3.0, 6.0]), jnp.ones(4), jnp.zeros(4), eps=-1.0)
+
+
+def test_lists_are_accepted():
+    np.testing.assert_allclose(layer_norm([1.0, 2.0, 3.0, 6.0], [1.0] * 4, [0.0] * 4),
+                               layer_norm(jnp.array([1.0, 2.0, 3.0, 6.0]), jnp.ones(4), jnp.zeros(4)))

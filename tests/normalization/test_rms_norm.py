@@ -90,9 +90,17 @@ def test_float16_squares_are_accumulated_in_float32():
     [
         (jnp.ones((2, 4)), jnp.ones(3), r"scale must have shape \(4,\) .* got shape \(3,\)"),
         (jnp.ones((2, 4)), jnp.ones((1, 4)), r"scale must have shape \(4,\)"),
-        (jnp.ones(()), jnp.ones(1), r"x must have shape \(\.\.\., D\)"),
+        (jnp.ones(()), jnp.ones(1), r"x must have at least 1 axes \(\.\.\., D\)"),
     ],
 )
 def test_bad_shapes_raise_clear_errors(x, scale, match):
     with pytest.raises(ValueError, match=match):
         rms_norm(x, scale)
+
+
+def test_integer_input_and_negative_eps_raise():
+    with pytest.raises(TypeError, match=r"x must be a floating-point array, got dtype int32"):
+        rms_norm(jnp.array([1, 2, 3]), jnp.ones(3))
+    with pytest.raises(ValueError, match=r"eps must be non-negative"):
+        rms_norm(jnp.ones(3), jnp.ones(3), eps=-1.0)
+    np.testing.assert_allclose(rms_norm([3.0, 4.0], [1.0, 1.0], eps=0.0), np.array([3.0, 4.0]) / np.sqrt(12.5), rtol=1e-6)

@@ -147,12 +147,22 @@ def test_init_uses_its_key_and_zero_weights_stay_finite():
     "fn, match",
     [
         (lambda: weight_norm(jnp.ones((4, 3)), jnp.ones(4)), r"g must have shape \(3,\), .* got shape \(4,\)"),
-        (lambda: weight_norm(jnp.ones(4), jnp.ones(4)), r"v must have shape \(\.\.\., D_in, D_out\) .* got shape \(4,\)"),
+        (lambda: weight_norm(jnp.ones(4), jnp.ones(4)), r"v must have at least 2 axes \(\.\.\., D_in, D_out\), got shape \(4,\)"),
         (lambda: spectral_norm(jnp.ones((4, 3)), jnp.ones(4)), r"u must have shape \(3,\), .* got shape \(4,\)"),
         (lambda: spectral_norm(jnp.ones((4, 3)), jnp.ones(3), n_steps=0), r"n_steps must be a positive int, got 0"),
-        (lambda: spectral_init(jax.random.key(0), jnp.ones(3)), r"W must have shape \(\.\.\., D_in, D_out\)"),
+        (lambda: spectral_init(jax.random.key(0), jnp.ones(3)), r"W must have at least 2 axes \(\.\.\., D_in, D_out\)"),
     ],
 )
 def test_bad_shapes_raise_clear_errors(fn, match):
     with pytest.raises(ValueError, match=match):
         fn()
+
+
+def test_integer_arrays_raise_and_lists_are_accepted():
+    with pytest.raises(TypeError, match=r"v must be a floating-point array"):
+        weight_norm(jnp.ones((3, 4), jnp.int32), jnp.ones(4))
+    with pytest.raises(TypeError, match=r"W must be a floating-point array"):
+        spectral_norm(jnp.ones((3, 4), jnp.int32), jnp.ones(4))
+    with pytest.raises(TypeError, match=r"u must be a floating-point array"):
+        spectral_norm(jnp.ones((3, 4)), jnp.ones(4, jnp.int32))
+    np.testing.assert_allclose(weight_norm([[3.0], [4.0]], [10.0]), np.array([[6.0], [8.0]]), rtol=1e-6)
