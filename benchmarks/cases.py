@@ -269,6 +269,11 @@ def comparisons() -> list[Case]:
 # Growth with size
 # --------------------------------------------------------------------------------------------
 
+def _attention_gradient(attend):
+    """The gradient of a scalar loss of attention with respect to q, k and v."""
+    return jax.grad(lambda q, k, v: jnp.sum(attend(q, k, v) ** 2), argnums=(0, 1, 2))
+
+
 def growth_studies() -> list[GrowthStudy]:
     from cookbook.attention import linear_attention, memory_efficient, scaled_dot_product
     from cookbook.convolution import conv2d
@@ -288,6 +293,16 @@ def growth_studies() -> list[GrowthStudy]:
                 "direct": scaled_dot_product.scaled_dot_product_attention,
                 "memory-efficient": lambda q, k, v: memory_efficient.memory_efficient_attention(q, k, v, block_size=256),
                 "linear": linear_attention.linear_attention,
+            },
+        ),
+        GrowthStudy(
+            # The backward pass of memory-efficient attention keeps Y and the log-sum-exp only
+            # (FlashAttention-2): its temporary memory should grow as S^1, the direct one as S^2.
+            "attention gradient in sequence length", "S", [256, 512, 1024, 2048, 4096], attention_inputs,
+            {
+                "direct": _attention_gradient(scaled_dot_product.scaled_dot_product_attention),
+                "memory-efficient": _attention_gradient(
+                    lambda q, k, v: memory_efficient.memory_efficient_attention(q, k, v, block_size=256)),
             },
         ),
         GrowthStudy(

@@ -74,12 +74,16 @@ def test_vmap_over_heads():
     np.testing.assert_allclose(y, direct(q, k, v), **TOL)
 
 
-def _temp_bytes(fn, n):
-    x = jax.ShapeDtypeStruct((n, 16), jnp.float32)
+def _temp_bytes(fn, n, D=16):
+    x = jax.ShapeDtypeStruct((n, D), jnp.float32)
     stats = jax.jit(fn).lower(x, x, x).compile().memory_analysis()
     if stats is None:
         pytest.skip("this backend reports no memory analysis")
     return stats.temp_size_in_bytes
+
+
+def _gradient(attend):
+    return jax.grad(lambda q, k, v: jnp.sum(attend(q, k, v) ** 2), argnums=(0, 1, 2))
 
 
 def test_temporary_memory_grows_linearly_not_quadratically():
@@ -94,16 +98,104 @@ def test_temporary_memory_grows_linearly_not_quadratically():
     assert eff[1] < dir_[1] / 5
 
 
+def test_gradient_temporary_memory_grows_linearly():
+    # The backward pass keeps Y and L, not the carry of every block: the temporary memory of the
+    # gradient about doubles per doubling of S (it grew ~3.7x per doubling when autodiff went
+    # through the scan; 2.7x and 3.1x at these sizes).
+    fn = _gradient(lambda q, k, v: memory_efficient_attention(q, k, v, block_size=64))
+    temps = [_temp_bytes(fn, n, D=64) for n in (256, 512, 1024)]
+    ratios = [b / a for a, b in zip(temps, temps[1:])]
+    assert all(r < 2.5 for r in ratios), ratios
+    direct = [_temp_bytes(_gradient(scaled_dot_product_attention), n, D=64) for n in (256, 1024)]
+    assert direct[1] / direct[0] > 12  # the direct gradient holds n x n matrices
+    assert temps[2] < direct[1] / 5
+
+
+def test_implementation_notes_figures():
+    # The table of the page (causal, D = 64, block 64): the figures in MB, to the digits printed,
+    # at S = 512 and 4096, forward and gradient, for both forms.
+    from benchmarks.attention_memory import temp_bytes, variants
+
+    table = {"direct, forward": (2.1, 134.2), "memory-efficient, forward": (0.42, 3.21),
+             "direct, gradient": (3.1, 268.5), "memory-efficient, gradient": (0.56, 4.26)}
+    for name, fn in variants().items():
+        for S, expected in zip((512, 4096), table[name]):
+            assert temp_bytes(fn, S) / 1e6 == pytest.approx(expected, rel=0.03), (name, S)
+
+
+def test_score_matrix_of_32k_tokens_is_4_gb():
+    assert 32_000**2 * 4 / 1e9 == pytest.approx(4.1, abs=0.05)
+
+
+@pytest.mark.parametrize("causal, masked", [(False, False), (True, False), (False, True), (True, True)])
+def test_custom_gradient_matches_autodiff_of_the_direct_form(causal, masked):
+    T, S = 6, 11
+    q, k, v = _qkv(7, T=T, S=S, D=5, Dv=4)
+    mask = np.random.default_rng(8).random((T, S)) < 0.6 if masked else None
+    if masked:
+        mask[2] = False  # a query that sees nothing: zero output, zero gradient
+    full = np.ones((T, S), bool) if mask is None else mask
+    if causal:
+        full = full & np.tril(np.ones((T, S), bool))
+    dy = np.random.default_rng(9).standard_normal((T, 4)).astype(np.float32)
+    loss_eff = lambda q, k, v: jnp.sum(dy * memory_efficient_attention(q, k, v, mask, causal=causal, block_size=4))
+    loss_dir = lambda q, k, v: jnp.sum(dy * scaled_dot_product_attention(q, k, v, full))
+    g_eff = jax.jit(jax.grad(loss_eff, argnums=(0, 1, 2)))(q, k, v)
+    g_dir = jax.jit(jax.grad(loss_dir, argnums=(0, 1, 2)))(q, k, v)
+    for a, b in zip(g_eff, g_dir):
+        assert np.all(np.isfinite(a))
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    if masked:
+        np.testing.assert_array_equal(g_eff[0][2], np.zeros(5))
+
+
+def test_check_grads_against_finite_differences():
+    from jax.test_util import check_grads
+
+    q, k, v = _qkv(10, T=5, S=7, D=4, Dv=3)
+    mask = np.tril(np.ones((5, 7), bool), k=2)
+    fn = lambda q, k, v: memory_efficient_attention(q, k, v, mask, causal=True, block_size=3)
+    # Reverse mode only (a custom_vjp); float32 finite differences need loose tolerances.
+    check_grads(fn, (q, k, v), order=1, modes=["rev"], eps=1e-2, atol=2e-2, rtol=2e-2)
+
+
+def test_no_tile_is_kept_for_the_backward_pass():
+    # The residuals of the forward pass are Q, the padded K and V, Y and L: O((T + S) D) numbers.
+    q, k, v = _qkv(11, T=7, S=13)
+    _, vjp = jax.vjp(lambda q, k, v: memory_efficient_attention(q, k, v, block_size=4), q, k, v)
+    sizes = sorted(leaf.size for leaf in jax.tree.leaves(vjp) if hasattr(leaf, "size"))
+    assert max(sizes) <= 16 * 8  # the padded keys; no (T, S) or (blocks, T, ...) array
+    assert 7 in sizes  # L, one number per query
+
+
+def test_nan_in_the_inputs_stays_nan():
+    q, k, v = _qkv(12)
+    q[0, 0] = np.nan
+    y = efficient(q, k, v, block_size=4)
+    assert np.all(np.isnan(y[0])) and np.all(np.isfinite(y[1:]))
+
+
 @pytest.mark.parametrize(
-    "shapes, kwargs, match",
+    "shapes, kwargs, error, match",
     [
-        (((7, 8), (13, 6), (13, 3)), {}, r"q and k must have shapes \(T, D\) and \(S, D\)"),
-        (((7, 8), (13, 8), (12, 3)), {}, r"v must have shape \(S, Dv\) = \(13, Dv\)"),
-        (((7, 8), (13, 8), (13, 3)), {"block_size": 0}, r"block_size must be a positive integer, got 0"),
-        (((7, 8), (13, 8), (13, 3)), {"mask": np.ones((7, 12), bool)}, r"mask must broadcast to \(T, S\) = \(7, 13\)"),
-        (((7, 8), (13, 8), (13, 3)), {"mask": np.ones((7, 13))}, r"mask must be boolean"),
+        (((7, 8), (13, 6), (13, 3)), {}, ValueError, r"k must have shape \(13, 8\)"),
+        (((7, 8), (13, 8), (12, 3)), {}, ValueError, r"k must have shape \(12, 8\)"),
+        (((8,), (13, 8), (13, 3)), {}, ValueError, r"q must have 2 axes \(T, D\), got shape \(8,\)"),
+        (((7, 8), (13, 8), (13, 3)), {"block_size": 0}, ValueError, r"block_size must be at least 1, got 0"),
+        (((7, 8), (13, 8), (13, 3)), {"block_size": 4.5}, TypeError, r"block_size must be an int"),
+        (((7, 8), (13, 8), (13, 3)), {"mask": np.ones((7, 12), bool)}, ValueError,
+         r"mask must have shape \(T, S\) = \(7, 13\) or \(1, S\)"),
+        (((7, 8), (13, 8), (13, 3)), {"mask": np.ones((7, 1), bool)}, ValueError, r"mask must have shape"),
+        (((7, 8), (13, 8), (13, 3)), {"mask": np.ones((7, 13))}, TypeError, r"mask must be boolean"),
+        (((7, 8), (13, 8), (13, 3)), {"causal": 1}, TypeError, r"causal must be a bool"),
     ],
 )
-def test_bad_arguments_raise_clear_errors(shapes, kwargs, match):
-    with pytest.raises(ValueError, match=match):
-        memory_efficient_attention(*(np.ones(s) for s in shapes), **kwargs)
+def test_bad_arguments_raise_clear_errors(shapes, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        memory_efficient_attention(*(np.ones(s, np.float32) for s in shapes), **kwargs)
+
+
+def test_integer_inputs_raise_type_errors():
+    q, k, v = _qkv(13)
+    with pytest.raises(TypeError, match="v must be a floating-point array, got dtype int32"):
+        memory_efficient_attention(q, k, v.astype(np.int32))
