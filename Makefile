@@ -17,6 +17,8 @@ export JAX_PLATFORMS := cpu
 # with JAX_COMPILATION_CACHE_DIR=... (an empty folder measures a cold run).
 JAX_COMPILATION_CACHE_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/deep-learning-cookbook/jax
 export JAX_COMPILATION_CACHE_DIR
+# The training runs that a page's figure and its tests share are stored here once (cookbook/_memo.py).
+export COOKBOOK_TRAIN_CACHE ?= $(CURDIR)/$(BUILD)/trained
 export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS := 0
 export JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES := 0
 PYTEST_WORKERS ?= 2
