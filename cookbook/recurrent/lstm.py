@@ -87,12 +87,17 @@ time unchanged: the *constant error carousel*, a gradient highway through time. 
 decide, from the current input and the previous output, what to write (:math:`i_t` scales the
 candidate :math:`g_t`), what to keep (:math:`f_t`) and what to show (:math:`o_t`). The forget gate
 was not in the 1997 cell (there :math:`f_t = 1` always); :footcite:t:`gers2000learning` added it so
-that the cell can reset itself between unrelated parts of a stream, without which :math:`c_t` can
-only grow.
+that the cell can reset itself between unrelated parts of a stream. Without it, :math:`c_t = c_0 +
+\sum_{k \le t} i_k \odot g_k` is a running sum of terms in :math:`(-1, 1)` that is never cleared: it
+can rise or fall, and over a long stream it drifts without bound, though by less than one per step
+(:math:`\lvert c_t - c_0 \rvert < t`).
 
-An analogy: :math:`c_t` is a conveyor belt running through time; the gates are workers who may
-put items on it, take items off, or look at it, while the belt itself moves everything forward at
-no cost.
+.. admonition:: Intuition
+
+   The memory cell is a conveyor belt running through time. The gates are workers beside it: one
+   decides what to put on the belt, one what to take off, one what to show to the next station,
+   while the belt itself carries everything forward at no cost. An error signal rides the belt
+   backwards the same way, which is why it survives long distances.
 
 **Forget-gate bias.** With all biases zero the forget gate starts near :math:`\sigma(0) = 0.5`, so
 at initialisation the cell halves its memory every step and the gradient highway vanishes just as in
@@ -110,8 +115,12 @@ input layers have none). The carry is the pair :math:`(c, h)`, in Flax's order.
 
 *Numerical traps.* The gates use the sigmoid, which saturates without overflow in JAX; the cell
 state is unbounded in principle (it is a running sum), so very long sequences with :math:`f_t
-\approx 1` and :math:`i_t > 0` can let :math:`c_t` grow, while :math:`h_t` stays in
+\approx 1` and :math:`i_t > 0` can let :math:`\lvert c_t \rvert` grow, while :math:`h_t` stays in
 :math:`(-1, 1)` because of the final :math:`\tanh`.
+
+*Bad input.* ``init`` takes positive integer sizes; ``cell`` and ``apply`` check that the inputs
+are floating-point arrays of the sizes the parameters were made for, and that the parameters have
+the shapes ``init`` gives them, raising a ``ValueError`` or ``TypeError`` that names the argument.
 
 Inductive bias
 --------------
@@ -146,6 +155,8 @@ Array([0., 1., 0., 0.], dtype=float32)
 import jax
 import jax.numpy as jnp
 
+from cookbook import _checks
+
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
 JIT = {"cell": (), "apply": ()}
 
@@ -156,6 +167,7 @@ def init(key, D, H, *, forget_bias=1.0, dtype=jnp.float32):
     ``W_x`` is LeCun-normal, ``W_h`` is Gaussian with variance ``1/H``, the forget
     gate's bias is ``forget_bias`` and the other biases are zero.
     """
+    D, H = _checks.size(D, "D"), _checks.size(H, "H")
     k_x, k_h = jax.random.split(key)
     b = jnp.zeros((4, H), dtype).at[1].set(forget_bias)
     return {
@@ -165,13 +177,24 @@ def init(key, D, H, *, forget_bias=1.0, dtype=jnp.float32):
     }
 
 
+def _sizes(params):
+    """``(D, H)`` of a layer, after checking that ``params`` has the shapes ``init`` gives it."""
+    W_x = _checks.float_array(params["W_x"], "params['W_x']", ndim=2, what=" (D, 4H)")
+    D, H = W_x.shape[0], W_x.shape[1] // 4
+    for name, shape in (("W_x", (D, 4 * H)), ("W_h", (H, 4 * H)), ("b", (4 * H,))):
+        where = f"params['{name}']"
+        _checks.same_shape(_checks.float_array(params[name], where), where, shape, expected_from="init(key, D, H)")
+    return D, H
+
+
 def cell(params, carry, x):
     """One step: the new carry ``(c, h)`` from the previous one and the input ``x`` (D,)."""
+    D, H = _sizes(params)
     c, h = carry
-    D, H4 = params["W_x"].shape
-    H = H4 // 4
+    x = _checks.float_array(x, "x")
     if x.shape != (D,):
         raise ValueError(f"x must have shape (D,) = ({D},), got shape {x.shape}")
+    c, h = _checks.float_array(c, "carry"), _checks.float_array(h, "carry")
     if c.shape != (H,) or h.shape != (H,):
         raise ValueError(f"carry (c, h) must have shapes ({H},) and ({H},), got {c.shape} and {h.shape}")
     z = x @ params["W_x"] + h @ params["W_h"] + params["b"]  # (4H,)
@@ -184,11 +207,12 @@ def cell(params, carry, x):
 
 def apply(params, xs, carry0=None):
     """The hidden states (T, H) of the layer over ``xs`` (T, D), from ``carry0 = (c0, h0)`` or zeros."""
-    D, H4 = params["W_x"].shape
+    D, H = _sizes(params)
+    xs = _checks.float_array(xs, "xs")
     if xs.ndim != 2 or xs.shape[1] != D:
         raise ValueError(f"xs must have shape (T, D) with D = {D}, got shape {xs.shape}")
     if carry0 is None:
-        carry0 = (jnp.zeros((H4 // 4,), xs.dtype), jnp.zeros((H4 // 4,), xs.dtype))
+        carry0 = (jnp.zeros((H,), xs.dtype), jnp.zeros((H,), xs.dtype))
 
     def step(carry, x):
         carry = cell(params, carry, x)

@@ -176,3 +176,65 @@ def test_lstm_solves_the_adding_problem_and_the_rnn_does_not(adding_results):
     assert lstm_mse < 0.05
     assert rnn_mse > 0.1
     assert lstm_mse < 0.2 * rnn_mse
+
+
+# ---- The page's statements and the boundary checks -----------------------------------------------
+
+def test_without_a_forget_gate_the_cell_drifts_both_ways_by_less_than_one_a_step():
+    # f = 1 (the 1997 cell): c_t = c_0 + sum_k i_k g_k. It is not monotone: it can fall as well as
+    # rise, and |c_t - c_0| < t, so it drifts without bound but by less than one per step.
+    H, T = 5, 40
+    k_p, k_x = jax.random.split(jax.random.key(20))
+    params = init(k_p, 3, H)
+    params["b"] = params["b"].at[H:2 * H].set(1e4)  # forget gate saturated open
+    xs = 3.0 * jax.random.normal(k_x, (T, 3))
+
+    def cells(params, xs, c0):
+        def step(carry, x):
+            carry = cell(params, carry, x)
+            return carry, carry[0]
+        return jax.lax.scan(step, (c0, jnp.zeros(H)), xs)[1]  # (T, H)
+
+    c0 = jnp.linspace(-1.0, 1.0, H)
+    cs = np.asarray(cells(params, xs, c0))
+    steps = np.diff(np.concatenate([np.asarray(c0)[None], cs]), axis=0)
+    assert (steps > 0).any() and (steps < 0).any()  # rises and falls: "can only grow" was false
+    assert np.all(np.abs(cs - np.asarray(c0)) < np.arange(1, T + 1)[:, None])
+    # Driven one way (input gate open, candidate -1) it falls by about one a step without bound.
+    zero = jax.tree.map(jnp.zeros_like, params)
+    drive = zero | {"b": jnp.concatenate([1e4 * jnp.ones(H), 1e4 * jnp.ones(H), -1e4 * jnp.ones(H), jnp.zeros(H)])}
+    np.testing.assert_allclose(cells(drive, xs, c0)[-1], np.asarray(c0) - T, rtol=1e-5)
+
+
+def test_forget_gate_starts_at_sigmoid_of_the_bias():
+    # The page: with b_f = 0 the gate starts at 0.5, with b_f = 1 at about 0.73.
+    assert round(float(jax.nn.sigmoid(1.0)), 2) == 0.73
+    for bias, expected in ((0.0, 0.5), (1.0, 0.7311)):
+        params = init(jax.random.key(21), 3, 5, forget_bias=bias)
+        params["W_x"], params["W_h"] = jnp.zeros_like(params["W_x"]), jnp.zeros_like(params["W_h"])
+        c, _ = cell(params, (jnp.ones(5), jnp.zeros(5)), jnp.zeros(3))  # i g = 0.5 tanh(0) = 0
+        np.testing.assert_allclose(c, expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("D, H, error, match", [
+    (3, -5, ValueError, r"H must be at least 1, got -5"),
+    (0, 5, ValueError, r"D must be at least 1, got 0"),
+    (3, 5.0, TypeError, r"H must be an int"),
+])
+def test_init_rejects_bad_sizes_with_a_clear_error(D, H, error, match):
+    with pytest.raises(error, match=match):
+        init(jax.random.key(22), D, H)
+
+
+def test_bad_arrays_raise_clear_errors_and_lists_are_accepted():
+    params = init(jax.random.key(23), 3, 5)
+    xs = jax.random.normal(jax.random.key(24), (7, 3))
+    with pytest.raises(TypeError, match=r"xs must be a floating-point array"):
+        apply(params, xs.astype(jnp.int32))
+    with pytest.raises(TypeError, match=r"x must be a floating-point array"):
+        cell(params, (jnp.zeros(5), jnp.zeros(5)), jnp.ones(3, jnp.int32))
+    with pytest.raises(ValueError, match=r"params\['W_h'\] must have shape \(5, 20\)"):
+        apply(params | {"W_h": params["W_h"][:, :1]}, xs)
+    with pytest.raises(TypeError, match=r"params\['b'\] must be a floating-point array"):
+        apply(params | {"b": params["b"].astype(jnp.int32)}, xs)
+    np.testing.assert_allclose(apply(params, np.asarray(xs).tolist()), apply(params, xs), rtol=1e-6)
