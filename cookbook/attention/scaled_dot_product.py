@@ -50,7 +50,7 @@ Legend
      - ``(..., T, S)``
    * - :math:`t`, :math:`s`
      - index of a query; index of a key
-     - row and column of ``A``
+     - row and column of the weights
      - scalar
    * - :math:`A`
      - attention weights; row :math:`t` is a probability distribution over the keys
@@ -69,7 +69,15 @@ equals the query. Attention relaxes both halves of that: a query matches every k
 measured by their dot product :math:`q_t \cdot k_s`, and it gets back not one value but the average
 of all values, weighted by the softmax of those degrees of match. Because every step is
 differentiable, the network learns what to ask (:math:`Q`), what to advertise (:math:`K`) and what to
-hand over (:math:`V`) by gradient descent. The form used in transformers is due to
+hand over (:math:`V`) by gradient descent.
+
+.. admonition:: Intuition
+
+   Picture a question asked in a room of specialists. Each wears a badge describing what they
+   know (the key) and holds a note with what they would say (the value). You compare your question
+   with every badge, and instead of walking to the single best match you read all the notes at
+   once, each weighted by how well its badge fits; the softmax makes a clearly better fit dominate
+   while a tie splits your attention evenly. The form used in transformers is due to
 :footcite:t:`vaswani2017attention`; the idea of a learned soft alignment comes from
 :footcite:t:`bahdanau2015neural`.
 
@@ -82,7 +90,9 @@ unit variance whatever the width :footcite:`vaswani2017attention`.
 
 **Masks.** A boolean ``mask`` (``True`` means *may attend*) says which keys each query may see: a
 lower-triangular mask makes attention *causal* (position :math:`t` reads only positions
-:math:`s \le t`), and a mask over the key axis hides padding. The code adds the most negative
+:math:`s \le t`), and a mask of shape :math:`(1, S)` hides padding keys from every query. A mask
+broadcasts over the leading axes and the queries, never over the keys, and a mask or an input of
+the wrong dtype is refused rather than cast. The code adds the most negative
 finite float, ``jnp.finfo(float32).min``, instead of :math:`-\infty`: after the maximum is
 subtracted the masked scores underflow to an exact 0 in the exponential, and no ``inf - inf = nan``
 can arise.
@@ -94,8 +104,8 @@ chooses instead to give such a query **zero weights and therefore a zero output*
 tests it: the row contributes nothing, and its gradient is zero rather than NaN.
 
 **Precision.** The scores and the softmax are computed in float32 even for bfloat16 or float16
-inputs: bfloat16 has 8 bits of mantissa, so a sum of exponentials over hundreds of keys would lose
-the small weights entirely. The weights are cast back to the dtype of the values for the final
+inputs: bfloat16 carries 8 significant bits (7 stored), so :math:`1 + 1/256` already rounds back
+to 1, and a sum of exponentials over hundreds of keys would lose the small weights entirely. The weights are cast back to the dtype of the values for the final
 product, which accumulates in float32, and the output is returned in the input dtype.
 
 The figure shows the weights of one causal head on random queries and keys: the upper triangle is
@@ -158,54 +168,53 @@ True
 import jax
 import jax.numpy as jnp
 
+from cookbook import _checks
+
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
 JIT = {"attention_weights": (), "scaled_dot_product_attention": ()}
 
 
 def _check_qk(q, k):
-    if q.ndim < 2 or k.ndim < 2:
-        raise ValueError(f"q and k must have shapes (..., T, D) and (..., S, D), got q {q.shape} and k {k.shape}")
+    q = _checks.float_array(q, "q", min_ndim=2, what=" (..., T, D)")
+    k = _checks.float_array(k, "k", min_ndim=2, what=" (..., S, D)")
     if q.shape[:-2] != k.shape[:-2] or q.shape[-1] != k.shape[-1]:
         raise ValueError(
             f"k must have shape (..., S, D) = {q.shape[:-2] + ('S', q.shape[-1])} to match q {q.shape}, "
             f"got k {k.shape}"
         )
+    return q, k
 
 
-def _full_mask(mask, shape):
-    """The boolean ``mask`` broadcast explicitly to the scores' ``shape`` (..., T, S)."""
-    mask = jnp.asarray(mask)
-    if mask.dtype != jnp.bool_:
-        raise ValueError(f"mask must be boolean (True = may attend), got dtype {mask.dtype}")
-    try:
-        jnp.broadcast_shapes(mask.shape, shape)
-    except ValueError:
-        raise ValueError(f"mask must broadcast to (..., T, S) = {shape}, got shape {mask.shape}") from None
-    if mask.ndim > len(shape) or jnp.broadcast_shapes(mask.shape, shape) != shape:
-        raise ValueError(f"mask must broadcast to (..., T, S) = {shape}, got shape {mask.shape}")
-    return jnp.broadcast_to(mask, shape)
+def _full(x, name, shape):
+    """``x`` broadcast to the scores' ``shape`` (..., T, S): leading axes and T may broadcast, the key
+    axis may not (a mask or bias of one column would say the same thing of every key)."""
+    if x.ndim > len(shape) or x.shape[-1] != shape[-1] or any(
+            a not in (1, b) for a, b in zip(x.shape[::-1], shape[::-1])):
+        raise ValueError(f"{name} must broadcast to (..., T, S) = {shape} with its last axis S = {shape[-1]}, "
+                         f"got shape {x.shape}")
+    return jnp.broadcast_to(x, shape)
 
 
 def attention_weights(q, k, mask=None, *, bias=None):
     """Softmax attention weights (..., T, S) in float32; rows with nothing to attend to are all zero.
 
-    ``bias`` (optional, broadcastable to (..., T, S)) is added to the scaled scores before the mask,
-    as relative-position schemes such as ALiBi do.
+    ``mask`` is boolean, ``True`` where a query may attend to a key. ``bias`` (optional, float) is
+    added to the scaled scores before the mask, as relative-position schemes such as ALiBi do. Both
+    broadcast to (..., T, S) over the leading axes and T, never over the key axis S.
     """
-    _check_qk(q, k)
+    q, k = _check_qk(q, k)
     D = q.shape[-1]
     scores = jnp.einsum("...td,...sd->...ts", q, k, preferred_element_type=jnp.float32)  # (..., T, S)
     scores = scores.astype(jnp.float32) / jnp.sqrt(jnp.float32(D))
     if bias is not None:
-        bias = jnp.asarray(bias, jnp.float32)
-        try:
-            bias = jnp.broadcast_to(bias, scores.shape)
-        except ValueError:
-            raise ValueError(f"bias must broadcast to (..., T, S) = {scores.shape}, got shape {bias.shape}") from None
-        scores = scores + bias
+        bias = _checks.float_array(bias, "bias")
+        scores = scores + _full(bias.astype(jnp.float32), "bias", scores.shape)
     if mask is None:
         return jax.nn.softmax(scores, axis=-1)
-    mask = _full_mask(mask, scores.shape)
+    mask = jnp.asarray(mask)
+    if mask.dtype != jnp.bool_:
+        raise TypeError(f"mask must be boolean (True = may attend), got dtype {mask.dtype}")
+    mask = _full(mask, "mask", scores.shape)
     scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
     weights = jax.nn.softmax(scores, axis=-1)  # subtracts the row maximum internally
     return jnp.where(jnp.any(mask, axis=-1, keepdims=True), weights, 0.0)  # empty rows: zeros
@@ -214,11 +223,13 @@ def attention_weights(q, k, mask=None, *, bias=None):
 def scaled_dot_product_attention(q, k, v, mask=None, *, bias=None):
     """``softmax(q k^T / sqrt(D) + bias, masked) v`` for q (..., T, D), k (..., S, D), v (..., S, Dv).
 
-    ``mask`` is boolean and broadcastable to (..., T, S), ``True`` where a query may attend to a key.
-    A query whose mask row is all ``False`` gets a zero output. The softmax runs in float32; the
+    ``mask`` is boolean, ``True`` where a query may attend to a key; it and ``bias`` broadcast to
+    (..., T, S) over the leading axes and T, never over the key axis. A query whose mask row is all
+    ``False`` gets a zero output. The inputs must be floating-point; the softmax runs in float32; the
     output has the dtype of ``v``.
     """
-    _check_qk(q, k)
+    q, k = _check_qk(q, k)
+    v = _checks.float_array(v, "v", min_ndim=2, what=" (..., S, Dv)")
     if v.ndim != k.ndim or v.shape[:-1] != k.shape[:-1]:
         raise ValueError(f"v must have shape (..., S, Dv) with (..., S) = {k.shape[:-1]} like k, got v {v.shape}")
     weights = attention_weights(q, k, mask, bias=bias).astype(v.dtype)  # (..., T, S)

@@ -155,15 +155,50 @@ def test_jit_and_vmap_agree():
 @pytest.mark.parametrize(
     "q_shape, k_shape, v_shape, mask, match",
     [
-        ((5,), (7, 11), (7, 3), None, r"q and k must have shapes"),
+        ((5,), (7, 11), (7, 3), None, r"q must have at least 2 axes \(..., T, D\), got shape \(5,\)"),
         ((5, 11), (7, 10), (7, 3), None, r"k must have shape"),
         ((2, 5, 11), (3, 7, 11), (3, 7, 3), None, r"k must have shape"),
         ((5, 11), (7, 11), (6, 3), None, r"v must have shape"),
         ((5, 11), (7, 11), (7, 3), np.ones((5, 6), bool), r"mask must broadcast to .* got shape \(5, 6\)"),
         ((5, 11), (7, 11), (7, 3), np.ones((2, 5, 7), bool), r"mask must broadcast"),
-        ((5, 11), (7, 11), (7, 3), np.ones((5, 7)), r"mask must be boolean"),
+        ((5, 11), (7, 11), (7, 3), np.ones((5, 1), bool), r"mask must broadcast to .* last axis S = 7"),
     ],
 )
 def test_bad_shapes_raise_clear_errors(q_shape, k_shape, v_shape, mask, match):
     with pytest.raises(ValueError, match=match):
         scaled_dot_product_attention(np.ones(q_shape), np.ones(k_shape), np.ones(v_shape), mask)
+
+
+@pytest.mark.parametrize("name", ["q", "k", "v"])
+def test_integer_inputs_raise_type_error_instead_of_zeros(name):
+    # int32 inputs used to give an all-zero output: the weights were cast to int32 (0) before A V.
+    args = dict(zip("qkv", _qkv(14, B=1, H=1)))
+    args[name] = np.arange(args[name].size, dtype=np.int32).reshape(args[name].shape)
+    with pytest.raises(TypeError, match=rf"{name} must be a floating-point array, got dtype int32"):
+        scaled_dot_product_attention(args["q"], args["k"], args["v"])
+
+
+def test_non_boolean_mask_and_integer_bias_raise_type_errors():
+    q, k, v = _qkv(15, B=1, H=1)
+    with pytest.raises(TypeError, match="mask must be boolean"):
+        scaled_dot_product_attention(q, k, v, np.ones((5, 7)))
+    with pytest.raises(TypeError, match="bias must be a floating-point array"):
+        scaled_dot_product_attention(q, k, v, bias=np.ones((5, 7), np.int32))
+    with pytest.raises(ValueError, match=r"bias must broadcast to .* last axis S = 7"):
+        scaled_dot_product_attention(q, k, v, bias=np.ones((5, 1), np.float32))
+
+
+def test_lists_are_accepted():
+    q, k, v = _qkv(16, B=1, H=1)
+    np.testing.assert_allclose(scaled_dot_product_attention(q.tolist(), k.tolist(), v.tolist()), sdpa(q, k, v),
+                               **F32_TOL)
+
+
+def test_the_numbers_of_the_precision_and_empty_row_paragraphs():
+    # bfloat16 carries 8 significant bits, 7 of them stored: 1 + 1/256 rounds back to 1.
+    assert jnp.finfo(jnp.bfloat16).nmant == 7
+    one = jnp.bfloat16(1.0)
+    assert one + jnp.bfloat16(1 / 256) == one and one + jnp.bfloat16(1 / 64) != one
+    # An all-masked row filled with the most negative float becomes a uniform average by softmax.
+    row = jax.nn.softmax(jnp.full((4,), jnp.finfo(jnp.float32).min))
+    np.testing.assert_allclose(row, np.full(4, 0.25))
