@@ -100,10 +100,22 @@ because saturated units pass no gradient). Gradient clipping tames the explosion
    plt.ylabel(r"$\|\partial h_T / \partial x_t\|$")
    plt.legend()
 
+.. admonition:: Intuition
+
+   Think of reading a novel while keeping a one-page summary that you rewrite after every
+   sentence, always with the same rules. The page never grows, so the summary works for a book of
+   any length; but each rewrite blurs what was already there, and a detail from chapter one has
+   been rewritten hundreds of times by the last chapter. Elman's *context units* are that page: a
+   copy of the hidden layer's last state, read again with the next input, so that time shows in
+   how the network processes each input rather than as one more axis of the input.
+
 *Numerical traps.* The initial state must have the dtype of the inputs (``scan`` refuses a carry
 whose dtype changes between steps); ``apply`` builds it from ``xs.dtype``. A recurrent weight scale
 near 1 keeps the product of Jacobians closest to norm-preserving at the start of training; a scaled
 random orthogonal matrix does this exactly and is a common alternative to the Gaussian used here.
+``init`` takes positive integer sizes; ``cell`` and ``apply`` check that inputs and states are
+floating-point arrays of the sizes the parameters were made for, and that the parameters have the
+shapes ``init`` gives them.
 
 Inductive bias
 --------------
@@ -138,6 +150,8 @@ True
 import jax
 import jax.numpy as jnp
 
+from cookbook import _checks
+
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
 JIT = {"cell": (), "apply": (), "input_gradient_norms": ()}
 
@@ -148,6 +162,7 @@ def init(key, D, H, *, scale=1.0, dtype=jnp.float32):
     ``W_x`` is LeCun-normal (variance ``1/D``); ``W_h`` is Gaussian with variance ``scale**2 / H``,
     so its spectral radius is about ``scale``; ``b`` is zero.
     """
+    D, H = _checks.size(D, "D"), _checks.size(H, "H")
     k_x, k_h = jax.random.split(key)
     return {
         "W_x": jax.random.normal(k_x, (D, H), dtype) / jnp.sqrt(D).astype(dtype),
@@ -156,9 +171,19 @@ def init(key, D, H, *, scale=1.0, dtype=jnp.float32):
     }
 
 
+def _sizes(params):
+    """``(D, H)`` of a layer, after checking that ``params`` has the shapes ``init`` gives it."""
+    D, H = _checks.float_array(params["W_x"], "params['W_x']", ndim=2, what=" (D, H)").shape
+    for name, shape in (("W_h", (H, H)), ("b", (H,))):
+        where = f"params['{name}']"
+        _checks.same_shape(_checks.float_array(params[name], where), where, shape, expected_from="init(key, D, H)")
+    return D, H
+
+
 def cell(params, h, x):
     """One step: the new hidden state (H,) from the previous one ``h`` (H,) and the input ``x`` (D,)."""
-    D, H = params["W_x"].shape
+    D, H = _sizes(params)
+    x, h = _checks.float_array(x, "x"), _checks.float_array(h, "h")
     if x.shape != (D,):
         raise ValueError(f"x must have shape (D,) = ({D},), got shape {x.shape}")
     if h.shape != (H,):
@@ -168,7 +193,8 @@ def cell(params, h, x):
 
 def apply(params, xs, h0=None):
     """The hidden states (T, H) of the layer run over the sequence ``xs`` (T, D) from ``h0`` (H,)."""
-    D, H = params["W_x"].shape
+    D, H = _sizes(params)
+    xs = _checks.float_array(xs, "xs")
     if xs.ndim != 2 or xs.shape[1] != D:
         raise ValueError(f"xs must have shape (T, D) with D = {D}, got shape {xs.shape}")
     if h0 is None:
@@ -188,5 +214,6 @@ def input_gradient_norms(params, xs, h0=None):
     Entry ``t`` is ``||d h_T / d x_t||``: how strongly the last output can still feel the input that
     came ``T - 1 - t`` steps before it.
     """
+    xs = _checks.float_array(xs, "xs")
     jac = jax.jacrev(lambda xs: apply(params, xs, h0)[-1])(xs)  # (H, T, D)
     return jnp.sqrt(jnp.sum(jac**2, axis=(0, 2)))
