@@ -138,34 +138,45 @@ True
 import jax
 import jax.numpy as jnp
 
+from cookbook import _checks
+
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
 JIT = {"predict": (), "mse_loss": (), "fit_closed_form": (), "fit_gradient_descent": ("steps",)}
 
 
-def _check_data(X, y):
-    if X.ndim != 2:
-        raise ValueError(f"X must have shape (N, D), got shape {X.shape}")
-    if y.shape != (X.shape[0],):
-        raise ValueError(f"y must have shape (N,) = ({X.shape[0]},) to match X {X.shape}, got shape {y.shape}")
+def _check_data(X, y, D=None):
+    """``X`` (N, D) and ``y`` (N,) as float arrays; ``D`` fixed by the weights when given."""
+    X = _checks.float_array(X, "X", ndim=2, what=" (N, D)")
+    if D is not None:
+        _checks.same_shape(X, "X", (X.shape[0], D), expected_from="(N, D) to match params['w']")
+    y = _checks.same_shape(_checks.float_array(y, "y"), "y", X.shape[:1], expected_from="(N,) to match X")
+    return X, y
+
+
+def _check_params(params):
+    """The number of features ``D`` of float parameters ``w`` (D,) and ``b`` ()."""
+    w = _checks.float_array(params["w"], "params['w']", ndim=1, what=" (D,)")
+    _checks.float_array(params["b"], "params['b']", ndim=0, what=" (a scalar)")
+    return w.shape[0]
 
 
 def predict(params, x):
     """Prediction for one example ``x`` of shape (D,): ``x @ w + b``, a scalar."""
-    if x.shape != params["w"].shape:
-        raise ValueError(f"x must have shape {params['w'].shape} like the weights, got shape {x.shape}")
+    D = _check_params(params)
+    x = _checks.same_shape(_checks.float_array(x, "x"), "x", (D,), expected_from="like params['w']")
     return x @ params["w"] + params["b"]
 
 
 def mse_loss(params, X, y):
     """Mean squared error of ``params`` over a data set ``X`` (N, D), ``y`` (N,)."""
-    _check_data(X, y)
+    X, y = _check_data(X, y, _check_params(params))
     y_hat = jax.vmap(predict, in_axes=(None, 0))(params, X)  # (N,)
     return jnp.mean((y_hat - y) ** 2)
 
 
 def fit_closed_form(X, y):
     """Least-squares weights and bias, solved without forming ``X.T @ X``."""
-    _check_data(X, y)
+    X, y = _check_data(X, y)
     N, D = X.shape
     X_tilde = jnp.concatenate([X, jnp.ones((N, 1), X.dtype)], axis=1)  # (N, D + 1)
     theta, *_ = jnp.linalg.lstsq(X_tilde, y)  # minimum-norm solution, stable when ill-conditioned
@@ -177,9 +188,12 @@ def fit_gradient_descent(X, y, *, learning_rate, steps, params=None):
 
     Returns the final parameters and the loss before each step, shape (steps,).
     """
-    _check_data(X, y)
+    X, y = _check_data(X, y)
+    _checks.size(steps, "steps")
+    _checks.positive(learning_rate, "learning_rate")
     if params is None:
         params = {"w": jnp.zeros(X.shape[1], X.dtype), "b": jnp.zeros((), X.dtype)}
+    _check_data(X, y, _check_params(params))
 
     def step(params, _):
         loss, grads = jax.value_and_grad(mse_loss)(params, X, y)

@@ -257,7 +257,7 @@ def cross_entropy(logits, labels):
         raise ValueError(f"labels must hold at least one example of logits with at least one class "
                          f"(the mean of an empty batch is undefined), got labels {labels.shape}, logits {logits.shape}")
     K = logits.shape[-1]
-    _checks.check_range(labels, "labels", 0, K)
+    _checks.check_range(labels, f"labels (classes of the {K} logits)", 0, K)
     # -log softmax(z)_y = logsumexp(z) - z_y: one pass over the K logits for the log-normaliser and a
     # gather, without writing out the whole log-softmax that cross_entropy_one_hot needs.
     z32 = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))

@@ -163,6 +163,8 @@ True
 import jax
 import jax.numpy as jnp
 
+from cookbook import _checks
+
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
 JIT = {
     "log_softmax": (),
@@ -178,7 +180,7 @@ JIT = {
 
 def _float32(z):
     """Promote half precision to float32 for the reduction; return the array and its dtype."""
-    z = jnp.asarray(z)
+    z = _checks.float_array(z, "z")
     return z.astype(jnp.promote_types(z.dtype, jnp.float32)), z.dtype
 
 
@@ -190,6 +192,8 @@ def log_softmax(z):
     >>> jnp.exp(log_softmax(jnp.array([0.0, 0.0, jnp.log(2.0)]))).round(3)
     Array([0.25, 0.25, 0.5 ], dtype=float32)
     """
+    if jnp.ndim(z) < 1:
+        raise ValueError(f"z must have shape (..., K), got shape {jnp.shape(z)}")
     z32, dtype = _float32(z)
     m = jax.lax.stop_gradient(jnp.max(z32, axis=-1, keepdims=True))  # a constant: the result does not depend on it
     shifted = z32 - m
@@ -207,9 +211,11 @@ def cross_entropy(z, label):
     >>> cross_entropy(jnp.array([1e4, -1e4, 0.0]), 1)  # confidently wrong: exactly 2e4, not inf
     Array(20000., dtype=float32)
     """
-    if z.ndim != 1:
-        raise ValueError(f"z must be the logits of one example, shape (K,), got shape {z.shape}")
-    return -log_softmax(z)[label]
+    z = _checks.float_array(z, "z", ndim=1, what=" (K,): the logits of one example")
+    K = z.shape[0]
+    label = _checks.int_array(label, "label", ndim=0, what=" (one class)")
+    _checks.check_range(label, f"label (a class of the {K} logits in z)", 0, K)
+    return jnp.where((label >= 0) & (label < K), -log_softmax(z)[label], jnp.nan)  # NaN for a bad label under jit
 
 
 def binary_cross_entropy(z, label):
@@ -221,6 +227,9 @@ def binary_cross_entropy(z, label):
     Array(0.6931, dtype=float32)
     """
     z32, dtype = _float32(z)
+    label = _checks.float_array(label, "label")
+    if label.shape != z32.shape:
+        raise ValueError(f"label must have the shape of z, {z32.shape}, got shape {label.shape}")
     # max(z, 0) written as (z + |z|) / 2, so that the gradient at z = 0 is sigmoid(0) = 1/2 exactly
     out = 0.5 * (z32 + jnp.abs(z32)) - label * z32 + jnp.log1p(jnp.exp(-jnp.abs(z32)))
     return out.astype(dtype)
@@ -231,34 +240,52 @@ def init(key, in_features, num_classes):
 
     The loss is convex, so the start hardly matters: small random weights, zero biases.
     """
-    if num_classes < 1:
-        raise ValueError(f"num_classes must be at least 1 (1 means binary), got {num_classes}")
+    in_features = _checks.size(in_features, "in_features")
+    num_classes = _checks.size(num_classes, "num_classes")  # 1 means binary: one logit
     return {
         "W": 0.01 * jax.random.normal(key, (in_features, num_classes)),
         "b": jnp.zeros((num_classes,)),
     }
 
 
+def _check_params(params):
+    """The sizes ``(D, K)`` of float parameters ``W`` (D, K) and ``b`` (K,)."""
+    D, K = _checks.float_array(params["W"], "params['W']", ndim=2, what=" (D, K)").shape
+    _checks.same_shape(_checks.float_array(params["b"], "params['b']"), "params['b']", (K,))
+    return D, K
+
+
 def apply(params, x):
     """The logits ``x @ W + b`` of one example ``x`` of shape (D,); shape (K,)."""
-    D = params["W"].shape[0]
-    if x.shape != (D,):
-        raise ValueError(f"x must have shape ({D},) to match W {params['W'].shape}, got shape {x.shape}")
+    D, _ = _check_params(params)
+    x = _checks.same_shape(_checks.float_array(x, "x"), "x", (D,), expected_from="(D,) to match params['W']")
     return x @ params["W"] + params["b"]
 
 
 def predict(params, x):
     """The most probable class of one example: the arg max of the logits, or ``z > 0`` if binary."""
-    z = apply(params, x)
+    z = _checks.check_no_nan(apply(params, x), "the logits of params and x")  # no arg max of NaN
     if z.shape[0] == 1:
         return (z[0] > 0).astype(jnp.int32)
     return jnp.argmax(z)
 
 
+def _check_data(params, X, y):
+    """``X`` (N, D) as floats and ``y`` (N,) as integer labels in [0, K) (0 or 1 when K = 1)."""
+    D, K = _check_params(params)
+    X = _checks.same_shape(_checks.float_array(X, "X", ndim=2, what=" (N, D)"), "X", (len(X), D),
+                           expected_from="(N, D) to match params['W']")
+    y = _checks.same_shape(_checks.int_array(y, "y"), "y", X.shape[:1], expected_from="(N,) to match X")
+    return X, _checks.check_range(y, "y", 0, max(K, 2))
+
+
 def loss(params, X, y):
     """Mean cross-entropy over a data set ``X`` (N, D) with integer labels ``y`` (N,)."""
-    if X.ndim != 2 or y.shape != (X.shape[0],):
-        raise ValueError(f"X must have shape (N, D) and y shape (N,), got X {X.shape} and y {y.shape}")
+    return _mean_loss(params, *_check_data(params, X, y))
+
+
+def _mean_loss(params, X, y):
+    """:func:`loss` on data already checked (so that a ``scan`` body checks nothing)."""
     Z = jax.vmap(apply, in_axes=(None, 0))(params, X)  # (N, K)
     if Z.shape[1] == 1:
         return jnp.mean(jax.vmap(binary_cross_entropy)(Z[:, 0], y.astype(Z.dtype)))
@@ -267,9 +294,12 @@ def loss(params, X, y):
 
 def fit(params, X, y, *, learning_rate, steps):
     """Full-batch gradient descent on :func:`loss`; returns the parameters and the loss before each step."""
+    X, y = _check_data(params, X, y)
+    _checks.size(steps, "steps")
+    _checks.positive(learning_rate, "learning_rate")
 
     def step(params, _):
-        value, grads = jax.value_and_grad(loss)(params, X, y)
+        value, grads = jax.value_and_grad(_mean_loss)(params, X, y)
         params = jax.tree.map(lambda p, g: p - learning_rate * g, params, grads)
         return params, value
 

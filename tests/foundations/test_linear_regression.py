@@ -85,8 +85,8 @@ def test_mse_loss_gradient_matches_the_formula():
 @pytest.mark.parametrize(
     "X, y, match",
     [
-        (jnp.ones((4,)), jnp.ones((4,)), r"X must have shape \(N, D\)"),
-        (jnp.ones((4, 3)), jnp.ones((5,)), r"y must have shape \(N,\) = \(4,\)"),
+        (jnp.ones((4,)), jnp.ones((4,)), r"X must have 2 axes \(N, D\)"),
+        (jnp.ones((4, 3)), jnp.ones((5,)), r"y must have shape \(4,\) \(\(N,\) to match X\)"),
         (jnp.ones((4, 3)), jnp.ones((4, 1)), r"got shape \(4, 1\)"),
     ],
 )
@@ -98,3 +98,25 @@ def test_bad_shapes_raise_clear_errors(X, y, match):
 def test_predict_rejects_wrong_feature_count():
     with pytest.raises(ValueError, match=r"x must have shape \(3,\)"):
         predict({"w": jnp.ones(3), "b": jnp.zeros(())}, jnp.ones(4))
+
+
+@pytest.mark.parametrize("call, name", [
+    (lambda: fit_closed_form(jnp.ones((4, 3), jnp.int32), jnp.ones(4)), "X"),
+    (lambda: fit_closed_form(jnp.ones((4, 3)), jnp.arange(4)), "y"),
+    (lambda: predict({"w": jnp.ones(3), "b": jnp.zeros((), jnp.int32)}, jnp.ones(3)), r"params\['b'\]"),
+    (lambda: fit_gradient_descent(jnp.ones((4, 3)), jnp.ones(4), learning_rate=0.1, steps=2.5), "steps"),
+])
+def test_wrong_types_raise_type_errors(call, name):
+    with pytest.raises(TypeError, match=rf"{name} must be"):
+        call()
+
+
+def test_loss_rejects_data_with_other_features_than_the_weights():
+    params = {"w": jnp.ones(3), "b": jnp.zeros(())}
+    with pytest.raises(ValueError, match=r"X must have shape \(4, 3\)"):
+        mse_loss(params, jnp.ones((4, 2)), jnp.ones(4))
+
+
+def test_lists_are_accepted():
+    params = fit_closed_form([[0.0], [1.0], [2.0]], [1.0, 3.0, 5.0])  # y = 2 x + 1
+    np.testing.assert_allclose([params["w"][0], params["b"]], [2.0, 1.0], atol=1e-5)

@@ -167,7 +167,7 @@ LOGITS = jnp.array([[2.0, 0.0, -2.0], [0.0, 1.0, 0.0]])
 @pytest.mark.parametrize("labels", [[0, -1], [0, 3]])
 def test_cross_entropy_rejects_labels_outside_the_classes(labels):
     # -1 used to wrap around to the loss of class K - 1, and K used to give NaN.
-    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\)"):
+    with pytest.raises(ValueError, match=r"labels \(classes of the 3 logits\) must lie in \[0, 3\)"):
         cross_entropy(LOGITS, jnp.array(labels))
 
 

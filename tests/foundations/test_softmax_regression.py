@@ -149,9 +149,41 @@ def test_bad_shapes_raise_clear_errors():
     params = _params(3, 5)
     with pytest.raises(ValueError, match=r"x must have shape \(3,\)"):
         apply(params, jnp.ones(4))
-    with pytest.raises(ValueError, match=r"y shape \(N,\), got X \(7, 3\) and y \(6,\)"):
+    with pytest.raises(ValueError, match=r"y must have shape \(7,\) \(\(N,\) to match X\), got shape \(6,\)"):
         loss(params, jnp.ones((7, 3)), jnp.zeros(6, jnp.int32))
-    with pytest.raises(ValueError, match=r"z must be the logits of one example"):
+    with pytest.raises(ValueError, match=r"X must have shape \(7, 3\)"):
+        loss(params, jnp.ones((7, 2)), jnp.zeros(7, jnp.int32))
+    with pytest.raises(ValueError, match=r"z must have 1 axes \(K,\): the logits of one example"):
         cross_entropy(jnp.ones((2, 5)), 0)
     with pytest.raises(ValueError, match=r"num_classes must be at least 1"):
         init(jax.random.key(0), 3, 0)
+    with pytest.raises(ValueError, match=r"params\['b'\] must have shape \(5,\)"):
+        apply(dict(params, b=jnp.zeros(4)), jnp.ones(3))
+
+
+@pytest.mark.parametrize("label", [-1, 5])
+def test_labels_outside_the_classes_raise_eagerly_and_give_nan_under_jit(label):
+    params = _params(3, 5)
+    with pytest.raises(ValueError, match=r"label \(a class of the 5 logits in z\) must lie in \[0, 5\)"):
+        cross_entropy(jnp.zeros(5), label)
+    with pytest.raises(ValueError, match=r"y must lie in \[0, 5\)"):
+        loss(params, jnp.ones((2, 3)), jnp.array([0, label]))
+    assert np.isnan(float(jax.jit(cross_entropy)(jnp.zeros(5), label)))  # not another class's loss
+
+
+@pytest.mark.parametrize("call, name", [
+    (lambda: log_softmax(jnp.arange(3)), "z"),
+    (lambda: cross_entropy(jnp.zeros(3), 1.0), "label"),
+    (lambda: apply(_params(3, 5), jnp.arange(3)), "x"),
+    (lambda: loss(_params(3, 5), jnp.ones((2, 3)), jnp.array([0.0, 1.0])), "y"),
+    (lambda: init(jax.random.key(0), 2.5, 3), "in_features"),
+])
+def test_wrong_types_raise_type_errors(call, name):
+    with pytest.raises(TypeError, match=rf"{name} must be"):
+        call()
+
+
+def test_predict_refuses_nan_logits():
+    params = _params(3, 5)
+    with pytest.raises(ValueError, match=r"logits of params and x holds NaN"):
+        predict(params, jnp.array([jnp.nan, 0.0, 0.0]))
