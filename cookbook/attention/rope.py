@@ -30,11 +30,11 @@ Legend
      - Shape
    * - :math:`x_m`, :math:`x_{m,2i}`
      - a query or key vector at position :math:`m`; its feature :math:`2i`
-     - ``x[..., m, :]``
+     - row :math:`m` of ``x``; ``even`` (and ``odd`` for :math:`x_{m,2i+1}`)
      - ``(D,)``; scalar
    * - :math:`\tilde{x}_m`
      - the same vector, rotated
-     - ``apply_rope(x, positions)[..., m, :]``
+     - row :math:`m` of the result of ``apply_rope``, ``rotated``
      - ``(D,)``
    * - :math:`m`, :math:`n`
      - positions of a query and of a key
@@ -42,27 +42,28 @@ Legend
      - ``(T,)``
    * - :math:`i`
      - index of a feature pair, :math:`0 \le i < D/2`
-     - ``i``
+     - the index along the last axis of ``frequencies``
      - scalar
    * - :math:`D`
      - features per head (even)
-     - ``D = x.shape[-1]``
+     - ``D``
      - scalar
    * - :math:`b`
      - base of the wavelengths, 10000 as in the paper
      - ``base``
      - scalar
    * - :math:`\theta_i`
-     - angular frequency of pair :math:`i`, from 1 down to nearly :math:`1/b`
-     - ``frequencies``
+     - angular frequency of pair :math:`i`, from 1 down to :math:`b^{-(D-2)/D}`, nearly
+       :math:`1/b`
+     - ``frequencies``, returned by ``rope_frequencies``
      - ``(D/2,)``
    * - :math:`R_m`
      - block-diagonal rotation by angles :math:`m\theta_0, \dots, m\theta_{D/2-1}`
-     - (applied, never formed)
+     - (applied pair by pair from ``cos`` and ``sin``, never formed)
      - ``(D, D)``
    * - :math:`q_m`, :math:`k_n`, :math:`\tilde{q}_m`, :math:`\tilde{k}_n`
      - query at :math:`m` and key at :math:`n`, before and after rotation
-     - ``q``, ``k``, ``apply_rope(q, ...)``, ``apply_rope(k, ...)``
+     - rows of the queries and of the keys, each passed to ``apply_rope`` as ``x``
      - ``(D,)``
 
 Explanation
@@ -74,6 +75,16 @@ positions, and find it in rotations. Split the :math:`D` features into :math:`D/
 each pair as a point in the plane. At position :math:`m`, turn pair :math:`i` by the angle
 :math:`m\theta_i`: this is the matrix :math:`R_m` of the equation, one :math:`2\times 2` rotation
 per pair.
+
+.. admonition:: Intuition
+
+   Take two clocks whose hands turn at the same speed, one started at time :math:`m` and one at
+   time :math:`n`. Whatever time it is now, the angle between their hands is the same: it records
+   only how far apart they were started. RoPE gives every query and key such a clock, with
+   :math:`D/2` hands turning at different speeds, and the dot product reads the angles between
+   matching hands. The idea came from complex numbers, where multiplying by
+   :math:`e^{\mathrm{i}m\theta}` is a rotation and the product of one number with the conjugate of
+   another keeps only the difference of their phases.
 
 **The relative-position property, proved.** A rotation matrix is orthogonal, so its transpose is
 the rotation by the opposite angle, :math:`R(\alpha)^\top = R(-\alpha)`, and rotations of the same
@@ -87,18 +98,42 @@ block by block for the block-diagonal :math:`R_m`, so
 
 The score depends on the positions only through :math:`n - m`: moving both tokens by the same
 :math:`c` leaves it unchanged. Because a rotation preserves length, the norms of queries and keys,
-and therefore the scale of the scores, are untouched. In complex numbers the same statement is
-one line: pair :math:`i` is :math:`z = x_{2i} + \mathrm{i}\,x_{2i+1}`, the rotation multiplies it
-by :math:`e^{\mathrm{i} m\theta_i}`, and :math:`\operatorname{Re}[\,\overline{e^{\mathrm{i}m\theta}
-z_q}\, e^{\mathrm{i}n\theta} z_k] = \operatorname{Re}[\bar{z}_q z_k e^{\mathrm{i}(n-m)\theta}]`.
+and therefore the scale of the scores, are untouched. In complex numbers, with pair :math:`i`
+written :math:`z = x_{2i} + \mathrm{i}\,x_{2i+1}`, the score is
+:math:`\operatorname{Re} \sum_i \bar{z}_{q,i} z_{k,i} e^{\mathrm{i}(n-m)\theta_i}`.
 
 **The frequencies** are those of the sinusoidal encoding (:doc:`positional_encoding`): fast pairs
 distinguish neighbours, slow pairs distant tokens. Unlike the sinusoidal encoding, RoPE is applied
 to queries and keys in every layer, not added to the input once, and it leaves the values alone, so
 what is read is not mixed with where it came from.
 
+**What decays with distance, and what does not.** For a query and a key drawn independently at
+random the score has mean 0 and standard deviation :math:`\sqrt{D}` at *every* offset: RoPE does
+not make typical scores fall off. What falls off is an upper bound. Writing
+:math:`h_i = \bar{z}_{q,i} z_{k,i}` and summing by parts, Su et al. bound the score by
+
+.. math::
+
+   \Bigl|\sum_i h_i e^{\mathrm{i} r\theta_i}\Bigr| \le \max_i |h_{i+1} - h_i|
+   \sum_{j=1}^{D/2} \Bigl|\sum_{i<j} e^{\mathrm{i} r\theta_i}\Bigr|, \qquad r = n - m,
+
+and the partial sums of the rotating terms shrink as :math:`r` grows, because the fast pairs turn
+out of phase with each other (``relative_distance_bound``). Averaged over offsets the second
+factor, divided by :math:`D/2`, falls from 32.5 at :math:`r = 0` to about 12.8 for
+:math:`16 \le r < 64` and about 5.0 for :math:`1024 \le r < 4096` (:math:`D = 128`), though not
+monotonically. So a query and key whose pair products :math:`h_i` vary smoothly, such as a key
+that matches the query's content, score less the farther apart they are.
+
+**Past the training length** the slow pairs reach angles never seen in training, and models
+degrade quickly. *Position interpolation* :footcite:`chen2023extending` divides the positions by
+the extension factor :math:`s` so that every angle stays in the trained range, followed by a short
+fine-tuning; *NTK-aware scaling* :footcite:`bloc97_2023ntk` instead raises the base to
+:math:`b\, s^{D/(D-2)}`, which leaves the fastest pair alone and slows the slowest exactly by
+:math:`s`; YaRN :footcite:`peng2024yarn` interpolates only the slow pairs and sharpens the softmax
+slightly. With this function the first is ``positions / s`` and the second a larger ``base``.
+
 **Numerical traps.** The angles :math:`m\theta_i` are computed in float32: at position 4000 an
-angle of thousands of radians in bfloat16 has an error of several radians. The rotation is done
+angle of thousands of radians in bfloat16 is off by up to 8 radians. The rotation is done
 on the pairs directly (two multiplies and an add per feature), never by forming :math:`R_m`. This
 recipe pairs adjacent features :math:`(2i, 2i+1)` as the paper does; some implementations pair
 feature :math:`i` with :math:`i + D/2` instead, which is the same method on permuted features but
@@ -110,8 +145,9 @@ Inductive bias
 RoPE assumes that how much a query wants a key depends on their contents and on their *offset*,
 not on where the pair sits in the sequence: the same phrase is read the same way at the start and
 in the middle of a document. The model can still learn absolute position (the first token is
-recognisable), but translation invariance of attention comes for free, and the slow pairs give a
-gentle decay of attention with distance for typical queries and keys.
+recognisable), but translation invariance of attention comes for free. There is no built-in
+preference for nearby tokens beyond the decaying bound above: a model that wants locality must
+learn queries and keys that use it.
 
 Example
 -------
@@ -120,7 +156,7 @@ Rotating a query and a key changes their score, but shifting both positions by t
 does not:
 
 >>> import jax, jax.numpy as jnp
->>> from cookbook.attention.rope import apply_rope
+>>> from cookbook.attention.rope import apply_rope, relative_distance_bound, rope_frequencies
 >>> k_q, k_k = jax.random.split(jax.random.key(0))
 >>> q = jax.random.normal(k_q, (1, 8))
 >>> k = jax.random.normal(k_k, (1, 8))
@@ -134,24 +170,48 @@ False
 >>> bool(jnp.allclose(jnp.linalg.norm(apply_rope(x, jnp.arange(5)), axis=-1),
 ...                   jnp.linalg.norm(x, axis=-1), atol=1e-5))
 True
+>>> rope_frequencies(8)  # 10000 ** (-2i / 8)
+Array([1.   , 0.1  , 0.01 , 0.001], dtype=float32)
+>>> relative_distance_bound(jnp.array([0, 16, 1024]), 128).round(1)
+Array([32.5, 15.8,  4. ], dtype=float32)
 """
 
 import jax.numpy as jnp
 
+from cookbook import _checks
+
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
-JIT = {"apply_rope": ("base",)}
+JIT = {"apply_rope": ("base",), "rope_frequencies": ("D", "base"), "relative_distance_bound": ("D", "base")}
+
+
+def rope_frequencies(D, base=10000.0):
+    """The angular frequencies ``base ** (-2i / D)`` of the D / 2 feature pairs, in float32."""
+    D = _checks.size(D, "D", minimum=2)
+    if D % 2:
+        raise ValueError(f"D must be even (features come in pairs), got D={D}")
+    base = _checks.positive(base, "base")
+    return base ** (-jnp.arange(0, D, 2, dtype=jnp.float32) / D)  # (D / 2,)
+
+
+def _positions(positions, name):
+    positions = jnp.asarray(positions)
+    if not (jnp.issubdtype(positions.dtype, jnp.integer) or jnp.issubdtype(positions.dtype, jnp.floating)):
+        raise TypeError(f"{name} must hold integer or real positions, got dtype {positions.dtype}")
+    return positions
 
 
 def apply_rope(x, positions, base=10000.0):
     """Rotate the feature pairs (2i, 2i+1) of ``x`` (..., T, D) by ``positions`` (T,) times
-    ``base ** (-2i / D)``. The angles are computed in float32; the result has the dtype of ``x``."""
-    if x.ndim < 2 or x.shape[-1] % 2:
+    ``base ** (-2i / D)``. Positions may be fractional (position interpolation divides them). The
+    angles are computed in float32; the result has the dtype of ``x``."""
+    x = _checks.float_array(x, "x", min_ndim=2, what=" (..., T, D)")
+    if x.shape[-1] % 2:
         raise ValueError(f"x must have shape (..., T, D) with D even, got shape {x.shape}")
     *batch, T, D = x.shape
-    positions = jnp.asarray(positions)
+    positions = _positions(positions, "positions")
     if positions.shape != (T,):
         raise ValueError(f"positions must have shape (T,) = ({T},) to match x {x.shape}, got shape {positions.shape}")
-    frequencies = base ** (-jnp.arange(0, D, 2, dtype=jnp.float32) / D)  # (D / 2,)
+    frequencies = rope_frequencies(D, base)  # (D / 2,)
     angles = positions.astype(jnp.float32)[:, None] * frequencies[None, :]  # (T, D / 2)
     cos = jnp.broadcast_to(jnp.cos(angles), (*batch, T, D // 2))
     sin = jnp.broadcast_to(jnp.sin(angles), (*batch, T, D // 2))
@@ -159,3 +219,16 @@ def apply_rope(x, positions, base=10000.0):
     even, odd = pairs[..., 0], pairs[..., 1]  # (..., T, D / 2) each
     rotated = jnp.stack([even * cos - odd * sin, even * sin + odd * cos], axis=-1)
     return rotated.reshape(x.shape).astype(x.dtype)
+
+
+def relative_distance_bound(offsets, D, base=10000.0):
+    """Su et al.'s decaying factor ``(2 / D) sum_j |sum_{i<j} exp(1j r theta_i)|`` for each offset r.
+
+    Times ``max_i |h_{i+1} - h_i|`` it bounds the score of a query and a key at offset r.
+    """
+    offsets = _positions(offsets, "offsets")
+    frequencies = rope_frequencies(D, base)  # (D / 2,)
+    angles = offsets.astype(jnp.float32)[..., None] * frequencies.reshape((1,) * offsets.ndim + (-1,))  # (..., D / 2)
+    partial_cos = jnp.cumsum(jnp.cos(angles), axis=-1)  # real and imaginary parts of the partial sums
+    partial_sin = jnp.cumsum(jnp.sin(angles), axis=-1)
+    return jnp.mean(jnp.hypot(partial_cos, partial_sin), axis=-1)  # (...,)

@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cookbook.attention.rope import apply_rope
+from cookbook.attention.rope import apply_rope, relative_distance_bound, rope_frequencies
 
 rope = jax.jit(apply_rope)
 
@@ -69,11 +69,98 @@ def test_vmap_over_heads():
     "shape, positions, match",
     [
         ((5, 7), np.arange(5), r"x must have shape \(..., T, D\) with D even, got shape \(5, 7\)"),
-        ((8,), np.arange(1), r"x must have shape"),
+        ((8,), np.arange(1), r"x must have at least 2 axes \(..., T, D\), got shape \(8,\)"),
         ((5, 8), np.arange(4), r"positions must have shape \(T,\) = \(5,\) to match x \(5, 8\), got shape \(4,\)"),
         ((5, 8), np.zeros((5, 1)), r"positions must have shape"),
     ],
 )
 def test_bad_shapes_raise_clear_errors(shape, positions, match):
     with pytest.raises(ValueError, match=match):
-        apply_rope(np.ones(shape), positions)
+        apply_rope(np.ones(shape, np.float32), positions)
+
+
+def test_random_scores_do_not_decay_with_distance():
+    # Independent random q and k: the score has mean 0 and standard deviation sqrt(D) at every
+    # offset. The old page said that RoPE makes attention decay for "typical" queries and keys.
+    D, N = 64, 4096
+    q, k = _x(8, (N, D)), _x(9, (N, D))
+    for r in (0, 10, 1000):
+        scores = np.sum(np.asarray(rope(q, np.zeros(N, np.int32))) * np.asarray(rope(k, np.full(N, r))), axis=-1)
+        assert abs(scores.mean()) < 4 * np.sqrt(D / N)  # four standard errors of the mean
+        assert scores.std() == pytest.approx(np.sqrt(D), rel=0.05)
+
+
+def test_the_upper_bound_decays_on_average_not_monotonically():
+    # The numbers of the page: D = 128, base 10000.
+    b = np.asarray(jax.jit(relative_distance_bound, static_argnums=1)(jnp.arange(4096), 128))
+    assert b[0] == pytest.approx(32.5, rel=1e-5)  # (D/2 + 1) / 2: every partial sum is j
+    assert b[16:64].mean() == pytest.approx(12.8, abs=0.05)
+    assert b[1024:4096].mean() == pytest.approx(5.0, abs=0.05)
+    windows = [b[lo:hi].mean() for lo, hi in [(0, 1), (1, 16), (16, 64), (64, 256), (256, 1024), (1024, 4096)]]
+    assert all(a > c for a, c in zip(windows, windows[1:]))  # decays window by window ...
+    assert np.any(np.diff(b[256:]) > 0) and b[256:].max() > 2 * b[1024:].mean()  # ... but not monotonically
+    # Against a direct numpy evaluation in float64.
+    theta = 10000.0 ** (-np.arange(0, 128, 2) / 128)
+    for r in (3, 100, 3000):
+        direct = np.abs(np.cumsum(np.exp(1j * r * theta))).mean()
+        assert b[r] == pytest.approx(direct, rel=1e-3)
+
+
+def test_the_bound_holds_for_random_queries_and_keys():
+    D = 32
+    theta = np.asarray(rope_frequencies(D))
+    q, k = _x(10, (200, D)), _x(11, (200, D))
+    for r in (0, 7, 500):
+        zq = q[:, 0::2] + 1j * q[:, 1::2]
+        zk = k[:, 0::2] + 1j * k[:, 1::2]
+        h = np.conj(zq) * zk  # (N, D / 2)
+        score = np.sum(np.asarray(rope(q, np.zeros(200))) * np.asarray(rope(k, np.full(200, r))), axis=-1)
+        np.testing.assert_allclose(score, np.real(np.sum(h * np.exp(1j * r * theta), axis=-1)), rtol=1e-4, atol=1e-3)
+        # Abel summation with h_{D/2} = 0 at the end, so the last difference is |h_{D/2-1}|.
+        steps = np.abs(np.diff(np.concatenate([h, np.zeros((200, 1))], axis=1), axis=1)).max(axis=1)
+        bound = steps * float(relative_distance_bound(np.array(r), D)) * (D // 2)
+        assert np.all(np.abs(score) <= bound + 1e-3)
+
+
+def test_a_query_matching_its_key_scores_less_when_far():
+    # q = k: every h_i = |z_i|^2 >= 0 varies smoothly with i for this smooth vector, and the score
+    # falls with distance on average, as the bound says.
+    D = 64
+    x = np.ones((1, D), np.float32)
+    scores = np.array([float(np.sum(np.asarray(rope(x, np.array([0]))) * np.asarray(rope(x, np.array([r])))))
+                       for r in range(0, 1024, 8)])
+    assert scores[0] == pytest.approx(D)
+    assert scores[:4].mean() > 2 * scores[32:].mean()
+
+
+def test_frequencies_and_extension_tricks():
+    theta = np.asarray(rope_frequencies(16))
+    assert theta[0] == 1.0 and theta[-1] == pytest.approx(10000.0 ** (-14 / 16), rel=1e-6)
+    # NTK-aware scaling: base * s ** (D / (D - 2)) keeps the fastest pair and slows the slowest by s.
+    s = 4.0
+    ntk = np.asarray(rope_frequencies(16, 10000.0 * s ** (16 / 14)))
+    assert ntk[0] == 1.0 and ntk[-1] == pytest.approx(theta[-1] / s, rel=1e-5)
+    # Position interpolation: positions / s stay within the trained angles.
+    x = _x(12, (6, 16))
+    np.testing.assert_allclose(rope(x, np.arange(6) * 4 / s), rope(x, np.arange(6)), rtol=1e-6)
+
+
+def test_bfloat16_angles_are_off_by_up_to_8_radians_near_4000():
+    angles = np.arange(3990.0, 4010.0, 0.25)
+    error = np.abs(np.asarray(jnp.asarray(angles, jnp.bfloat16), np.float64) - angles)
+    assert error.max() == 8.0
+
+
+@pytest.mark.parametrize("bad, error, match", [
+    (dict(x=np.ones((5, 8), np.int32)), TypeError, "x must be a floating-point array"),
+    (dict(positions=np.ones(5, bool)), TypeError, "positions must hold integer or real positions"),
+    (dict(base=-1.0), ValueError, "base must be positive"),
+])
+def test_bad_dtypes_and_arguments(bad, error, match):
+    args = dict(x=np.ones((5, 8), np.float32), positions=np.arange(5), base=10000.0) | bad
+    with pytest.raises(error, match=match):
+        apply_rope(**args)
+    with pytest.raises(ValueError, match="D must be even"):
+        rope_frequencies(7)
+    with pytest.raises(TypeError, match="D must be an int"):
+        relative_distance_bound(np.arange(3), 8.5)
