@@ -72,9 +72,18 @@ Explanation
 
 **Greedy** decoding takes the most probable token every time. It is deterministic and right when
 there is one correct continuation (the sorting task of :doc:`gpt`), but on open-ended text it falls
-into loops: the most probable next sentence is often the one just written. **Sampling** draws from
-the predicted distribution instead; its randomness comes from an explicit key, so the same key
-gives the same text.
+into loops: the most probable next sentence is often the one just written
+:footcite:`holtzman2020curious`. **Sampling** draws from the predicted distribution instead; its
+randomness comes from an explicit key, so the same key gives the same text.
+
+.. admonition:: Intuition
+
+   Picture the model as a panel that votes on the next word. Greedy decoding always announces the
+   favourite; sampling draws one ballot from the box, so a word with a fifth of the votes wins a
+   fifth of the time. Temperature makes the panel more or less unanimous before the draw. Top-k and
+   the nucleus throw away the ballots of fringe candidates first: top-k keeps a shortlist of fixed
+   length, the nucleus keeps the candidates that together hold most of the votes, a short list when
+   the panel agrees and a long one when it is split.
 
 **Temperature** divides the logits before the softmax. As :math:`\tau \to 0` all the mass goes to
 the largest logit and sampling becomes greedy; :math:`\tau = 1` is the model's own distribution;
@@ -83,8 +92,8 @@ temperature makes unlikely states more reachable.
 
 **Truncation.** A model spreads a little probability over thousands of implausible tokens; each is
 unlikely, but together they are drawn often, and one bad token derails everything after it.
-*Top-k* keeps the :math:`k` largest logits :footcite:`radford2019language`, but a fixed :math:`k` is
-too many when the model is sure and too few when many continuations fit. *Nucleus* sampling
+*Top-k* keeps the :math:`k` largest logits :footcite:`fan2018hierarchical` (GPT-2's samples used
+it :footcite:`radford2019language`), but a fixed :math:`k` is too many when the model is sure and too few when many continuations fit. *Nucleus* sampling
 :footcite:`holtzman2020curious` keeps instead the smallest set of most probable tokens whose mass
 reaches :math:`\rho` (the *nucleus*), so the set shrinks and grows with the model's certainty. Both
 renormalise over the kept tokens; in code, the other logits are replaced by the most negative float
@@ -95,7 +104,13 @@ temperature, and they compose (top-k first, then the nucleus of what remains).
 the boundary it keeps the lower indices (the order of :func:`jax.lax.top_k`). ``top_p_mask``
 always keeps the most probable token, even when its probability alone exceeds :math:`\rho`, sorts
 stably (equal probabilities in index order) and includes the token whose probability makes the
-running sum reach :math:`\rho`; :math:`\rho = 1` keeps every token with non-zero probability.
+running sum reach :math:`\rho`. With :math:`\rho = 1` it keeps every token but those ranked after
+the point where the float32 running sum rounds to 1 (tokens of probability below about
+:math:`10^{-7}`), which can never be drawn anyway in practice.
+
+**Bad input.** Logits must be floats of shape ``(V,)``, :math:`k` a Python ``int``. A NaN logit
+raises a ``ValueError`` when the logits are concrete; under :func:`jax.jit` the check cannot see
+values, and the NaN token is the one chosen (``argmax`` and ``top_k`` rank NaN above every number).
 
 The figure shows what each filter keeps of one distribution over twenty tokens.
 
@@ -147,29 +162,43 @@ Array([ True,  True,  True, False, False], dtype=bool)
 import jax
 import jax.numpy as jnp
 
+from cookbook import _checks
+from cookbook.transformers._boundary import no_nan
+
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
 JIT = {"greedy": (), "top_k_mask": ("k",), "top_p_mask": (), "sample": ("temperature", "top_k", "top_p")}
 
 
 def _check_logits(logits):
-    if logits.ndim != 1 or logits.shape[0] < 1:
+    """Floating logits (V,), V >= 1, without NaN when concrete (a NaN would be the token chosen)."""
+    logits = _checks.float_array(logits, "logits", ndim=1, what=" (V,)")
+    if logits.shape[0] < 1:
         raise ValueError(f"logits must have shape (V,) with V >= 1, got shape {logits.shape}")
+    return no_nan(logits, "logits")
 
 
 def greedy(logits):
     """The index of the largest logit (the lowest index among ties)."""
-    _check_logits(logits)
+    logits = _check_logits(logits)
     return jnp.argmax(logits)
 
 
 def top_k_mask(logits, k):
     """Boolean (V,): ``True`` for exactly ``k`` largest logits, ties broken towards lower indices."""
-    _check_logits(logits)
+    logits = _check_logits(logits)
     V = logits.shape[0]
-    if not 1 <= k <= V:
-        raise ValueError(f"k must be between 1 and the vocabulary size {V}, got k={k}")
+    k = _checks.size(k, "k")
+    if k > V:
+        raise ValueError(f"k must be between 1 and the vocabulary size {V} of logits, got k={k}")
     _, indices = jax.lax.top_k(logits, k)
     return jnp.zeros((V,), bool).at[indices].set(True)
+
+
+def _check_p(p, name):
+    p = _checks.positive(p, name)
+    if _checks.is_concrete(p) and not p <= 1:
+        raise ValueError(f"{name} must be in (0, 1], got {name}={p}")
+    return p
 
 
 def top_p_mask(logits, p):
@@ -177,7 +206,8 @@ def top_p_mask(logits, p):
 
     The most probable token is always kept; equal probabilities are ranked by index.
     """
-    _check_logits(logits)
+    logits = _check_logits(logits)
+    p = _check_p(p, "p")
     probs = jax.nn.softmax(logits.astype(jnp.float32))
     order = jnp.argsort(-probs, stable=True)  # most probable first
     sorted_probs = probs[order]
@@ -192,11 +222,13 @@ def sample(key, logits, *, temperature=1.0, top_k=None, top_p=None):
     ``temperature`` must be positive (use :func:`greedy` for zero). ``top_k`` is a Python int,
     ``top_p`` a number in (0, 1].
     """
-    _check_logits(logits)
-    if not temperature > 0:
-        raise ValueError(f"temperature must be positive (use greedy for 0), got temperature={temperature}")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1], got top_p={top_p}")
+    logits = _check_logits(logits)
+    temperature = _checks.positive(temperature, "temperature")
+    if top_p is not None:
+        top_p = _check_p(top_p, "top_p")
+    if top_k is not None and _checks.size(top_k, "top_k") > logits.shape[0]:
+        raise ValueError(f"top_k must be between 1 and the vocabulary size {logits.shape[0]} of logits, "
+                         f"got top_k={top_k}")
     z = logits.astype(jnp.float32) / temperature
     keep = jnp.ones(z.shape, bool)
     if top_k is not None:

@@ -129,11 +129,46 @@ def test_vocabulary_of_one():
 
 def test_bad_inputs_raise_clear_errors():
     z = _logits(0)
-    with pytest.raises(ValueError, match=r"logits must have shape \(V,\) with V >= 1, got shape \(2, 11\)"):
+    with pytest.raises(ValueError, match=r"logits must have 1 axes \(V,\), got shape \(2, 11\)"):
         greedy(jnp.stack([z, z]))
-    with pytest.raises(ValueError, match=r"k must be between 1 and the vocabulary size 11, got k=12"):
+    with pytest.raises(ValueError, match=r"k must be between 1 and the vocabulary size 11 of logits, got k=12"):
         top_k_mask(z, 12)
     with pytest.raises(ValueError, match=r"temperature must be positive"):
         sample(jax.random.key(0), z, temperature=0.0)
     with pytest.raises(ValueError, match=r"top_p must be in \(0, 1\], got top_p=1.5"):
         sample(jax.random.key(0), z, top_p=1.5)
+
+
+def test_nan_logits_raise_instead_of_returning_token_zero():
+    # Before: sample returned token 0 for all-NaN logits, a plausible but wrong token.
+    with pytest.raises(ValueError, match=r"logits holds NaN"):
+        sample(jax.random.key(0), jnp.full((5,), jnp.nan))
+    for f in (greedy, lambda z: top_k_mask(z, 2), lambda z: top_p_mask(z, 0.5)):
+        with pytest.raises(ValueError, match=r"logits holds NaN"):
+            f(jnp.array([0.1, jnp.nan, 0.3]))
+
+
+def test_under_jit_a_nan_logit_is_the_token_chosen():
+    # What the page says happens when the check cannot see the values.
+    z = jnp.array([0.1, jnp.nan, 0.3])
+    assert int(jax.jit(greedy)(z)) == 1
+    assert np.asarray(jax.jit(functools.partial(top_k_mask, k=1))(z)).tolist() == [False, True, False]
+
+
+def test_non_integer_k_and_integer_logits_get_a_clear_type_error():
+    z = _logits(0)
+    # Before: k = 2.5 raised from inside jax.lax.top_k.
+    with pytest.raises(TypeError, match=r"k must be an int of at least 1, got float 2.5"):
+        top_k_mask(z, 2.5)
+    with pytest.raises(TypeError, match=r"top_k must be an int of at least 1, got float 2.5"):
+        sample(jax.random.key(0), z, top_k=2.5)
+    with pytest.raises(TypeError, match=r"logits must be a floating-point array, got dtype int32"):
+        greedy(jnp.arange(5))
+    np.testing.assert_array_equal(top_k_mask(np.asarray(z).tolist(), 3), top_k_mask(z, 3))  # lists are read
+
+
+def test_nucleus_of_one_drops_only_what_float32_rounding_loses():
+    # The page: rho = 1 keeps every token but those after the float32 running sum reaches 1.
+    z = jnp.array([0.0, -30.0, 1.0])  # probabilities 0.27, 2.5e-14, 0.73
+    np.testing.assert_array_equal(top_p_mask(z, 1.0), [True, False, True])
+    np.testing.assert_array_equal(top_p_mask(jnp.array([0.0, -5.0, 1.0]), 1.0), [True, True, True])
