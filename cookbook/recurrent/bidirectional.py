@@ -37,11 +37,11 @@ Legend
      - ``(D,)``
    * - :math:`\overrightarrow{h}_t`
      - state of the forward layer after reading :math:`x_1, \dots, x_t`
-     - ``layer(params["forward"], xs)[t]``
+     - ``forward``, row :math:`t` of ``layer(params["forward"], xs)``
      - ``(H,)``
    * - :math:`\overleftarrow{h}_t`
      - state of the backward layer after reading :math:`x_T, \dots, x_t`
-     - ``layer(params["backward"], xs[::-1])[::-1][t]``
+     - ``backward``, row :math:`t` of ``layer(params["backward"], xs[::-1])[::-1]``
      - ``(H,)``
    * - :math:`y_t`
      - output: the two states concatenated
@@ -53,11 +53,11 @@ Legend
      - ``(T, 2H)``
    * - :math:`t`, :math:`T`
      - time step; sequence length
-     - ``T = xs.shape[0]``
+     - the row index of ``xs``; the number of its rows
      - scalar
    * - :math:`l`, :math:`L`
      - layer index; number of layers
-     - ``L = len(params)``
+     - the loop over ``layer_params`` in ``stacked``; the length of its ``params``
      - scalar
 
 Explanation
@@ -83,6 +83,12 @@ layers work at a coarser level of abstraction. With bidirectional layers, layer 
 the :math:`2H` features of layer :math:`l-1`, so only the first layer has :math:`D` inputs.
 ``stacked`` threads the sequence through a list of layer parameters; any of them can be a
 bidirectional pair, which is the usual deep bidirectional encoder.
+
+.. admonition:: Intuition
+
+   It is how a careful reader annotates a sentence: one pass from the left, one from the right,
+   and each word gets notes from both. In "she sat on the bank of the river", the word *bank* is
+   resolved only by what comes after it; the forward reading alone would have had to guess.
 
 *Numerical traps.* None beyond those of the cells; the reversal is an index permutation. Padding
 matters, though: when sequences of different lengths are padded to a common :math:`T`, the
@@ -122,6 +128,8 @@ True
 import jax
 import jax.numpy as jnp
 
+from cookbook import _checks
+
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
 JIT = {"bidirectional": ("layer",), "stacked": ("layer",)}
 
@@ -137,10 +145,9 @@ def bidirectional(layer, params, xs):
 
     ``layer(params, xs) -> hs`` runs one direction, such as ``rnn.apply`` or ``lstm.apply``.
     """
-    if xs.ndim != 2:
-        raise ValueError(f"xs must have shape (T, D), got shape {xs.shape}")
-    if set(params) != {"forward", "backward"}:
-        raise ValueError(f"params must have the keys 'forward' and 'backward', got {sorted(params)}")
+    xs = _checks.float_array(xs, "xs", ndim=2, what=" (T, D)")
+    if not isinstance(params, dict) or set(params) != {"forward", "backward"}:
+        raise ValueError(f"params must have the keys 'forward' and 'backward', got {sorted(params) if isinstance(params, dict) else type(params).__name__}")
     forward = layer(params["forward"], xs)  # (T, H)
     backward = layer(params["backward"], xs[::-1])[::-1]  # (T, H), realigned with xs
     return jnp.concatenate([forward, backward], axis=-1)  # (T, 2H)
@@ -154,7 +161,7 @@ def stacked(layer, params, xs):
     """
     if len(params) == 0:
         raise ValueError("params must hold at least one layer, got an empty list")
-    ys = xs
+    ys = _checks.float_array(xs, "xs", ndim=2, what=" (T, D)")
     for layer_params in params:  # over layers, not time: each layer is a different function
         if isinstance(layer_params, dict) and set(layer_params) == {"forward", "backward"}:
             ys = bidirectional(layer, layer_params, ys)

@@ -93,9 +93,21 @@ def test_length_one_sequence_and_vmap():
 
 def test_bad_input_raises_clear_errors():
     params = init(jax.random.key(7), rnn.init, 3, 5)
-    with pytest.raises(ValueError, match=r"xs must have shape \(T, D\), got shape \(3,\)"):
+    with pytest.raises(ValueError, match=r"xs must have 2 axes \(T, D\), got shape \(3,\)"):
         bidirectional(rnn.apply, params, jnp.ones(3))
     with pytest.raises(ValueError, match=r"params must have the keys 'forward' and 'backward', got \['W_h'"):
         bidirectional(rnn.apply, params["forward"], jnp.ones((7, 3)))
     with pytest.raises(ValueError, match=r"at least one layer"):
         stacked(rnn.apply, [], jnp.ones((7, 3)))
+
+
+def test_integer_arrays_raise_and_lists_are_accepted():
+    params = init(jax.random.key(8), gru.init, 3, 5)
+    xs = jax.random.normal(jax.random.key(9), (7, 3))
+    for fn, p in ((bidirectional, params), (stacked, [params])):
+        with pytest.raises(TypeError, match=r"xs must be a floating-point array"):
+            fn(gru.apply, p, xs.astype(jnp.int32))
+        np.testing.assert_allclose(fn(gru.apply, p, np.asarray(xs).tolist()), fn(gru.apply, p, xs), rtol=1e-6)
+    bad = {"forward": params["forward"], "backward": params["backward"] | {"W_h": params["backward"]["W_h"][:, :1]}}
+    with pytest.raises(ValueError, match=r"params\['W_h'\] must have shape"):
+        bidirectional(gru.apply, bad, xs)
