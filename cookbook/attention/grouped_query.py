@@ -45,11 +45,11 @@ Legend
      - scalar
    * - :math:`j`
      - index of a key-value group
-     - ``g``
+     - index along the first axis of ``k`` and ``v``
      - scalar
    * - :math:`g(h)`
      - the group whose keys and values head :math:`h` reads
-     - ``h // (H // G)``
+     - :math:`\lfloor h / (H/G) \rfloor`, from the reshape of ``q`` into groups
      - scalar
    * - :math:`D`
      - features per head
@@ -57,19 +57,20 @@ Legend
      - scalar
    * - :math:`W^{Q}_h`, :math:`b^{Q}_h`
      - query projection of head :math:`h` and its bias
-     - ``params["W_q"][:, h]``, ``params["b_q"][h]``
+     - ``params["W_q"]``, ``params["b_q"]``, at index :math:`h` of the head axis
      - ``(d_model, D)``, ``(D,)``
    * - :math:`W^{K}_j`, :math:`b^{K}_j`, :math:`W^{V}_j`, :math:`b^{V}_j`
      - key and value projections of group :math:`j` and their biases
-     - ``params["W_k"][:, j]``, ``params["b_k"][j]``, ``params["W_v"][:, j]``, ``params["b_v"][j]``
+     - ``params["W_k"]``, ``params["b_k"]``, ``params["W_v"]``, ``params["b_v"]``, at index
+       :math:`j` of the group axis
      - ``(d_model, D)``, ``(D,)``
    * - :math:`Q_h`
      - queries of head :math:`h`
-     - ``q[g, h % (H // G)]``
+     - ``q``, reshaped to ``(G, H // G, T, D)``
      - ``(T, D)``
    * - :math:`K_j`, :math:`V_j`, :math:`K_{g(h)}`, :math:`V_{g(h)}`
      - keys and values of group :math:`j`, and of the group of head :math:`h`: what the cache stores
-     - ``k[g]``, ``v[g]``
+     - ``k``, ``v``, at index :math:`j` of their first axis
      - ``(S, D)``
    * - :math:`M`
      - additive mask, 0 where allowed, :math:`-\infty` where not
@@ -81,7 +82,7 @@ Legend
      - ``(T, D)``
    * - :math:`W^{O}_h`, :math:`b^{O}`
      - output projection of head :math:`h`; output bias
-     - ``params["W_o"][h]``, ``params["b_o"]``
+     - ``params["W_o"]`` at index :math:`h` of its first axis; ``params["b_o"]``
      - ``(D, d_model)``, ``(d_model,)``
    * - :math:`Z`
      - the layer's output
@@ -116,6 +117,14 @@ gives back multi-head attention exactly and :math:`G = 1` is multi-query attenti
 at close to the speed of multi-query attention. They also show how to *uptrain* an existing
 multi-head checkpoint: the key and value projections of the heads in each group are averaged into
 one (``from_multi_head`` below), and the model is trained briefly to adapt.
+
+.. admonition:: Intuition
+
+   Think of a reading room where every student brings their own questions but copies of the
+   reference books are scarce. With one copy per student (multi-head) the shelves overflow; with
+   one copy for the whole room (multi-query) everyone queues for the same pages. Grouped-query
+   attention puts one copy on each table: the students at a table ask different questions of the
+   same book, and the room holds as many copies as tables.
 
 **In code** the query heads are arranged as ``(G, H // G, T, D)``, and each group's keys and
 values are broadcast over its heads, so the same :doc:`scaled_dot_product` function computes every
@@ -163,7 +172,8 @@ group, before a short uptraining:
 import jax
 import jax.numpy as jnp
 
-from cookbook.attention.multi_head import project
+from cookbook import _checks
+from cookbook.attention.multi_head import _check_params, _check_sequence, project
 from cookbook.attention.scaled_dot_product import scaled_dot_product_attention
 
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
@@ -176,13 +186,16 @@ JIT = {
 
 
 def _check_heads(num_heads, num_groups):
-    if num_groups < 1 or num_heads % num_groups:
+    num_groups = _checks.size(num_groups, "num_groups")
+    if num_heads % num_groups:
         raise ValueError(f"num_groups must divide num_heads, got num_heads={num_heads} and num_groups={num_groups}")
+    return num_groups
 
 
 def init(key, d_model, num_heads, num_groups):
     """Parameters with ``num_heads`` query heads sharing ``num_groups`` key and value heads."""
-    if num_heads < 1 or d_model % num_heads:
+    d_model, num_heads = _checks.size(d_model, "d_model"), _checks.size(num_heads, "num_heads")
+    if d_model % num_heads:
         raise ValueError(f"num_heads must divide d_model, got d_model={d_model} and num_heads={num_heads}")
     _check_heads(num_heads, num_groups)
     H, G, D = num_heads, num_groups, d_model // num_heads
@@ -202,40 +215,40 @@ def init(key, d_model, num_heads, num_groups):
 
 def kv_cache_floats(S, num_groups, D):
     """Floats cached per example and layer for ``S`` positions: keys and values, ``2 * S * G * D``."""
+    S, num_groups, D = _checks.size(S, "S", minimum=0), _checks.size(num_groups, "num_groups"), _checks.size(D, "D")
     return 2 * S * num_groups * D
 
 
 def keys_values(params, context):
     """The keys and values of ``context`` (S, d_model), each (G, S, D): the key-value cache."""
-    d_model = params["W_k"].shape[0]
-    if context.ndim != 2 or context.shape[1] != d_model:
-        raise ValueError(f"context must have shape (S, d_model) = (S, {d_model}), got shape {context.shape}")
+    d_model, H, G, _ = _check_params(params, grouped=True)
+    _check_heads(H, G)
+    context = _check_sequence(context, "context", "S", d_model)
     return project(params["W_k"], params["b_k"], context), project(params["W_v"], params["b_v"], context)
 
 
 def apply(params, x, context=None, mask=None):
     """Grouped-query attention of ``x`` (T, d_model) to ``context`` (S, d_model), or to itself.
 
-    ``mask`` is boolean, broadcastable to (H, T, S), ``True`` where a query may attend to a key.
-    Returns (T, d_model). One example; batch with :func:`jax.vmap`.
+    ``mask`` is boolean, (T, S) or (H, T, S) (a size-1 leading or T axis broadcasts; the key axis
+    never does), ``True`` where a query may attend to a key. Returns (T, d_model). One example;
+    batch with :func:`jax.vmap`.
     """
-    d_model, H, D = params["W_q"].shape
-    G = params["W_k"].shape[1]
-    _check_heads(H, G)
-    if x.ndim != 2 or x.shape[1] != d_model:
-        raise ValueError(f"x must have shape (T, d_model) = (T, {d_model}), got shape {x.shape}")
+    d_model, H, G, D = _check_params(params, grouped=True)
+    x = _check_sequence(x, "x", "T", d_model)
     context = x if context is None else context
     k, v = keys_values(params, context)  # (G, S, D) each
-    T, S = x.shape[0], context.shape[0]
+    T, S = x.shape[0], k.shape[1]
     q = project(params["W_q"], params["b_q"], x).reshape(G, H // G, T, D)  # head h -> group h // (H // G)
     k = jnp.broadcast_to(k[:, None], (G, H // G, S, D))  # shared by the heads of a group
     v = jnp.broadcast_to(v[:, None], (G, H // G, S, D))
     if mask is not None:
         mask = jnp.asarray(mask)
-        try:
-            mask = jnp.broadcast_to(mask, (H, T, S)).reshape(G, H // G, T, S)
-        except ValueError:
-            raise ValueError(f"mask must broadcast to (H, T, S) = {(H, T, S)}, got shape {mask.shape}") from None
+        if mask.ndim > 3 or mask.shape[-1] != S or mask.ndim == 3 and mask.shape[0] not in (1, H):
+            raise ValueError(f"mask must broadcast to (H, T, S) = {(H, T, S)} with its last axis S = {S}, "
+                             f"got shape {mask.shape}")
+        if mask.ndim == 3:
+            mask = jnp.broadcast_to(mask, (H, *mask.shape[1:])).reshape(G, H // G, *mask.shape[1:])
     y = scaled_dot_product_attention(q, k, v, mask).reshape(H, T, D)  # (H, T, D)
     return jnp.einsum("HTD,HDM->TM", y, params["W_o"]) + params["b_o"][None, :]  # (T, d_model)
 
@@ -243,9 +256,8 @@ def apply(params, x, context=None, mask=None):
 def from_multi_head(params, num_groups):
     """Grouped-query parameters from multi-head ones, by averaging the key and value heads of each
     group (the uptraining recipe of Ainslie et al.)."""
-    d_model, H, D = params["W_k"].shape
-    _check_heads(H, num_groups)
-    G = num_groups
+    d_model, H, _, D = _check_params(params)  # multi-head: as many key-value heads as query heads
+    G = _check_heads(H, num_groups)
     pool_W = lambda W: W.reshape(d_model, G, H // G, D).mean(axis=2)  # (d_model, G, D)
     pool_b = lambda b: b.reshape(G, H // G, D).mean(axis=1)  # (G, D)
     return {**params, "W_k": pool_W(params["W_k"]), "b_k": pool_b(params["b_k"]),

@@ -45,19 +45,19 @@ Legend
      - scalar
    * - :math:`W^{Q}_h`, :math:`b^{Q}_h`
      - query projection of head :math:`h` and its bias
-     - ``params["W_q"][:, h]``, ``params["b_q"][h]``
+     - ``params["W_q"]``, ``params["b_q"]``, at index :math:`h` of the head axis
      - ``(d_model, D)``, ``(D,)``
    * - :math:`W^{K}_h`, :math:`b^{K}_h`
      - key projection of head :math:`h` and its bias
-     - ``params["W_k"][:, h]``, ``params["b_k"][h]``
+     - ``params["W_k"]``, ``params["b_k"]``, at index :math:`h` of the head axis
      - ``(d_model, D)``, ``(D,)``
    * - :math:`W^{V}_h`, :math:`b^{V}_h`
      - value projection of head :math:`h` and its bias
-     - ``params["W_v"][:, h]``, ``params["b_v"][h]``
+     - ``params["W_v"]``, ``params["b_v"]``, at index :math:`h` of the head axis
      - ``(d_model, D)``, ``(D,)``
    * - :math:`Q_h`, :math:`K_h`, :math:`V_h`
      - queries, keys and values of head :math:`h`
-     - ``q[h]``, ``k[h]``, ``v[h]``
+     - ``q``, ``k``, ``v``, at index :math:`h` of their first axis
      - ``(T, D)``, ``(S, D)``, ``(S, D)``
    * - :math:`M`
      - additive mask, 0 where allowed and :math:`-\infty` where not (shared by the heads unless
@@ -66,11 +66,11 @@ Legend
      - ``(T, S)`` or ``(H, T, S)``
    * - :math:`Y_h`
      - output of head :math:`h`
-     - ``y[h]``
+     - ``y``, at index :math:`h` of its first axis
      - ``(T, D)``
    * - :math:`W^{O}_h`, :math:`b^{O}`
      - output projection of head :math:`h`; output bias
-     - ``params["W_o"][h]``, ``params["b_o"]``
+     - ``params["W_o"]`` at index :math:`h` of its first axis; ``params["b_o"]``
      - ``(D, d_model)``, ``(d_model,)``
    * - :math:`Z`
      - the layer's output, one vector per query
@@ -92,6 +92,14 @@ split, not repeated. The output projection then mixes what the heads found. Summ
 paper writes it; the code keeps the head axis explicit, which is also the parameter layout of
 :class:`flax.linen.MultiHeadDotProductAttention` (query, key and value kernels of shape
 ``(d_model, H, D)``, output kernel ``(H, D, d_model)``).
+
+.. admonition:: Intuition
+
+   A manuscript goes to a panel of reviewers, each told to read for one thing only: one checks the
+   grammar, one the facts, one whether the argument follows. Each reads the whole text through
+   their own narrow lens and writes a short note; the editor then combines the notes into one
+   verdict. The heads are the reviewers, their small projections the lenses, and the output
+   projection :math:`W^{O}` the editor.
 
 **Self- and cross-attention.** The only difference is where the keys and values come from. In
 self-attention they come from the same sequence as the queries (a causal mask turns it into a
@@ -146,6 +154,7 @@ True
 import jax
 import jax.numpy as jnp
 
+from cookbook import _checks
 from cookbook.attention.scaled_dot_product import scaled_dot_product_attention
 
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
@@ -154,7 +163,8 @@ JIT = {"init": ("d_model", "num_heads"), "apply": ()}
 
 def init(key, d_model, num_heads):
     """Parameters of a multi-head attention layer with ``num_heads`` heads of ``d_model // num_heads``."""
-    if num_heads < 1 or d_model % num_heads:
+    d_model, num_heads = _checks.size(d_model, "d_model"), _checks.size(num_heads, "num_heads")
+    if d_model % num_heads:
         raise ValueError(f"num_heads must divide d_model, got d_model={d_model} and num_heads={num_heads}")
     H, D = num_heads, d_model // num_heads
     k_q, k_k, k_v, k_o = jax.random.split(key, 4)
@@ -171,12 +181,25 @@ def init(key, d_model, num_heads):
     }
 
 
-def _check_inputs(W, x, context):
-    d_model = W.shape[0]
+def _check_params(params, *, grouped=False):
+    """The sizes (d_model, H, G, D) of attention parameters, after checking every array's dtype and
+    shape against ``W_q``; G (key-value heads) may differ from H only when ``grouped``."""
+    W_q = _checks.float_array(params["W_q"], 'params["W_q"]', ndim=3, what=" (d_model, H, D)")
+    d_model, H, D = W_q.shape
+    G = params["W_k"].shape[1] if grouped and jnp.ndim(params["W_k"]) == 3 else H
+    expected = {"b_q": (H, D), "W_k": (d_model, G, D), "b_k": (G, D), "W_v": (d_model, G, D),
+                "b_v": (G, D), "W_o": (H, D, d_model), "b_o": (d_model,)}
+    for name, shape in expected.items():
+        _checks.same_shape(_checks.float_array(params[name], f'params["{name}"]'), f'params["{name}"]', shape,
+                           expected_from="the sizes of params['W_q']")
+    return d_model, H, G, D
+
+
+def _check_sequence(x, name, length, d_model):
+    x = _checks.float_array(x, name)
     if x.ndim != 2 or x.shape[1] != d_model:
-        raise ValueError(f"x must have shape (T, d_model) = (T, {d_model}), got shape {x.shape}")
-    if context.ndim != 2 or context.shape[1] != d_model:
-        raise ValueError(f"context must have shape (S, d_model) = (S, {d_model}), got shape {context.shape}")
+        raise ValueError(f"{name} must have shape ({length}, d_model) = ({length}, {d_model}), got shape {x.shape}")
+    return x
 
 
 def project(W, b, x):
@@ -187,11 +210,13 @@ def project(W, b, x):
 def apply(params, x, context=None, mask=None):
     """Multi-head attention of the queries from ``x`` (T, d_model) to ``context`` (S, d_model).
 
-    ``context=None`` is self-attention. ``mask`` is boolean, broadcastable to (H, T, S), ``True``
-    where a query may attend to a key. Returns (T, d_model). One example; batch with :func:`jax.vmap`.
+    ``context=None`` is self-attention. ``mask`` is boolean, (T, S) or (H, T, S) (a size-1 leading
+    or T axis broadcasts; the key axis never does), ``True`` where a query may attend to a key.
+    Returns (T, d_model). One example; batch with :func:`jax.vmap`.
     """
-    context = x if context is None else context
-    _check_inputs(params["W_q"], x, context)
+    d_model = _check_params(params)[0]
+    x = _check_sequence(x, "x", "T", d_model)
+    context = x if context is None else _check_sequence(context, "context", "S", d_model)
     q = project(params["W_q"], params["b_q"], x)  # (H, T, D)
     k = project(params["W_k"], params["b_k"], context)  # (H, S, D)
     v = project(params["W_v"], params["b_v"], context)  # (H, S, D)

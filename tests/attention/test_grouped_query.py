@@ -102,3 +102,13 @@ def test_bad_arguments_raise_clear_errors():
         apply(params, np.ones((5, 24)), np.ones((7,)))
     with pytest.raises(ValueError, match=r"mask must broadcast to \(H, T, S\) = \(6, 5, 5\)"):
         apply(params, np.ones((5, 24)), mask=np.ones((4, 5, 5), bool))
+    with pytest.raises(ValueError, match=r"mask must broadcast to \(H, T, S\) = \(6, 5, 5\) with its last axis S = 5"):
+        apply(params, np.ones((5, 24)), mask=np.ones((5, 1), bool))
+    with pytest.raises(TypeError, match="x must be a floating-point array"):
+        apply(params, np.ones((5, 24), np.int32))
+    with pytest.raises(ValueError, match=r'params\["W_k"\] must have shape \(24, 2, 4\)'):
+        apply({**params, "W_k": params["W_k"][..., :1]}, np.ones((5, 24)))
+    with pytest.raises(TypeError, match="num_groups must be an int"):
+        from_multi_head(init(jax.random.key(0), D_MODEL, H, H), 2.5)
+    with pytest.raises(ValueError, match=r'params\["W_k"\] must have shape \(24, 6, 4\)'):
+        from_multi_head(params, 1)  # already grouped: not a multi-head checkpoint

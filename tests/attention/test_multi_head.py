@@ -110,6 +110,21 @@ def test_bad_shapes_raise_clear_errors(params, x_shape, c_shape, match):
         apply(params, np.ones(x_shape), context)
 
 
+def test_bad_parameters_and_dtypes_raise_clear_errors(params):
+    x = np.ones((5, 12), np.float32)
+    with pytest.raises(TypeError, match="x must be a floating-point array"):
+        apply(params, x.astype(np.int32))
+    with pytest.raises(TypeError, match=r'params\["W_k"\] must be a floating-point array'):
+        apply({**params, "W_k": params["W_k"].astype(jnp.int32)}, x)
+    with pytest.raises(ValueError, match=r'params\["W_k"\] must have shape \(12, 3, 4\)'):
+        apply({**params, "W_k": params["W_k"][..., :1]}, x)
+    with pytest.raises(ValueError, match=r"mask must broadcast to .* last axis S = 5"):
+        apply(params, x, mask=np.ones((5, 1), bool))
+    with pytest.raises(TypeError, match="d_model must be an int"):
+        init(jax.random.key(0), 12.0, 3)
+    np.testing.assert_allclose(apply(params, x.tolist()), apply(params, x), rtol=1e-6)  # lists are arrays
+
+
 def test_bad_head_count_raises():
     with pytest.raises(ValueError, match=r"num_heads must divide d_model, got d_model=12 and num_heads=5"):
         init(jax.random.key(0), 12, 5)
