@@ -44,7 +44,7 @@ Legend
      - ``(n,)``, ``(k,)``
    * - :math:`n`, :math:`k`
      - the matrix's number of rows and columns
-     - ``param.shape``
+     - ``g.shape``
      - scalars
    * - :math:`r_t`
      - row statistics: moving average of each row's mean squared gradient
@@ -98,10 +98,10 @@ itself rank 1 (for instance when :math:`G` is an outer product :math:`a b^\top`)
 :math:`n \times k` matrix the state is :math:`n + k` numbers instead of :math:`nk`: a
 :math:`1000 \times 1000` matrix needs 2,000 floats where Adam needs :math:`2 \times 10^6` (the first
 moment and the second), as the tests count. Vectors and small matrices are not factored: they keep
-the ordinary per-element average (optax and this code factor only arrays whose two largest axes are
-at least ``min_dim_size_to_factor``, 128 by default, following :footcite:`shazeer2018adafactor`; an
-array of more than two axes is factored over
-its two largest). The code names the statistics as for a matrix with no more rows than columns
+the ordinary per-element average. This code, like optax, factors only arrays whose two largest axes
+both have at least ``min_dim_size_to_factor`` entries (an array of more than two axes is factored
+over its two largest); the default of 128 is optax's :footcite:`deepmind2020jax`, a library
+choice, not a threshold of the paper. The code names the statistics as for a matrix with no more rows than columns
 (:math:`n \le k`); for a taller matrix ``v_row`` and ``v_col`` swap roles, as they do in optax, and
 the reconstruction is the same up to rounding.
 
@@ -112,14 +112,19 @@ average per step. And the decay :math:`\hat{\beta}_{2t} = 1 - t^{-0.8}` starts a
 uses only the current gradient, so no bias correction is needed) and rises towards 1, averaging over
 a longer and longer history.
 
-**Matching optax.** This recipe is :func:`optax.adafactor` with ``multiply_by_parameter_scale=False``
-(optax's default multiplies the step by the parameter's RMS, the paper's *relative step size*, which
-this recipe leaves out), ``momentum=None`` and ``weight_decay_rate=None``; with those settings the
-two agree step for step, as the tests check.
+**Numerical traps.** :math:`\epsilon_1 = 10^{-30}` (the paper's value) is added to the squared
+gradient *before* the averages, so that an all-zero row gives a zero step instead of :math:`0/0`.
+It is an ordinary normal number in float32, whose smallest normal number is about
+:math:`1.2 \times 10^{-38}`, and in bfloat16, which has float32's range of exponents; in float16,
+whose smallest positive number is about :math:`6 \times 10^{-8}`, it rounds to zero and protects
+nothing, so float16 statistics need a far larger :math:`\epsilon_1`.
 
-**Numerical traps.** :math:`\epsilon_1 = 10^{-30}` is added to the squared gradient *before* the
-averages, so that an all-zero row does not give :math:`0/0`; it is far below float32's smallest
-normal number squared, so it is meant for float32 accumulators and must not be used with float16.
+.. admonition:: Intuition
+
+   Think of the noise in a stadium. Instead of a meter at every seat, keep one reading per row
+   and one per column, and estimate a seat as its row's reading times its column's, divided by
+   the stadium's average. That is exact when loudness is a row effect times a column effect, and
+   it costs rows plus columns numbers instead of rows times columns.
 
 Inductive bias
 --------------
@@ -149,6 +154,14 @@ The state of a :math:`1000 \times 1000` matrix, counted without allocating it:
 >>> state = jax.eval_shape(opt.init, jax.ShapeDtypeStruct((1000, 1000), jnp.float32))
 >>> state.v_row.shape, state.v_col.shape, state.v.shape
 ((1000,), (1000,), (0,))
+
+Implementation notes
+--------------------
+
+**Matching optax.** This recipe is :func:`optax.adafactor` with ``multiply_by_parameter_scale=False``
+(optax's default multiplies the step by the parameter's RMS, the paper's *relative step size*, which
+this recipe leaves out), ``momentum=None`` and ``weight_decay_rate=None``; with those settings the
+two agree step for step, as the tests check.
 """
 
 from typing import NamedTuple

@@ -75,6 +75,14 @@ optax, so that the first step is not a pure sign step of size :math:`\eta`; :mat
 *inside* the root, as in optax. Zero gradients leave a zero update (the code guards the division
 rather than relying on :math:`\epsilon`).
 
+.. admonition:: Intuition
+
+   Picture an editor who weighs each news source by how much it has already said: a source that
+   reports loudly every day has each new story discounted by everything before it, while a source
+   that is rarely heard is taken at full weight when it finally speaks. Rare features are those
+   quiet sources. Because the discount only accumulates, the editor also grows more sceptical of
+   everyone as the years pass, which is AdaGrad's decaying step size.
+
 Inductive bias
 --------------
 

@@ -133,9 +133,17 @@ of about :math:`\eta` per coordinate whatever the slope.
 
 **Numerical traps.** :math:`\epsilon` is added *outside* the root, as in the paper and in optax;
 it bounds the step when :math:`\hat{v}_t` is tiny (a coordinate that has seen almost no gradient)
-and must be raised (to about :math:`10^{-6}` or more) when training in low precision, where
-:math:`10^{-8}` rounds to zero. The step counter is an integer, and the powers
+and must be raised (to about :math:`10^{-6}` or more) when the moments are kept in float16, where
+:math:`10^{-8}` rounds to zero (bfloat16 has float32's range and keeps it). The step counter is an integer, and the powers
 :math:`\beta^t` are computed in float32 from it.
+
+.. admonition:: Intuition
+
+   Think of steering by a compass that jitters. The first moment is the averaged heading, the
+   second the typical size of the readings. When the readings agree, their ratio is near one and
+   the walker strides out at full pace; when they scatter around zero, the ratio is small and the
+   walker shuffles. Bias correction admits that, after only a few readings, both averages still
+   lean towards the zero they started from.
 
 Inductive bias
 --------------

@@ -33,7 +33,7 @@ Legend
      - like the parameters
    * - :math:`\hat{m}_t`, :math:`\hat{v}_t`
      - Adam's bias-corrected first and second moments (see :doc:`adam`)
-     - ``state.mu``, ``state.nu`` after correction
+     - the corrected moments inside ``adam_direction``
      - like the parameters
    * - :math:`g_t`
      - the gradient fed to the moments
@@ -41,7 +41,7 @@ Legend
      - like the parameters
    * - :math:`L`
      - the loss without the penalty
-     - ``loss_fn``
+     - (outside the optimiser: only its gradient ``grads`` comes in)
      - ``()``
    * - :math:`\lambda`
      - weight decay
@@ -57,7 +57,7 @@ Legend
      - scalar
    * - :math:`t`
      - step number, from 1
-     - ``state.count``
+     - the step count in ``state``
      - ``()`` int32
 
 Explanation
@@ -91,6 +91,14 @@ leaves out.
 **Numerical traps.** Because the decay is scaled by :math:`\eta`, useful values of
 :math:`\lambda` for AdamW (about :math:`10^{-2}` to :math:`10^{-1}`) are far larger than the L2
 coefficients used with SGD; the two cannot be swapped one for one.
+
+.. admonition:: Intuition
+
+   Weight decay is a tax on the size of every weight. L2-under-Adam collects it through the same
+   adaptive accountant that handles each weight's income, its gradient, so a weight with a large
+   income ends up paying almost no tax and a quiet weight pays dearly. AdamW takes the tax off
+   the accountant's books and charges every weight the same rate, a factor of one minus eta
+   lambda per step, whatever it earns.
 
 Inductive bias
 --------------

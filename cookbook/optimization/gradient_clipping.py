@@ -60,7 +60,8 @@ and turns a cliff into a step of length at most :math:`\eta\tau`, in the same di
 *by value* bounds each entry separately; it is cruder, because it changes the gradient's direction
 (the largest entries are flattened, the small ones not), but it cannot be fooled by one huge leaf.
 
-Both are gradient transformations with the same interface as the optimisers of this chapter
+Both are gradient transformations (``clip_to_global_norm`` is the pure function behind the second)
+with the same interface as the optimisers of this chapter
 (empty state, ``update`` maps gradients to gradients), so they compose. ``chain`` runs
 transformations one after another, each seeing the output of the one before and keeping its own
 state in a tuple, as optax's ``chain`` does: ``chain(clip_by_global_norm(1.0), adam(1e-3))`` clips
@@ -75,6 +76,13 @@ overflows, and then the norm is infinite and the "clipped" gradient is zero or N
 magnitude first and multiplies back afterwards, which gives the same norm for ordinary gradients and
 a finite, correct one for huge gradients, so the clipped norm is exactly at the bound (up to one
 rounding) whatever came in.
+
+.. admonition:: Intuition
+
+   Clipping by global norm is the speed limiter of a car: in ordinary driving it does nothing,
+   and when the driver floors the pedal it caps the speed without turning the wheel. Clipping by
+   value is a cruder device that caps each wheel on its own, so a car with one wheel spinning
+   fast also changes direction.
 
 Inductive bias
 --------------

@@ -39,7 +39,7 @@ Legend
      - like the parameters
    * - :math:`c_t`
      - the interpolation whose sign is the step
-     - ``c``
+     - the argument of ``jnp.sign`` in ``update``
      - like the parameters
    * - :math:`\beta_1`, :math:`\beta_2`
      - interpolation weight for the step; decay of the momentum
@@ -82,6 +82,14 @@ that the product :math:`\eta\lambda` (the decay per step) stays the same.
 gradient does not move (optax behaves the same way). A sign step never shrinks as the optimum
 approaches: with a constant learning rate Lion ends up oscillating within about :math:`\eta` of the
 minimum, so in practice it is paired with a decaying schedule (see :doc:`schedules`).
+
+.. admonition:: Intuition
+
+   Lion is a referee who only points: for every coordinate it signals one way or the other and
+   the parameter moves by the same pace either way, however loudly the gradient shouts. Its
+   memory of past gradients settles the close calls, and the current gradient gets a slightly
+   larger say in the call than it gets in the memory. The rule was not derived from a principle
+   but found by a search over programs, then simplified by hand.
 
 Inductive bias
 --------------

@@ -120,6 +120,14 @@ exactly what optax does when a schedule is passed as the learning rate.
 count of millions neither overflows int32 arithmetic nor truncates. Warm-up from exactly 0 makes
 the first update zero, which is harmless but wastes a step.
 
+.. admonition:: Intuition
+
+   A schedule is the plan for a long drive: pull out of the car park gently (warm-up), cruise
+   fast on the open road, and slow down as the destination nears so as not to overshoot it
+   (decay). An older inspiration is annealing in metallurgy: metal cooled slowly settles into a
+   low-energy, orderly state, and parameters whose noisy steps shrink slowly settle into a low
+   loss.
+
 Inductive bias
 --------------
 

@@ -105,12 +105,23 @@ respects the curvature. Combining the two gives *Hessian-free* optimisation
 :footcite:`martens2010deep`: Newton's step with :math:`O(n)` memory.
 
 **Numerical traps.** CG assumes a positive-definite matrix; on an indefinite Hessian
-:math:`p^\top H p` can be zero or negative and the iteration breaks down, which is why the code
-stops when the curvature along :math:`p` is not positive (and practical Hessian-free methods use
-the Gauss-Newton matrix instead, which is positive semi-definite). In floating point the search
+:math:`p^\top H p` can be zero or negative and the iteration breaks down. The code then stops and
+returns the step built so far, or, if the very first direction :math:`p_0 = -g` already has
+non-positive curvature, the steepest-descent step :math:`-g` itself, which still lowers the loss
+for a small enough step, where the step built so far would be zero: the rule of truncated CG
+:footcite:`steihaug1983conjugate,nocedal2006numerical`. Practical Hessian-free methods use the
+Gauss-Newton matrix instead, which is positive semi-definite. In floating point the search
 directions slowly lose their conjugacy, so on an ill-conditioned system CG may need more than
 :math:`n` iterations, and a relative residual much below :math:`10^{-6}` is out of reach in float32;
 the code therefore stops at a relative tolerance and a maximum number of iterations.
+
+.. admonition:: Intuition
+
+   Gradient descent reads only the slope: a walker who knows which way is down but not how far
+   away the bottom is. Newton's method also reads the curvature, fits a bowl to the ground
+   underfoot and jumps to the bowl's lowest point; on a field that really is a bowl it arrives in
+   one jump. Conjugate gradient makes that jump without drawing the whole bowl, probing its shape
+   along one new direction at a time.
 
 Inductive bias
 --------------
@@ -141,6 +152,17 @@ Array([   1.,   10., 1000.], dtype=float32)
 >>> from jax.tree_util import Partial
 >>> conjugate_gradient(Partial(jnp.matmul, A), jnp.ones(3), max_steps=3)
 Array([1.   , 0.1  , 0.001], dtype=float32)
+
+Implementation notes
+--------------------
+
+**Compiling once.** ``hvp``, ``newton_step`` and ``newton_cg_step`` take the loss ``f`` as a
+static argument, so they compile once per function object: define the loss once and reuse it, since
+a new ``lambda`` at every call compiles again at every call. ``conjugate_gradient`` takes
+``matvec`` as an ordinary argument instead, a :class:`jax.tree_util.Partial` whose arrays are
+traced: ``Partial(jnp.matmul, A)`` with a new ``A`` of the same shape reuses the compiled solver
+(the tests count the traces). Libraries: :func:`jax.scipy.sparse.linalg.cg` is a CG solver with the
+same interface, and :func:`jax.hessian` forms the full Hessian for small problems.
 """
 
 from functools import partial

@@ -93,6 +93,14 @@ multiplies the step by up to :math:`1/(1-\mu)`, so raising :math:`\mu` usually m
 :math:`\eta`. The velocity starts at zero, so the first steps are short: there is no bias correction
 here (compare :doc:`adam`).
 
+.. admonition:: Intuition
+
+   A hiker in thick fog can feel only the slope under their boots, so each step goes straight
+   downhill, as far as the learning rate allows. A mini-batch gradient is that slope felt through
+   a thick sole: a little wrong at every step, right on average. Momentum turns the hiker into a
+   sledge that keeps its speed, so that bumps across the path cancel out while the slope along it
+   keeps adding up.
+
 Inductive bias
 --------------
 

@@ -62,10 +62,7 @@ weights. Each training step trains one randomly chosen member of this exponentia
 ensemble on one mini-batch. At test time the full network with expectation-matched activations
 approximates the average of the ensemble's predictions, exactly for a single linear layer and
 approximately (a geometric mean of the members, roughly) for deep nonlinear ones
-:footcite:`srivastava2014dropout,hinton2012improving`. The inspiration quoted by the authors is
-sexual reproduction: a gene has to be useful in combination with many random sets of other genes,
-so it cannot rely on one partner; a unit under dropout cannot co-adapt with one particular other
-unit and must learn features that help on their own.
+:footcite:`srivastava2014dropout,hinton2012improving`.
 
 **A Bayesian reading.** :footcite:t:`gal2016dropout` show that training with dropout (and weight
 decay) performs approximate variational inference in a Bayesian network whose approximate
@@ -93,6 +90,15 @@ Dropout is elementwise, so it is written for an array of any shape (the batch is
 one key covers the whole array and every entry gets its own independent draw. ``broadcast_dims``
 shares one draw along the listed axes, e.g. ``broadcast_dims=(1, 2)`` on ``(B, H, W, C)`` images
 drops whole channels ("spatial dropout").
+
+.. admonition:: Intuition
+
+   The authors' own inspiration was sexual reproduction: a gene is passed on with a random half
+   of the other genes, so it pays for it to be useful alongside many random partners rather than
+   in one precise combination. A unit under dropout is in the same position: it cannot count on
+   any particular other unit being present, so it learns a feature that helps on its own. A team
+   whose members are randomly absent on any day works the same way: nobody may be the only one
+   who knows how something is done.
 
 Inductive bias
 --------------

@@ -81,8 +81,9 @@ as the condition of a :func:`jax.lax.while_loop` via ``state.should_stop``), wit
 validation loss back to the host. A plain Python class would be simpler to read but would force a
 device-to-host copy at every evaluation and could not live inside a compiled loop. Once
 ``should_stop`` is set, ``update`` returns the state unchanged, so a loop that cannot exit (a
-``scan`` of fixed length) simply freezes the result. A ``nan`` loss is never an improvement, so a
-diverging run stops after :math:`P` evaluations. The rule is the same as Keras's ``EarlyStopping``
+``scan`` of fixed length) simply freezes the result. A NaN loss is an error when it is concrete (a
+stopping decision should not be made on it in silence); under :func:`jax.jit` it cannot be checked
+and is never an improvement, so a diverging run stops after :math:`P` evaluations. The rule is the same as Keras's ``EarlyStopping``
 callback with ``mode="min"``: an improvement is a loss below the best by more than ``min_delta``.
 
 .. plot::
@@ -104,6 +105,13 @@ callback with ``mode="min"``: an improvement is a loss below the best by more th
    ax.set_ylabel("loss")
    ax.legend()
    fig.tight_layout()
+
+.. admonition:: Intuition
+
+   Early stopping is taking the cake out of the oven by watching it rather than the clock: you
+   check it every so often, remember when it looked best, and once it has looked no better for
+   several checks in a row, you stop and serve the best version, not the last one. The patience
+   is how many disappointing checks you tolerate before deciding the peak has passed.
 
 Inductive bias
 --------------
@@ -143,6 +151,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cookbook import _checks
+
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
 JIT = {"init": (), "update": (), "replay": ()}
 
@@ -159,8 +169,8 @@ class EarlyStoppingState(NamedTuple):
 
 
 def _check_rule(patience, min_delta):
-    if not isinstance(patience, jax.core.Tracer) and (int(patience) != patience or patience < 1):
-        raise ValueError(f"patience must be an integer >= 1, got {patience}")
+    if not isinstance(patience, jax.core.Tracer):
+        _checks.size(patience, "patience")
     if not isinstance(min_delta, jax.core.Tracer) and np.any(np.asarray(min_delta) < 0):
         raise ValueError(f"min_delta must be >= 0, got {min_delta}")
 
@@ -186,10 +196,11 @@ def update(state, val_loss, params=None, *, patience, min_delta=0.0):
     _check_rule(patience, min_delta)
     if (params is None) != (state.best_params is None):
         raise ValueError("params must be passed to update if and only if they were passed to init")
-    val_loss = jnp.asarray(val_loss, jnp.float32)
-    if val_loss.shape != ():
-        raise ValueError(f"val_loss must be a scalar, got shape {val_loss.shape}")
-    improved = val_loss < state.best_loss - min_delta  # False for nan: a diverging run is no improvement
+    if params is not None:
+        _checks.same_tree(params, "params", state.best_params, "state.best_params")
+    val_loss = _checks.float_array(val_loss, "val_loss", ndim=0, what=" (a scalar)").astype(jnp.float32)
+    _checks.check_no_nan(val_loss, "val_loss")  # under jit a NaN is simply no improvement
+    improved = val_loss < state.best_loss - min_delta  # False for NaN: a diverging run is no improvement
     bad_steps = jnp.where(improved, 0, state.bad_steps + 1)
     new = EarlyStoppingState(
         step=state.step + 1,
@@ -206,8 +217,7 @@ def update(state, val_loss, params=None, *, patience, min_delta=0.0):
 
 def replay(val_losses, *, patience, min_delta=0.0):
     """Run the rule over a whole curve of validation losses (T,); returns the T states, stacked."""
-    if val_losses.ndim != 1:
-        raise ValueError(f"val_losses must have shape (T,), got shape {val_losses.shape}")
+    val_losses = _checks.check_no_nan(_checks.float_array(val_losses, "val_losses", ndim=1, what=" (T,)"), "val_losses")
 
     def step(state, val_loss):
         state = update(state, val_loss, patience=patience, min_delta=min_delta)

@@ -105,7 +105,16 @@ knowledge distillation.
 only, which changes the optimum gap to :math:`\log\bigl((1-\alpha)(K-1)/\alpha\bigr)`, so compare
 values of :math:`\alpha` only within one convention. The log-softmax is computed after subtracting
 the largest logit, so logits in the thousands stay finite, and in float32 even for low-precision
-inputs. At :math:`\alpha = 0` the loss is the plain cross-entropy.
+inputs. At :math:`\alpha = 0` the loss is the plain cross-entropy. A
+smoothing weight outside :math:`[0, 1]` is an error when it is a concrete number; under
+:func:`jax.jit` a traced ``alpha`` is not checked.
+
+.. admonition:: Intuition
+
+   Label smoothing is a teacher who never marks an answer as 100 % certain: the right answer
+   earns most of the credit, and a little is always held back and spread over the rest, in case
+   the answer key itself is wrong. A student marked this way stops trying to be infinitely sure
+   and settles on confident-but-modest answers, which is the finite logit gap.
 
 Inductive bias
 --------------

@@ -30,11 +30,11 @@ Legend
      - Shape
    * - :math:`x_b`, :math:`\tilde{x}_b`
      - image :math:`b` of the batch, channels last; the blended image
-     - ``x[b]``; output ``x``
+     - ``x`` along its batch axis; the returned ``x``
      - ``(H, W, C)`` each, ``(B, H, W, C)`` for the batch
    * - :math:`y_b`, :math:`\tilde{y}_b`
      - one-hot label of image :math:`b`; the blended label
-     - ``y[b]``; output ``y``
+     - ``y`` along its batch axis; the returned ``y``
      - ``(K,)`` each, ``(B, K)`` for the batch
    * - :math:`b`
      - index of an example in the batch
@@ -100,7 +100,9 @@ hole with zeros) and must also find the second object in its patch.
 **The batch is the idea.** Both recipes pair examples *within* a batch by a random permutation,
 so they take the whole batch ``(B, H, W, C)``, draw one :math:`\lambda` (and one box) per batch, as
 the original implementations do, and need only one forward pass. An example whose partner is itself
-(a fixed point of the permutation) is left unchanged. The key is split at once into the keys for
+(a fixed point of the permutation) is left unchanged. A given ``perm`` with an index outside the
+batch, or a NaN ``lam`` for a box, is an error when the values are concrete; under :func:`jax.jit`
+they cannot be checked, and JAX's indexing then clamps an index to the last example. The key is split at once into the keys for
 :math:`\lambda`, for the permutation and for the box.
 
 .. plot::
@@ -125,6 +127,14 @@ the original implementations do, and need only one forward pass. An example whos
        ax.set_title(title, fontsize=8)
        ax.axis("off")
    fig.tight_layout()
+
+.. admonition:: Intuition
+
+   Mixup is a double exposure: two photographs printed on one sheet, with a caption that says how
+   much of each went in. A learner shown only clean photos may draw the border between cat and
+   dog anywhere in the empty space between them; shown the blends with honest captions, it learns
+   to fade from one answer to the other along the way. CutMix is a collage instead, a patch of
+   one photo glued onto another, captioned by area.
 
 Inductive bias
 --------------
@@ -168,6 +178,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cookbook import _checks
+
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
 JIT = {
     "sample_mixing": ("batch_size",),
@@ -179,11 +191,15 @@ JIT = {
 }
 
 
-def _check_batch(x, y):
-    if x.ndim != 4:
-        raise ValueError(f"x must be a batch of images (B, H, W, C), got shape {x.shape}")
-    if y.ndim != 2 or y.shape[0] != x.shape[0]:
+def _check_batch(x, y, perm=None):
+    x = _checks.float_array(x, "x", ndim=4, what=" (B, H, W, C)")
+    y = _checks.float_array(y, "y", ndim=2, what=" (B, K)")
+    if y.shape[0] != x.shape[0]:
         raise ValueError(f"y must be one-hot labels (B, K) with B = {x.shape[0]} like x, got shape {y.shape}")
+    if perm is None:
+        return x, y
+    perm = _checks.same_shape(_checks.int_array(perm, "perm"), "perm", (x.shape[0],), expected_from="(B,)")
+    return x, y, _checks.check_range(perm, "perm", 0, x.shape[0])
 
 
 def _check_alpha(alpha):
@@ -194,6 +210,7 @@ def _check_alpha(alpha):
 def sample_mixing(key, batch_size, alpha):
     """Draw the mixing coefficient ``lam ~ Beta(alpha, alpha)`` and a random pairing ``perm`` of the batch."""
     _check_alpha(alpha)
+    batch_size = _checks.size(batch_size, "batch_size")
     k_lam, k_perm = jax.random.split(key)
     lam = jax.random.beta(k_lam, alpha, alpha)
     perm = jax.random.permutation(k_perm, batch_size)
@@ -202,16 +219,15 @@ def sample_mixing(key, batch_size, alpha):
 
 def mix_pairs(x, y, lam, perm):
     """Mixup with a given ``lam`` and pairing: ``lam * x + (1 - lam) * x[perm]``, and the same for ``y``."""
-    _check_batch(x, y)
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise ValueError(f"x must be floating point to be blended, got dtype {x.dtype}")
+    x, y, perm = _check_batch(x, y, perm)
+    lam = _checks.float_array(lam, "lam", ndim=0, what=" (a scalar)")
     x_lam, y_lam = jnp.asarray(lam, x.dtype), jnp.asarray(lam, y.dtype)
     return x_lam * x + (1 - x_lam) * x[perm], y_lam * y + (1 - y_lam) * y[perm]
 
 
 def mixup(key, x, y, alpha):
     """Mixup of a batch ``x`` (B, H, W, C) with one-hot ``y`` (B, K): one ``lam ~ Beta(alpha, alpha)`` per batch."""
-    _check_batch(x, y)
+    x, y = _check_batch(x, y)
     lam, perm = sample_mixing(key, x.shape[0], alpha)
     return mix_pairs(x, y, lam, perm)
 
@@ -222,6 +238,8 @@ def cutmix_mask(key, lam, height, width):
     The box's centre is uniform over the image and the box is clipped at the border, so it may cover
     less than ``1 - lam`` of the image; the label weight is computed from the mask, not from ``lam``.
     """
+    lam = _checks.check_no_nan(_checks.float_array(lam, "lam", ndim=0, what=" (a scalar)"), "lam")
+    height, width = _checks.size(height, "height"), _checks.size(width, "width")
     k_row, k_col = jax.random.split(key)
     side = jnp.sqrt(1.0 - lam)
     cut_h = jnp.floor(height * side).astype(jnp.int32)
@@ -240,7 +258,10 @@ def paste_box(x, y, keep, perm):
 
     The labels are weighted by the fraction of pixels kept from each image.
     """
-    _check_batch(x, y)
+    x, y, perm = _check_batch(x, y, perm)
+    keep = jnp.asarray(keep)
+    if keep.dtype != jnp.bool_:
+        raise TypeError(f"keep must be a boolean mask (H, W), got dtype {keep.dtype}")
     if keep.shape != x.shape[1:3]:
         raise ValueError(f"keep must have shape (H, W) = {x.shape[1:3]}, got shape {keep.shape}")
     x_mixed = jnp.where(keep[None, :, :, None], x, x[perm])  # (B, H, W, C)
@@ -250,7 +271,7 @@ def paste_box(x, y, keep, perm):
 
 def cutmix(key, x, y, alpha):
     """CutMix of a batch ``x`` (B, H, W, C) with one-hot ``y`` (B, K): one box and one pairing per batch."""
-    _check_batch(x, y)
+    x, y = _check_batch(x, y)
     B, H, W, _ = x.shape
     k_mix, k_box = jax.random.split(key)
     lam, perm = sample_mixing(k_mix, B, alpha)

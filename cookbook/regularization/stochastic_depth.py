@@ -83,7 +83,9 @@ less noisy gradient. The batch axis is therefore part of the idea, and the funct
 batch ``(B, ..., D)``, with one key for the whole batch. ``residual_stack`` shows the complete loop
 over depth, with a :func:`jax.lax.scan` over blocks and one key split off per block.
 
-*Numerical traps.* :math:`p_l = 0` would divide by zero and is rejected; the scaling is done in the
+*Numerical traps.* :math:`p_l = 0` would divide by zero and is rejected, as is any probability
+outside :math:`(0, 1]` or a NaN, when the values are concrete (under :func:`jax.jit` traced
+probabilities are not checked); the scaling is done in the
 branch's dtype, so a float16 branch stays float16.
 
 .. plot::
@@ -103,6 +105,13 @@ branch's dtype, so a float16 branch stays float16.
    ax2.set_title("blocks kept (black) in one training step", fontsize=9)
    ax2.set_yticks([1, 4, 8, 12])
    fig.tight_layout()
+
+.. admonition:: Intuition
+
+   Stochastic depth is a relay team trained with runners randomly sitting out: each leg must hand
+   on something the next runner can use even if the runner before it was absent, and the baton
+   (the identity path) always gets through. On race day everyone runs. Because the early legs
+   matter to everyone after them, they sit out least, which is the linear decay rule.
 
 Inductive bias
 --------------
@@ -143,6 +152,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cookbook import _checks
+
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
 JIT = {
     "survival_probabilities": ("num_blocks",),
@@ -155,14 +166,13 @@ JIT = {
 def _check_prob(value, name):
     if not isinstance(value, jax.core.Tracer):  # checked whenever the value is known
         v = np.asarray(value)
-        if np.any(v <= 0) or np.any(v > 1):
+        if not np.all((v > 0) & (v <= 1)):  # a NaN fails too
             raise ValueError(f"{name} must lie in (0, 1], got {value}")
 
 
 def survival_probabilities(num_blocks, final_survival):
     """The linear decay rule: ``p_l = 1 - l / L * (1 - p_L)`` for blocks ``l = 1, ..., L``; shape (L,)."""
-    if num_blocks < 1:
-        raise ValueError(f"num_blocks must be at least 1, got {num_blocks}")
+    num_blocks = _checks.size(num_blocks, "num_blocks")
     _check_prob(final_survival, "final_survival")
     l = jnp.arange(1, num_blocks + 1, dtype=jnp.float32)
     return 1.0 - l / num_blocks * (1.0 - final_survival)
@@ -175,10 +185,9 @@ def drop_path(key, branch, survival_prob, *, deterministic=False):
     returned unchanged (``key`` may be ``None``).
     """
     _check_prob(survival_prob, "survival_prob")
+    branch = _checks.float_array(branch, "branch", min_ndim=1, what=" (B, ...)")
     if deterministic:
         return branch
-    if branch.ndim < 1:
-        raise ValueError(f"branch must have a batch axis (B, ...), got shape {branch.shape}")
     mask_shape = (branch.shape[0],) + (1,) * (branch.ndim - 1)  # one draw per example
     keep = jax.random.bernoulli(key, survival_prob, mask_shape)
     scale = jnp.asarray(1.0 / survival_prob, branch.dtype)
@@ -187,6 +196,7 @@ def drop_path(key, branch, survival_prob, *, deterministic=False):
 
 def stochastic_depth(key, x, branch, survival_prob, *, deterministic=False):
     """The output ``x + b / p * branch`` of a residual block whose branch survives with probability ``p``."""
+    x, branch = _checks.float_array(x, "x"), _checks.float_array(branch, "branch")
     if x.shape != branch.shape:
         raise ValueError(f"x and branch must have the same shape (B, ..., D), got {x.shape} and {branch.shape}")
     return x + drop_path(key, branch, survival_prob, deterministic=deterministic)
@@ -198,11 +208,13 @@ def residual_stack(key, W, x, survival_probs, *, deterministic=False):
     ``W`` is (L, D, D), ``x`` is (B, D) and ``survival_probs`` is (L,), e.g. from
     :func:`survival_probabilities`. One key is split off for each block.
     """
+    W = _checks.float_array(W, "W", ndim=3, what=" (L, D, D)")
     L, D, _ = W.shape
-    if x.ndim != 2 or x.shape[1] != D:
-        raise ValueError(f"x must have shape (B, D) with D = {D}, got shape {x.shape}")
-    if survival_probs.shape != (L,):
-        raise ValueError(f"survival_probs must have shape (L,) = ({L},), got shape {survival_probs.shape}")
+    _checks.same_shape(W, "W", (L, D, D), expected_from="square blocks (L, D, D)")
+    x = _checks.float_array(x, "x", ndim=2, what=" (B, D)")
+    _checks.same_shape(x, "x", (x.shape[0], D), expected_from=f"(B, D) with D = {D} from W")
+    survival_probs = _checks.float_array(survival_probs, "survival_probs")
+    _checks.same_shape(survival_probs, "survival_probs", (L,), expected_from="(L,), L from W")
     _check_prob(survival_probs, "survival_probs")
     keys = jax.random.split(key, L) if not deterministic else jnp.zeros(L)  # keys unused when deterministic
 

@@ -52,7 +52,7 @@ Legend
      - scalar, :math:`\ge 0`
    * - :math:`I`
      - identity matrix
-     - ``jnp.eye(D)``
+     - (never formed: the SVD adds :math:`\lambda` to each :math:`s_k^2`)
      - ``(D, D)``
    * - :math:`\sigma`
      - standard deviation of the noise on the targets
@@ -137,6 +137,14 @@ without decay it passes (nearly, in float32) through every point and swings wild
    ax.legend(fontsize=8, ncol=2)
    fig.tight_layout()
 
+.. admonition:: Intuition
+
+   Weight decay is a leash: every weight is tied to zero by an elastic band, and only a steady
+   pull from the data keeps it away. A weight that the data care about strains against the band
+   and stays large; a weight that only fits noise gets little consistent pull and is drawn back.
+   The Bayesian reading says the same thing: the band is the prior belief that weights are small,
+   and its stiffness is how firmly that belief is held.
+
 Inductive bias
 --------------
 
@@ -183,9 +191,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cookbook import _checks
+
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
 JIT = {
-    "l2_penalty": (),
     "ridge_loss": (),
     "ridge": (),
     "fit_ridge_gradient_descent": ("steps",),
@@ -201,10 +210,9 @@ def _check_decay(weight_decay):
 
 
 def _check_data(X, y):
-    if X.ndim != 2:
-        raise ValueError(f"X must have shape (N, D), got shape {X.shape}")
-    if y.shape != (X.shape[0],):
-        raise ValueError(f"y must have shape (N,) = ({X.shape[0]},) to match X {X.shape}, got shape {y.shape}")
+    X = _checks.float_array(X, "X", ndim=2, what=" (N, D)")
+    y = _checks.same_shape(_checks.float_array(y, "y"), "y", (X.shape[0],), expected_from="(N,), N from X")
+    return X, y
 
 
 def l2_penalty(params, weight_decay):
@@ -215,7 +223,8 @@ def l2_penalty(params, weight_decay):
 
 def ridge_loss(w, X, y, weight_decay):
     """Penalised squared error ``0.5 * |X w - y|^2 + weight_decay / 2 * |w|^2`` (sums, not means)."""
-    _check_data(X, y)
+    X, y = _check_data(X, y)
+    w = _checks.same_shape(_checks.float_array(w, "w"), "w", (X.shape[1],), expected_from="(D,), D from X")
     return 0.5 * jnp.sum(jnp.square(X @ w - y)) + l2_penalty(w, weight_decay)
 
 
@@ -225,7 +234,7 @@ def ridge(X, y, weight_decay):
     No intercept: centre the data, or append a column of ones (whose weight is then decayed too).
     At ``weight_decay = 0`` this is the minimum-norm least-squares solution.
     """
-    _check_data(X, y)
+    X, y = _check_data(X, y)
     _check_decay(weight_decay)
     U, s, Vt = jnp.linalg.svd(X, full_matrices=False)  # (N, R), (R,), (R, D)
     cutoff = jnp.finfo(X.dtype).eps * max(X.shape) * s[0]  # numpy's pinv cut-off for s = 0 directions
@@ -236,8 +245,9 @@ def ridge(X, y, weight_decay):
 
 def fit_ridge_gradient_descent(X, y, weight_decay, *, learning_rate, steps, w=None):
     """Full-batch gradient descent on :func:`ridge_loss` from zeros (or ``w``); returns ``w`` and the losses."""
-    _check_data(X, y)
+    X, y = _check_data(X, y)
     _check_decay(weight_decay)
+    steps = _checks.size(steps, "steps")
     if w is None:
         w = jnp.zeros(X.shape[1], X.dtype)
 
@@ -248,20 +258,26 @@ def fit_ridge_gradient_descent(X, y, weight_decay, *, learning_rate, steps, w=No
     return jax.lax.scan(step, w, length=steps)
 
 
+def _check_step(params, grads, weight_decay):
+    _checks.same_tree(grads, "grads", params, "params")
+    _checks.same_tree(params, "params", grads, "grads")  # float parameters too
+    _check_decay(weight_decay)
+
+
 def l2_sgd_step(params, grads, *, learning_rate, weight_decay):
     """One SGD step on the data loss plus the L2 penalty: ``params - lr * (grads + wd * params)``."""
-    _check_decay(weight_decay)
+    _check_step(params, grads, weight_decay)
     return jax.tree.map(lambda p, g: p - learning_rate * (g + weight_decay * p), params, grads)
 
 
 def decoupled_sgd_step(params, grads, *, learning_rate, weight_decay):
     """One SGD step with the decay applied to the weights directly: ``(1 - lr * wd) * params - lr * grads``."""
-    _check_decay(weight_decay)
+    _check_step(params, grads, weight_decay)
     return jax.tree.map(lambda p, g: (1.0 - learning_rate * weight_decay) * p - learning_rate * g, params, grads)
 
 
 def polynomial_features(x, degree):
     """Powers ``x**0, ..., x**degree`` of each entry of ``x`` (N,), shape (N, degree + 1)."""
-    if x.ndim != 1:
-        raise ValueError(f"x must have shape (N,), got shape {x.shape}")
+    x = _checks.float_array(x, "x", ndim=1, what=" (N,)")
+    degree = _checks.size(degree, "degree", minimum=0)
     return x[:, None] ** jnp.arange(degree + 1)[None, :]

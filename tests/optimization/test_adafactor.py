@@ -125,3 +125,40 @@ def test_update_rejects_gradients_unlike_the_parameters():
     # in silence, and integer gradients were accepted.
     for opt in [adafactor(0.1), adafactor(0.1, min_dim_size_to_factor=3)]:
         assert_update_rejects_bad_grads(opt, needs_params=False)
+
+
+def test_eps1_is_a_normal_float32_and_bfloat16_number_but_zero_in_float16():
+    # The page once said 1e-30 lies below float32's smallest normal number squared; it does not.
+    eps1 = 1e-30
+    assert np.finfo(np.float32).tiny < np.float32(eps1)  # about 1.2e-38 < 1e-30
+    assert round(float(np.finfo(np.float32).tiny) / 1e-38, 1) == 1.2
+    assert float(jnp.asarray(eps1, jnp.bfloat16)) > 0
+    assert float(jnp.asarray(eps1, jnp.float16)) == 0.0
+    assert round(float(jnp.finfo(jnp.float16).smallest_subnormal) / 1e-8) == 6
+    # With it, an all-zero row of a factored matrix gives a zero step, not 0/0.
+    opt = adafactor(0.1, min_dim_size_to_factor=1)
+    G = jnp.ones((5, 7)).at[2].set(0.0)
+    u, _ = jax.jit(opt.update)(G, opt.init(G))
+    assert bool(jnp.all(jnp.isfinite(u))) and bool(jnp.all(u[2] == 0.0))
+
+
+def test_factoring_threshold_is_a_default_of_the_code_like_optax():
+    # 128 is optax's min_dim_size_to_factor default (the page credits it to optax, not to the paper).
+    import inspect
+
+    assert inspect.signature(adafactor).parameters["min_dim_size_to_factor"].default == 128
+    assert inspect.signature(optax.adafactor).parameters["min_dim_size_to_factor"].default == 128
+    assert _state_floats(adafactor(1e-3), (127, 1000)) == 127 * 1000  # below the threshold: not factored
+    assert _state_floats(adafactor(1e-3), (128, 1000)) == 128 + 1000
+
+
+def test_adam_state_of_a_billion_parameters_is_eight_gigabytes_in_float32():
+    assert _state_floats(adam(1e-3), (10**9,)) * 4 == 8 * 10**9
+
+
+def test_first_decay_is_zero_so_the_first_step_needs_no_bias_correction():
+    # beta_2 at t = 1 is 1 - 1^(-0.8) = 0: the average is the first squared gradient itself.
+    opt = adafactor(0.1)
+    g = jnp.array([0.5, -3.0, 7.0])
+    _, state = opt.update(g, opt.init(g))
+    np.testing.assert_allclose(state.v, g * g, rtol=1e-6)

@@ -85,3 +85,15 @@ def test_update_rejects_gradients_unlike_the_parameters():
     # in silence, and integer gradients were accepted.
     for opt in [adam(0.1), adam(0.1, amsgrad=True)]:
         assert_update_rejects_bad_grads(opt, needs_params=False)
+
+
+def test_bias_correction_of_v_is_about_t_over_1000_early_on():
+    # 1 - 0.999^t is within 5% of t / 1000 for the first hundred steps.
+    t = np.arange(1, 101)
+    np.testing.assert_allclose((1 - 0.999**t) / (t / 1000), 1.0, atol=0.05)
+
+
+def test_default_eps_rounds_to_zero_in_float16_not_in_bfloat16():
+    # The page says 1e-8 vanishes in float16 (smallest positive number about 6e-8); bfloat16 keeps it.
+    assert float(jnp.asarray(1e-8, jnp.float16)) == 0.0
+    assert float(jnp.asarray(1e-8, jnp.bfloat16)) > 0.0

@@ -112,3 +112,10 @@ def test_clipping_rejects_gradients_unlike_the_parameters():
     opt = chain(clip_by_global_norm(1.0), adam(0.1))
     with pytest.raises(ValueError, match=r"updates\['w'\] must have the shape of params"):
         opt.update({**grads, "w": grads["w"][:, :1]}, opt.init(params), params)
+
+
+def test_squares_overflow_float32_above_about_1_8e19():
+    with np.errstate(over="ignore"):
+        assert np.isfinite(np.float32(1.8e19) ** 2) and np.isinf(np.float32(1.9e19) ** 2)
+    # global_norm rescales first, so a gradient of such entries has a finite, correct norm.
+    np.testing.assert_allclose(float(global_norm({"w": jnp.full(4, 1e30)})), 2e30, rtol=1e-6)

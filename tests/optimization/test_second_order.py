@@ -177,3 +177,9 @@ def test_bad_input_gets_a_clear_error():
         hvp(lambda p: jnp.sum(p["a"] ** 2), {"a": jnp.ones(3)}, {"a": jnp.arange(3)})
     # A NaN is not turned into a plausible answer.
     assert bool(jnp.isnan(conjugate_gradient(A, jnp.array([1.0, jnp.nan, 0.0]), max_steps=3)).any())
+
+
+def test_the_hessian_of_a_hundred_million_parameters_takes_4e16_bytes():
+    # Counted without allocating it: n^2 float32 entries for n = 10^8.
+    H = jax.eval_shape(jax.hessian(lambda x: jnp.sum(x**4)), jax.ShapeDtypeStruct((10**8,), jnp.float32))
+    assert H.shape == (10**8, 10**8) and H.size * H.dtype.itemsize == 4 * 10**16

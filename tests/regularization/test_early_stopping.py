@@ -77,8 +77,13 @@ def test_state_is_frozen_after_stopping_and_best_params_are_kept():
     np.testing.assert_allclose(state.best_params["b"], 1.0)
 
 
-def test_nan_is_never_an_improvement():
-    states = replay(jnp.array([1.0, jnp.nan, jnp.nan, 0.5]), patience=2)
+def test_nan_is_an_error_eagerly_and_never_an_improvement_under_jit(replay_jit):
+    curve = jnp.array([1.0, jnp.nan, jnp.nan, 0.5])
+    with pytest.raises(ValueError, match="val_losses holds NaN"):
+        replay(curve, patience=2)
+    with pytest.raises(ValueError, match="val_loss holds NaN"):
+        update(init(), jnp.nan, patience=2)
+    states = replay_jit(curve, patience=2)
     np.testing.assert_array_equal(states.should_stop, [False, False, True, True])
     np.testing.assert_allclose(states.best_loss[-1], 1.0)
 
@@ -103,15 +108,23 @@ def test_runs_inside_a_jitted_while_loop():
 
 
 def test_bad_arguments_raise():
-    with pytest.raises(ValueError, match="patience must be an integer >= 1, got 0"):
+    with pytest.raises(ValueError, match="patience must be at least 1, got 0"):
         update(init(), 1.0, patience=0)
-    with pytest.raises(ValueError, match="patience must be an integer >= 1, got 2.5"):
+    with pytest.raises(TypeError, match="patience must be an int of at least 1, got float 2.5"):
         update(init(), 1.0, patience=2.5)
     with pytest.raises(ValueError, match="min_delta must be >= 0, got -0.1"):
         update(init(), 1.0, patience=2, min_delta=-0.1)
     with pytest.raises(ValueError, match="params must be passed to update if and only if"):
         update(init(), 1.0, {"w": jnp.ones(2)}, patience=2)
-    with pytest.raises(ValueError, match=r"val_loss must be a scalar, got shape \(3,\)"):
+    with pytest.raises(ValueError, match=r"val_loss must have 0 axes \(a scalar\), got shape \(3,\)"):
         update(init(), jnp.ones(3), patience=2)
-    with pytest.raises(ValueError, match=r"val_losses must have shape \(T,\), got shape \(2, 3\)"):
+    with pytest.raises(ValueError, match=r"val_losses must have 1 axes \(T,\), got shape \(2, 3\)"):
         replay(jnp.ones((2, 3)), patience=2)
+
+
+def test_params_and_losses_of_the_wrong_kind_raise():
+    state = init({"w": jnp.ones(3)})
+    with pytest.raises(ValueError, match=r"params\['w'\] must have the shape of state.best_params\['w'\]"):
+        update(state, 1.0, {"w": jnp.ones(2)}, patience=2)
+    with pytest.raises(TypeError, match=r"val_losses must be a floating-point array"):
+        replay(jnp.arange(3), patience=2)

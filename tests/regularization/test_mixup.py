@@ -133,13 +133,29 @@ def test_different_keys_give_different_blends():
 def test_bad_input_raises():
     x, y = _batch()
     key = jax.random.key(0)
-    with pytest.raises(ValueError, match=r"x must be a batch of images \(B, H, W, C\), got shape \(5, 7, 11\)"):
+    with pytest.raises(ValueError, match=r"x must have 4 axes \(B, H, W, C\), got shape \(5, 7, 11\)"):
         mixup(key, x[..., 0], y, 0.2)
     with pytest.raises(ValueError, match=r"y must be one-hot labels \(B, K\) with B = 5 like x, got shape \(4, 5\)"):
         cutmix(key, x, y[:4], 0.2)
     with pytest.raises(ValueError, match=r"alpha must be > 0.*got 0.0"):
         mixup(key, x, y, 0.0)
-    with pytest.raises(ValueError, match="x must be floating point"):
+    with pytest.raises(TypeError, match="x must be a floating-point array"):
         mixup(key, x.astype(jnp.uint8), y, 0.2)
     with pytest.raises(ValueError, match=r"keep must have shape \(H, W\) = \(7, 11\)"):
         paste_box(x, y, jnp.ones((11, 7), bool), jnp.arange(B))
+
+
+def test_bad_pairings_masks_and_mixing_coefficients_raise():
+    x, y = _batch()
+    with pytest.raises(ValueError, match=r"perm must lie in \[0, 5\), got values from 1 to 5"):
+        mix_pairs(x, y, 0.5, jnp.array([1, 2, 3, 4, 5]))  # under jit this index would be clamped
+    with pytest.raises(ValueError, match=r"perm must have shape \(5,\)"):
+        paste_box(x, y, jnp.ones((7, 11), bool), jnp.arange(4))
+    with pytest.raises(TypeError, match=r"lam must be a floating-point array"):
+        mix_pairs(x, y, jnp.array(1), jnp.arange(5))
+    with pytest.raises(ValueError, match=r"lam holds NaN"):
+        cutmix_mask(jax.random.key(0), jnp.array(jnp.nan), 7, 11)
+    with pytest.raises(TypeError, match=r"keep must be a boolean mask"):
+        paste_box(x, y, jnp.ones((7, 11)), jnp.arange(5))
+    with pytest.raises(TypeError, match=r"height must be an int"):
+        cutmix_mask(jax.random.key(0), 0.5, 7.5, 11)

@@ -99,9 +99,28 @@ def test_bad_survival_probability_raises(p):
 def test_bad_shapes_raise():
     with pytest.raises(ValueError, match=r"same shape \(B, \.\.\., D\), got \(3, 5\) and \(3, 7\)"):
         stochastic_depth(jax.random.key(0), jnp.ones((3, 5)), jnp.ones((3, 7)), 0.5)
-    with pytest.raises(ValueError, match=r"x must have shape \(B, D\) with D = 7"):
+    with pytest.raises(ValueError, match=r"x must have shape \(3, 7\) \(\(B, D\) with D = 7 from W\)"):
         residual_stack(jax.random.key(0), jnp.ones((5, 7, 7)), jnp.ones((3, 5)), jnp.ones(5))
-    with pytest.raises(ValueError, match=r"survival_probs must have shape \(L,\) = \(5,\)"):
+    with pytest.raises(ValueError, match=r"survival_probs must have shape \(5,\) \(\(L,\), L from W\)"):
         residual_stack(jax.random.key(0), jnp.ones((5, 7, 7)), jnp.ones((3, 7)), jnp.ones(4))
     with pytest.raises(ValueError, match="num_blocks must be at least 1"):
         survival_probabilities(0, 0.5)
+
+
+def test_bad_input_gets_a_clear_error():
+    W, x = jnp.zeros((5, 7, 7)), jnp.ones((3, 7))
+    with pytest.raises(ValueError, match=r"survival_probs must lie in \(0, 1\]"):  # a NaN was accepted before
+        residual_stack(jax.random.key(0), W, x, jnp.array([1.0, jnp.nan, 1.0, 1.0, 1.0]))
+    with pytest.raises(ValueError, match=r"W must have shape \(5, 7, 7\)"):
+        residual_stack(jax.random.key(0), W[..., :1], x, jnp.ones(5))
+    with pytest.raises(TypeError, match=r"branch must be a floating-point array"):
+        stochastic_depth(jax.random.key(0), x, jnp.ones((3, 7), jnp.int32), 0.5)
+    with pytest.raises(TypeError, match=r"num_blocks must be an int"):
+        survival_probabilities(5.0, 0.5)
+
+
+def test_expected_depth_of_the_linear_rule_is_three_l_minus_one_over_four():
+    # The page: (3L - 1)/4 blocks survive on average when p_L = 1/2; 40.25 of the paper's 54 blocks.
+    for L in (5, 54):
+        np.testing.assert_allclose(float(survival_probabilities(L, 0.5).sum()), (3 * L - 1) / 4, rtol=1e-6)
+    assert (3 * 54 - 1) / 4 == 40.25

@@ -128,8 +128,8 @@ def test_overparameterised_polynomial_is_tamed_by_decay():
 @pytest.mark.parametrize(
     "X, y, lam, match",
     [
-        (jnp.ones(4), jnp.ones(4), 0.1, r"X must have shape \(N, D\), got shape \(4,\)"),
-        (jnp.ones((4, 3)), jnp.ones(5), 0.1, r"y must have shape \(N,\) = \(4,\)"),
+        (jnp.ones(4), jnp.ones(4), 0.1, r"X must have 2 axes \(N, D\), got shape \(4,\)"),
+        (jnp.ones((4, 3)), jnp.ones(5), 0.1, r"y must have shape \(4,\) \(\(N,\), N from X\)"),
         (jnp.ones((4, 3)), jnp.ones(4), -0.1, r"weight_decay must be >= 0, got -0.1"),
     ],
 )
@@ -139,7 +139,33 @@ def test_bad_input_raises(X, y, lam, match):
 
 
 def test_bad_polynomial_input_and_negative_decay_in_steps_raise():
-    with pytest.raises(ValueError, match=r"x must have shape \(N,\)"):
+    with pytest.raises(ValueError, match=r"x must have 1 axes \(N,\)"):
         polynomial_features(jnp.ones((2, 3)), 3)
     with pytest.raises(ValueError, match="weight_decay must be >= 0"):
         decoupled_sgd_step({"w": jnp.ones(3)}, {"w": jnp.ones(3)}, learning_rate=0.1, weight_decay=-1.0)
+
+
+def test_gradients_unlike_the_parameters_and_integer_data_raise():
+    # Fail on the old code: a (3, 1) gradient was broadcast against a (3, 2) weight in silence, and
+    # integer data were taken as they came.
+    params = {"w": jnp.ones((3, 2))}
+    for step in (l2_sgd_step, decoupled_sgd_step):
+        with pytest.raises(ValueError, match=r"grads\['w'\] must have the shape of params\['w'\], \(3, 2\), got \(3, 1\)"):
+            step(params, {"w": jnp.ones((3, 1))}, learning_rate=0.1, weight_decay=0.1)
+        with pytest.raises(TypeError, match=r"params\['w'\] must be a floating-point array"):
+            step({"w": jnp.ones((3, 2), jnp.int32)}, params, learning_rate=0.1, weight_decay=0.1)
+    with pytest.raises(TypeError, match=r"X must be a floating-point array"):
+        ridge(jnp.ones((4, 3), jnp.int32), jnp.ones(4), 0.1)
+    with pytest.raises(ValueError, match=r"w must have shape \(3,\) \(\(D,\), D from X\)"):
+        ridge_loss(jnp.ones(2), jnp.ones((4, 3)), jnp.ones(4), 0.1)
+    with pytest.raises(TypeError, match=r"x must be a floating-point array"):
+        polynomial_features(jnp.arange(3), 2)
+
+
+def test_a_batch_averaged_loss_needs_a_decay_of_lambda_over_n():
+    # The page: averaging the squared error over N examples moves the same solution to lambda / N.
+    k_x, k_y = jax.random.split(jax.random.key(7))
+    X, y, lam = jax.random.normal(k_x, (11, 3)), jax.random.normal(k_y, (11,)), 0.7
+    w = ridge(X, y, lam)
+    mean_loss = lambda w: 0.5 * jnp.mean((X @ w - y) ** 2) + 0.5 * (lam / 11) * jnp.sum(w**2)
+    np.testing.assert_allclose(jax.grad(mean_loss)(w), np.zeros(3), atol=1e-5)
