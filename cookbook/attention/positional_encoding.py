@@ -28,8 +28,8 @@ Legend
      - In code
      - Shape
    * - :math:`X`
-     - token embeddings, one row per position
-     - ``x``
+     - token embeddings, one row per position (the caller's; not an argument here)
+     - (the caller's embeddings)
      - ``(T, d_model)``
    * - :math:`P`
      - positional encodings, one row per position
@@ -37,7 +37,7 @@ Legend
      - ``(T, d_model)``
    * - :math:`P_{0:T}`
      - the first :math:`T` rows of :math:`P`
-     - ``P[:T]``
+     - ``sinusoidal_encoding(T, d_model)``; the first ``T`` rows of ``params["P"]``
      - ``(T, d_model)``
    * - :math:`p`
      - position (0 for the first token)
@@ -45,7 +45,7 @@ Legend
      - scalar
    * - :math:`i`
      - index of a sine-cosine pair of features, :math:`0 \le i < d/2`
-     - ``i``
+     - the index along ``frequencies``
      - scalar
    * - :math:`d`
      - model width
@@ -61,7 +61,7 @@ Legend
      - scalar
    * - :math:`\tilde{X}`
      - embeddings with positions added, the input of the first attention layer
-     - ``x + P``
+     - (the caller's sum of embeddings and encodings)
      - ``(T, d_model)``
 
 Explanation
@@ -79,14 +79,21 @@ themselves carry their position, by adding a vector that depends on it.
 
 **Sinusoids.** Each pair of features :math:`(2i, 2i+1)` is a point going round a circle as the
 position grows, at angular frequency :math:`b^{-2i/d}`: the first pair turns once every
-:math:`2\pi` positions, the last about once every :math:`2\pi b`. Read across the features, the
-encoding is like the hands of a clock, or the digits of a binary counter smoothed into waves: fast
-pairs tell neighbours apart, slow ones tell the beginning of a long text from its end. Because a
+:math:`2\pi` positions, the last once every :math:`2\pi b^{(d-2)/d}` (96% of :math:`2\pi b` at :math:`d = 512`). Fast pairs tell neighbours
+apart, slow ones tell the beginning of a long text from its end. Because a
 shift by :math:`k` positions rotates every pair by a fixed angle, :math:`P_{p+k}` is a linear
 function of :math:`P_p` (the same for every :math:`p`), which the authors hoped would let the model
 attend by relative offset; and because the formula is defined for any :math:`p`, it produces
 encodings for sequences longer than any seen in training, although models do not necessarily use
 them well there (see :doc:`alibi`).
+
+.. admonition:: Intuition
+
+   Read a car's odometer: the last digit changes with every kilometre, the next one every ten,
+   the first one rarely, and together the digits name every distance uniquely. The sinusoidal
+   encoding is such a counter with its digits smoothed into waves, one wave per feature pair, each
+   slower than the one before; smooth digits have the advantage that nearby positions get nearby
+   codes.
 
 **Learned positions.** The simpler alternative is a table of :math:`L` trainable vectors, one per
 position, as in the convolutional sequence models of :footcite:t:`gehring2017convolutional` and in
@@ -108,8 +115,8 @@ deviation 0.02) so that the positions do not drown the token embeddings at the s
    plt.tight_layout()
 
 **Traps.** The angles :math:`p\,b^{-2i/d}` are computed in float32 (large positions lose precision
-in bfloat16 long before the sine is taken) and the encoding is cast to the embeddings' dtype only
-when added. The encoding is added, not concatenated, so it shares the width of the embeddings; this
+in bfloat16 long before the sine is taken); the encoding is returned in float32, for the caller
+to cast to the embeddings' dtype when adding it. The encoding is added, not concatenated, so it shares the width of the embeddings; this
 is why embeddings are often scaled by :math:`\sqrt{d}` in the original transformer before the sum.
 
 Inductive bias
@@ -155,6 +162,8 @@ False
 import jax
 import jax.numpy as jnp
 
+from cookbook import _checks
+
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
 JIT = {
     "sinusoidal_encoding": ("T", "d_model", "base"),
@@ -165,11 +174,12 @@ JIT = {
 
 def sinusoidal_encoding(T, d_model, base=10000.0):
     """The sinusoidal encodings of positions 0 .. T-1, shape (T, d_model), features interleaved
-    as (sin, cos) pairs with wavelengths growing geometrically from 2 pi to 2 pi ``base``."""
+    as (sin, cos) pairs with wavelengths growing geometrically from 2 pi to
+    2 pi ``base ** ((d_model - 2) / d_model)`` (nearly 2 pi ``base`` when d_model is large)."""
+    d_model = _checks.size(d_model, "d_model")
     if d_model % 2:
         raise ValueError(f"d_model must be even for sine-cosine pairs, got d_model={d_model}")
-    if T < 1:
-        raise ValueError(f"T must be a positive length, got T={T}")
+    T, base = _checks.size(T, "T"), _checks.positive(base, "base")
     positions = jnp.arange(T, dtype=jnp.float32)  # (T,)
     frequencies = base ** (-jnp.arange(0, d_model, 2, dtype=jnp.float32) / d_model)  # (d_model / 2,)
     angles = positions[:, None] * frequencies[None, :]  # (T, d_model / 2)
@@ -178,12 +188,14 @@ def sinusoidal_encoding(T, d_model, base=10000.0):
 
 def init_learned(key, max_len, d_model):
     """A learned table of ``max_len`` positional embeddings, drawn with standard deviation 0.02."""
+    max_len, d_model = _checks.size(max_len, "max_len"), _checks.size(d_model, "d_model")
     return {"P": 0.02 * jax.random.normal(key, (max_len, d_model))}
 
 
 def learned_encoding(params, T):
     """The learned encodings of positions 0 .. T-1, shape (T, d_model)."""
-    max_len = params["P"].shape[0]
-    if not 1 <= T <= max_len:
+    P = _checks.float_array(params["P"], 'params["P"]', ndim=2, what=" (max_len, d_model)")
+    T, max_len = _checks.size(T, "T"), P.shape[0]
+    if T > max_len:
         raise ValueError(f"T must be between 1 and max_len={max_len} of the learned table, got T={T}")
-    return params["P"][:T]
+    return P[:T]

@@ -79,5 +79,24 @@ def test_sinusoids_extrapolate_the_table_does_not():
 def test_bad_arguments_raise_clear_errors():
     with pytest.raises(ValueError, match=r"d_model must be even for sine-cosine pairs, got d_model=7"):
         sinusoidal_encoding(5, 7)
-    with pytest.raises(ValueError, match=r"T must be a positive length, got T=0"):
+    with pytest.raises(ValueError, match=r"T must be at least 1, got 0"):
         sinusoidal_encoding(0, 8)
+    with pytest.raises(TypeError, match=r"T must be an int"):
+        sinusoidal_encoding(5.5, 8)
+    with pytest.raises(TypeError, match=r'params\["P"\] must be a floating-point array'):
+        learned_encoding({"P": np.ones((16, 8), np.int32)}, 5)
+    with pytest.raises(ValueError, match=r'params\["P"\] must have 2 axes'):
+        learned_encoding({"P": np.ones((2, 16, 8), np.float32)}, 5)
+    with pytest.raises(TypeError, match=r"max_len must be an int"):
+        init_learned(jax.random.key(0), 16.5, 8)
+
+
+def test_wavelengths_from_2_pi_to_nearly_2_pi_b():
+    # Pair i has period 2 pi b^(2i/d): 2 pi for the first, 2 pi b^((d-2)/d) for the last.
+    d, b = 8, 10000.0
+    P = np.asarray(sinusoidal_encoding(200, d), np.float64)
+    np.testing.assert_allclose(P[:, 0], np.sin(np.arange(200)), atol=1e-4)  # period 2 pi
+    last = b ** ((d - 2) / d)
+    np.testing.assert_allclose(P[:, d - 2], np.sin(np.arange(200) / last), atol=1e-5)
+    assert last / b == pytest.approx(0.1)  # close to 2 pi b only for wide models: here 10^3 of 10^4
+    assert round(10000.0 ** (510 / 512) / 10000.0, 2) == 0.96  # "96% at d = 512", the original width
