@@ -79,6 +79,13 @@ next layer; with :math:`\gamma_c = \sqrt{\sigma_c^2 + \epsilon}` and :math:`\bet
 layer is the identity, so normalising never removes what the network can represent
 :footcite:`ioffe2015batch`.
 
+.. admonition:: Intuition
+
+   Batch normalisation grades on a curve. Each feature's raw score is replaced by how many standard
+   deviations it sits above the class average, and :math:`\gamma, \beta` then map those standings
+   onto whatever scale the next layer expects. As with any curve, an example's grade depends on who
+   else sat the exam: the same input scores differently in a different batch.
+
 **The batch is part of the idea.** The output for one example depends on the other examples it
 happens to share a batch with. That is why this recipe, unlike the others of the book, takes the
 whole batch and is not written for one example and mapped with :func:`jax.vmap`. The dependence is
@@ -125,11 +132,7 @@ variance of values that sit far from zero entirely (the tests show it). The vari
 the one-pass form :math:`\mathbb{E}[x^2] - \mathbb{E}[x]^2` (flax's default,
 ``use_fast_variance=True``) subtracts two nearly equal numbers when :math:`|\mu_c| \gg \sigma_c`,
 loses digits and can even come out negative. :math:`\epsilon` sits inside the square root, so a
-constant feature gives :math:`0 / \sqrt{\epsilon} = 0` rather than a division by zero. The
-variance is the *biased* one (dividing by :math:`M`) both for normalising and for the running
-average, matching flax's ``nn.BatchNorm``; PyTorch instead stores the unbiased estimate
-(dividing by :math:`M - 1`) in its running variance, a difference that matters only for small
-:math:`M`.
+constant feature gives :math:`0 / \sqrt{\epsilon} = 0` rather than a division by zero.
 
 .. plot::
 
@@ -178,6 +181,15 @@ Array([0.505, 0.522, 0.463], dtype=float32)
 >>> y_eval, same_state = batch_norm(params, new_state, x[:2], training=False)
 >>> y_eval.shape, bool(jnp.all(same_state.var == new_state.var))
 ((2, 3), True)
+
+Implementation notes
+--------------------
+
+The variance is the *biased* one (dividing by :math:`M`) both for normalising and for the running
+average, matching flax's ``nn.BatchNorm``; PyTorch instead stores the unbiased estimate (dividing
+by :math:`M - 1`) in its running variance, a difference that matters only for small :math:`M`.
+PyTorch's ``momentum=0.1`` is the weight of the *new* batch, this recipe's :math:`\rho = 0.9` (and
+flax's ``momentum``) the weight of the old average.
 """
 
 from typing import NamedTuple

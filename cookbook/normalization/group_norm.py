@@ -89,7 +89,16 @@ pooled: this is layer normalisation of the whole feature map :footcite:`ba2016la
 vector it is exactly the :doc:`layer_norm` recipe. With **one channel per group**
 (:math:`G = C`) each channel of each image is standardised over its own pixels: instance
 normalisation, introduced for style transfer, where removing each image's per-channel contrast is
-exactly what is wanted :footcite:`ulyanov2016instance`. The figure shows, for one output value,
+exactly what is wanted :footcite:`ulyanov2016instance`.
+
+.. admonition:: Intuition
+
+   The channels of a convolutional layer are like the instruments of an orchestra: each section
+   (strings, brass, percussion) has its own typical loudness, and the sections are balanced
+   separately, within each performance. Layer normalisation would balance the whole orchestra as
+   one; instance normalisation every instrument alone; group normalisation balances sections of
+   instruments that play alike, without listening to any other performance, that is, any other
+   example of the batch. The figure shows, for one output value,
 which inputs its statistics were pooled from, computed from the recipes themselves (by the
 gradient of that output): batch norm pools one channel across the batch; the other three pool
 within one example. Dark: the output value (example 0, channel 0); light: the other inputs its

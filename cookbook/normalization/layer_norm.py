@@ -61,6 +61,13 @@ one, and can be applied at every time step of a recurrent network or at every po
 sequence. It is written for one vector; leading axes of ``x`` (batch, time) are simply more
 vectors, since nothing is pooled across them.
 
+.. admonition:: Intuition
+
+   Layer normalisation is the automatic exposure of a camera applied to each photograph on its own:
+   every picture is brightened or darkened to a standard average and contrast before anyone looks
+   at it, whatever the other pictures on the roll. :doc:`batch_norm` instead sets one exposure for
+   the whole roll, feature by feature, from the pictures that happen to be on it.
+
 Geometrically, subtracting :math:`\mu` projects :math:`x` onto the hyperplane orthogonal to the
 all-ones vector, and dividing by :math:`\sigma` puts it on a sphere of radius :math:`\sqrt{D}`
 in that hyperplane; :math:`\gamma` and :math:`\beta` then stretch and move that sphere. The output
@@ -77,15 +84,9 @@ is cast back. The variance is the two-pass mean of squared deviations: the one-p
 when the features share a large offset. :math:`\epsilon` sits inside the square root; a constant
 vector has :math:`\sigma = 0` and maps to :math:`\beta`. Its default differs between libraries
 (:math:`10^{-6}` in flax and here, :math:`10^{-5}` in PyTorch), which matters when weights are
-moved from one to the other and some examples have tiny variance.
-
-**What the second pass costs.** The two-pass variance must finish the mean before it can start
-on the deviations, so XLA reads each row twice where flax's one-pass form reads it once. On this
-book's CPU (:doc:`/docs/performance`) the difference vanishes for small inputs (dominated by the
-call) and for large ones (dominated by memory traffic, where the recipe is as fast as flax), but a
-batch of 512 rows of 1024 features, which fits in the processor's cache, normalises 1.5 to 1.7
-times slower than flax's. The recipe keeps the accurate form; ``flax.linen.LayerNorm(...,
-use_fast_variance=False)`` makes the same choice in flax.
+moved from one to the other and some examples have tiny variance. A negative :math:`\epsilon`
+raises a ``ValueError``, as does an integer ``x``, whose normalised values could not be stored
+in its own dtype.
 
 Inductive bias
 --------------
@@ -112,6 +113,17 @@ Array([[-1.069, -0.535,  0.   ,  1.604],
 (Array(0., dtype=float32), Array(1., dtype=float32))
 >>> bool(jnp.allclose(layer_norm(7.0 * x + 1.0, jnp.ones(4), jnp.zeros(4)), y, atol=1e-5))
 True
+
+Implementation notes
+--------------------
+
+**What the second pass costs.** The two-pass variance must finish the mean before it can start
+on the deviations, so XLA reads each row twice where flax's one-pass form reads it once. On the
+book's CPU (:doc:`/docs/performance`) the difference vanishes for small inputs (dominated by the
+call) and for large ones (dominated by memory traffic, where the recipe is as fast as flax), but a
+batch of 512 rows of 1024 features, which fits in the processor's cache, normalises 1.5 to 1.7
+times slower than flax's. The recipe keeps the accurate form; ``flax.linen.LayerNorm(...,
+use_fast_variance=False)`` makes the same choice in flax.
 """
 
 import jax

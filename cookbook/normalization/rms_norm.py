@@ -57,6 +57,13 @@ therefore divides by the root mean square of the features, the length of the vec
 and its direction is left alone. Like layer normalisation it pools nothing across examples, so it
 behaves the same in training and evaluation.
 
+.. admonition:: Intuition
+
+   RMS normalisation is the loudness levelling of a music player: every track is played back at the
+   same average power, whatever level it was recorded at. Unlike layer normalisation it leaves a
+   constant hum (the mean) in place and only turns the volume knob, which is all that the
+   experiments showed to be needed.
+
 The output is invariant to multiplying the input by a positive number, as layer normalisation's
 is, but not to adding a constant to every feature: RMS normalisation keeps the mean direction that
 layer normalisation throws away. A model that needs the features centred must learn to produce
@@ -64,7 +71,7 @@ centred features itself.
 
 **Numerical traps.** The mean of squares is accumulated in float32 for float16 or bfloat16 inputs:
 squaring doubles the exponent, so :math:`x_i^2` overflows float16 (largest value 65504) as soon as
-:math:`|x_i| > 256`, and a float16 sum of many squares overflows sooner still. :math:`\epsilon` sits
+:math:`|x_i| \ge 256`, and a float16 sum of many squares overflows sooner still. :math:`\epsilon` sits
 inside the square root, so a zero vector maps to zero instead of to a division by zero.
 
 Inductive bias

@@ -79,6 +79,13 @@ inputs of a linear unit are whitened, batch-normalising its output amounts to we
 normalisation; the paper pairs it with a data-dependent initialisation of :math:`g` and the bias so that the first
 activations are standardised :footcite:`salimans2016weight`.
 
+.. admonition:: Intuition
+
+   Weight normalisation splits each weight vector into a compass and a speedometer: the direction
+   :math:`v / \lVert v \rVert`, and the length :math:`g`, learned as separate knobs, so that turning
+   one never moves the other. Spectral normalisation is a governor on an engine: whatever the
+   weights, the layer may stretch no input by more than a factor of one.
+
 **Spectral normalisation.** The largest singular value :math:`\sigma(W)` is the most the map
 :math:`x \mapsto x W` can stretch any input, its Lipschitz constant. Dividing every layer by it
 makes each layer 1-Lipschitz, so a network of such layers and 1-Lipschitz activations (ReLU,

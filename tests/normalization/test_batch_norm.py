@@ -211,3 +211,15 @@ def test_integer_input_and_negative_eps_raise():
         batch_norm(params, state, jnp.ones((5, 3)), training=True, eps=-1.0)
     y, _ = batch_norm(params, state, [[1.0, 2.0, 3.0], [3.0, 2.0, 1.0]], training=True)  # a list is accepted
     np.testing.assert_allclose(y[:, 0], [-1.0, 1.0], atol=1e-5)
+
+
+def test_the_numbers_on_the_page():
+    # rho = 0.9 averages "roughly the last 10 batches", 0.99 the last 100: the window 1 / (1 - rho),
+    # over which the running mean of a constant climbs from 0 to 1 - rho^(1 / (1 - rho)), about 0.65
+    params, state = init(1)
+    x = jnp.ones((4, 1))
+    for _ in range(10):
+        _, state = batch_norm(params, state, x, training=True, momentum=0.9)
+    np.testing.assert_allclose(state.mean, 1 - 0.9**10, rtol=1e-5)
+    assert round(1 - 0.9**10, 2) == 0.65 and round(1 - 0.99**100, 2) == 0.63
+    assert jnp.finfo(jnp.bfloat16).nmant + 1 == 8  # bfloat16 keeps 8 significant bits

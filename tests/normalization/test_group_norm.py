@@ -144,3 +144,10 @@ def test_integer_input_and_negative_eps_raise():
         group_norm(jnp.ones((3, 4)), jnp.ones(4), jnp.zeros(4, jnp.int32), 2)
     with pytest.raises(ValueError, match=r"eps must be non-negative"):
         group_norm(jnp.ones((3, 4)), jnp.ones(4), jnp.zeros(4), 2, eps=-1.0)
+
+
+def test_the_default_epsilons_on_the_page():
+    import inspect
+
+    assert inspect.signature(group_norm).parameters["eps"].default == 1e-5  # the paper's and PyTorch's
+    assert nn.GroupNorm().epsilon == 1e-6  # flax's

@@ -123,3 +123,13 @@ def test_negative_eps_raises_instead_of_giving_nan():
 def test_lists_are_accepted():
     np.testing.assert_allclose(layer_norm([1.0, 2.0, 3.0, 6.0], [1.0] * 4, [0.0] * 4),
                                layer_norm(jnp.array([1.0, 2.0, 3.0, 6.0]), jnp.ones(4), jnp.zeros(4)))
+
+
+def test_the_numbers_on_the_page():
+    import inspect
+
+    x = _normal(9, (5, 7))
+    y = _ln(x, jnp.ones(7), jnp.zeros(7), eps=0.0)
+    np.testing.assert_allclose(jnp.linalg.norm(y, axis=-1), np.sqrt(7), rtol=1e-5)  # a sphere of radius sqrt(D)
+    np.testing.assert_allclose(y.sum(-1), 0.0, atol=1e-5)  # in the hyperplane orthogonal to the ones vector
+    assert inspect.signature(layer_norm).parameters["eps"].default == 1e-6 == nn.LayerNorm().epsilon

@@ -104,3 +104,14 @@ def test_integer_input_and_negative_eps_raise():
     with pytest.raises(ValueError, match=r"eps must be non-negative"):
         rms_norm(jnp.ones(3), jnp.ones(3), eps=-1.0)
     np.testing.assert_allclose(rms_norm([3.0, 4.0], [1.0, 1.0], eps=0.0), np.array([3.0, 4.0]) / np.sqrt(12.5), rtol=1e-6)
+
+
+def test_the_numbers_on_the_page():
+    import inspect
+
+    assert float(jnp.finfo(jnp.float16).max) == 65504
+    assert np.isinf(float(jnp.float16(256.0) ** 2)) and np.isfinite(float(jnp.float16(255.875) ** 2))
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((3, 11)), jnp.float32)
+    y = rms_norm(x, jnp.ones(11), eps=0.0)
+    np.testing.assert_allclose(jnp.linalg.norm(y, axis=-1), np.sqrt(11), rtol=1e-5)  # sphere of radius sqrt(D)
+    assert inspect.signature(rms_norm).parameters["eps"].default == 1e-6

@@ -166,3 +166,9 @@ def test_integer_arrays_raise_and_lists_are_accepted():
     with pytest.raises(TypeError, match=r"u must be a floating-point array"):
         spectral_norm(jnp.ones((3, 4)), jnp.ones(4, jnp.int32))
     np.testing.assert_allclose(weight_norm([[3.0], [4.0]], [10.0]), np.array([[6.0], [8.0]]), rtol=1e-6)
+
+
+def test_the_numbers_on_the_page():
+    import inspect
+
+    assert inspect.signature(weight_norm).parameters["eps"].default == 1e-12  # 1-Lipschitz: tested above
