@@ -62,6 +62,14 @@ The activation bends each unit's output so that stacked layers can build curved 
 :doc:`mlp`). Which bend matters mostly through the *derivative*, because backpropagation multiplies
 the derivatives of every layer a signal passes through.
 
+.. admonition:: Intuition
+
+   The sigmoid began as a model of a neuron's firing rate: silent below a threshold, saturated at
+   its maximum rate above it. That biological picture is also its weakness: a saturated neuron
+   responds to nothing, and a message passed through many of them fades. ReLU is a one-way valve,
+   closed for negative pressure and fully open for positive; a gradient that reaches an open valve
+   passes through undiminished, however many valves it crosses.
+
 **Saturating sigmoids.** The sigmoid (a firing rate between 0 and 1, the original neural
 inspiration) and tanh (its rescaled, zero-centred twin, :math:`\tanh(x) = 2\sigma(2x) - 1`) flatten
 out for large :math:`|x|`: their derivatives, :math:`\sigma(1 - \sigma)` at most 1/4 and
@@ -90,9 +98,9 @@ derivative of the right-hand piece for leaky ReLU and 0 for ReLU there. The kink
 practice (an input is exactly 0 with probability zero) but it makes second derivatives useless.
 
 **Numerical traps.** Written naively, :math:`1/(1 + e^{-x})` overflows :math:`e^{-x}` to
-:math:`\infty` for :math:`x < -88` in float32 (the answer, 0, survives, but its gradient is NaN) and
-:math:`\log(1 + e^{x})` returns :math:`\infty` for :math:`x > 88`. The code only ever exponentiates
-:math:`-|x|`, a number in :math:`(0, 1]`: the sigmoid as :math:`1/(1+e^{-|x|})` or
+:math:`\infty` for :math:`x < -88.73` in float32 (the answer, 0, survives, but its gradient is NaN) and
+:math:`\log(1 + e^{x})` returns :math:`\infty` for :math:`x > 88.73`. The code only ever exponentiates
+:math:`-|x| \le 0`, whose exponential lies in :math:`(0, 1]`: the sigmoid as :math:`1/(1+e^{-|x|})` or
 :math:`e^{-|x|}/(1+e^{-|x|})` depending on the sign, softplus in the rewritten form above, tanh as
 :math:`\operatorname{sign}(x)(1 - e^{-2|x|})/(1 + e^{-2|x|})` with :func:`jax.numpy.expm1` for the
 numerator (near 0 it would otherwise be a difference of two numbers close to 1). The exact GELU
@@ -128,14 +136,6 @@ rectifiers have derivative 1 for all positive inputs; ReLU's is 0 for all negati
 units), while leaky ReLU and ELU keep a slope there. GELU and SiLU are smooth, overshoot 1 slightly
 and have a small negative dip.
 
-*Cost.* Written from :func:`jax.numpy.exp`, the sigmoid (and SiLU, built on it), tanh and the tanh
-form of GELU pay for one or two full exponentials, a comparison and a division per entry, where XLA
-lowers :func:`jax.numpy.tanh` and :func:`jax.nn.sigmoid` to its own fused approximations. On this
-book's benchmark machine these versions are therefore up to about 2.4 times as slow as :mod:`jax.nn`
-at some sizes (the tanh-form GELU most of all), while ReLU, ELU, softplus and the exact GELU run at
-the same speed: see :doc:`/docs/performance`. The clarity of the stable forms is the point of this
-page; in a model, call :mod:`jax.nn`.
-
 Inductive bias
 --------------
 
@@ -168,12 +168,25 @@ Array([  0.    ,   0.3133,   0.6931,   1.3133, 100.    ], dtype=float32)
 Array([0.    , 0.1966, 0.25  , 0.1966, 0.    ], dtype=float32)
 >>> jax.vmap(jax.grad(relu))(x)  # dead on the negative side
 Array([0., 0., 0., 1., 1.], dtype=float32)
+
+Implementation notes
+--------------------
+
+Written from :func:`jax.numpy.exp`, the sigmoid (and SiLU, built on it), tanh and the tanh form of
+GELU pay for one or two full exponentials, a comparison and a division per entry, where XLA lowers
+:func:`jax.numpy.tanh` and :func:`jax.nn.sigmoid` to its own fused approximations. On the book's
+benchmark machine these versions are therefore up to about 2.4 times as slow as :mod:`jax.nn` at
+some sizes (the tanh-form GELU most of all), while ReLU, ELU, softplus and the exact GELU run at the
+same speed: see :doc:`/docs/performance`. The clarity of the stable forms is the point of this page;
+in a model, call :mod:`jax.nn` (``jax.nn.gelu`` uses the tanh form unless ``approximate=False``).
 """
 
 import math
 
 import jax
 import jax.numpy as jnp
+
+from cookbook import _checks
 
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
 JIT = {
@@ -213,6 +226,7 @@ def _sign_and_abs(x):
 
 def sigmoid(x):
     """The logistic sigmoid ``1 / (1 + exp(-x))``, exponentiating only ``-|x|``."""
+    x = _checks.float_array(x, "x")
     _, a = _sign_and_abs(x)
     e = jnp.exp(-a)  # in (0, 1]: never overflows
     return jnp.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
@@ -220,28 +234,33 @@ def sigmoid(x):
 
 def tanh(x):
     """The hyperbolic tangent, ``sign(x) (1 - exp(-2|x|)) / (1 + exp(-2|x|))``."""
+    x = _checks.float_array(x, "x")
     s, a = _sign_and_abs(x)
     return s * (-jnp.expm1(-2.0 * a)) / (1.0 + jnp.exp(-2.0 * a))
 
 
 def relu(x):
     """The rectified linear unit ``max(0, x)``, with derivative 0 at ``x = 0`` (as :func:`jax.nn.relu`)."""
+    x = _checks.float_array(x, "x")
     return jnp.where(x > 0, x, jnp.zeros_like(x))
 
 
 def leaky_relu(x, negative_slope=0.01):
     """``x`` for ``x >= 0`` and ``negative_slope * x`` below."""
+    x = _checks.float_array(x, "x")
     return jnp.where(x >= 0, x, negative_slope * x)
 
 
 def elu(x, alpha=1.0):
     """``x`` for ``x > 0`` and ``alpha * (exp(x) - 1)`` below."""
+    x = _checks.float_array(x, "x")
     negative = jnp.where(x > 0, 0.0, x)  # exp of a large positive x is never formed, nor its gradient
     return jnp.where(x > 0, x, alpha * jnp.expm1(negative))
 
 
 def gelu(x, approximate=False):
     """The Gaussian error linear unit ``x Phi(x)``; ``approximate=True`` gives the tanh form."""
+    x = _checks.float_array(x, "x")
     if approximate:
         c = math.sqrt(2.0 / math.pi)
         return 0.5 * x * (1.0 + tanh(c * (x + 0.044715 * x**3)))
@@ -250,10 +269,12 @@ def gelu(x, approximate=False):
 
 def silu(x):
     """The sigmoid linear unit (swish) ``x * sigmoid(x)``."""
+    x = _checks.float_array(x, "x")
     return x * sigmoid(x)
 
 
 def softplus(x):
     """``log(1 + exp(x))`` as ``max(0, x) + log(1 + exp(-|x|))``, finite for every finite ``x``."""
+    x = _checks.float_array(x, "x")
     # max(0, x) written as (x + |x|) / 2 so that the derivative at 0 is sigmoid(0) = 1/2 exactly
     return 0.5 * (x + jnp.abs(x)) + jnp.log1p(jnp.exp(-jnp.abs(x)))

@@ -61,7 +61,7 @@ Legend
      - ``()``
    * - :math:`N`, :math:`i`
      - number of examples; index of an example
-     - ``N``
+     - ``N``; a row of ``X``
      - scalar
    * - :math:`\eta`
      - learning rate
@@ -75,6 +75,13 @@ The model predicts each target as a weighted sum of the features plus a constant
 feature that is always 1 folds the bias into the weights, so the whole data set is predicted at once
 by :math:`\tilde{X}\theta`, and the loss is the squared length of the residual
 :math:`\tilde{X}\theta - y`, divided by :math:`N`.
+
+.. admonition:: Intuition
+
+   Tie every data point to the line with a vertical spring. A spring stretched by :math:`r` stores
+   energy proportional to :math:`r^2`, so the line comes to rest where the total energy, the sum of
+   squared residuals, is least: there the springs' pulls on the line balance, up against down and
+   turning left against turning right, which is exactly what the normal equations say.
 
 **Closed form.** The loss is a convex quadratic in :math:`\theta`, so its minimum is where its
 gradient :math:`\frac{2}{N}\tilde{X}^\top(\tilde{X}\theta - y)` vanishes: the *normal equations*

@@ -48,7 +48,7 @@ Legend
      - ``(sizes[-1],)``
    * - :math:`l`, :math:`L`
      - layer index; number of weight layers, ``len(sizes) - 1``
-     - ``L``
+     - the position in ``params``; ``len(params)``
      - scalar
    * - :math:`n_{l-1}`
      - fan-in of layer :math:`l`, the width of the layer below
@@ -68,6 +68,14 @@ single linear map. A hidden unit :math:`\phi(h w + b)` is a ridge, a bump or a s
 along one direction of its input; the next layer adds and bends these pieces, and the last,
 linear layer is a linear model (see :doc:`linear_regression`) on the features the network has
 built.
+
+.. admonition:: Intuition
+
+   Think of drawing a curve with hinges. A ReLU unit is a hinge: flat on one side of a line
+   through the input space, rising on the other. The output layer adds hinges placed at different
+   points with different slopes, and enough of them trace any continuous curve, the way a polygon
+   with enough sides traces a circle. Deeper layers put hinges on hinges, so the number of pieces
+   can grow much faster than the number of units.
 
 **Universal approximation.** One hidden layer is already enough in principle:
 :footcite:t:`cybenko1989approximation` proved that finite sums of sigmoids
@@ -157,6 +165,7 @@ True
 import jax
 import jax.numpy as jnp
 
+from cookbook import _checks
 from cookbook.foundations.activations import relu, tanh
 
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
@@ -179,9 +188,9 @@ def init(key, sizes, activation="relu"):
     linear output layer), biases zero.
     """
     _check_activation(activation)
-    sizes = tuple(sizes)
-    if len(sizes) < 2 or any(int(n) < 1 for n in sizes):
-        raise ValueError(f"sizes must be at least (in, out) with positive widths, got {sizes}")
+    if not isinstance(sizes, (tuple, list)) or len(sizes) < 2:
+        raise ValueError(f"sizes must be at least (in, out) with positive widths, got {sizes!r}")
+    sizes = tuple(_checks.size(n, f"sizes[{l}]") for l, n in enumerate(sizes))
     keys = jax.random.split(key, len(sizes) - 1)
     params = []
     for l, (k, n_in, n_out) in enumerate(zip(keys, sizes[:-1], sizes[1:])):
@@ -191,12 +200,25 @@ def init(key, sizes, activation="relu"):
     return params
 
 
+def _check_params(params):
+    """The widths ``(sizes[0], sizes[-1])`` of a list of float ``{"W", "b"}`` layers that chain."""
+    if not isinstance(params, (list, tuple)) or not params:
+        raise TypeError(f"params must be a non-empty list of {{'W', 'b'}} layers, got {type(params).__name__}")
+    width = None
+    for l, layer in enumerate(params):
+        W = _checks.float_array(layer["W"], f"params[{l}]['W']", ndim=2)
+        if width is not None:
+            _checks.same_shape(W, f"params[{l}]['W']", (width, W.shape[1]), expected_from="to chain")
+        _checks.same_shape(_checks.float_array(layer["b"], f"params[{l}]['b']"), f"params[{l}]['b']", W.shape[1:])
+        width = W.shape[1]
+    return params[0]["W"].shape[0], width
+
+
 def apply(params, x, activation="relu"):
     """The network's output for one example ``x`` of shape ``(sizes[0],)``; shape ``(sizes[-1],)``."""
     _check_activation(activation)
-    D = params[0]["W"].shape[0]
-    if x.shape != (D,):
-        raise ValueError(f"x must have shape ({D},) to match the first layer {params[0]['W'].shape}, got {x.shape}")
+    D, _ = _check_params(params)
+    x = _checks.same_shape(_checks.float_array(x, "x"), "x", (D,), expected_from="to match params[0]['W']")
     phi = _ACTIVATIONS[activation]
     h = x
     for layer in params[:-1]:
@@ -204,10 +226,18 @@ def apply(params, x, activation="relu"):
     return h @ params[-1]["W"] + params[-1]["b"]  # linear output
 
 
+def _check_data(params, X, Y):
+    """``X`` (N, sizes[0]) and ``Y`` (N, sizes[-1]) as float arrays, matched to the layers."""
+    D, out = _check_params(params)
+    X = _checks.float_array(X, "X", ndim=2, what=" (N, in)")
+    _checks.same_shape(X, "X", (X.shape[0], D), expected_from="(N, in) to match params[0]['W']")
+    Y = _checks.float_array(Y, "Y", ndim=2, what=" (N, out)")
+    return X, _checks.same_shape(Y, "Y", (X.shape[0], out), expected_from="(N, out) to match X and params[-1]['W']")
+
+
 def loss(params, X, Y, activation="relu"):
     """Mean squared error over a data set ``X`` (N, sizes[0]), ``Y`` (N, sizes[-1])."""
-    if X.ndim != 2 or Y.ndim != 2 or X.shape[0] != Y.shape[0]:
-        raise ValueError(f"X and Y must have shapes (N, in) and (N, out), got {X.shape} and {Y.shape}")
+    X, Y = _check_data(params, X, Y)
     Y_hat = jax.vmap(apply, in_axes=(None, 0, None))(params, X, activation)  # (N, out)
     return jnp.mean((Y_hat - Y) ** 2)
 
@@ -217,6 +247,9 @@ def fit(params, X, Y, *, learning_rate, steps, momentum=0.9, activation="relu"):
 
     Returns the final parameters and the loss before each step, shape (steps,).
     """
+    X, Y = _check_data(params, X, Y)
+    _checks.size(steps, "steps")
+    _checks.positive(learning_rate, "learning_rate")
     velocity = jax.tree.map(jnp.zeros_like, params)
 
     def step(carry, _):

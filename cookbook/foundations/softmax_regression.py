@@ -51,7 +51,7 @@ Legend
      - ``(K,)``
    * - :math:`k`, :math:`j`
      - class indices
-     - ``k``
+     - positions along the last axis of ``z``
      - scalar
    * - :math:`K`
      - number of classes (1 for the binary model with one logit)
@@ -79,7 +79,7 @@ Legend
      - ``()``
    * - :math:`N`, :math:`i`
      - number of examples; index of an example
-     - ``N``
+     - ``X.shape[0]``; a row of ``X``
      - scalar
    * - :math:`\sigma`, :math:`p`
      - the logistic sigmoid :math:`1 / (1 + e^{-z})`; the predicted probability of class 1
@@ -93,7 +93,15 @@ A linear model gives each class a score, the *logit* :math:`z_k`. The softmax ex
 scores, which makes them positive, and divides by their sum, which makes them add to one: a
 probability distribution over the classes, in which a larger score always means a larger
 probability. The name says what it does: it is a soft, differentiable version of picking the
-maximum :footcite:`bridle1990probabilistic`. With a single logit and the sigmoid
+maximum :footcite:`bridle1990probabilistic`.
+
+.. admonition:: Intuition
+
+   The softmax is an election held in proportion to enthusiasm rather than by majority: each class
+   gets a share of the vote proportional to the exponential of its score, so a class one point
+   ahead gets :math:`e \approx 2.7` times the share of its rival, and a class ten points ahead all
+   but the whole vote. Adding the same amount to every score changes nothing, which is the
+   freedom the code uses to subtract the largest score first. With a single logit and the sigmoid
 :math:`\sigma(z) = 1/(1 + e^{-z})` it is logistic regression :footcite:`cox1958regression`; a
 two-class softmax is the same model, since
 :math:`\operatorname{softmax}(z_0, z_1)_1 = \sigma(z_1 - z_0)`.
@@ -109,13 +117,14 @@ hyperplane separates perfectly the minimum sits at infinity, the weights grow wi
 the probabilities approach 0 and 1 (weight decay or early stopping keeps them finite)
 :footcite:`bishop2006pattern`.
 
-**Numerical traps.** :math:`e^{z}` overflows float32 for :math:`z > 88`, and underflows to zero for
-:math:`z < -103`, after which the logarithm returns :math:`-\infty`. The softmax does not change
+**Numerical traps.** :math:`e^{z}` overflows float32 for :math:`z > 88.73`, and underflows to zero for
+:math:`z < -104`, after which the logarithm returns :math:`-\infty`. The softmax does not change
 when the same constant is added to every logit (the constant cancels between numerator and
 denominator), so the code subtracts the largest logit :math:`m` first: the largest exponent is then
 :math:`e^0 = 1`, nothing overflows, and the sum is at least 1, so its logarithm is finite. The loss
 is computed from the *log*-softmax, never as the logarithm of a softmax that has already rounded a
-tiny probability to zero. The binary loss is rewritten the same way, as
+tiny probability to zero. A label outside :math:`0, \dots, K - 1` raises a ``ValueError``; under
+:func:`jax.jit` it makes the loss NaN. The binary loss is rewritten the same way, as
 :math:`\max(z, 0) - y z + \log(1 + e^{-|z|})`, in which the exponent is never positive. Inputs in
 float16 or bfloat16 are promoted to float32 for the sum and the result cast back.
 

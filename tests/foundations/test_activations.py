@@ -124,3 +124,28 @@ def test_shapes_preserved_and_jit_vmap_agree():
         assert y.shape == x.shape and y.dtype == x.dtype, name
         np.testing.assert_allclose(jitted[name], y, rtol=1e-6, atol=1e-6, err_msg=name)
         np.testing.assert_allclose(mapped[name], y, rtol=1e-6, atol=1e-6, err_msg=name)
+
+
+@pytest.mark.parametrize("name", ["sigmoid", "tanh", "relu", "leaky_relu", "elu", "gelu", "silu", "softplus"])
+def test_integer_input_raises_and_lists_are_accepted(name):
+    f = getattr(act, name)
+    with pytest.raises(TypeError, match=r"x must be a floating-point array, got dtype int32"):
+        f(jnp.array([-1, 0, 2]))  # before, relu returned integers and the others rounded or failed
+    np.testing.assert_allclose(f([-1.0, 0.0, 2.0]), f(jnp.array([-1.0, 0.0, 2.0])), rtol=1e-6)
+
+
+def test_the_numbers_on_the_page():
+    x = jnp.linspace(-6.0, 6.0, 1201)
+    d_sigmoid = jax.vmap(jax.grad(act.sigmoid))(x)
+    d_tanh = jax.vmap(jax.grad(act.tanh))(x)
+    assert float(d_sigmoid.max()) == pytest.approx(0.25, abs=1e-6)  # sigma' is at most 1/4
+    assert float(d_tanh.max()) == pytest.approx(1.0, abs=1e-6)  # tanh' is at most 1
+    np.testing.assert_allclose(act.tanh(x), 2 * act.sigmoid(2 * x) - 1, atol=1e-6)  # tanh(x) = 2 sigma(2x) - 1
+    # float32 exp overflows just above log(max float32) = 88.72: the thresholds the page quotes
+    with np.errstate(over="ignore"):
+        assert np.isinf(np.exp(np.float32(88.73))) and np.isfinite(np.exp(np.float32(88.72)))
+    # GELU's and SiLU's derivatives overshoot 1 slightly, and both functions dip below zero
+    for f in (act.gelu, act.silu):
+        assert 1.0 < float(jax.vmap(jax.grad(f))(x).max()) < 1.15
+        assert -0.3 < float(f(x).min()) < 0.0
+    assert float(act.gelu(x, approximate=True)[0]) == pytest.approx(float(act.gelu(x)[0]), abs=1e-3)

@@ -120,3 +120,19 @@ def test_loss_rejects_data_with_other_features_than_the_weights():
 def test_lists_are_accepted():
     params = fit_closed_form([[0.0], [1.0], [2.0]], [1.0, 3.0, 5.0])  # y = 2 x + 1
     np.testing.assert_allclose([params["w"][0], params["b"]], [2.0, 1.0], atol=1e-5)
+
+
+def test_the_numbers_on_the_page():
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((50, 3)) @ np.diag([1.0, 10.0, 100.0])  # features on very different scales
+    # forming X^T X squares the condition number: twice the digits lost
+    np.testing.assert_allclose(np.linalg.cond(X.T @ X), np.linalg.cond(X) ** 2, rtol=1e-6)
+    # gradient descent converges for eta < 2 / lambda_max of the Hessian (2 / N) X~^T X~, diverges above
+    Xj = jnp.asarray(X[:, :2] / 10.0, jnp.float32)
+    y = Xj @ jnp.array([1.0, -1.0]) + 0.5
+    X_tilde = np.concatenate([np.asarray(Xj, np.float64), np.ones((50, 1))], axis=1)
+    lam_max = np.linalg.eigvalsh(2.0 / 50 * X_tilde.T @ X_tilde).max()
+    _, below = fit_gradient_descent(Xj, y, learning_rate=0.95 * 2 / lam_max, steps=300)
+    _, above = fit_gradient_descent(Xj, y, learning_rate=1.05 * 2 / lam_max, steps=300)
+    assert float(below[-1]) < 1e-3 * float(below[0])
+    assert not np.isfinite(float(above[-1])) or float(above[-1]) > float(above[0])

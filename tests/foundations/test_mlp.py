@@ -110,15 +110,29 @@ def test_fit_sine_reaches_stated_mse(sine, activation, learning_rate, target):
 @pytest.mark.parametrize(
     "call, match",
     [
-        (lambda p: apply(p, jnp.ones(4)), r"x must have shape \(3,\) to match the first layer \(3, 5\), got \(4,\)"),
-        (lambda p: apply(p, jnp.ones((2, 3))), r"x must have shape \(3,\).*got \(2, 3\)"),
+        (lambda p: apply(p, jnp.ones(4)), r"x must have shape \(3,\) \(to match params\[0\]\['W'\]\), got shape \(4,\)"),
+        (lambda p: apply(p, jnp.ones((2, 3))), r"x must have shape \(3,\).*got shape \(2, 3\)"),
         (lambda p: apply(p, jnp.ones(3), activation="sigmoid"), r"activation must be one of \['relu', 'tanh'\]"),
-        (lambda p: loss(p, jnp.ones((4, 3)), jnp.ones((5, 7))), r"X and Y must have shapes"),
+        (lambda p: loss(p, jnp.ones((4, 3)), jnp.ones((5, 7))), r"Y must have shape \(4, 7\)"),
+        (lambda p: loss(p, jnp.ones((4, 2)), jnp.ones((4, 7))), r"X must have shape \(4, 3\)"),
+        (lambda p: apply([p[0], p[0]], jnp.ones(3)), r"params\[1\]\['W'\] must have shape \(5, 5\) \(to chain\)"),
         (lambda p: init(jax.random.key(0), (3,)), r"sizes must be at least \(in, out\)"),
-        (lambda p: init(jax.random.key(0), (3, 0, 2)), r"positive widths, got \(3, 0, 2\)"),
+        (lambda p: init(jax.random.key(0), (3, 0, 2)), r"sizes\[1\] must be at least 1, got 0"),
     ],
 )
 def test_bad_inputs_raise_value_error(call, match):
     params = _params((3, 5, 7), seed=8)
     with pytest.raises(ValueError, match=match):
         call(params)
+
+
+@pytest.mark.parametrize("call, name", [
+    (lambda p: apply(p, jnp.arange(3)), "x"),
+    (lambda p: loss(p, jnp.ones((4, 3)), jnp.ones((4, 7), jnp.int32)), "Y"),
+    (lambda p: fit([dict(p[0], W=jnp.ones((3, 5), jnp.int32)), p[1]], jnp.ones((4, 3)), jnp.ones((4, 7)),
+                   learning_rate=0.1, steps=2), r"params\[0\]\['W'\]"),
+    (lambda p: init(jax.random.key(0), (3, 2.5, 2)), r"sizes\[1\]"),
+])
+def test_wrong_types_raise_type_errors(call, name):
+    with pytest.raises(TypeError, match=rf"{name} must be"):
+        call(_params((3, 5, 7), seed=8))

@@ -187,3 +187,13 @@ def test_predict_refuses_nan_logits():
     params = _params(3, 5)
     with pytest.raises(ValueError, match=r"logits of params and x holds NaN"):
         predict(params, jnp.array([jnp.nan, 0.0, 0.0]))
+
+
+def test_the_numbers_on_the_page():
+    p = jnp.exp(log_softmax(jnp.array([1.0, 0.0])))
+    np.testing.assert_allclose(p[0] / p[1], np.e, rtol=1e-6)  # one point ahead: e = 2.7 times the share
+    z = jnp.array([0.3, -1.2])  # a two-class softmax is the sigmoid of the difference
+    np.testing.assert_allclose(p := jnp.exp(log_softmax(z))[1], 1 / (1 + np.exp(-(z[1] - z[0]))), rtol=1e-6)
+    with np.errstate(over="ignore", under="ignore"):  # the float32 thresholds the page quotes
+        assert np.isinf(np.exp(np.float32(88.73))) and np.isfinite(np.exp(np.float32(88.72)))
+        assert np.exp(np.float32(-104.0)) == 0.0 and np.exp(np.float32(-103.0)) > 0.0
