@@ -101,8 +101,9 @@ maximum :footcite:`bridle1990probabilistic`.
    gets a share of the vote proportional to the exponential of its score, so a class one point
    ahead gets :math:`e \approx 2.7` times the share of its rival, and a class ten points ahead all
    but the whole vote. Adding the same amount to every score changes nothing, which is the
-   freedom the code uses to subtract the largest score first. With a single logit and the sigmoid
-:math:`\sigma(z) = 1/(1 + e^{-z})` it is logistic regression :footcite:`cox1958regression`; a
+   freedom the code uses to subtract the largest score first.
+
+With a single logit and the sigmoid :math:`\sigma(z) = 1/(1 + e^{-z})` it is logistic regression :footcite:`cox1958regression`; a
 two-class softmax is the same model, since
 :math:`\operatorname{softmax}(z_0, z_1)_1 = \sigma(z_1 - z_0)`.
 

@@ -98,8 +98,9 @@ exactly what is wanted :footcite:`ulyanov2016instance`.
    separately, within each performance. Layer normalisation would balance the whole orchestra as
    one; instance normalisation every instrument alone; group normalisation balances sections of
    instruments that play alike, without listening to any other performance, that is, any other
-   example of the batch. The figure shows, for one output value,
-which inputs its statistics were pooled from, computed from the recipes themselves (by the
+   example of the batch.
+
+The figure shows, for one output value, which inputs its statistics were pooled from, computed from the recipes themselves (by the
 gradient of that output): batch norm pools one channel across the batch; the other three pool
 within one example. Dark: the output value (example 0, channel 0); light: the other inputs its
 mean and variance pool.
