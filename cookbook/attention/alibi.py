@@ -35,8 +35,8 @@ Legend
      - ``alibi_slopes(num_heads)[h - 1]``
      - ``(H,)``
    * - :math:`t`, :math:`s`
-     - index of a query; index (and position) of a key
-     - rows and columns of ``B``
+     - index of a query (from 0); index (and position) of a key
+     - rows and columns of the result of ``alibi_bias``
      - scalar
    * - :math:`T`, :math:`S`
      - number of queries; number of keys
@@ -44,7 +44,7 @@ Legend
      - scalar
    * - :math:`p_t`
      - position of query :math:`t`: the queries are the last :math:`T` of the :math:`S` positions
-     - ``S - T + t``
+     - ``query_positions``
      - scalar
    * - :math:`B_{h,t,s}`, :math:`B_h`
      - the linear bias added to the scores of head :math:`h`
@@ -79,6 +79,13 @@ score a penalty that grows linearly with the distance from the query to the key:
 bias depends only on the distance, so attention is translation invariant, and it is *defined for
 every distance*: at test time a longer sequence just has a bigger bias matrix, whose top-left
 corner is the training-length one. There is nothing to extrapolate but a line.
+
+.. admonition:: Intuition
+
+   Think of listening in a crowded hall: a voice grows fainter the farther away it is, so unless
+   someone says something that really concerns you, you hear your neighbours best. ALiBi gives
+   each head a different hearing range, from one that hears only the next seat to one that hears
+   across the room, and the fading follows the same rule however large the hall.
 
 **The slopes.** The heads get different slopes, so that some look only at the last few tokens and
 others far back. For :math:`H` heads, a power of two, the slopes are the geometric sequence that
@@ -148,6 +155,7 @@ import math
 
 import jax.numpy as jnp
 
+from cookbook import _checks
 from cookbook.attention.scaled_dot_product import scaled_dot_product_attention
 
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
@@ -162,8 +170,9 @@ def _power_of_two_slopes(n):
 def alibi_slopes(num_heads):
     """The head slopes of Press et al., shape (H,): geometric from ``2 ** (-8 / H)`` when H is a power
     of two; otherwise those of the power of two below, then every other slope of the one above."""
-    if num_heads < 1:
+    if isinstance(num_heads, int) and not isinstance(num_heads, bool) and num_heads < 1:
         raise ValueError(f"num_heads must be a positive integer, got num_heads={num_heads}")
+    num_heads = _checks.size(num_heads, "num_heads")
     closest = 2 ** int(math.floor(math.log2(num_heads)))
     slopes = _power_of_two_slopes(closest)
     slopes += _power_of_two_slopes(2 * closest)[0::2][: num_heads - closest]
@@ -172,7 +181,8 @@ def alibi_slopes(num_heads):
 
 def alibi_bias(num_heads, T, S):
     """The bias ``-m_h |p_t - s|`` of shape (H, T, S), the T queries being the last T of S positions."""
-    if not 1 <= T <= S:
+    T, S = _checks.size(T, "T"), _checks.size(S, "S")
+    if T > S:
         raise ValueError(f"T and S must satisfy 1 <= T <= S (queries are the last T of S positions), got T={T}, S={S}")
     query_positions = jnp.arange(S - T, S)  # (T,)
     distance = jnp.abs(query_positions[:, None] - jnp.arange(S)[None, :]).astype(jnp.float32)  # (T, S)
@@ -184,8 +194,12 @@ def alibi_attention(q, k, v, causal=True):
 
     No position is added to q or k: the bias carries all the positional information.
     """
-    if q.ndim != 3 or k.ndim != 3 or q.shape[0] != k.shape[0]:
+    q = _checks.float_array(q, "q", ndim=3, what=" (H, T, D)")
+    k = _checks.float_array(k, "k", ndim=3, what=" (H, S, D)")
+    if q.shape[0] != k.shape[0]:
         raise ValueError(f"q and k must have shapes (H, T, D) and (H, S, D), got q {q.shape} and k {k.shape}")
+    if not isinstance(causal, bool):
+        raise TypeError(f"causal must be a bool, got {causal!r}")
     H, T, _ = q.shape
     S = k.shape[1]
     mask = None

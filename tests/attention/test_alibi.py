@@ -89,5 +89,23 @@ def test_bad_arguments_raise_clear_errors():
         alibi_slopes(0)
     with pytest.raises(ValueError, match=r"T and S must satisfy 1 <= T <= S .* got T=5, S=3"):
         alibi_bias(2, 5, 3)
-    with pytest.raises(ValueError, match=r"q and k must have shapes \(H, T, D\) and \(H, S, D\)"):
+    with pytest.raises(ValueError, match=r"q must have 3 axes \(H, T, D\), got shape \(5, 8\)"):
         alibi_attention(np.ones((5, 8)), np.ones((5, 8)), np.ones((5, 8)))
+    with pytest.raises(ValueError, match=r"q and k must have shapes \(H, T, D\) and \(H, S, D\)"):
+        alibi_attention(np.ones((2, 5, 8)), np.ones((3, 5, 8)), np.ones((3, 5, 8)))
+    with pytest.raises(ValueError, match=r"T and S must satisfy 1 <= T <= S"):
+        alibi_attention(np.ones((2, 5, 8)), np.ones((2, 3, 8)), np.ones((2, 3, 8)))
+    q, k, v = _qkv(20)
+    for name in "qkv":
+        args = {"q": q, "k": k, "v": v}
+        args[name] = args[name].astype(np.int32)
+        with pytest.raises(TypeError, match=f"{name} must be a floating-point array"):
+            alibi_attention(**args)
+    with pytest.raises(TypeError, match=r"num_heads must be an int"):
+        alibi_slopes(4.5)
+    with pytest.raises(TypeError, match=r"causal must be a bool"):
+        alibi_attention(q, k, v, causal=1)
+
+
+def test_eight_heads_slopes_from_one_half_to_1_over_256():
+    np.testing.assert_array_equal(np.asarray(alibi_slopes(8)), 2.0 ** -np.arange(1, 9))
