@@ -38,19 +38,19 @@ Legend
      - ``(D,)``
    * - :math:`q_t`
      - query at position :math:`t`
-     - ``q[t]``
+     - row :math:`t` of ``q``
      - ``(D,)``
    * - :math:`k_s`, :math:`v_s`
      - key and value at position :math:`s`
-     - ``k[s]``, ``v[s]``
+     - row :math:`s` of ``k`` and of ``v``
      - ``(D,)``, ``(Dv,)``
    * - :math:`t`, :math:`s`
      - index of a query; index of a key
-     - ``t``, ``s``
+     - row indices of ``q`` and of ``k``; the step of ``scan`` in the causal form
      - scalar
    * - :math:`y_t`
      - output for query :math:`t`
-     - ``y[t]``
+     - row :math:`t` of ``y``; ``y_t`` in the causal form
      - ``(Dv,)``
    * - :math:`U_t`
      - recurrent state: the sum of :math:`\phi(k_s) v_s^\top` over the keys so far
@@ -75,7 +75,9 @@ one :math:`D \times D_v` matrix, shared by all queries.
 
 **Costs.** The parallel form costs :math:`O(TSD)` time and :math:`O(TS)` memory, like softmax
 attention; the re-associated form costs :math:`O((T + S) D D_v)` time and :math:`O(D D_v)` extra
-memory: linear in the sequence, and cheaper whenever the sequence is longer than the head width.
+memory: linear in the sequence. The multiply-adds are :math:`TS(D + D_v)` against
+:math:`(T + S) D D_v`, so for self-attention with :math:`D = D_v` the linear form is cheaper once
+the sequence is longer than the head width.
 
 **The feature map.** :math:`\phi(x) = \operatorname{elu}(x) + 1` is positive everywhere, so every
 weight is positive and the denominator cannot vanish or change sign, and for positive :math:`x` it
@@ -86,6 +88,15 @@ linear attention cannot concentrate as sharply on one key. Written literally as
 negative :math:`x`. A small :math:`\varepsilon = 10^{-6}` is
 added to the denominator, since :math:`e^x` underflows to 0 for very negative features; a query
 whose keys are all masked then gets zeros, as in :doc:`scaled_dot_product`.
+
+.. admonition:: Intuition
+
+   Softmax attention is a reader who, for every question, goes back through every note taken so
+   far. Linear attention keeps a running ledger instead: each new note is added into one fixed-size
+   summary table the moment it arrives, and a question is answered by looking it up in the table.
+   The table never grows, so answering costs the same at page ten as at page ten thousand; the
+   price is that once notes are merged into the ledger, a single one can no longer be picked out
+   sharply.
 
 **Causal attention is a recurrent network.** With a causal mask the sums run over
 :math:`s \le t`, so they can be accumulated: the state :math:`(U_t, z_t)` is updated by one
@@ -132,6 +143,8 @@ True
 import jax
 import jax.numpy as jnp
 
+from cookbook import _checks
+
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
 JIT = {"feature_map": (), "kernel_attention": (), "linear_attention": (), "causal_linear_attention": ()}
 
@@ -144,38 +157,45 @@ def feature_map(x):
     Computed as ``x + 1`` or ``exp(x)`` directly: ``jax.nn.elu(x) + 1`` rounds to exactly 0 in
     float32 for x below about -17, where ``exp(x) - 1`` is -1 to float precision.
     """
+    x = _checks.float_array(x, "x")
     return jnp.where(x > 0, x + 1.0, jnp.exp(jnp.where(x > 0, 0.0, x)))  # inner where: no overflow, no NaN grad
 
 
 def _check(q, k, v):
-    if q.ndim != 2 or k.ndim != 2 or q.shape[1] != k.shape[1]:
+    q = _checks.float_array(q, "q", ndim=2, what=" (T, D)")
+    k = _checks.float_array(k, "k", ndim=2, what=" (S, D)")
+    v = _checks.float_array(v, "v", ndim=2, what=" (S, Dv)")
+    if q.shape[1] != k.shape[1]:
         raise ValueError(f"q and k must have shapes (T, D) and (S, D), got q {q.shape} and k {k.shape}")
-    if v.ndim != 2 or v.shape[0] != k.shape[0]:
+    if v.shape[0] != k.shape[0]:
         raise ValueError(f"v must have shape (S, Dv) = ({k.shape[0]}, Dv) to match k {k.shape}, got v {v.shape}")
+    return q, k, v
 
 
 def kernel_attention(q, k, v, mask=None):
     """The parallel (quadratic) form for q (T, D), k (S, D), v (S, Dv): O(T S D) time, a (T, S) matrix.
 
-    ``mask`` is boolean, broadcastable to (T, S), ``True`` where a query may attend to a key.
+    ``mask`` is boolean, (T, S) or (1, S) for a mask of the keys alone, ``True`` where a query may
+    attend to a key.
     """
-    _check(q, k, v)
+    q, k, v = _check(q, k, v)
     T, S = q.shape[0], k.shape[0]
     phi_q, phi_k = feature_map(q.astype(jnp.float32)), feature_map(k.astype(jnp.float32))
     weights = phi_q @ phi_k.T  # (T, S), all positive
     if mask is not None:
-        try:
-            mask = jnp.broadcast_to(jnp.asarray(mask, bool), (T, S))
-        except ValueError:
-            raise ValueError(f"mask must broadcast to (T, S) = {(T, S)}, got shape {jnp.shape(mask)}") from None
-        weights = jnp.where(mask, weights, 0.0)
+        mask = jnp.asarray(mask)
+        if mask.dtype != jnp.bool_:
+            raise TypeError(f"mask must be boolean (True = may attend), got dtype {mask.dtype}")
+        if mask.shape not in ((T, S), (1, S)):
+            raise ValueError(f"mask must have shape (T, S) = {(T, S)} or (1, S) = {(1, S)}, got shape {mask.shape}")
+        weights = jnp.where(jnp.broadcast_to(mask, (T, S)), weights, 0.0)
     y = weights @ v.astype(jnp.float32) / (weights.sum(axis=1, keepdims=True) + EPS)  # (T, Dv)
     return y.astype(v.dtype)
 
 
 def linear_attention(q, k, v):
     """The non-causal linear form: the keys are summed once, O((T + S) D Dv) time."""
-    _check(q, k, v)
+    q, k, v = _check(q, k, v)
     phi_q, phi_k = feature_map(q.astype(jnp.float32)), feature_map(k.astype(jnp.float32))
     U = phi_k.T @ v.astype(jnp.float32)  # (D, Dv): sum over s of phi(k_s) v_s^T
     z = phi_k.sum(axis=0)  # (D,)
@@ -186,7 +206,7 @@ def linear_attention(q, k, v):
 def causal_linear_attention(q, k, v):
     """The recurrent (causal) form for q (T, D), k (T, D), v (T, Dv), a :func:`jax.lax.scan` over
     positions carrying U (D, Dv) and z (D,): O(T D Dv) time, O(D Dv) state."""
-    _check(q, k, v)
+    q, k, v = _check(q, k, v)
     if q.shape[0] != k.shape[0]:
         raise ValueError(f"causal attention needs as many queries as keys, got q {q.shape} and k {k.shape}")
     D, Dv = q.shape[1], v.shape[1]

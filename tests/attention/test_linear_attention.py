@@ -94,5 +94,34 @@ def test_bad_arguments_raise_clear_errors():
         kernel_attention(np.ones((5, 4)), np.ones((5, 4)), np.ones((6, 2)))
     with pytest.raises(ValueError, match=r"causal attention needs as many queries as keys"):
         causal_linear_attention(np.ones((5, 4)), np.ones((7, 4)), np.ones((7, 2)))
-    with pytest.raises(ValueError, match=r"mask must broadcast to \(T, S\) = \(5, 7\)"):
+    with pytest.raises(ValueError, match=r"mask must have shape \(T, S\) = \(5, 7\)"):
         kernel_attention(np.ones((5, 4)), np.ones((7, 4)), np.ones((7, 2)), np.ones((5, 6), bool))
+    with pytest.raises(ValueError, match=r"mask must have shape \(T, S\) = \(5, 7\)"):
+        kernel_attention(np.ones((5, 4)), np.ones((7, 4)), np.ones((7, 2)), np.ones((5, 1), bool))
+    with pytest.raises(TypeError, match=r"mask must be boolean"):
+        kernel_attention(np.ones((5, 4)), np.ones((7, 4)), np.ones((7, 2)), np.ones((5, 7)))
+    for fn in (kernel_attention, linear_attention, causal_linear_attention):
+        with pytest.raises(TypeError, match=r"k must be a floating-point array, got dtype int32"):
+            fn(np.ones((5, 4)), np.ones((5, 4), np.int32), np.ones((5, 2)))
+    with pytest.raises(TypeError, match=r"x must be a floating-point array"):
+        feature_map(np.arange(3))
+
+
+def test_elu_plus_one_rounds_to_zero_below_about_minus_17():
+    x = jnp.array([-17.0, -17.5])
+    direct = jax.nn.elu(x) + 1.0
+    assert float(direct[0]) > 0 and float(direct[1]) == 0.0
+    assert np.all(np.asarray(feature_map(x)) > 0)
+
+
+def test_linear_form_has_fewer_flops_once_t_exceeds_the_head_width():
+    # Self-attention, D = Dv = 16: XLA's count of floating-point operations of the two forms,
+    # T S (D + Dv) against (T + S) D Dv multiply-adds: equal at T = D.
+    def flops(fn, n):
+        x = jax.ShapeDtypeStruct((n, 16), jnp.float32)
+        cost = jax.jit(fn).lower(x, x, x).compile().cost_analysis()
+        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+        return cost["flops"]
+
+    assert flops(linear_attention, 8) > flops(kernel_attention, 8)  # T = D / 2: the quadratic form is cheaper
+    assert flops(linear_attention, 32) < flops(kernel_attention, 32)  # T = 2 D: the linear form is
