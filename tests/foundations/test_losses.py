@@ -203,3 +203,14 @@ def test_integer_arrays_where_floats_belong_raise_type_errors(fn, args, name):
 def test_lists_are_accepted():
     np.testing.assert_allclose(mse([0.5, 1.0, 5.0], [0.0, 1.0, 1.0]), 16.25 / 3, rtol=1e-6)
     np.testing.assert_allclose(cross_entropy([[0.0, 0.0]], [1]), np.log(2.0), rtol=1e-6)
+
+
+def test_the_numbers_on_the_page():
+    # one point ten units off costs as much as a hundred points one unit off
+    assert float(mse(jnp.array([10.0]), jnp.zeros(1))) == 100 * float(mse(jnp.array([1.0]), jnp.zeros(1)))
+    r = jnp.array([-2.0, 0.5, 3.0])
+    np.testing.assert_allclose(jax.vmap(jax.grad(lambda a: mse(a, jnp.zeros(()))))(r), 2 * r)  # gradient 2r
+    # cross-entropy of a confidently wrong logit grows linearly: slope -> 1 per unit of logit
+    z = jnp.array([-50.0, -60.0])
+    slopes = jax.vmap(jax.grad(lambda a: binary_cross_entropy(a, jnp.ones(()))))(z)
+    np.testing.assert_allclose(slopes, -1.0, atol=1e-6)
