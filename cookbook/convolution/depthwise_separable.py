@@ -12,7 +12,7 @@ Equation
 
    z_{i,j,c} = \sum_{m=0}^{K-1} \sum_{n=0}^{K-1} \tilde{x}_{s i + m,\; s j + n,\; c}\; v_{m,n,c},
    \qquad
-   y_{i,j,o} = \sum_{c=1}^{M} z_{i,j,c}\; u_{c,o}
+   y_{i,j,o} = \sum_{c=0}^{M-1} z_{i,j,c}\; u_{c,o}
 
 .. math::
 
@@ -46,7 +46,7 @@ Legend
      - ``w_pointwise``
      - ``(M, N)``
    * - :math:`y_{i,j,o}`
-     - output at row :math:`i`, column :math:`j`, channel :math:`o`
+     - output at row :math:`i`, column :math:`j`, channel :math:`o` (every index from 0)
      - ``separable_conv2d(...)``
      - ``(H, W, N)``
    * - :math:`K`, :math:`m`, :math:`n`, :math:`s`
@@ -59,7 +59,7 @@ Legend
      - scalars
    * - :math:`H`, :math:`W`
      - output height and width
-     - ``H, W``
+     - the first two axes of the output
      - scalars
 
 Explanation
@@ -74,7 +74,7 @@ mixing), and the *pointwise* step mixes the channels at each pixel with a 1 by 1
 almost entirely from these pairs (with normalisation and ReLU after each). Per output pixel the
 multiply-adds fall from :math:`K^2 M N` to :math:`K^2 M + M N`; the ratio is the second equation,
 :math:`1/N + 1/K^2`, so with :math:`3 \times 3` kernels and many channels the cost falls by
-a factor of eight or nine. ``costs`` counts both; the tests check the counts against the formulas
+a factor of about eight (:math:`N = 64`) to nine (:math:`N \to \infty`). ``costs`` counts both; the tests check the counts against the formulas
 and against the parameters actually created.
 
 The depthwise step is a *grouped* convolution with as many groups as channels:
@@ -82,12 +82,21 @@ The depthwise step is a *grouped* convolution with as many groups as channels:
 ``(K, K, 1, M)``, in which each group sees one input channel and produces one output channel.
 ``depthwise_conv2d_loops`` computes it channel by channel with :doc:`conv2d`, as a reference.
 
+.. admonition:: Intuition
+
+   A standard convolution is a cook who seasons and mixes in one gesture. The separable version
+   splits the work the way a kitchen does: first each ingredient is prepared on its own (chopped,
+   strained: the per-channel spatial filter), then the prepared ingredients are combined in the
+   pot in proportions of the recipe's choosing (the 1 by 1 mix). Two cheap, specialised steps
+   replace one expensive general one.
+
 *Numerical traps.* The depthwise step alone cannot create new combinations of channels and the
 pointwise step alone cannot see neighbours: a separable layer is a *restricted* (rank-limited)
 convolution, whose kernel :math:`v_{m,n,c} u_{c,o}` factorises over space and output channels, not
 an approximation that improves with training. Depthwise convolutions also do little arithmetic
 per byte of memory they read, so their speed-up on real hardware is smaller than the count of
-multiply-adds suggests.
+multiply-adds suggests. The arrays must be floating-point and the stride a Python integer; a
+wrong shape, dtype or channel count raises an error that names the argument.
 
 Inductive bias
 --------------
@@ -95,7 +104,8 @@ Inductive bias
 A separable layer assumes that spatial patterns and cross-channel correlations can be learned
 separately: that the useful kernels of a full convolution are (sums of) a spatial filter per channel
 followed by a channel mix. That assumption holds well enough in practice that networks built this
-way lose a percent or so of accuracy for an eight- or ninefold saving, and the saved budget is
+way lose a percent or so of accuracy for an eight- or ninefold saving
+:footcite:`howard2017mobilenets`, and the saved budget is
 usually spent on more channels or layers.
 
 Example
@@ -121,6 +131,7 @@ import math
 import jax
 import jax.numpy as jnp
 
+from cookbook import _checks
 from cookbook.convolution.conv2d import _geometry, conv2d
 
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
@@ -130,7 +141,8 @@ JIT = {"depthwise_conv2d": ("stride", "padding"), "separable_conv2d": ("stride",
 def init(key, *, kernel_size, in_channels, out_channels):
     """Depthwise kernel (K, K, M) and pointwise kernel (M, N), He-normal."""
     k_dw, k_pw = jax.random.split(key)
-    K = kernel_size
+    K = _checks.size(kernel_size, "kernel_size")
+    in_channels, out_channels = _checks.size(in_channels, "in_channels"), _checks.size(out_channels, "out_channels")
     return {
         "depthwise": jax.random.normal(k_dw, (K, K, in_channels)) * math.sqrt(2.0 / (K * K)),
         "pointwise": jax.random.normal(k_pw, (in_channels, out_channels)) * math.sqrt(2.0 / in_channels),
@@ -138,18 +150,20 @@ def init(key, *, kernel_size, in_channels, out_channels):
 
 
 def _check(x, w_depthwise):
-    if x.ndim != 3:
-        raise ValueError(f"x must be one image of shape (H, W, M), got shape {x.shape}; batch with jax.vmap")
+    """``x`` and ``w_depthwise`` as JAX arrays, checked."""
+    x = _checks.float_array(x, "x", ndim=3, what=" (H, W, M): one image; batch with jax.vmap")
+    w_depthwise = _checks.float_array(w_depthwise, "w_depthwise")
     if w_depthwise.ndim != 3 or w_depthwise.shape[-1] != x.shape[-1]:
         raise ValueError(
             f"w_depthwise must have shape (K, K, M) with M = {x.shape[-1]} channels of x {x.shape}, "
             f"got shape {w_depthwise.shape}"
         )
+    return x, w_depthwise
 
 
 def depthwise_conv2d_loops(x, w_depthwise, *, stride=1, padding="SAME"):
     """Reference: filter each channel on its own with :func:`conv2d`, then stack."""
-    _check(x, w_depthwise)
+    x, w_depthwise = _check(x, w_depthwise)
     return jnp.concatenate(
         [conv2d(x[..., c: c + 1], w_depthwise[:, :, c, None, None], stride=stride, padding=padding)
          for c in range(x.shape[-1])], axis=-1)
@@ -157,7 +171,7 @@ def depthwise_conv2d_loops(x, w_depthwise, *, stride=1, padding="SAME"):
 
 def depthwise_conv2d(x, w_depthwise, *, stride=1, padding="SAME"):
     """Each channel of ``x`` (H, W, M) filtered by its own kernel ``w_depthwise[:, :, c]``."""
-    _check(x, w_depthwise)
+    x, w_depthwise = _check(x, w_depthwise)
     M = x.shape[-1]
     stride, _, pads, _ = _geometry(x.shape[:2], w_depthwise.shape[:2], stride, padding, 1)
     return jax.lax.conv_general_dilated(
@@ -168,6 +182,8 @@ def depthwise_conv2d(x, w_depthwise, *, stride=1, padding="SAME"):
 
 def pointwise_conv2d(z, w_pointwise):
     """A 1 by 1 convolution: mix the channels of ``z`` (H, W, M) at every pixel with ``w_pointwise`` (M, N)."""
+    z = _checks.float_array(z, "z", ndim=3, what=" (H, W, M)")
+    w_pointwise = _checks.float_array(w_pointwise, "w_pointwise")
     if w_pointwise.ndim != 2 or w_pointwise.shape[0] != z.shape[-1]:
         raise ValueError(f"w_pointwise must have shape (M, N) with M = {z.shape[-1]}, got shape {w_pointwise.shape}")
     return jnp.einsum("hwm,mn->hwn", z, w_pointwise)
@@ -175,12 +191,16 @@ def pointwise_conv2d(z, w_pointwise):
 
 def separable_conv2d(x, w_depthwise, w_pointwise, *, stride=1, padding="SAME"):
     """Depthwise then pointwise convolution of one image ``x`` (H, W, M): shape (H_out, W_out, N)."""
+    w_pointwise = _checks.float_array(w_pointwise, "w_pointwise")
     return pointwise_conv2d(depthwise_conv2d(x, w_depthwise, stride=stride, padding=padding), w_pointwise)
 
 
 def costs(height, width, *, kernel_size, in_channels, out_channels):
     """Parameters (without biases) and multiply-adds of a standard and a separable convolution with
     an output of ``height`` by ``width`` pixels."""
+    sizes = (height, width, kernel_size, in_channels, out_channels)
+    names = ("height", "width", "kernel_size", "in_channels", "out_channels")
+    height, width, kernel_size, in_channels, out_channels = (_checks.size(v, n) for v, n in zip(sizes, names))
     K2, M, N, HW = kernel_size**2, in_channels, out_channels, height * width
     return {
         "standard_params": K2 * M * N,

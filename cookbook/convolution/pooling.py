@@ -13,7 +13,7 @@ Equation
    y^{\max}_{i,j,c} = \max_{0 \le m, n < k} x_{s i + m,\; s j + n,\; c}, \qquad
    y^{\text{avg}}_{i,j,c} = \frac{1}{\lvert A_{ij} \rvert}
    \sum_{(u, v) \in A_{ij}} x_{u, v, c}, \qquad
-   g_c = \frac{1}{H W} \sum_{u=1}^{H} \sum_{v=1}^{W} x_{u,v,c}
+   g_c = \frac{1}{H W} \sum_{u=0}^{H-1} \sum_{v=0}^{W-1} x_{u,v,c}
 
 Legend
 ------
@@ -26,12 +26,12 @@ Legend
      - In code
      - Shape
    * - :math:`x_{u,v,c}`
-     - input feature map at row :math:`u`, column :math:`v`, channel :math:`c`
+     - input feature map at row :math:`u`, column :math:`v`, channel :math:`c` (indices from 0)
      - ``x``
      - ``(H, W, C)``
    * - :math:`y^{\max}_{i,j,c}`, :math:`y^{\text{avg}}_{i,j,c}`
      - max- and average-pooled output at row :math:`i`, column :math:`j`
-     - ``max_pool(x, k)``, ``avg_pool(x, k)``
+     - ``max_pool(x, window)``, ``avg_pool(x, window)``
      - ``(H_out, W_out, C)``
    * - :math:`g_c`
      - global average of channel :math:`c`
@@ -51,7 +51,7 @@ Legend
      - a set
    * - :math:`H`, :math:`W`
      - height and width of the input
-     - ``H, W``
+     - ``x.shape[0]``, ``x.shape[1]``
      - scalars
 
 Explanation
@@ -71,7 +71,7 @@ often stays the same, because the winning pixel is still inside the window. For 
 a shift of one pixel along the width, the old and new windows share :math:`k - 1` of their
 :math:`k + 1` columns, and the pooled value is unchanged exactly when the largest of those
 :math:`k + 1` columns' values lies in a shared one: a fraction :math:`(k-1)/(k+1)` of the outputs,
-one third for :math:`2 \times 2` pooling, which ``shift_unchanged_fraction`` measures. A global
+one third for :math:`2 \times 2` pooling, which ``shift_unchanged_fraction`` measures per channel. A global
 average under a circular shift is exactly invariant. So pooling buys only *partial* invariance,
 more for larger windows, and the sampling it does can make a network's output jump under shifts
 of one pixel :footcite:`zhang2019making`.
@@ -82,7 +82,7 @@ of one pixel :footcite:`zhang2019making`.
    import jax
    x = jax.random.normal(jax.random.key(0), (60, 60, 8))
    ks = [1, 2, 3, 4, 5, 6]
-   measured = [float(shift_unchanged_fraction(x, k)) for k in ks]
+   measured = [float(shift_unchanged_fraction(x, k).mean()) for k in ks]
    plt.figure(figsize=(5, 3.2))
    plt.plot(ks, measured, "o", label="measured, random input")
    kk = np.linspace(1, 6, 50)
@@ -93,10 +93,20 @@ of one pixel :footcite:`zhang2019making`.
    plt.legend(fontsize=8)
    plt.tight_layout()
 
+.. admonition:: Intuition
+
+   Max pooling is a smoke detector per floor of a building: the report says *some* room on this
+   floor has smoke, not which one, and it does not change when the smoke drifts to the next room.
+   Average pooling is the floor's mean temperature. The idea goes back to the complex cells of the
+   visual cortex, which answer to an edge anywhere within a small region
+   :footcite:`hubel1962receptive`, and to the neocognitron's C-cells that copied them.
+
 *Numerical traps.* Max pooling pads with :math:`-\infty`, never with zero (a zero would win over
 negative activations). Average pooling at a padded border should divide by the number of real
 pixels, :math:`\lvert A_{ij} \rvert`, not by :math:`k^2`, or the border is darkened; ``avg_pool``
 counts them by pooling a map of ones. The gradient of a max flows only to the winning pixel.
+The maps must be floating-point (an integer map would pool its truncated values); windows and
+strides are Python integers.
 
 Inductive bias
 --------------
@@ -129,14 +139,15 @@ The fraction of 2 by 2 max-pool outputs that survive a one-pixel shift of a rand
 >>> import jax
 >>> from cookbook.convolution.pooling import shift_unchanged_fraction
 >>> noise = jax.random.normal(jax.random.key(0), (40, 40, 4))
->>> round(float(shift_unchanged_fraction(noise, 2)), 2)
+>>> round(float(shift_unchanged_fraction(noise, 2).mean()), 2)
 0.34
 """
 
 import jax
 import jax.numpy as jnp
 
-from cookbook.convolution.conv2d import _geometry
+from cookbook import _checks
+from cookbook.convolution.conv2d import _geometry, _pair
 
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
 JIT = {
@@ -147,10 +158,12 @@ JIT = {
 }
 
 
+def _feature_map(x):
+    return _checks.float_array(x, "x", ndim=3, what=" (H, W, C): one feature map; batch with jax.vmap")
+
+
 def _window_args(x, window, stride, padding):
-    if x.ndim != 3:
-        raise ValueError(f"x must be one feature map of shape (H, W, C), got shape {x.shape}; batch with jax.vmap")
-    window = (window, window) if isinstance(window, int) else tuple(window)
+    window = _pair(window, "window")
     stride = window if stride is None else stride
     stride, _, pads, _ = _geometry(x.shape[:2], window, stride, padding, 1)
     return (*window, 1), (*stride, 1), (*pads, (0, 0))
@@ -158,12 +171,14 @@ def _window_args(x, window, stride, padding):
 
 def max_pool(x, window, *, stride=None, padding="VALID"):
     """Maximum over each ``window`` of ``x`` (H, W, C); ``stride`` defaults to the window."""
+    x = _feature_map(x)
     dims, strides, pads = _window_args(x, window, stride, padding)
     return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, dims, strides, pads)  # pads with -inf
 
 
 def avg_pool(x, window, *, stride=None, padding="VALID"):
     """Mean over each ``window`` of ``x`` (H, W, C), counting only pixels inside the image."""
+    x = _feature_map(x)
     dims, strides, pads = _window_args(x, window, stride, padding)
     sums = jax.lax.reduce_window(x.astype(jnp.float32), 0.0, jax.lax.add, dims, strides, pads)
     counts = jax.lax.reduce_window(jnp.ones(x.shape[:2] + (1,)), 0.0, jax.lax.add, dims, strides, pads)
@@ -172,14 +187,14 @@ def avg_pool(x, window, *, stride=None, padding="VALID"):
 
 def global_avg_pool(x):
     """Mean of each channel of ``x`` (H, W, C) over all positions: shape (C,)."""
-    if x.ndim != 3:
-        raise ValueError(f"x must be one feature map of shape (H, W, C), got shape {x.shape}")
+    x = _feature_map(x)
     return jnp.mean(x.astype(jnp.float32), axis=(0, 1)).astype(x.dtype)
 
 
 def shift_unchanged_fraction(x, window, *, shift=1):
     """Fraction of ``max_pool(x, window)`` outputs left exactly unchanged when ``x`` is rolled
-    ``shift`` pixels along its width (circularly, so that no border effects enter)."""
+    ``shift`` pixels along its width (circularly, so that no border effects enter), per channel: (C,)."""
+    x, shift = _feature_map(x), _checks.size(shift, "shift")
     y = max_pool(x, window)
     y_shifted = max_pool(jnp.roll(x, shift, axis=1), window)
-    return jnp.mean(y == y_shifted)
+    return jnp.mean(y == y_shifted, axis=(0, 1))  # (C,)

@@ -10,7 +10,7 @@ Equation
 
 .. math::
 
-   x_{u,v,c} = \sum_{i,j} \sum_{o=1}^{C_{\text{out}}} y_{i,j,o}\;
+   x_{u,v,c} = \sum_{i,j} \sum_{o=0}^{C_{\text{out}}-1} y_{i,j,o}\;
    w_{u + p - s i,\; v + p - s j,\; c,\; o}, \qquad
    H = (H' - 1)\, s + K_H - 2 p
 
@@ -31,7 +31,7 @@ Legend
      - In code
      - Shape
    * - :math:`y_{i,j,o}`
-     - the small input map, at row :math:`i`, column :math:`j`, channel :math:`o`
+     - the small input map, at row :math:`i`, column :math:`j`, channel :math:`o` (indices from 0)
      - ``y``
      - ``(H', W', C_out)``
    * - :math:`x_{u,v,c}`
@@ -45,7 +45,7 @@ Legend
      - ``(KH, KW, C_in, C_out)``
    * - :math:`C_{\text{out}}`
      - channels of :math:`y` (the forward convolution's outputs)
-     - ``C_out``
+     - ``w.shape[3]``
      - scalar
    * - :math:`s`, :math:`p`
      - stride and padding of the forward convolution
@@ -53,11 +53,11 @@ Legend
      - scalars
    * - :math:`H'`, :math:`H`, :math:`K_H`
      - input height, output height, kernel height (widths likewise)
-     - ``H_in, H_out, KH``
+     - ``H_in``, the output's first axis, ``KH``
      - scalars
    * - :math:`z`
      - any input of the forward convolution, of the output's shape
-     - ``x`` in the test of ``jax.vjp``
+     - (not formed here; the tests draw one for :func:`jax.vjp`)
      - ``(H, W, C_in)``
 
 Explanation
@@ -84,8 +84,9 @@ the kernel flipped in space and with its input and output channels swapped. That
 :footcite:`long2015fully` and :doc:`unet` upsample with it.
 
 **The checkerboard artefact.** When the kernel size is not divisible by the stride, the stamped
-kernels overlap unevenly: with :math:`K = 3, s = 2`, odd output rows are covered by two stamps and
-even rows by one, so even a constant input comes out striped, and in two dimensions chequered
+kernels overlap unevenly: with :math:`K = 3, s = 2`, output rows :math:`2, 4, \dots` (counting
+from 0) are covered by two stamps and the rows between them by one, so even a constant input comes
+out striped, and in two dimensions chequered with counts 1, 2 and 4
 :footcite:`odena2016deconvolution`. The network can learn weights that cancel the pattern, but it
 starts with it and seldom removes it fully. A kernel divisible by the stride (:math:`K = 4, s = 2`)
 covers the interior evenly (though learned weights can still re-create the pattern), and the common
@@ -103,6 +104,16 @@ cure is to upsample by nearest-neighbour resizing and then apply an ordinary con
        ax.set_xlabel("output column")
    axes[0].set_ylabel("output row")
    fig.colorbar(im, ax=axes, label="kernels overlapping the pixel", shrink=0.8)
+
+.. admonition:: Intuition
+
+   Think of potato printing: each pixel of the small map dips the same carved stamp in ink, as
+   much ink as its value, and presses it onto a larger sheet, each press :math:`s` pixels further
+   along. Where presses overlap the ink adds up, which is both how the layer blends neighbours and
+   where the chequered pattern comes from when the stamp's width is not a multiple of the step.
+
+Bad input (an integer map, a float stride, channels that do not match the kernel) raises a
+``ValueError`` or ``TypeError`` naming the argument.
 
 Inductive bias
 --------------
@@ -142,24 +153,25 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cookbook import _checks
+
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
 JIT = {"conv_transpose": ("stride", "padding"), "overlap_count": ("input_size", "kernel_size", "stride")}
 
 
 def _check(y, w, stride, padding):
-    if y.ndim != 3:
-        raise ValueError(f"y must be one map of shape (H', W', C_out), got shape {y.shape}; batch with jax.vmap")
-    if w.ndim != 4:
-        raise ValueError(f"w must have shape (KH, KW, C_in, C_out), got shape {w.shape}")
+    """``y`` and ``w`` as JAX arrays; clear errors for every bad argument."""
+    y = _checks.float_array(y, "y", ndim=3, what=" (H', W', C_out): one map; batch with jax.vmap")
+    w = _checks.float_array(w, "w", ndim=4, what=" (KH, KW, C_in, C_out)")
     if y.shape[-1] != w.shape[3]:
         raise ValueError(
             f"y has {y.shape[-1]} channels (shape {y.shape}) but the kernel w (KH, KW, C_in, C_out) = "
             f"{w.shape} transposes a convolution with C_out = {w.shape[3]}"
         )
-    if not (isinstance(stride, int) and stride >= 1):
-        raise ValueError(f"stride must be a positive int, got {stride!r}")
+    stride = _checks.size(stride, "stride")
     if not (isinstance(padding, int) and 0 <= 2 * padding < min(w.shape[:2]) + (min(y.shape[:2]) - 1) * stride):
         raise ValueError(f"padding must be a non-negative int that leaves a non-empty output, got {padding!r}")
+    return y, w
 
 
 def output_size(input_size, kernel_size, *, stride=1, padding=0):
@@ -169,7 +181,7 @@ def output_size(input_size, kernel_size, *, stride=1, padding=0):
 
 def conv_transpose_scatter(y, w, *, stride=1, padding=0):
     """The definition: each input pixel adds ``y[i, j] * w`` to its window (NumPy loops, a reference)."""
-    _check(y, w, stride, padding)
+    y, w = _check(y, w, stride, padding)
     H_in, W_in, _ = y.shape
     KH, KW, C_in, _ = w.shape
     y64, w64 = np.asarray(y, np.float64), np.asarray(w, np.float64)
@@ -186,7 +198,7 @@ def conv_transpose(y, w, *, stride=1, padding=0):
 
     Equals the gradient of ``conv2d(x, w, stride=stride, padding=padding)`` with respect to ``x``.
     """
-    _check(y, w, stride, padding)
+    y, w = _check(y, w, stride, padding)
     KH, KW = w.shape[:2]
     w_t = jnp.flip(w, axis=(0, 1)).transpose(0, 1, 3, 2)  # (KH, KW, C_out, C_in): flipped, channels swapped
     return jax.lax.conv_general_dilated(
@@ -199,5 +211,6 @@ def conv_transpose(y, w, *, stride=1, padding=0):
 
 def overlap_count(input_size, kernel_size, *, stride):
     """How many stamped kernels cover each output pixel, for a square input of ``input_size`` pixels."""
+    input_size, kernel_size = _checks.size(input_size, "input_size"), _checks.size(kernel_size, "kernel_size")
     ones = jnp.ones((input_size, input_size, 1))
     return conv_transpose(ones, jnp.ones((kernel_size, kernel_size, 1, 1)), stride=stride)[..., 0]

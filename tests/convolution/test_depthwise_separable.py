@@ -61,6 +61,10 @@ def test_mobilenet_scale_saving_is_eight_to_nine_fold():
     c = costs(14, 14, kernel_size=3, in_channels=512, out_channels=512)
     saving = c["standard_mult_adds"] / c["separable_mult_adds"]
     assert 8.5 < saving < 9.0
+    # The page: about eight at N = 64 (the example), nine as N grows.
+    c = costs(16, 16, kernel_size=3, in_channels=32, out_channels=64)
+    assert round(c["standard_mult_adds"] / c["separable_mult_adds"]) == 8
+    assert 1 / (1 / 10**6 + 1 / 9) == pytest.approx(9, rel=1e-5)
 
 
 def test_jit_and_vmap_agree():
@@ -74,7 +78,25 @@ def test_jit_and_vmap_agree():
 def test_bad_input_raises():
     with pytest.raises(ValueError, match=r"w_depthwise must have shape \(K, K, M\) with M = 5"):
         depthwise_conv2d(jnp.ones((7, 7, 5)), jnp.ones((3, 3, 4)))
-    with pytest.raises(ValueError, match=r"x must be one image"):
+    with pytest.raises(ValueError, match=r"x must have 3 axes \(H, W, M\): one image"):
         depthwise_conv2d(jnp.ones((2, 7, 7, 5)), jnp.ones((3, 3, 5)))
     with pytest.raises(ValueError, match=r"w_pointwise must have shape \(M, N\) with M = 5"):
         separable_conv2d(jnp.ones((7, 7, 5)), jnp.ones((3, 3, 5)), jnp.ones((4, 6)))
+
+
+def test_integer_arrays_and_float_sizes_raise_and_lists_are_accepted():
+    params = init(jax.random.key(40), kernel_size=3, in_channels=5, out_channels=4)
+    x = jax.random.normal(jax.random.key(41), (7, 7, 5))
+    with pytest.raises(TypeError, match=r"x must be a floating-point array"):
+        depthwise_conv2d(x.astype(jnp.int32), params["depthwise"])
+    with pytest.raises(TypeError, match=r"w_depthwise must be a floating-point array"):
+        depthwise_conv2d(x, params["depthwise"].astype(jnp.int32))
+    with pytest.raises(TypeError, match=r"w_pointwise must be a floating-point array"):
+        separable_conv2d(x, params["depthwise"], params["pointwise"].astype(jnp.int32))
+    with pytest.raises(TypeError, match=r"stride must be an int"):
+        depthwise_conv2d(x, params["depthwise"], stride=1.0)
+    with pytest.raises(TypeError, match=r"out_channels must be an int"):
+        costs(7, 7, kernel_size=3, in_channels=5, out_channels=4.0)
+    y = separable_conv2d(np.asarray(x).tolist(), np.asarray(params["depthwise"]).tolist(),
+                         np.asarray(params["pointwise"]).tolist())
+    np.testing.assert_allclose(y, separable_conv2d(x, params["depthwise"], params["pointwise"]), rtol=1e-5, atol=1e-6)

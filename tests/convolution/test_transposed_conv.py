@@ -75,12 +75,32 @@ def test_jit_and_vmap_agree():
     "y_shape, w_shape, kw, match",
     [
         ((3, 5, 4), (3, 3, 2, 3), {}, r"y has 4 channels .* C_out = 3"),
-        ((2, 3, 5, 3), (3, 3, 2, 3), {}, r"y must be one map"),
-        ((3, 5, 3), (3, 3, 3), {}, r"w must have shape"),
-        ((3, 5, 3), (3, 3, 2, 3), {"stride": 0}, r"stride must be a positive int"),
+        ((2, 3, 5, 3), (3, 3, 2, 3), {}, r"y must have 3 axes \(H', W', C_out\): one map"),
+        ((3, 5, 3), (3, 3, 3), {}, r"w must have 4 axes"),
+        ((3, 5, 3), (3, 3, 2, 3), {"stride": 0}, r"stride must be at least 1"),
         ((3, 5, 3), (3, 3, 2, 3), {"padding": -1}, r"padding must be"),
     ],
 )
 def test_bad_input_raises(y_shape, w_shape, kw, match):
     with pytest.raises(ValueError, match=match):
         conv_transpose(jnp.ones(y_shape), jnp.ones(w_shape), **kw)
+
+
+def test_integer_arrays_and_float_sizes_raise_and_lists_are_accepted():
+    y, w = jax.random.normal(jax.random.key(30), (3, 5, 3)), jax.random.normal(jax.random.key(31), (3, 3, 2, 3))
+    with pytest.raises(TypeError, match=r"y must be a floating-point array"):
+        conv_transpose(y.astype(jnp.int32), w, stride=2)
+    with pytest.raises(TypeError, match=r"w must be a floating-point array"):
+        conv_transpose(y, w.astype(jnp.int32), stride=2)
+    with pytest.raises(TypeError, match=r"stride must be an int"):
+        conv_transpose(y, w, stride=2.0)
+    with pytest.raises(TypeError, match=r"kernel_size must be an int"):
+        overlap_count(3, 3.5, stride=2)
+    np.testing.assert_allclose(conv_transpose(np.asarray(y).tolist(), np.asarray(w).tolist(), stride=2),
+                               conv_transpose(y, w, stride=2), **TOL)
+
+
+def test_three_by_three_stride_two_stripes_rows_two_four_and_counts_one_two_four():
+    c = np.asarray(overlap_count(3, 3, stride=2))
+    np.testing.assert_array_equal(c[:, 0], [1, 1, 2, 1, 2, 1, 1])  # rows 2 and 4 (from 0) get two stamps
+    assert set(np.unique(c).tolist()) == {1.0, 2.0, 4.0}
