@@ -59,7 +59,7 @@ def test_sequence_loss_matches_optax(untrained):
 def test_it_learns_to_sort_unseen_sequences(trained):
     params, losses = trained
     assert losses[-20:].mean() < 0.1 * losses[:5].mean()
-    # 300 steps x 32 sequences cover at most 1% of the 10^6 possible prompts.
+    assert 300 * 32 / 10**N < 0.01  # the page: 9600 training sequences, under 1% of 10^6 prompts
     test = sorting_task(jax.random.key(5), 200, N)
     tokens, _ = batched_generate(params, test[:, : N + 1], N)
     accuracy = float((tokens[:, -N:] == test[:, -N:]).mean())
@@ -115,11 +115,67 @@ def test_train_step_decreases_the_loss_from_the_start(untrained, trained):
 def test_bad_inputs_raise_clear_errors(untrained):
     with pytest.raises(ValueError, match=r"tokens must have shape \(T,\) with 1 <= T <= max_len=13, got shape \(14,\)"):
         apply(untrained, jnp.zeros((14,), jnp.int32))
-    with pytest.raises(ValueError, match=r"tokens must have shape \(T,\)"):
+    with pytest.raises(ValueError, match=r"tokens must have 1 axes \(T,\), got shape \(2, 3\)"):
         apply(untrained, jnp.zeros((2, 3), jnp.int32))
     with pytest.raises(ValueError, match=r"max_len must be between 1 and the model's 13 positions, got max_len=20"):
         init_cache(untrained, 20)
-    with pytest.raises(ValueError, match=r"prompt must have shape \(P,\) with P >= 1 and num_new >= 1"):
+    with pytest.raises(ValueError, match=r"num_new must be at least 1, got 0"):
         generate(untrained, jnp.array([1, 2]), 0)
+    with pytest.raises(ValueError, match=r"prompt must have shape \(P,\) with P >= 1 and P \+ num_new <= max_len=13"):
+        generate(untrained, jnp.array([1, 2]), 12)
     with pytest.raises(ValueError, match=r"vocab_size must be at least 2, got vocab_size=1"):
         init(jax.random.key(0), 1, 5, 8, 2, 1, 16)
+
+
+def test_loss_is_the_equation_of_the_page(untrained):
+    # L = -1/(B n) sum_b sum_{t=T-n}^{T-1} log p(w_{t+1} | w_1..w_t), positions counted from 1. Row
+    # t - 1 of apply on the first T - 1 tokens is the prediction from w_1 .. w_t (causal, tested below).
+    tokens = np.asarray(sorting_task(jax.random.key(9), 3, N))  # (B, T) = (3, 13)
+    B, T = tokens.shape
+    log_p = np.asarray(jax.nn.log_softmax(batched_apply(untrained, tokens[:, :-1])))  # (B, T - 1, V)
+    total = sum(-log_p[b, t - 1, tokens[b, t]] for b in range(B) for t in range(T - N, T))  # w_{t+1}
+    np.testing.assert_allclose(sequence_loss(untrained, tokens, N), total / (B * N), rtol=1e-5)
+
+
+def test_initial_embeddings_have_standard_deviation_0_02(untrained):
+    assert abs(float(untrained["tok"].std()) - 0.02) < 0.002
+
+
+def test_token_ids_out_of_the_vocabulary_raise_instead_of_being_clamped(untrained):
+    # Before: an id of V or more read the last embedding row, a negative one wrapped, in silence.
+    with pytest.raises(ValueError, match=r"tokens must lie in \[0, 11\), got values from 0 to 11"):
+        apply(untrained, jnp.array([0, 11]))
+    with pytest.raises(ValueError, match=r"tokens must lie in \[0, 11\), got values from -1 to 3"):
+        sequence_loss(untrained, jnp.array([[3, -1, 2, 2]]), 2)
+    with pytest.raises(ValueError, match=r"prompt must lie in \[0, 11\)"):
+        generate(untrained, jnp.array([4, 12]), 2)
+    cache = init_cache(untrained, 5)
+    with pytest.raises(ValueError, match=r"token must lie in \[0, 11\), got values from 11 to 11"):
+        decode_step(untrained, cache, jnp.array(11), 0)
+    # Under jit the ids are traced: out of range, they read a clamped row (what the page says).
+    np.testing.assert_allclose(jax.jit(apply)(untrained, jnp.array([14])), apply(untrained, jnp.array([10])), **TOL)
+
+
+def test_decode_positions_past_the_cache_raise_instead_of_overwriting_its_last_slot(untrained):
+    cache = init_cache(untrained, 5)
+    with pytest.raises(ValueError, match=r"position must lie in \[0, 5\), got values from 5 to 5"):
+        decode_step(untrained, cache, jnp.array(3), 5)
+    with pytest.raises(ValueError, match=r"position must lie in \[0, 5\), got values from -1 to -1"):
+        decode_step(untrained, cache, jnp.array(3), -1)
+    # Under jit: position 7 of a 5-slot cache overwrites slot 4, in silence (what the page says).
+    _, jitted = jax.jit(decode_step)(untrained, cache, jnp.array(3), 7)
+    assert np.all(jitted["k"][:, :, :4] == 0) and np.all(np.abs(jitted["k"][:, :, 4]).max(axis=-1) > 0)
+
+
+def test_bad_parameters_and_caches_get_clear_errors(untrained):
+    bad = dict(untrained, pos={"P": untrained["pos"]["P"][:, :3]})
+    with pytest.raises(ValueError, match=r"params\['pos'\]\['P'\] must have the shape"):
+        apply(bad, jnp.array([1, 2]))
+    with pytest.raises(TypeError, match=r"params\['tok'\] must be a floating-point array"):
+        apply(dict(untrained, tok=untrained["tok"].astype(jnp.int32)), jnp.array([1, 2]))
+    cache = init_cache(untrained, 5)
+    with pytest.raises(ValueError, match=r"cache\['k'\] must have shape \(2, 4, 5, 8\)"):
+        decode_step(untrained, dict(cache, k=cache["k"][..., :3]), jnp.array(1), 0)
+    with pytest.raises(TypeError, match=r"tokens must be an integer array, got dtype float32"):
+        apply(untrained, jnp.array([1.0, 2.0]))
+    np.testing.assert_allclose(apply(untrained, [1, 2]), apply(untrained, jnp.array([1, 2])), **TOL)  # lists
