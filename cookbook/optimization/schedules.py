@@ -178,7 +178,7 @@ JIT = {
 
 def constant(step, value):
     """The same learning rate at every step (shaped like ``step``)."""
-    return jnp.full(jnp.shape(step), value, jnp.float32)
+    return jnp.full(jnp.shape(jnp.asarray(step)), value, jnp.float32)
 
 
 def step_decay(step, init_value, boundaries, scale):
