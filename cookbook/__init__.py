@@ -15,4 +15,5 @@ CHAPTERS = (
     "attention",
     "transformers",
     "sequence_models",
+    "graphs",
 )
