@@ -242,7 +242,7 @@ def tanh(x):
 def relu(x):
     """The rectified linear unit ``max(0, x)``, with derivative 0 at ``x = 0`` (as :func:`jax.nn.relu`)."""
     x = _checks.float_array(x, "x")
-    return jnp.where(x > 0, x, jnp.zeros_like(x))
+    return jnp.where((x > 0) | jnp.isnan(x), x, jnp.zeros_like(x))  # a NaN stays NaN, as in jax.nn.relu
 
 
 def leaky_relu(x, negative_slope=0.01):

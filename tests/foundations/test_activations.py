@@ -149,3 +149,12 @@ def test_the_numbers_on_the_page():
         assert 1.0 < float(jax.vmap(jax.grad(f))(x).max()) < 1.15
         assert -0.3 < float(f(x).min()) < 0.0
     assert float(act.gelu(x, approximate=True)[0]) == pytest.approx(float(act.gelu(x)[0]), abs=1e-3)
+
+
+def test_nan_propagates_like_jax_nn():
+    # relu used to map NaN to 0 (NaN > 0 is False), hiding a NaN upstream; jax.nn.relu keeps it.
+    x = jnp.array([jnp.nan, -jnp.inf, -1.0, 0.0, 2.0])
+    for name in ("relu", "leaky_relu", "elu", "sigmoid", "tanh", "softplus", "silu", "gelu"):
+        assert np.isnan(float(getattr(act, name)(x)[0])), name
+    np.testing.assert_array_equal(act.relu(x)[1:], jax.nn.relu(x)[1:])
+    assert float(jax.grad(act.relu)(0.0)) == 0.0  # still slope 0 at the kink
