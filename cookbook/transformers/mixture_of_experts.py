@@ -15,7 +15,7 @@ Equation
    \mathcal{T}(x) = \text{the } k \text{ experts of largest } p_e(x), \qquad
    y = \sum_{e \in \mathcal{T}(x)} p_e(x)\, \operatorname{FFN}_e(x)
 
-   C = \left\lceil \alpha \frac{T k}{M} \right\rceil, \qquad
+   C = \min\Big(T, \left\lceil \alpha \frac{T k}{M} \right\rceil\Big), \qquad
    \mathcal{L}_{\text{balance}} = M \sum_{e=1}^{M} f_e P_e, \qquad
    f_e = \frac{1}{T k} \sum_{t=1}^{T} \mathbb{1}[e \in \mathcal{T}(x_t)], \qquad
    P_e = \frac{1}{T} \sum_{t=1}^{T} p_e(x_t)
@@ -32,7 +32,7 @@ Legend
      - Shape
    * - :math:`x`, :math:`x_t`
      - a token's features; token :math:`t` of the sequence (or batch of tokens)
-     - ``x[t]``
+     - row :math:`t` of ``x``
      - ``(d_model,)``
    * - :math:`t`, :math:`T`
      - index of a token; number of tokens routed together
@@ -67,7 +67,7 @@ Legend
      - ``apply(params, x, k=..., capacity_factor=...)[0]``
      - ``(T, d_model)``
    * - :math:`C`, :math:`\alpha`
-     - capacity: the most tokens an expert processes; the capacity factor
+     - capacity: the most tokens an expert processes (never more than :math:`T`); the capacity factor
      - ``capacity``, ``capacity_factor``
      - scalar
    * - :math:`f_e`, :math:`P_e`
@@ -76,44 +76,66 @@ Legend
      - ``(M,)``
    * - :math:`\mathcal{L}_{\text{balance}}`
      - the auxiliary load-balancing loss, added to the task loss with a small weight
-     - ``load_balancing_loss(probs, experts)``
+     - ``load_balancing_loss(probs, k)``
      - ``()``
 
 Explanation
 -----------
 
-**Conditional computation.** :footcite:t:`shazeer2017outrageously` made a layer of thousands of
-experts trainable by letting a learned router pick a few of them per token: each token pays for
-:math:`k` experts, while the model holds all :math:`M`. The Switch Transformer
-:footcite:`fedus2022switch` simplified it to :math:`k = 1` inside every other transformer block.
-The router is a linear map followed by a softmax; the chosen experts' outputs are weighted by their
-router probabilities (not renormalised over the chosen ones, as in Switch), which is how the router
-receives a gradient: the choice itself is discrete, but the weight of the chosen expert is not.
+**Conditional computation.** :footcite:t:`jacobs1991adaptive` trained several networks together
+with a gating network that learned which of them should handle each input, so that each became an
+expert on part of the data. :footcite:t:`shazeer2017outrageously` made a layer of thousands of
+experts trainable by keeping only the few that a learned router picks per token: each token pays
+for :math:`k` experts, while the model holds all :math:`M`. GShard :footcite:`lepikhin2021gshard`
+put such layers, with top-2 routing and a fixed capacity per expert, into every other block of a
+transformer, and the Switch Transformer :footcite:`fedus2022switch` simplified them to
+:math:`k = 1`.
+
+.. admonition:: Intuition
+
+   A mixture of experts is triage in a hospital: a nurse at the door (the router) glances at each
+   patient and sends them to one or two specialists, so each patient costs the time of a few
+   doctors while the hospital employs many. Each specialist's waiting room has a fixed number of
+   chairs (the capacity); a patient who finds them all taken is sent home untreated, which in a
+   block means passing through the residual connection unchanged.
+
+**Gates.** The router is a linear map followed by a softmax, and the chosen experts' outputs are
+weighted by their router probabilities :math:`p_e(x)` themselves, *not* renormalised over the
+:math:`k` chosen ones: for :math:`k = 1` this is the Switch Transformer's gate, while Shazeer et al.
+take a softmax over the :math:`k` kept logits and GShard divides its two gates by their sum, so
+that their gates sum to 1 where these sum to at most 1. Either way the router receives a gradient
+through the gate values: the choice itself is discrete, but the weight of the chosen expert is not.
 
 **Capacity and dropped tokens.** On an accelerator every expert must process a fixed-size buffer,
 so each gets :math:`C` slots, a capacity factor :math:`\alpha \ge 1` times its fair share
-:math:`Tk/M`. Slots are filled first by all tokens' first choices in token order, then by the second
-choices, and so on. A token whose expert is full is *dropped* by that expert: it gets no
-contribution from it, and if all its experts are full, the layer outputs zero for it, so that in a
-block the token passes through the residual connection unchanged. ``capacity_factor=None`` gives
-every expert room for all tokens, and then the routed computation equals the *dense reference*
-that runs every expert on every token and combines them with the gates (the tests check this).
+:math:`Tk/M`, and never more than the :math:`T` tokens there are. Slots are filled first by all
+tokens' first choices in token order, then by the second choices, and so on. A token whose expert
+is full is *dropped* by that expert: it gets no contribution from it, and if all its experts are
+full, the layer outputs zero for it, so that in a block the token passes through the residual
+connection unchanged. ``capacity_factor=None`` gives every expert room for all tokens, and then the
+routed computation equals the *dense reference* that runs every expert on every token and combines
+them with the gates (the tests check this).
 
 **Load balancing.** Left alone, a router collapses: the experts that happen to be chosen early get
 trained, become better, and are chosen more, while the rest starve, and the capacity limit then
 drops most tokens. The auxiliary loss :math:`M \sum_e f_e P_e` of the Switch Transformer pushes
-back: :math:`f_e` (the fraction of tokens sent to :math:`e`) has no gradient, but :math:`P_e` does,
-and the product is largest when the same experts get both many tokens and high probabilities. When
-the router is uniform (:math:`P_e = 1/M`) the loss is exactly 1 whatever the routing; when tokens
-and probabilities are spread evenly it is 1 as well, its minimum in that balanced regime; a
-collapsed router that sends everything to one expert with probability near 1 scores near
-:math:`M`.
+back. :math:`f_e` (the share of assignments sent to :math:`e`) has no gradient, so the loss lowers
+each :math:`P_e` in proportion to the load :math:`f_e`: probability moves from busy experts to idle
+ones. It equals 1 whenever either vector is uniform: a uniform router (:math:`P_e = 1/M`) whatever
+the routing, or a balanced routing (:math:`f_e = 1/M`) whatever the probabilities, since
+:math:`\sum_e P_e = 1`. It is *not* bounded below by 1: a busy expert with a low mean probability
+brings it under 1 (three tokens split 0.5/0.5 between two experts and sent to the first, and one
+sent to the second with probability 0.99, score 0.8775; with two experts and top-1 nothing scores
+below 7/8). For a confident top-1 router, whose probabilities are one-hot, :math:`P_e = f_e` and the
+loss :math:`M \sum_e f_e^2` is at least 1, with equality exactly when the load is balanced; a
+router that sends everything to one expert with probability near 1 scores near :math:`M`.
 
-The figure routes random tokens through four experts with top-1 and a capacity factor of 1.25, once
-with the random router at initialisation and once with expert 0's router column scaled by four,
-which makes it win for more tokens: expert 0 overflows its capacity, its extra tokens are dropped
-(gray), and the balancing loss rises above 1. Even the random router overflows expert 3 by a couple
-of tokens: this is what the capacity factor's slack above 1 is for.
+The figure routes 64 random tokens through four experts with top-1 and a capacity factor of 1.25
+(20 slots each), once with the random router at initialisation and once with expert 0's router
+column scaled by four, which makes it win for more tokens: expert 0 overflows its capacity (27
+tokens for 20 slots), its extra tokens are dropped (gray), and the balancing loss rises from 1.02
+to 1.13. Even the random router overflows expert 3 by two tokens: this is what the capacity
+factor's slack above 1 is for.
 
 .. plot::
 
@@ -136,8 +158,11 @@ of tokens: this is what the capacity factor's slack above 1 is for.
    plt.tight_layout()
 
 **Numerics.** The router's softmax runs in float32 (routing decisions are sensitive to rounding).
-The dispatch is written as dense one-hot tensors of shape ``(T, M, C)``, which is simple and
-jit-able with static shapes; large systems replace it by sorting tokens by expert.
+The dispatch is written as dense one-hot tensors of shape ``(T, M, C)``, simple and jit-able with
+static shapes, but of a size quadratic in :math:`T` (see the implementation notes).
+
+**Bad input.** Shapes, dtypes and sizes are checked always, at each public function, with a
+``ValueError`` or ``TypeError`` that names the argument; nothing here depends on values.
 
 Inductive bias
 --------------
@@ -168,8 +193,23 @@ True
 >>> y, aux = apply(params, x, k=1, capacity_factor=1.0)
 >>> int(aux["capacity"]), aux["load"].tolist(), int(aux["dropped"].sum())
 (3, [3, 2, 1, 3], 1)
->>> float(load_balancing_loss(jnp.full((10, 4), 0.25), experts))  # uniform router
+>>> float(load_balancing_loss(jnp.full((10, 4), 0.25), k=2))  # uniform router
 1.0
+>>> probs = jnp.array([[0.5, 0.5], [0.5, 0.5], [0.5, 0.5], [0.01, 0.99]])
+>>> round(float(load_balancing_loss(probs, k=1)), 4)  # ties go to expert 0: below 1
+0.8775
+
+Implementation notes
+--------------------
+
+**Memory of the one-hot dispatch.** ``dispatch`` and ``combine`` have shape ``(T, M, C)`` and the
+intermediate ``slots`` has shape ``(T, k, M, C)``. With :math:`C \approx \alpha k T / M`, the first
+two hold :math:`T M C \approx \alpha k T^2` entries each and ``slots`` :math:`k` times more,
+:math:`\alpha k^2 T^2`: quadratic in the number of tokens routed together, whatever the number of
+experts. For the figure's 64 tokens with :math:`k = 2`, four experts and :math:`\alpha = 1.25`,
+:math:`C = 40` and ``slots`` holds 20480 entries, the largest array of the layer (the test reads it
+from the compiled program). This is why GShard routes tokens in groups of fixed size, and why large
+systems replace the one-hot tensors by sorting the tokens by expert and gathering them.
 """
 
 import math
@@ -177,7 +217,9 @@ import math
 import jax
 import jax.numpy as jnp
 
+from cookbook import _checks
 from cookbook.foundations import mlp
+from cookbook.transformers._boundary import check_params
 from cookbook.transformers.transformer_block import feed_forward
 
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
@@ -185,44 +227,58 @@ JIT = {
     "route": ("k",),
     "apply": ("k", "capacity_factor"),
     "dense_reference": ("k",),
-    "load_balancing_loss": (),
+    "load_balancing_loss": ("k",),
 }
 
 
 def init(key, d_model, d_ff, num_experts):
     """A router and ``num_experts`` perceptrons ``d_model -> d_ff -> d_model``, stacked on a leading axis."""
-    if num_experts < 1:
-        raise ValueError(f"num_experts must be at least 1, got num_experts={num_experts}")
+    d_model, d_ff = _checks.size(d_model, "d_model"), _checks.size(d_ff, "d_ff")
+    num_experts = _checks.size(num_experts, "num_experts")
     k_router, k_experts = jax.random.split(key)
     experts = jax.vmap(lambda k: mlp.init(k, (d_model, d_ff, d_model)))(jax.random.split(k_experts, num_experts))
     return {"W_r": jax.random.normal(k_router, (d_model, num_experts)) / jnp.sqrt(d_model), "experts": experts}
 
 
 def expert_capacity(T, M, k, capacity_factor):
-    """Slots per expert, ``ceil(capacity_factor * T * k / M)``; ``None`` means room for every token."""
+    """Slots per expert, ``min(T, ceil(capacity_factor * T * k / M))``; ``None`` means room for every token."""
+    T, M, k = _checks.size(T, "T"), _checks.size(M, "M"), _checks.size(k, "k")
     if capacity_factor is None:
         return T
-    if capacity_factor <= 0:
-        raise ValueError(f"capacity_factor must be positive or None, got capacity_factor={capacity_factor}")
+    capacity_factor = _checks.positive(capacity_factor, "capacity_factor")
     return min(T, math.ceil(capacity_factor * T * k / M))
+
+
+def _check_params(params):
+    """``params`` shaped as :func:`init` makes them, for the sizes read from the first expert's weights."""
+    try:
+        M, d_model, d_ff = params["experts"][0]["W"].shape
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as error:
+        raise ValueError(f"params must be the dict that init returns, got one without the usual shapes ({error!r})")
+    return check_params(params, init, d_model=d_model, d_ff=d_ff, num_experts=M)
 
 
 def route(params, x, k):
     """Router probabilities (T, M) and, per token, the ``k`` largest of them (T, k) and their experts (T, k)."""
-    M = params["W_r"].shape[1]
-    if x.ndim != 2 or x.shape[1] != params["W_r"].shape[0]:
-        raise ValueError(f"x must have shape (T, d_model) = (T, {params['W_r'].shape[0]}), got shape {x.shape}")
-    if not 1 <= k <= M:
+    _check_params(params)
+    d_model, M = params["W_r"].shape
+    x = _checks.float_array(x, "x", ndim=2, what=f" (T, d_model) = (T, {d_model})")
+    _checks.same_shape(x, "x", (x.shape[0], d_model), expected_from="(T, d_model)")
+    if not 1 <= _checks.size(k, "k") <= M:
         raise ValueError(f"k must be between 1 and the number of experts {M}, got k={k}")
     logits = x.astype(jnp.float32) @ params["W_r"].astype(jnp.float32)  # (T, M)
     probs = jax.nn.softmax(logits, axis=-1)
-    gates, experts = jax.lax.top_k(probs, k)  # (T, k), largest first
+    gates, experts = jax.lax.top_k(probs, k)  # (T, k), largest first; not renormalised over the k
     return probs, gates, experts
 
 
-def load_balancing_loss(probs, experts):
-    """Switch Transformer's ``M * sum_e f_e P_e`` from probabilities (T, M) and chosen experts (T, k)."""
+def load_balancing_loss(probs, k):
+    """Switch Transformer's ``M * sum_e f_e P_e`` from router probabilities (T, M), routed to their top ``k``."""
+    probs = _checks.float_array(probs, "probs", ndim=2, what=" (T, M)")
     M = probs.shape[1]
+    if not 1 <= _checks.size(k, "k") <= M:
+        raise ValueError(f"k must be between 1 and the number of experts M = {M} (probs.shape[1]), got k={k}")
+    _, experts = jax.lax.top_k(probs, k)  # (T, k): the routing of route
     f = jnp.mean(jax.nn.one_hot(experts, M), axis=(0, 1))  # (M,): share of the T k assignments
     P = jnp.mean(probs, axis=0)  # (M,)
     return M * jnp.sum(jax.lax.stop_gradient(f) * P)
@@ -240,6 +296,7 @@ def apply(params, x, *, k=1, capacity_factor=1.25):
     experts were full). ``aux`` holds ``balance_loss``, ``capacity``, ``wanted`` and ``load`` (tokens
     routed to and processed by each expert, (M,)) and ``dropped`` ((T, k), an assignment over capacity).
     """
+    x = _checks.float_array(x, "x", ndim=2, what=" (T, d_model)")
     probs, gates, experts = route(params, x, k)
     T, M = probs.shape
     C = expert_capacity(T, M, k, capacity_factor)
@@ -254,7 +311,7 @@ def apply(params, x, *, k=1, capacity_factor=1.25):
     expert_out = _experts_apply(params["experts"], expert_in)  # (M, C, d_model)
     y = jnp.einsum("tmc,mcd->td", combine, expert_out.astype(jnp.float32)).astype(x.dtype)
     aux = {
-        "balance_loss": load_balancing_loss(probs, experts),
+        "balance_loss": load_balancing_loss(probs, k),
         "capacity": jnp.asarray(C),
         "wanted": choice.sum(axis=(0, 1)),
         "load": kept.sum(axis=(0, 1)),
@@ -265,6 +322,7 @@ def apply(params, x, *, k=1, capacity_factor=1.25):
 
 def dense_reference(params, x, k):
     """Every expert on every token, combined with the top-k gates (zero for the others): (T, d_model)."""
+    x = _checks.float_array(x, "x", ndim=2, what=" (T, d_model)")
     probs, gates, experts = route(params, x, k)
     T, M = probs.shape
     G = jnp.zeros((T, M)).at[jnp.arange(T)[:, None], experts].set(gates)  # (T, M)

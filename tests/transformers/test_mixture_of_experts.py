@@ -94,16 +94,15 @@ def test_tokens_over_capacity_get_zero_and_pass_through_the_residual(params):
 
 
 def test_balance_loss_is_one_for_a_uniform_router_and_larger_when_collapsed():
-    experts = jax.random.randint(jax.random.key(6), (T, 2), 0, M)
-    uniform = jnp.full((T, M), 1.0 / M)
-    np.testing.assert_allclose(load_balancing_loss(uniform, experts), 1.0, rtol=1e-6)
-    np.testing.assert_allclose(load_balancing_loss(uniform, jnp.zeros((T, 1), jnp.int32)), 1.0, rtol=1e-6)
+    uniform = jnp.full((T, M), 1.0 / M)  # ties: every token goes to experts 0 .. k - 1, loss still 1
+    np.testing.assert_allclose(load_balancing_loss(uniform, 2), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(load_balancing_loss(uniform, 1), 1.0, rtol=1e-6)
     collapsed = jnp.full((T, M), 1e-3).at[:, 0].set(1.0 - 4e-3)
-    loss = float(load_balancing_loss(collapsed, jnp.zeros((T, 1), jnp.int32)))
+    loss = float(load_balancing_loss(collapsed, 1))
     assert loss > 0.99 * M
     # Balanced routing with matching probabilities: each expert gets T/M tokens.
     balanced = jnp.arange(10)[:, None] % M
-    np.testing.assert_allclose(load_balancing_loss(jax.nn.one_hot(balanced[:, 0], M) * 0.6 + 0.08, balanced), 1.0,
+    np.testing.assert_allclose(load_balancing_loss(jax.nn.one_hot(balanced[:, 0], M) * 0.6 + 0.08, 1), 1.0,
                                rtol=1e-5)
 
 
@@ -130,9 +129,80 @@ def test_bfloat16_inputs_route_in_float32(params):
 def test_bad_inputs_raise_clear_errors(params):
     with pytest.raises(ValueError, match=r"k must be between 1 and the number of experts 5, got k=6"):
         apply(params, _x(0), k=6)
-    with pytest.raises(ValueError, match=r"x must have shape \(T, d_model\) = \(T, 12\), got shape \(11, 3\)"):
+    with pytest.raises(ValueError, match=r"x must have shape \(11, 12\) \(\(T, d_model\)\), got shape \(11, 3\)"):
         apply(params, jnp.ones((11, 3)))
-    with pytest.raises(ValueError, match=r"capacity_factor must be positive or None, got capacity_factor=0"):
+    with pytest.raises(ValueError, match=r"capacity_factor must be positive, got 0"):
         apply(params, _x(0), capacity_factor=0)
+    with pytest.raises(TypeError, match=r"k must be an int of at least 1, got float 1.5"):
+        apply(params, _x(0), k=1.5)
+    with pytest.raises(TypeError, match=r"x must be a floating-point array, got dtype int32"):
+        route(params, jnp.ones((11, D_MODEL), jnp.int32), 1)
+    with pytest.raises(ValueError, match=r"params\['W_r'\] must have the shape"):
+        route(dict(params, W_r=params["W_r"][:, :3]), _x(0), 1)
+    with pytest.raises(ValueError, match=r"k must be between 1 and the number of experts M = 5 \(probs.shape\[1\]\)"):
+        load_balancing_loss(jnp.full((2, M), 1.0 / M), 6)
     with pytest.raises(ValueError, match=r"num_experts must be at least 1"):
         init(jax.random.key(0), D_MODEL, D_FF, 0)
+
+
+def test_balance_loss_can_fall_below_one_and_its_two_expert_floor_is_seven_eighths():
+    # The page's example: three tokens split 0.5 / 0.5 and sent to expert 0, one sent to expert 1.
+    probs = jnp.array([[0.5, 0.5], [0.5, 0.5], [0.5, 0.5], [0.01, 0.99]])
+    np.testing.assert_allclose(load_balancing_loss(probs, 1), 0.8775, rtol=1e-6)  # ties go to expert 0
+    np.testing.assert_allclose(load_balancing_loss(probs.at[3].set(jnp.array([0.0, 1.0])), 1), 7 / 8,
+                               rtol=1e-6)
+    # No top-1 routing over two experts scores below 7/8 (random search over 20000 batches, drawn
+    # near the extreme cases 0, 1/2 and 1 as well as uniformly).
+    rng = np.random.default_rng(0)
+    near = rng.choice([0.0, 0.5, 0.5, 1.0], size=(10000, 8)) + 0.05 * rng.standard_normal((10000, 8))
+    p0 = np.concatenate([np.clip(near, 0, 1), rng.uniform(size=(10000, 8))])
+    probs = np.stack([p0, 1 - p0], axis=-1)  # (batch, T, 2)
+    f = (probs.argmax(-1)[..., None] == np.arange(2)).mean(axis=1)  # (batch, 2): top-1 routing
+    losses = 2 * np.sum(f * probs.mean(axis=1), axis=-1)
+    assert losses.min() >= 7 / 8 - 1e-9 and losses.min() < 0.95, losses.min()
+
+
+def test_balance_loss_of_a_confident_router_is_at_least_one_and_one_when_balanced():
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        experts = rng.integers(0, M, size=(T, 1))
+        probs = jax.nn.one_hot(experts[:, 0], M)  # one-hot: P_e = f_e
+        f = np.bincount(experts[:, 0], minlength=M) / T
+        loss = float(load_balancing_loss(probs, 1))
+        np.testing.assert_allclose(loss, M * np.sum(f**2), rtol=1e-6)
+        assert loss >= 1.0
+    balanced = jnp.arange(10)[:, None] % M
+    np.testing.assert_allclose(load_balancing_loss(jax.nn.one_hot(balanced[:, 0], M), 1), 1.0, rtol=1e-6)
+
+
+def test_gates_are_router_probabilities_not_renormalised_over_the_top_k(params):
+    probs, gates, experts = route(params, _x(3), 2)
+    np.testing.assert_allclose(gates, np.take_along_axis(np.asarray(probs), np.asarray(experts), axis=-1), **TOL)
+    assert np.all(gates.sum(axis=-1) < 1.0)  # Shazeer et al. and GShard would make these sums 1
+    assert expert_capacity(10, 2, 2, 2.0) == 10  # min(T, ceil(2 * 10 * 2 / 2) = 20)
+
+
+def test_one_hot_dispatch_memory_is_quadratic_in_the_tokens():
+    # The page: (T, M, C) tensors of about alpha k T^2 entries, and slots (T, k, M, C) k times more.
+    p = init(jax.random.key(0), 16, 32, 4)
+    x = jax.random.normal(jax.random.key(1), (64, 16))
+    jaxpr = jax.make_jaxpr(functools.partial(apply, k=2, capacity_factor=1.25))(p, x)
+    sizes = [v.aval.size for e in jaxpr.jaxpr.eqns for v in e.outvars]
+    C = expert_capacity(64, 4, 2, 1.25)
+    assert C == 40 and 64 * 4 * C == 1.25 * 2 * 64**2 == 10240
+    assert max(sizes) == 64 * 2 * 4 * C == 20480
+    assert 64 * 4 * C in sizes
+
+
+def test_the_figure_numbers():
+    k_p, k_x = jax.random.split(jax.random.key(0))
+    p = init(k_p, d_model=16, d_ff=32, num_experts=4)
+    x = jax.random.normal(k_x, (64, 16))
+    biased = dict(p, W_r=p["W_r"].at[:, 0].multiply(4.0))
+    f = jax.jit(functools.partial(apply, k=1, capacity_factor=1.25))
+    _, aux = f(p, x)
+    assert int(aux["capacity"]) == 20 and int(aux["wanted"][3]) - int(aux["load"][3]) == 2
+    assert round(float(aux["balance_loss"]), 2) == 1.02
+    _, aux = f(biased, x)
+    assert int(aux["wanted"][0]) == 27 and int(aux["load"][0]) == 20
+    assert round(float(aux["balance_loss"]), 2) == 1.13
