@@ -104,7 +104,8 @@ def is_concrete(x) -> bool:
 def check_range(x, name: str, low: int, high: int):
     """When ``x`` is concrete, a ``ValueError`` unless every entry lies in ``[low, high)``."""
     if is_concrete(x) and x.size:
-        lo, hi = int(jnp.min(x)), int(jnp.max(x))
+        values = np.asarray(x)  # NumPy, so that a concrete array closed over by a traced function works too
+        lo, hi = int(values.min()), int(values.max())
         if lo < low or hi >= high:
             raise ValueError(f"{name} must lie in [{low}, {high}), got values from {lo} to {hi}")
     return x
@@ -113,7 +114,7 @@ def check_range(x, name: str, low: int, high: int):
 def check_no_nan(x, name: str):
     """When ``x`` is concrete, a ``ValueError`` if it holds a NaN (where a NaN would be turned into
     a plausible but wrong discrete answer, such as a sampled token or a stopping decision)."""
-    if is_concrete(x) and bool(jnp.isnan(x).any()):
+    if is_concrete(x) and bool(np.isnan(np.asarray(x)).any()):
         raise ValueError(f"{name} holds NaN; expected finite values")
     return x
 

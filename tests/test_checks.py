@@ -52,6 +52,15 @@ def test_range_and_nan_are_checked_when_concrete_only():
     # Under jit the values are not known: the checks pass the tracer through.
     f = jax.jit(lambda y: _checks.check_range(y, "labels", 0, 3) + 0)
     assert f(jnp.array([7])).tolist() == [7]
+    # A concrete array closed over by a traced function is still checked, with NumPy.
+    labels = jnp.array([0, 5])
+
+    def body(carry, _):
+        _checks.check_range(labels, "labels", 0, 3)
+        return carry, None
+
+    with pytest.raises(ValueError, match="labels must lie in"):
+        jax.lax.scan(body, 0, None, length=2)
     seen = []
     jax.jit(lambda x: seen.append(_checks.is_concrete(x)) or x)(1.0)
     assert _checks.is_concrete(jnp.ones(2)) and seen == [False]
