@@ -29,7 +29,7 @@ Legend
      - scalar
    * - :math:`k_l`, :math:`s_l`, :math:`d_l`
      - kernel size, stride and dilation of layer :math:`l`
-     - ``layers[l - 1] = (k, s, d)``
+     - ``k``, ``s``, ``d`` of entry :math:`l - 1` of ``layers``
      - scalars
    * - :math:`s_i`, :math:`i`
      - strides of the earlier layers; their index
@@ -78,9 +78,18 @@ size:
    plt.ylabel("input row")
    plt.tight_layout()
 
+.. admonition:: Intuition
+
+   Picture a chain of people passing on rumours: each listens to three neighbours, who each
+   listened to three of theirs. After a few rounds someone has, in principle, heard from a wide
+   stretch of the village (the receptive field), but most of what reached them came from the
+   middle of that stretch, through many overlapping paths, and very little from its edges (the
+   effective field).
+
 *Numerical traps.* With "SAME" padding the formula still holds in the interior; near the border part
 of the field falls on padding. ReLUs that are off, or max pooling, cut the gradient to parts of the
-field for a particular input, which is why the check uses linear layers with positive weights.
+field for a particular input, which is why the check uses linear layers with positive weights. Kernels, strides, dilations and
+the input size are positive Python integers, checked before any work.
 
 Inductive bias
 --------------
@@ -109,6 +118,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from cookbook import _checks
 from cookbook.convolution.conv2d import conv2d
 
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
@@ -136,6 +146,7 @@ def input_gradient(layers, size, key=None):
     """|d output / d input| of the centre output pixel of a linear stack of single-channel
     convolutions (no padding, positive random kernels) on a ``size`` by ``size`` input."""
     _check_layers(layers)
+    size = _checks.size(size, "size")
     key = jax.random.key(0) if key is None else key
     kernels = [jax.random.uniform(k_l, (k, k, 1, 1), minval=0.5, maxval=1.5)
                for k_l, (k, _, _) in zip(jax.random.split(key, len(layers)), layers)]

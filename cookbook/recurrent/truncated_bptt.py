@@ -38,7 +38,7 @@ Legend
      - ``(D,)``
    * - :math:`y_t`, :math:`\hat{y}_t`
      - target and prediction at step :math:`t`
-     - ``ys[t]``; ``predict(params, xs)[t]``
+     - entry :math:`t` of ``ys`` and of ``predict(params, xs)``
      - ``()``
    * - :math:`h_t`
      - hidden state of the Elman cell of :doc:`rnn`
@@ -98,13 +98,18 @@ of its last window with respect to earlier inputs is exactly zero (not small: ze
 ``train`` scans over the windows, taking one step of gradient descent on each and handing the
 window's last state, not recomputed, to the next window, as a streaming training loop does.
 
-An analogy: reading a long novel and revising your understanding at the end of each chapter, by
-re-thinking only that chapter, while your memory of the earlier chapters carries on as it is.
+.. admonition:: Intuition
+
+   Reading a long novel, you revise your understanding at the end of each chapter by re-thinking
+   only that chapter; what you remember of the earlier ones carries on as it is, unrevised. You
+   still use that memory, but you never go back to ask which earlier page should have been read
+   differently, so a clue planted three chapters ago is learned only if you happen to keep it.
 
 *Numerical traps.* The windows must tile the sequence: ``T`` must be a multiple of ``window``
 (``train`` raises otherwise; drop or pad the tail). Truncation bounds the length of the product of
 Jacobians, which also bounds gradient explosion, one reason truncation is used even when memory is
-not short.
+not short. Sizes and the window are positive integers, the arrays floating-point and shaped as the
+parameters expect; each function raises a ``ValueError`` or ``TypeError`` naming the argument.
 
 Inductive bias
 --------------
@@ -144,6 +149,7 @@ True
 import jax
 import jax.numpy as jnp
 
+from cookbook import _checks
 from cookbook.recurrent import rnn
 
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
@@ -157,18 +163,41 @@ def init(key, D, H, *, scale=0.9):
             "w": jax.random.normal(k_w, (H,)) / jnp.sqrt(H), "c": jnp.zeros(())}
 
 
+def _sizes(params):
+    """``(D, H)`` of the model, after checking the cell's and the readout's parameter shapes."""
+    D, H = rnn._sizes(params["rnn"])
+    _checks.same_shape(_checks.float_array(params["w"], "params['w']"), "params['w']", (H,))
+    _checks.same_shape(_checks.float_array(params["c"], "params['c']"), "params['c']", ())
+    return D, H
+
+
+def _state(h0, H, dtype):
+    """The initial state: zeros, or ``h0`` checked to be a float vector of ``H`` entries."""
+    if h0 is None:
+        return jnp.zeros((H,), dtype)
+    return _checks.same_shape(_checks.float_array(h0, "h0"), "h0", (H,), expected_from="(H,)")
+
+
 def predict(params, xs, h0=None):
     """The predictions (T,) for the sequence ``xs`` (T, D), unrolled in full from ``h0``."""
+    _, H = _sizes(params)
+    xs = _checks.float_array(xs, "xs", ndim=2, what=" (T, D)")
+    h0 = _state(h0, H, xs.dtype)
     return rnn.apply(params["rnn"], xs, h0) @ params["w"] + params["c"]
 
 
 def window_loss(params, h0, xs, ys):
     """Mean squared error over one window from state ``h0``, and the state at the window's end."""
+    _, H = _sizes(params)
+    xs = _checks.float_array(xs, "xs", ndim=2, what=" (tau, D)")
+    ys = _checks.same_shape(_checks.float_array(ys, "ys"), "ys", xs.shape[:1], expected_from="(tau,)")
+    h0 = _state(h0, H, xs.dtype)
     hs = rnn.apply(params["rnn"], xs, h0)  # (tau, H)
     return jnp.mean((hs @ params["w"] + params["c"] - ys) ** 2), hs[-1]
 
 
 def _windows(xs, window):
+    window = _checks.size(window, "window")
     T = xs.shape[0]
     if T % window:
         raise ValueError(f"the sequence length T = {T} must be a multiple of window = {window}")
@@ -177,8 +206,9 @@ def _windows(xs, window):
 
 def forward_windows(params, xs, *, window, h0=None):
     """The states (T, H), computed window by window with the gradient stopped between windows."""
-    H = params["rnn"]["W_h"].shape[0]
-    h0 = jnp.zeros((H,), xs.dtype) if h0 is None else h0
+    _, H = rnn._sizes(params["rnn"])
+    xs = _checks.float_array(xs, "xs", ndim=2, what=" (T, D)")
+    h0 = _state(h0, H, xs.dtype)
 
     def step(h, xs_k):
         hs = rnn.apply(params["rnn"], xs_k, jax.lax.stop_gradient(h))  # (tau, H)
@@ -193,10 +223,13 @@ def train(params, xs, ys, *, window, learning_rate, h0=None):
 
     Returns the trained parameters and each window's loss before its update, shape (T / window,).
     """
+    _, H = _sizes(params)
+    xs = _checks.float_array(xs, "xs", ndim=2, what=" (T, D)")
+    ys = _checks.float_array(ys, "ys")
     if ys.shape != xs.shape[:1]:
         raise ValueError(f"ys must have shape (T,) = ({xs.shape[0]},), got shape {ys.shape}")
-    H = params["rnn"]["W_h"].shape[0]
-    h0 = jnp.zeros((H,), xs.dtype) if h0 is None else h0
+    learning_rate = _checks.positive(learning_rate, "learning_rate")
+    h0 = _state(h0, H, xs.dtype)
 
     def step(carry, window_data):
         params, h = carry

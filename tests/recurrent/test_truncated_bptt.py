@@ -108,3 +108,22 @@ def test_bad_input_raises_clear_errors():
         forward_windows(params, jnp.ones((10, 3)), window=4)
     with pytest.raises(ValueError, match=r"ys must have shape \(T,\) = \(8,\), got shape \(8, 1\)"):
         train(params, jnp.ones((8, 3)), jnp.ones((8, 1)), window=4, learning_rate=0.1)
+
+
+def test_bad_arrays_and_sizes_raise_clear_errors():
+    params = init(jax.random.key(6), 3, 5)
+    xs = jax.random.normal(jax.random.key(7), (8, 3))
+    ys = jnp.ones(8)
+    with pytest.raises(TypeError, match=r"xs must be a floating-point array"):
+        forward_windows(params, xs.astype(jnp.int32), window=4)
+    with pytest.raises(TypeError, match=r"window must be an int"):
+        forward_windows(params, xs, window=4.0)
+    with pytest.raises(TypeError, match=r"ys must be a floating-point array"):
+        train(params, xs, ys.astype(jnp.int32), window=4, learning_rate=0.1)
+    with pytest.raises(ValueError, match=r"h0 must have shape \(5,\)"):
+        window_loss(params, jnp.zeros(4), xs, ys)
+    with pytest.raises(ValueError, match=r"ys must have shape \(8,\)"):
+        window_loss(params, jnp.zeros(5), xs, ys[:1])
+    with pytest.raises(TypeError, match=r"params\['c'\] must be a floating-point array"):
+        predict(params | {"c": jnp.zeros((), jnp.int32)}, xs)
+    np.testing.assert_allclose(predict(params, np.asarray(xs).tolist()), predict(params, xs), rtol=1e-6)
