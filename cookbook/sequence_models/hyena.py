@@ -210,18 +210,20 @@ def fft_conv(u, h):
 
 
 def direct_conv(u, h):
-    """The same convolution computed directly, O(T^2) per channel, as a depthwise
-    :func:`jax.lax.conv_general_dilated` with T - 1 zeros of padding on the left."""
+    """The same convolution computed directly, O(T^2) per channel: for every lag ``j``, add
+    ``h[j]`` times the input delayed by ``j`` steps (a :func:`jax.lax.scan` over the T lags, with
+    O(T D) memory)."""
     u, h = _pair(u, h)
     T, D = u.shape
     dtype = jnp.promote_types(u.dtype, jnp.float32)
-    y = jax.lax.conv_general_dilated(
-        u.T[None].astype(dtype),  # (1, D, T): one example, D channels
-        h[::-1].T[:, None].astype(dtype),  # (D, 1, T): flipped, because lax correlates
-        window_strides=(1,), padding=[(T - 1, 0)], feature_group_count=D,
-        precision=jax.lax.Precision.HIGHEST,
-    )  # (1, D, T)
-    return y[0].T.astype(u.dtype)
+    u_padded = jnp.concatenate([jnp.zeros((T, D), dtype), u.astype(dtype)])  # (2T, D): zeros before t = 0
+
+    def add_lag(y, j):
+        delayed = jax.lax.dynamic_slice(u_padded, (T - j, 0), (T, D))  # row t holds u[t - j]
+        return y + h[j].astype(dtype)[None] * delayed, None
+
+    y, _ = jax.lax.scan(add_lag, jnp.zeros((T, D), dtype), jnp.arange(T))
+    return y.astype(u.dtype)
 
 
 def positional_features(freqs, T):
