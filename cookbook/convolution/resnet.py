@@ -93,13 +93,22 @@ explode backwards), while in the residual stack it varies by a factor of about f
    plt.legend()
    plt.tight_layout()
 
+.. admonition:: Intuition
+
+   A residual block edits a document with tracked changes instead of retyping it: each block
+   proposes corrections to the draft it receives, and a block with nothing to add leaves the
+   draft exactly as it was. A hundred editors in a row can then do no harm by default, and a
+   complaint about the final text (the gradient) reaches every editor directly, not only through
+   the retyped copies of all the editors after them.
+
 *Numerical traps.* Batch normalisation needs the batch, so unlike the other recipes of this chapter
 the blocks take a batch ``(B, H, W, C)`` and use ``jax.vmap`` only for the convolutions; they
 return the updated running statistics, which must be used at test time (``training=False``).
 The sum :math:`y + \mathcal{F}(y)` grows the variance of the residual stream by a little at every
 block, which the next block's normalisation absorbs; starting each branch's last kernel at zero,
 so that every block begins as the identity (as the example below does to one block), is a common
-way to keep that growth, and the early training, tame.
+way to keep that growth, and the early training, tame. Inputs must be floating-point batches
+with the channels of the first kernel, and sizes are Python integers.
 
 Inductive bias
 --------------
@@ -138,6 +147,7 @@ import math
 import jax
 import jax.numpy as jnp
 
+from cookbook import _checks
 from cookbook.convolution.conv2d import conv2d
 from cookbook.convolution.pooling import global_avg_pool
 from cookbook.normalization.batch_norm import batch_norm
@@ -174,6 +184,7 @@ def init_block(key, in_channels, out_channels, *, stride=1):
 
 def block(params, state, x, *, training, stride=1):
     """``x + F(x)`` for a batch ``x`` (B, H, W, C); returns the output and the new batch-norm state."""
+    x = _checks.float_array(x, "x")
     if x.ndim != 4 or x.shape[-1] != params["conv1"]["w"].shape[2]:
         raise ValueError(f"x must have shape (B, H, W, {params['conv1']['w'].shape[2]}), got shape {x.shape}")
     if ("proj" in params) != (stride != 1 or params["conv1"]["w"].shape[2] != params["conv1"]["w"].shape[3]):
@@ -207,6 +218,7 @@ def init(key, *, in_channels, channels=(8, 16), num_classes=10):
 
 def apply(params, state, x, *, training):
     """Logits (B, num_classes) for a batch ``x`` (B, H, W, C_in), and the new state."""
+    x = _checks.float_array(x, "x", ndim=4, what=" (B, H, W, C_in)")
     h = _conv(params["stem"], x)
     new_state = {"blocks": []}
     for i, (p, s) in enumerate(zip(params["blocks"], state["blocks"])):
@@ -222,6 +234,8 @@ def layer_gradient_norms(key, *, depth, channels, residual, batch=8, size=8):
     """At initialisation, the norm of the gradient of a random linear loss with respect to each
     layer's kernel, for a stack of ``depth`` layers ``F(h) = conv(relu(BN(h)))``, either plain
     (``h <- F(h)``) or residual (``h <- h + F(h)``). Returns shape (depth,), input side first."""
+    depth, channels = _checks.size(depth, "depth"), _checks.size(channels, "channels")
+    batch, size = _checks.size(batch, "batch"), _checks.size(size, "size")
     k_w, k_x, k_p = jax.random.split(key, 3)
     kernels = jax.random.normal(k_w, (depth, 3, 3, channels, channels)) * math.sqrt(2.0 / (9 * channels))
     x = jax.random.normal(k_x, (batch, size, size, channels))
