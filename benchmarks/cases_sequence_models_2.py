@@ -5,9 +5,8 @@ in the sequence length ``T``.
 The FFT convolution should grow as ``T log T`` and the direct one as ``T^2``. The delta rule's two
 forms both grow linearly: the recurrence in ``T`` sequential steps of small matrix-vector work, the
 chunked form in ``T / C`` sequential steps of matrix products (``C = 64``) after a triangular solve
-per chunk. The chunked form does more arithmetic; what it buys is parallelism, which an accelerator
-uses and a CPU barely does (on this machine's CPU at ``T = 256`` the recurrence was the faster of
-the two), so the study says more on a GPU than here.
+per chunk, by forward substitution. The chunked form does more arithmetic and buys parallelism
+with it, which an accelerator uses more than a CPU does.
 """
 
 from __future__ import annotations

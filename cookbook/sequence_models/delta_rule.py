@@ -100,7 +100,7 @@ chunk, the writes solve a unit lower-triangular system,
    = \beta_t v_t - \beta_t \gamma_t\, S k_t ,
 
 so :math:`U = \tilde U - W S^\top` with :math:`\tilde U` and :math:`W` computed for all chunks at
-once by one triangular solve (the UT transform :footcite:`joffrain2006accumulating`, which writes the
+once by forward substitution in :math:`C` steps (the UT transform :footcite:`joffrain2006accumulating`, which writes the
 product of the factors :math:`I - \beta_t k_t k_t^\top` as :math:`I` minus a sum of rank-one terms,
 the WY representation of Householder products :footcite:`bischof1987wy`). Then the outputs are a
 masked attention inside the chunk plus a read of :math:`S`,
@@ -224,10 +224,24 @@ def _recurrent(q, k, v, beta, alpha, delta):
 def delta_rule_chunkwise(q, k, v, beta, alpha=None, *, chunk_size=64, delta=True):
     """The same outputs as ``delta_rule_recurrent``, computed chunk by chunk: inside each chunk of
     ``chunk_size`` tokens a triangular solve (the UT transform) and masked products, all chunks at
-    once; between chunks a :func:`jax.lax.scan` over ``T / chunk_size`` steps carrying ``S``."""
+    once; between chunks a :func:`jax.lax.scan` over ``T / chunk_size`` steps carrying ``S``.
+
+    The triangular systems are solved by forward substitution, a loop of ``chunk_size`` steps;
+    :func:`jax.scipy.linalg.solve_triangular` gives the same numbers, but XLA's triangular solve was
+    much slower on CPU than this loop when the recipe was written.
+    """
     C = _checks.size(chunk_size, "chunk_size")
     out_dtype, q, k, v, beta, alpha = _inputs(q, k, v, beta, alpha, delta)
     return _chunkwise(q, k, v, beta, alpha, C, delta).astype(out_dtype)  # (T, Dv)
+
+
+def _forward_substitution(A, B):
+    """``X`` with ``(I + A) X = B``, for strictly lower-triangular ``A`` (N, C, C) and ``B``
+    (N, C, R): row ``t`` of ``X`` is row ``t`` of ``B`` minus ``A[t]`` times the rows above it."""
+    def row(t, X):
+        return X.at[:, t].set(B[:, t] - jnp.einsum("ns,nsr->nr", A[:, t], X))  # rows >= t of X are still 0
+
+    return jax.lax.fori_loop(0, A.shape[1], row, jnp.zeros_like(B))
 
 
 @functools.partial(jax.jit, static_argnums=(5, 6))
@@ -246,8 +260,7 @@ def _chunkwise(q, k, v, beta, alpha, C, delta):
     if delta:
         A = jnp.where(s < t, ratio * jnp.einsum("ntd,nsd->nts", k, k), 0.0) * beta[:, :, None]  # (N, C, C)
         rhs = jnp.concatenate([beta[..., None] * v, (beta * jnp.exp(g))[..., None] * k], axis=-1)
-        eye = jnp.eye(C, dtype=A.dtype)[None]  # (1, C, C)
-        solved = jax.scipy.linalg.solve_triangular(eye + A, rhs, lower=True, unit_diagonal=True)  # UT transform
+        solved = _forward_substitution(A, rhs)  # the UT transform: (I + A)^-1 applied to both
         U_tilde, W = solved[..., :Dv], solved[..., Dv:]  # (N, C, Dv), (N, C, Dk)
     else:
         U_tilde, W = beta[..., None] * v, jnp.zeros_like(k)  # the writes do not depend on S
