@@ -147,7 +147,8 @@ channel mixing, each inside a residual connection with a layer norm (:doc:`/docs
 state of each head into a matrix, the sum of decayed outer products :math:`k_i^\top v_i` read by
 the receptance, which makes the layer a form of linear attention with decay
 (:doc:`/docs/chapters/attention/linear_attention`), and make the decay :math:`w_t` and the token
-shift depend on the input, so that the model can choose what to forget.
+shift depend on the input, so that the model can choose what to forget. RWKV-7
+:footcite:`peng2025rwkv7` updates that matrix state with a generalised :doc:`delta_rule`.
 
 Inductive bias
 --------------
