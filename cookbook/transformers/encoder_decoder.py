@@ -32,22 +32,27 @@ sub-layer:
    g \leftarrow \operatorname{LN}\big(g + \operatorname{FFN}(g)\big), \qquad
    z = g\, (E^{\text{tgt}})^\top
 
-where every attention, from queries :math:`a` to keys and values :math:`c`, is
+where every attention, from queries :math:`a` to keys and values :math:`c`, is, for each head
+:math:`i` of :math:`H`,
 
 .. math::
 
-   \operatorname{Attn}(a, c; M) = \operatorname{softmax}\Big(\frac{(a W^{Q})(c W^{K})^\top}{\sqrt{D}}
-   + M\Big)\, c W^{V}, \qquad
+   A_i = \operatorname{softmax}\Big(\frac{(a W^{Q}_i + b^{Q}_i)(c W^{K}_i + b^{K}_i)^\top}{\sqrt{D}}
+   + M\Big)\, (c W^{V}_i + b^{V}_i), \qquad
+   \operatorname{Attn}(a, c; M) = [A_1, \dots, A_H]\, W^{O} + b^{O}
+
    M^{\text{pad}}_{tj} = \begin{cases} 0 & x_j \ne \text{PAD} \\ -\infty & x_j = \text{PAD} \end{cases},
    \qquad
    M^{\text{causal}}_{ts} = \begin{cases} 0 & s \le t \\ -\infty & s > t \end{cases}
 
-(per head, the heads concatenated and projected, :doc:`/docs/chapters/attention/multi_head`), and
-the loss is the cross-entropy of the :math:`N` real target tokens:
+(:doc:`/docs/chapters/attention/multi_head`), and the loss is the cross-entropy of the :math:`N`
+real target tokens of a batch of :math:`B` sentence pairs, pair :math:`b` marked by a superscript:
 
 .. math::
 
-   \mathcal{L} = -\frac{1}{N} \sum_{t \,:\, y_t \ne \text{PAD}} \log \operatorname{softmax}(z_t)_{y_t}
+   \mathcal{L} = -\frac{1}{\max(N, 1)} \sum_{b=1}^{B} \sum_{t \,:\, y^{(b)}_t \ne \text{PAD}}
+   \log \operatorname{softmax}\big(z^{(b)}_t\big)_{y^{(b)}_t}, \qquad
+   N = \sum_{b=1}^{B} \big|\{t : y^{(b)}_t \ne \text{PAD}\}\big|
 
 Legend
 ------
@@ -72,7 +77,7 @@ Legend
      - ``tgt_in = shift_right(tgt)``
      - ``(T,)`` integers
    * - :math:`j`, :math:`s`, :math:`t`, :math:`T`
-     - a source position; a target position read by :math:`t`; a target position; the target length
+     - a source position; a target position that :math:`t` reads; a target position; the target length
      - ``T = tgt_in.shape[0]``
      - scalar
    * - :math:`E^{\text{src}}`, :math:`E^{\text{tgt}}`
@@ -103,17 +108,24 @@ Legend
      - the stream that asks (queries); the stream that is read (keys and values)
      - arguments of ``multi_head.apply``
      - ``(T, d_model)``, ``(S, d_model)``
-   * - :math:`W^{Q}`, :math:`W^{K}`, :math:`W^{V}`
-     - query, key and value projections of one head, separate in every sub-layer
-     - ``block["attn"]``, ``block["cross"]``: ``"W_q"``, ``"W_k"``, ``"W_v"``
-     - ``(d_model, H, D)`` for all heads
+   * - :math:`W^{Q}_i`, :math:`W^{K}_i`, :math:`W^{V}_i`, :math:`b^{Q}_i`, :math:`b^{K}_i`, :math:`b^{V}_i`
+     - query, key and value projections of head :math:`i` and their biases, separate in every sub-layer
+     - entries W_q, W_k, W_v, b_q, b_k, b_v of ``block["attn"]`` and ``block["cross"]``
+     - ``(d_model, H, D)``, ``(H, D)`` for all heads
+   * - :math:`W^{O}`, :math:`b^{O}`
+     - output projection of the concatenated heads, and its bias
+     - entries W_o, b_o of the same dicts
+     - ``(H, D, d_model)``, ``(d_model,)``
+   * - :math:`A_i`, :math:`i`, :math:`H`
+     - the output of head :math:`i`; a head; the number of heads
+     - inside ``multi_head.apply``; ``num_heads``
+     - ``(T, D)``; scalar
    * - :math:`D`
-     - features per head, ``d_model // num_heads``
-     - ``D``
+     - features per head
+     - ``d_model // num_heads``
      - scalar
    * - :math:`M`
-     - additive mask, row = query, column = key: :math:`-\infty` hides a PAD source key or a later
-       target position
+     - additive mask (row: query, column: key); :math:`-\infty` hides a PAD key or a later position
      - ``attention_masks(src_mask, T)``: ``encoder``, ``causal``, ``cross`` (booleans, ``True`` =
        may attend)
      - ``(S, S)``, ``(T, T)``, ``(T, S)``
@@ -121,9 +133,9 @@ Legend
      - number of layers of the encoder, and of the decoder
      - ``num_layers``
      - scalar
-   * - :math:`N`
-     - number of real (non-PAD) target tokens in the batch
-     - ``jnp.sum(tgt != PAD)``
+   * - :math:`N`, :math:`B`, :math:`b`
+     - number of real (non-PAD) target tokens in the whole batch; number of sentence pairs; a pair
+     - ``jnp.sum(real)`` in ``_loss``; ``src.shape[0]``
      - scalar
    * - :math:`\mathcal{L}`
      - mean cross-entropy of the real target tokens, under teacher forcing
@@ -138,58 +150,39 @@ Explanation
 -----------
 
 **Two stacks, three kinds of attention.** :footcite:t:`vaswani2017attention` introduced the
-transformer as a translation model with exactly this shape, and with it beat the best recurrent and
-convolutional translation systems of the time on English-to-German and English-to-French, at a
-fraction of their training cost; the decoder-only and encoder-only models that followed are its two
-halves. The *encoder* is a stack of :doc:`transformer_block` layers without a causal mask: every
-source position reads every other one, before and after it, so its output row :math:`m_j` describes
-the token :math:`x_j` in the context of the whole sentence. The *decoder* is a stack of blocks with
-three sub-layers: causal self-attention over the target written so far (as in :doc:`gpt`), then
-*cross-attention*, whose queries come from the decoder's stream and whose keys and values come from
-the encoder's memory, then the perceptron. Cross-attention is where the two languages meet: at each
-target position the decoder asks "which source words matter now?" and takes a weighted average of
-their memory rows. The memory is computed once per sentence and read by every decoder layer at every
-step.
+transformer as a translation model of exactly this shape. The *encoder* is a stack of
+:doc:`transformer_block` layers without a causal mask: every source position reads every other
+one, so its row :math:`m_j` describes :math:`x_j` in the context of the whole sentence. The
+*decoder* has three sub-layers per block: causal self-attention over the target written so far (as
+in :doc:`gpt`), then *cross-attention*, whose queries come from the decoder's stream and whose keys
+and values come from the encoder's memory, then the perceptron. At each target position,
+cross-attention asks which source words matter now and averages their memory rows.
 
-**Why this beats the recurrent encoder-decoder.** The recurrent :doc:`sequence-to-sequence model
-</docs/chapters/recurrent/seq2seq>` :footcite:`sutskever2014sequence,cho2014learning` passes the whole source to the decoder through one vector, the encoder's last state, whose size is
-fixed whatever the sentence's length: long sentences must be squeezed through it, and the first
-source words have travelled through every recurrent step before the decoder sees them.
-:footcite:t:`bahdanau2015neural` let a recurrent decoder attend to every encoder state, which
-removed that bottleneck; the transformer keeps the attention and drops the recurrence. Any target
-position is then one attention step away from any source position, whatever their distance, and
-every position of the encoder, and of the decoder during training, is computed in parallel instead
-of one after the other. The price is memory and compute that grow with the product of the source and
-target lengths, where the recurrent decoder needed one fixed-size state.
+.. admonition:: Intuition
 
-**Teacher forcing and the shift by one.** During training the whole target is known, so the
-decoder's input is the target itself, shifted right by one: :math:`\tilde{y} = (\text{BOS}, y_1,
-\dots, y_{T-1})` (``shift_right``). Under the causal mask, position :math:`t` reads BOS and
-:math:`y_1, \dots, y_{t-1}` and predicts :math:`y_t`, which it never sees, so all :math:`T`
-predictions come from one pass, each made from the true prefix rather than from the model's own
-guesses :footcite:`williams1989learning`. At test time the prefix is the model's own output:
+   The model works like a human interpreter with a notepad. The encoder listens to the whole
+   sentence first and writes one note per word, each note already coloured by the rest of the
+   sentence. The decoder then speaks one word at a time, remembering what it has said so far and,
+   before each word, glancing back over the notes to find the ones that matter now.
+
+**Teacher forcing and the shift by one.** In training the decoder's input is the target itself,
+shifted right by one: :math:`\tilde{y} = (\text{BOS}, y_1, \dots, y_{T-1})` (``shift_right``).
+Under the causal mask, position :math:`t` reads BOS and :math:`y_1, \dots, y_{t-1}` and predicts
+:math:`y_t`, so all :math:`T` predictions come from one pass, each from the true prefix
+:footcite:`williams1989learning`. At test time the prefix is the model's own output:
 ``greedy_translate`` encodes the source once, then a :func:`jax.lax.scan` over positions runs the
-decoder on the tokens written so far and appends its most probable next token, padding everything
-after the first EOS. Each step recomputes the decoder over the whole prefix (:math:`O(T^2)` work
-per token), which keeps the code short; the key-value cache of :doc:`gpt` would make each step
-:math:`O(T)`, and the keys and values of the memory could likewise be projected once. The tests
-check that every step's logits are those of the teacher-forced ``apply`` on the translation's own
-tokens, which is what makes the two modes the same model.
+decoder and appends its most probable next token (PAD after the first EOS). Each step runs the
+decoder over all ``max_len`` slots of the output, unwritten ones included (the causal mask keeps
+them from reaching position :math:`t`): :math:`O(\text{max\_len}^2)` attention work per token,
+where the key-value cache of :doc:`gpt` would need :math:`O(t)`.
 
-**Padding.** Sentences in a batch have different lengths, so they are padded with PAD to a common
-one, and PAD must change nothing. In the encoder and in cross-attention, PAD source positions are
-hidden *as keys* (:math:`M^{\text{pad}}`, added as the most negative float before the softmax):
-no real position reads them, so the memory rows of the real tokens, and every logit, are the same
-whatever the padding holds (the tests change it and check). The memory rows *at* PAD positions are
-computed but read by nobody. The target needs no key mask: its padding comes after the real
-tokens, which the causal mask already hides from them. The loss leaves out the PAD targets and
-averages over the :math:`N` real tokens of the batch, so that a sentence's weight is its length
-and padding cannot dilute the gradient.
-
-**Padding, in pictures.** The figure draws the three masks of the model for a source of four
-words, EOS and two PAD, and a target of five positions (dark: the query may read the key). The
-encoder's is full but for the PAD columns, the decoder's own is causal, and the cross-attention's
-lets every target position read every real source position.
+**Padding.** Sentences are padded with PAD to a common length, which must change nothing. In
+the encoder and in cross-attention, PAD source positions are hidden *as keys*
+(:math:`M^{\text{pad}}`, added as the most negative float), so no logit depends on what the padding
+holds. The target needs no key mask: its padding comes
+after the real tokens, which the causal mask already hides from them. The loss leaves out the PAD
+targets and averages over the :math:`N` real tokens of the batch, so a sentence weighs as much
+as its length. The figure draws the three masks (dark: the query may read the key).
 
 .. plot::
 
@@ -212,48 +205,15 @@ lets every target position read every real source position.
    axes[0].set_ylabel("query (reads)")
    fig.tight_layout()
 
-**A small translation task.** The "language pair" has 8 words (tokens 3 to 10 of a vocabulary of
-11, after PAD = 0, BOS = 1 and EOS = 2). A target sentence is the source read backwards, each word
-:math:`w` replaced by its dictionary entry :math:`13 - w`, so neither copying nor a word-by-word
-map solves it: the :math:`n`-th word of the translation must be read from the :math:`n`-th source
-word before EOS, wherever that EOS is. Sentences have 1 to 6 words. A model with one layer in each
-stack, ``d_model = 32`` and 4 heads, trained by :doc:`Adam </docs/chapters/optimization/adam>` for
-1000 steps of 32 pairs drawn from a corpus of 8000, translates exactly 123 of 128 held-out
-sentences (96.1%; none of them is in the corpus) and gets 98.8% of their tokens right (the test
-asserts at least 90% and 97%); its five mistakes are on the longest sentences. Its cross-attention has learned
-the alignment: averaged over heads, the :math:`n`-th target word puts 76% of its attention, on
-average, on the :math:`n`-th source word from the end (at least 66% in every held-out sentence,
-where uniform attention would give at most 50%), the anti-diagonal of the reversal, found from the
-sentence pairs alone.
-
-*Numerical traps.* Masked scores use ``jnp.finfo(float32).min``, never :math:`-\infty` itself, so a
-row with nothing to attend to gives zeros instead of NaN
-(:doc:`/docs/chapters/attention/scaled_dot_product`); the softmax and the log-softmax of the loss
-run in float32, and the loss divides by :math:`\max(N, 1)`. Embeddings are drawn with standard
-deviation :math:`d^{-1/2}` and multiplied by :math:`\sqrt{d}`, as in the paper: the inputs then have
-the scale of the positional encodings, and the tied output layer starts with logits of order one.
-
-**What this recipe keeps from the paper, and what it drops.** It keeps the post-norm layers, the
-sinusoidal positions, the :math:`\sqrt{d}` embedding scale, the tied output embeddings and the
-masking. The paper's models were far larger (6 layers in each stack, :math:`d = 512`, 8 heads,
-``d_ff = 2048`` for the base model) and shared one subword vocabulary (and so one embedding matrix)
-between both languages; they were regularised with :doc:`/docs/chapters/regularization/dropout`
-and :doc:`/docs/chapters/regularization/label_smoothing`, trained with a learning rate that warms
-up and then decays, and decoded by beam search (:doc:`/docs/chapters/recurrent/seq2seq` shows beam
-search for the recurrent model). The tiny task here needs none of that. Later encoder-decoders such
-as T5 :footcite:`raffel2020exploring` moved to pre-norm layers and relative positions, the changes
-discussed in :doc:`transformer_block` and the attention chapter.
-
 Inductive bias
 --------------
 
 The model assumes that the output is a function of the *whole* input, available at once, and that
-the correspondence between output and input positions (the alignment) is best found by content and
-position look-ups, learned from data. It assumes no monotonic alignment and no locality, which is
-why a reversal is no harder for it to express than a copy, and why it needs many examples to learn
-any alignment at all. The output is assumed to factorise left to right, and both streams know only the
-positions they were trained on: sentences longer than any seen in training tend to be translated
-poorly, even though sinusoidal encodings are defined for every position.
+the alignment between output and input positions is best found by content and position look-ups,
+learned from data. It assumes no monotonic alignment and no locality: a reversal is no harder to
+express than a copy, but any alignment must be learned from many examples. The output is assumed
+to factorise left to right, and both streams know only the positions they were trained on:
+sentences longer than any seen in training tend to be translated poorly.
 
 Example
 -------
@@ -291,11 +251,54 @@ True
 >>> tokens, step_logits = greedy_translate(params, src[0], max_len=7)
 >>> tokens.shape, step_logits.shape
 ((7,), (7, 11))
+
+Implementation notes
+--------------------
+
+**Numerics and bad input.** Masked scores use ``jnp.finfo(float32).min``, never :math:`-\infty`,
+so a row with nothing to attend to gives zeros instead of NaN; softmax and log-softmax run in
+float32. Embeddings are drawn with standard deviation :math:`d^{-1/2}` and multiplied by
+:math:`\sqrt{d}`, as in the paper, so that they start at the scale of the positional encodings.
+Token ids are checked against the vocabulary, and source and target sentences for an EOS, when
+their values are concrete; under :func:`jax.jit` an id out of range reads a clamped embedding row.
+
+**Why this beat the recurrent encoder-decoder.** The recurrent :doc:`sequence-to-sequence model
+</docs/chapters/recurrent/seq2seq>` :footcite:`sutskever2014sequence,cho2014learning` passes the
+whole source to the decoder through the encoder's last state, whose size is fixed whatever the sentence's length.
+:footcite:t:`bahdanau2015neural` let a recurrent decoder attend to every encoder state, which removed
+that bottleneck; the transformer keeps the attention and drops the recurrence, so any target
+position is one attention step from any source position and training runs in parallel over
+positions. The price is memory and compute that grow with the product of the source and target
+lengths, where the recurrent decoder needed one fixed-size state. With it
+:footcite:t:`vaswani2017attention` beat the best recurrent and convolutional systems of the time on
+English-to-German and English-to-French, at a fraction of their training cost.
+
+**The translation task of the tests.** The "language pair" has 8 words (tokens 3 to 10 of a
+vocabulary of 11, after PAD = 0, BOS = 1 and EOS = 2). A target sentence is the source read
+backwards, each word :math:`w` replaced by its dictionary entry :math:`13 - w`, so neither copying
+nor a word-by-word map solves it. Sentences have 1 to 6 words. A model with one layer in each
+stack, ``d_model = 32`` and 4 heads, trained by :doc:`Adam </docs/chapters/optimization/adam>` for
+1000 steps of 32 pairs drawn from a corpus of 8000, translates exactly 123 of 128 held-out
+sentences (96.1%; the test asserts at least 90%) and gets 98.8% of their tokens right (at least
+97%). Its cross-attention has learned the alignment: averaged over heads, the :math:`n`-th target
+word of each of the first eight held-out sentences puts more than half of its attention, on
+average, on the :math:`n`-th source word from the end (measured: at least 66%), the anti-diagonal of
+the reversal, found from the sentence pairs alone.
+
+**What this recipe keeps from the paper, and what it drops.** It keeps the post-norm layers, the
+sinusoidal positions, the :math:`\sqrt{d}` embedding scale, the tied output embeddings and the
+masking. The paper's base model had 6 layers in each stack, :math:`d = 512`, 8 heads and
+``d_ff = 2048``, shared one subword vocabulary between both languages, was regularised with
+:doc:`/docs/chapters/regularization/dropout` and :doc:`/docs/chapters/regularization/label_smoothing`,
+trained with a learning rate that warms up and then decays, and decoded by beam search. Later
+encoder-decoders such as T5 :footcite:`raffel2020exploring` moved to pre-norm layers and relative
+positions.
 """
 
 import jax
 import jax.numpy as jnp
 
+from cookbook import _checks
 from cookbook.attention import multi_head
 from cookbook.attention.positional_encoding import sinusoidal_encoding
 from cookbook.attention.scaled_dot_product import attention_weights
@@ -303,6 +306,7 @@ from cookbook.normalization.layer_norm import layer_norm
 from cookbook.optimization.adam import adam
 from cookbook.optimization.sgd import apply_updates
 from cookbook.transformers import transformer_block
+from cookbook.transformers._boundary import check_params, in_range
 
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
 JIT = {
@@ -325,9 +329,9 @@ def init(key, src_vocab, tgt_vocab, d_model, num_heads, num_layers, d_ff):
     """Source and target embeddings (the target ones tied to the output layer), and ``num_layers``
     encoder blocks and ``num_layers`` decoder blocks with cross-attention, stacked for a scan."""
     for name, value in (("src_vocab", src_vocab), ("tgt_vocab", tgt_vocab)):
-        if value <= EOS + 1:
+        if _checks.size(value, name) <= EOS + 1:
             raise ValueError(f"{name} must exceed the 3 special tokens (PAD, BOS, EOS), got {name}={value}")
-    if d_model % 2 or num_layers < 1:
+    if _checks.size(d_model, "d_model") % 2 or _checks.size(num_layers, "num_layers") < 1:
         raise ValueError(f"d_model must be even (sinusoidal positions) and num_layers at least 1, "
                          f"got d_model={d_model} and num_layers={num_layers}")
     k_src, k_tgt, k_enc, k_dec = jax.random.split(key, 4)
@@ -350,6 +354,10 @@ def attention_masks(src_mask, T):
     """The model's three masks (``True`` = may attend) for a source mask ``src_mask`` (S,) and T
     target positions: the encoder's (S, S) and the cross-attention's (T, S), which hide the PAD
     source positions as keys, and the decoder's causal (T, T)."""
+    src_mask = jnp.asarray(src_mask) if isinstance(src_mask, list) else src_mask
+    if getattr(src_mask, "ndim", None) != 1 or src_mask.dtype != jnp.bool_:
+        raise ValueError(f"src_mask must be a boolean array of shape (S,), got {src_mask!r:.80}")
+    T = _checks.size(T, "T")
     S = src_mask.shape[0]
     encoder = jnp.broadcast_to(src_mask[None, :], (S, S))  # not causal: every query sees every real token
     causal = jnp.tril(jnp.ones((T, T), bool))  # target position t reads positions 0..t
@@ -361,14 +369,30 @@ def attention_masks(src_mask, T):
 # core, so that calls outside jax.jit compile once per shape instead of tracing a scan every time.
 
 
-def _check_tokens(name, tokens, vocab, length):
-    if tokens.ndim != 1 or tokens.shape[0] < 1 or not jnp.issubdtype(tokens.dtype, jnp.integer):
-        raise ValueError(f"{name} must have shape ({length},) with {length} >= 1 of integer tokens, got shape "
-                         f"{tokens.shape} and dtype {tokens.dtype}")
-    if not isinstance(tokens, jax.core.Tracer):
-        low, high = int(tokens.min()), int(tokens.max())
-        if low < 0 or high >= vocab:
-            raise ValueError(f"{name} must hold token ids in [0, {vocab}), got values in [{low}, {high}]")
+def _check_params(params):
+    """``params`` shaped as :func:`init` makes them, for the sizes read from the embeddings and blocks."""
+    try:
+        (src_vocab, d_model), tgt_vocab = params["src_embed"].shape, params["tgt_embed"].shape[0]
+        L, H, _, _ = params["decoder"]["attn"]["W_o"].shape
+        d_ff = params["decoder"]["mlp"][0]["W"].shape[-1]
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as error:
+        raise ValueError(f"params must be the dict that init returns, got one without the usual shapes ({error!r})")
+    return check_params(params, init, src_vocab=src_vocab, tgt_vocab=tgt_vocab, d_model=d_model, num_heads=H,
+                        num_layers=L, d_ff=d_ff)
+
+
+def _check_tokens(name, tokens, vocab, length, *, ndim=1, eos=False):
+    """Integer token ids of shape ``length``; when concrete, below ``vocab`` and (with ``eos``) each
+    sentence holding an EOS. Under jit an id out of range would read a clamped embedding row."""
+    tokens = _checks.int_array(tokens, name, ndim=ndim, what=f" {length}")
+    if tokens.shape[-1] < 1:
+        raise ValueError(f"{name} must have shape {length} with at least one token, got shape {tokens.shape}")
+    in_range(tokens, name, 0, vocab)
+    with jax.ensure_compile_time_eval():
+        if eos and _checks.is_concrete(tokens) and not bool(jnp.all(jnp.any(tokens == EOS, axis=-1))):
+            raise ValueError(f"{name} must end every sentence with EOS = {EOS}, got one without it "
+                             f"(shape {tokens.shape})")
+    return tokens
 
 
 def _check_src_mask(src_mask, S):
@@ -404,8 +428,9 @@ def encode(params, src, src_mask=None):
     ``src_mask`` (S,), ``True`` for real tokens, defaults to ``src != PAD``; padded positions are
     hidden as keys, so the rows of the real tokens do not depend on them.
     """
-    _check_tokens("src", src, params["src_embed"].shape[0], "S")
-    src_mask = src != PAD if src_mask is None else src_mask
+    _check_params(params)
+    src = _check_tokens("src", src, params["src_embed"].shape[0], "(S,)", eos=True)
+    src_mask = src != PAD if src_mask is None else jnp.asarray(src_mask)
     _check_src_mask(src_mask, src.shape[0])
     return _encode(params, src, src_mask)
 
@@ -418,13 +443,14 @@ def _decode(params, memory, tgt_in, src_mask):
 
 
 def _check_decoder_inputs(params, memory, tgt_in, src_mask):
-    _check_tokens("tgt_in", tgt_in, params["tgt_embed"].shape[0], "T")
+    _check_params(params)
+    tgt_in = _check_tokens("tgt_in", tgt_in, params["tgt_embed"].shape[0], "(T,)")
     d_model = params["tgt_embed"].shape[1]
-    if memory.ndim != 2 or memory.shape[1] != d_model:
-        raise ValueError(f"memory must have shape (S, d_model) = (S, {d_model}), got shape {memory.shape}")
-    src_mask = jnp.ones((memory.shape[0],), bool) if src_mask is None else src_mask
+    memory = _checks.float_array(memory, "memory", ndim=2, what=f" (S, d_model) = (S, {d_model})")
+    _checks.same_shape(memory, "memory", (memory.shape[0], d_model), expected_from="(S, d_model)")
+    src_mask = jnp.ones((memory.shape[0],), bool) if src_mask is None else jnp.asarray(src_mask)
     _check_src_mask(src_mask, memory.shape[0])
-    return src_mask
+    return memory, tgt_in, src_mask
 
 
 def decode(params, memory, tgt_in, src_mask=None):
@@ -433,14 +459,16 @@ def decode(params, memory, tgt_in, src_mask=None):
     Self-attention is causal (position t reads ``tgt_in[:t + 1]``); cross-attention reads the
     ``memory`` (S, d_model) rows where ``src_mask`` (S,) is ``True`` (all of them by default).
     """
-    src_mask = _check_decoder_inputs(params, memory, tgt_in, src_mask)
+    memory, tgt_in, src_mask = _check_decoder_inputs(params, memory, tgt_in, src_mask)
     return _decode(params, memory, tgt_in, src_mask)
 
 
 def apply(params, src, tgt_in, src_mask=None):
     """Teacher-forced logits (T, tgt_vocab): encode ``src`` (S,), decode the given ``tgt_in`` (T,)."""
-    _check_tokens("tgt_in", tgt_in, params["tgt_embed"].shape[0], "T")  # before the encoder runs
-    src_mask = src != PAD if src_mask is None else src_mask
+    _check_params(params)
+    tgt_in = _check_tokens("tgt_in", tgt_in, params["tgt_embed"].shape[0], "(T,)")  # before the encoder runs
+    src = _check_tokens("src", src, params["src_embed"].shape[0], "(S,)", eos=True)
+    src_mask = src != PAD if src_mask is None else jnp.asarray(src_mask)
     return decode(params, encode(params, src, src_mask), tgt_in, src_mask)
 
 
@@ -465,31 +493,46 @@ def cross_attention_weights(params, src, tgt_in, src_mask=None):
     Row t shows how much target position t reads each source position: PAD columns are zero and
     every row sums to one.
     """
-    src_mask = src != PAD if src_mask is None else src_mask
+    _check_params(params)
+    src = _check_tokens("src", src, params["src_embed"].shape[0], "(S,)", eos=True)
+    src_mask = src != PAD if src_mask is None else jnp.asarray(src_mask)
     memory = encode(params, src, src_mask)
-    src_mask = _check_decoder_inputs(params, memory, tgt_in, src_mask)
+    memory, tgt_in, src_mask = _check_decoder_inputs(params, memory, tgt_in, src_mask)
     return _cross_weights(params, memory, tgt_in, src_mask)
 
 
 def shift_right(tgt, bos=BOS):
     """The decoder's input for target ``tgt`` (T,): ``bos`` then ``tgt`` without its last token."""
+    tgt = _checks.int_array(tgt, "tgt", ndim=1, what=" (T,)")
     return jnp.concatenate([jnp.full((1,), bos, tgt.dtype), tgt[:-1]])
 
 
 @jax.jit
-def loss(params, src, tgt):
-    """Mean cross-entropy of the real target tokens of a batch ``src`` (B, S), ``tgt`` (B, T).
-
-    PAD targets are left out; the mean is over the real tokens of the whole batch.
-    """
-    if src.ndim != 2 or tgt.ndim != 2 or src.shape[0] != tgt.shape[0]:
-        raise ValueError(f"src and tgt must have shapes (B, S) and (B, T), got {src.shape} and {tgt.shape}")
+def _loss(params, src, tgt):
     tgt_in = jax.vmap(shift_right)(tgt)  # (B, T): teacher forcing
     logits = jax.vmap(apply, in_axes=(None, 0, 0))(params, src, tgt_in)  # (B, T, V)
     log_p = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
     nll = -jnp.take_along_axis(log_p, tgt[..., None].astype(jnp.int32), axis=-1)[..., 0]  # (B, T)
     real = tgt != PAD
     return jnp.sum(jnp.where(real, nll, 0.0)) / jnp.maximum(jnp.sum(real), 1)
+
+
+def _check_pairs(params, src, tgt, batch="B"):
+    _check_params(params)
+    src = _check_tokens("src", src, params["src_embed"].shape[0], f"({batch}, S)", ndim=2, eos=True)
+    tgt = _check_tokens("tgt", tgt, params["tgt_embed"].shape[0], f"({batch}, T)", ndim=2, eos=True)
+    if src.shape[0] != tgt.shape[0]:
+        raise ValueError(f"src and tgt must have shapes ({batch}, S) and ({batch}, T), got {src.shape} and {tgt.shape}")
+    return src, tgt
+
+
+def loss(params, src, tgt):
+    """Mean cross-entropy of the real target tokens of a batch ``src`` (B, S), ``tgt`` (B, T).
+
+    PAD targets are left out; the mean is over the real tokens of the whole batch.
+    """
+    src, tgt = _check_pairs(params, src, tgt)
+    return _loss(params, src, tgt)
 
 
 @jax.jit
@@ -511,9 +554,10 @@ def greedy_translate(params, src, max_len, bos=BOS, eos=EOS, src_mask=None):
     tokens written so far and writes its most probable next token. Returns the tokens (max_len,)
     and the logits (max_len, tgt_vocab) of each step.
     """
-    if max_len < 1:
-        raise ValueError(f"max_len must be at least 1, got max_len={max_len}")
-    src_mask = src != PAD if src_mask is None else src_mask
+    max_len = _checks.size(max_len, "max_len")
+    _check_params(params)
+    src = _check_tokens("src", src, params["src_embed"].shape[0], "(S,)", eos=True)
+    src_mask = src != PAD if src_mask is None else jnp.asarray(src_mask)
     memory = encode(params, src, src_mask)
     start = jnp.full((max_len,), PAD, src.dtype).at[0].set(bos)  # BOS, then slots for the output
     return _greedy_steps(params, memory, src_mask, start, eos)
@@ -526,7 +570,8 @@ def translation_task(key, batch_size, max_words, vocab):
     The target is the source reversed, each word ``w`` (``3 <= w < vocab``) translated to
     ``vocab + 2 - w``: the dictionary read backwards.
     """
-    if vocab <= EOS + 1 or max_words < 1:
+    batch_size = _checks.size(batch_size, "batch_size")
+    if _checks.size(vocab, "vocab") <= EOS + 1 or _checks.size(max_words, "max_words") < 1:
         raise ValueError(f"vocab must exceed 3 and max_words be at least 1, got vocab={vocab}, max_words={max_words}")
     k_len, k_words = jax.random.split(key)
     lengths = jax.random.randint(k_len, (batch_size, 1), 1, max_words + 1)  # (B, 1)
@@ -545,14 +590,14 @@ def train(key, params, src, tgt, *, steps, batch_size, learning_rate=5e-3):
 
     Returns the parameters and the loss of each step, shape (steps,).
     """
-    if src.ndim != 2 or tgt.ndim != 2 or src.shape[0] != tgt.shape[0]:
-        raise ValueError(f"src and tgt must have shapes (N, S) and (N, T), got {src.shape} and {tgt.shape}")
-    opt = adam(learning_rate)
+    src, tgt = _check_pairs(params, src, tgt, batch="N")
+    steps, batch_size = _checks.size(steps, "steps"), _checks.size(batch_size, "batch_size")
+    opt = adam(_checks.positive(learning_rate, "learning_rate"))
 
     def step(carry, k):
         params, state = carry
         batch = jax.random.randint(k, (batch_size,), 0, src.shape[0])  # drawn with replacement
-        value, grads = jax.value_and_grad(loss)(params, src[batch], tgt[batch])
+        value, grads = jax.value_and_grad(_loss)(params, src[batch], tgt[batch])
         updates, state = opt.update(grads, state)
         return (apply_updates(params, updates), state), value
 

@@ -192,23 +192,25 @@ def test_cross_attention_of_the_trained_model_follows_the_reversal(trained):
 
 def test_bad_inputs_raise_clear_errors(untrained):
     src, tgt = np.array([4, 5, EOS]), np.array([BOS, 8])
-    with pytest.raises(ValueError, match=r"src must hold token ids in \[0, 11\), got values in \[2, 11\]"):
+    with pytest.raises(ValueError, match=r"src must lie in \[0, 11\), got values from 2 to 11"):
         encode(untrained, np.array([11, 5, EOS]))
-    with pytest.raises(ValueError, match=r"tgt_in must hold token ids in \[0, 11\), got values in \[-1, 8\]"):
+    with pytest.raises(ValueError, match=r"tgt_in must lie in \[0, 11\), got values from -1 to 8"):
         apply(untrained, src, np.array([-1, 8]))
-    with pytest.raises(ValueError, match=r"src must have shape \(S,\) with S >= 1 of integer tokens, got shape \(1, 3\)"):
+    with pytest.raises(ValueError, match=r"src must have 1 axes \(S,\), got shape \(1, 3\)"):
         encode(untrained, src[None])
-    with pytest.raises(ValueError, match=r"tgt_in must have shape \(T,\) .* got shape \(2,\) and dtype float32"):
+    with pytest.raises(TypeError, match=r"tgt_in must be an integer array, got dtype float32"):
         apply(untrained, src, np.array([1.0, 2.0], np.float32))
     with pytest.raises(ValueError, match=r"src_mask must be boolean of shape \(S,\) = \(3,\), got shape \(2,\)"):
         encode(untrained, src, np.ones((2,), bool))
-    with pytest.raises(ValueError, match=r"memory must have shape \(S, d_model\) = \(S, 32\), got shape \(3, 16\)"):
+    with pytest.raises(ValueError, match=r"memory must have shape \(3, 32\) \(\(S, d_model\)\), got shape \(3, 16\)"):
         decode(untrained, np.ones((3, 16), np.float32), tgt)
-    with pytest.raises(ValueError, match=r"src and tgt must have shapes \(B, S\) and \(B, T\), got \(3,\) and \(2,\)"):
+    with pytest.raises(ValueError, match=r"src must have 2 axes \(B, S\), got shape \(3,\)"):
         loss(untrained, src, tgt)
+    with pytest.raises(ValueError, match=r"src and tgt must have shapes \(B, S\) and \(B, T\), got \(1, 3\) and \(2, 2\)"):
+        loss(untrained, src[None], np.full((2, 2), EOS))
     with pytest.raises(ValueError, match=r"src and tgt must have shapes \(N, S\) and \(N, T\), got \(3, 3\) and \(2, 2\)"):
-        train(jax.random.key(0), untrained, np.ones((3, 3), int), np.ones((2, 2), int), steps=1, batch_size=1)
-    with pytest.raises(ValueError, match=r"max_len must be at least 1, got max_len=0"):
+        train(jax.random.key(0), untrained, np.full((3, 3), EOS), np.full((2, 2), EOS), steps=1, batch_size=1)
+    with pytest.raises(ValueError, match=r"max_len must be at least 1, got 0"):
         greedy_translate(untrained, src, 0)
     with pytest.raises(ValueError, match=r"tgt_vocab must exceed the 3 special tokens \(PAD, BOS, EOS\), got tgt_vocab=3"):
         init(jax.random.key(0), V, 3, 8, 2, 1, 16)
@@ -216,3 +218,52 @@ def test_bad_inputs_raise_clear_errors(untrained):
         init(jax.random.key(0), V, V, 7, 1, 1, 16)
     with pytest.raises(ValueError, match=r"vocab must exceed 3 and max_words be at least 1, got vocab=11, max_words=0"):
         translation_task(jax.random.key(0), 2, 0, V)
+
+
+def test_sentences_without_eos_and_bad_parameters_get_clear_errors(untrained):
+    with pytest.raises(ValueError, match=r"src must end every sentence with EOS = 2"):
+        greedy_translate(untrained, np.array([4, 5, 6]), 5)
+    with pytest.raises(ValueError, match=r"tgt must end every sentence with EOS = 2"):
+        loss(untrained, np.array([[4, EOS]]), np.array([[9, 8]]))
+    with pytest.raises(TypeError, match=r"params\['src_embed'\] must be a floating-point array"):
+        encode(dict(untrained, src_embed=untrained["src_embed"].astype(jnp.int32)), np.array([4, EOS]))
+    with pytest.raises(ValueError, match=r"params\['decoder'\]\['attn'\]\['W_k'\] must have the shape"):
+        bad = jax.tree.map(lambda w: w, untrained)
+        bad["decoder"]["attn"]["W_k"] = bad["decoder"]["attn"]["W_k"][..., :1]
+        apply(bad, np.array([4, EOS]), np.array([BOS, 9]))
+    with pytest.raises(TypeError, match=r"max_len must be an int of at least 1, got float 7.5"):
+        greedy_translate(untrained, np.array([4, EOS]), 7.5)
+
+
+def test_the_loss_averages_over_the_real_tokens_of_the_whole_batch(untrained):
+    # The equation: one sum over every sentence of the batch, divided by N, the real tokens of all.
+    src, tgt = map(np.asarray, translation_task(jax.random.key(5), 4, W, V))  # the example's shapes
+    logits = np.stack([apply(untrained, s, _shift(t)) for s, t in zip(src, tgt)])
+    per_token = np.asarray(optax.softmax_cross_entropy_with_integer_labels(logits, tgt))
+    real = tgt != PAD
+    N = real.sum()
+    np.testing.assert_allclose(float(loss(untrained, src, tgt)), (per_token * real).sum() / N, rtol=1e-5)
+    per_sentence = [(per_token[b] * real[b]).sum() / real[b].sum() for b in range(4)]
+    assert abs(float(loss(untrained, src, tgt)) - np.mean(per_sentence)) > 1e-4  # not a mean of means
+
+
+def test_the_attention_biases_of_the_equation_are_used(untrained):
+    src, tgt_in = _sentence(4)
+    base = apply(untrained, src, tgt_in)
+    for name in ("b_q", "b_k", "b_v", "b_o"):
+        changed = jax.tree.map(lambda w: w, untrained)
+        b = changed["decoder"]["cross"][name]
+        changed["decoder"]["cross"][name] = b + 0.5 * jax.random.normal(jax.random.key(0), b.shape)
+        moved = np.abs(np.asarray(apply(changed, src, tgt_in)) - np.asarray(base)).max()
+        # b_k shifts every score of a query by the same amount: softmax cancels it, as the equation says.
+        assert (moved < 1e-4) if name == "b_k" else (moved > 1e-3), (name, moved)
+
+
+def test_greedy_translation_runs_the_decoder_over_all_max_len_slots_at_every_step(untrained):
+    from cookbook.transformers.encoder_decoder import _greedy_steps
+
+    src = np.array([4, 5, 6, 7, 8, 9, EOS])  # S = 7
+    memory = encode(untrained, src)
+    start = jnp.full((5,), PAD, jnp.int32).at[0].set(BOS)  # max_len = 5
+    text = str(jax.make_jaxpr(_greedy_steps)(untrained, memory, jnp.asarray(src != PAD), start, EOS))
+    assert "f32[4,5,5]" in text  # self-attention scores of all 5 slots (H = 4) inside the scan
