@@ -77,6 +77,13 @@ blocks alternates the two: gather from the sequence, think about what was gather
 The perceptron is usually four times wider than the stream (``d_ff = 4 d_model``) and holds most
 of the parameters.
 
+.. admonition:: Intuition
+
+   A stack of blocks works like rounds of a meeting that keeps shared minutes. In each round
+   everyone first listens to everyone else (attention), then thinks alone about what was heard
+   (the perceptron), and each step only adds an amendment to the minutes rather than rewriting
+   them (the residual connection), so that nothing said earlier is lost.
+
 **Residual connections** make each sub-layer learn a *correction* to its input rather than a new
 representation: with the sub-layer near zero the block is near the identity, and the gradient reaches
 early layers through the sum unchanged :footcite:`he2016deep`. **Layer normalisation** keeps the
@@ -164,9 +171,11 @@ True
 import jax
 import jax.numpy as jnp
 
+from cookbook import _checks
 from cookbook.attention import multi_head
 from cookbook.foundations import mlp
 from cookbook.normalization.layer_norm import layer_norm
+from cookbook.transformers._boundary import check_params
 
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
 JIT = {
@@ -194,14 +203,45 @@ def _check_norm(norm):
         raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
 
 
+def _check_block(params, stacked=False):
+    """``params`` shaped as :func:`init` (or :func:`init_stack`) makes them, for the sizes read from the
+    attention's output projection and the perceptron's second layer."""
+    try:
+        blocks = params["blocks"] if stacked else params
+        *L, H, _, d_model = blocks["attn"]["W_o"].shape
+        d_ff = blocks["mlp"][1]["W"].shape[-2]
+        cross = "cross" in blocks
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as error:
+        raise ValueError(f"params must be the dict that init{'_stack' if stacked else ''} returns, got one "
+                         f"without the usual shapes ({error!r})")
+    if stacked:
+        return check_params(params, init_stack, num_layers=L[0] if L else 0, d_model=d_model, num_heads=H, d_ff=d_ff)
+    return check_params(params, init, d_model=d_model, num_heads=H, d_ff=d_ff, cross_attention=cross)
+
+
+def _check_x(x, d_model, name="x"):
+    x = _checks.float_array(x, name, ndim=2, what=f" (T, d_model) = (T, {d_model})")
+    return _checks.same_shape(x, name, (x.shape[0], d_model), expected_from="(T, d_model)")
+
+
+def _check_mask(mask, name, shape):
+    if mask is None:
+        return None
+    mask = jnp.asarray(mask) if isinstance(mask, list) else mask
+    if getattr(mask, "dtype", None) != jnp.bool_:
+        raise TypeError(f"{name} must be a boolean array, got {mask!r:.80}")
+    return _checks.same_shape(mask, name, shape)
+
+
 def init(key, d_model, num_heads, d_ff, cross_attention=False):
     """Parameters of one block: self-attention, an MLP ``d_model -> d_ff -> d_model``, layer norms.
 
     ``cross_attention=True`` adds a second attention sub-layer that reads a context (a decoder
     block, as in the encoder-decoder transformer).
     """
-    if d_ff < 1:
+    if _checks.size(d_ff, "d_ff", minimum=0) < 1:
         raise ValueError(f"d_ff must be a positive width, got d_ff={d_ff}")
+    d_model, num_heads = _checks.size(d_model, "d_model"), _checks.size(num_heads, "num_heads")
     k_attn, k_cross, k_mlp = jax.random.split(key, 3)
     params = {
         "attn": multi_head.init(k_attn, d_model, num_heads),
@@ -217,6 +257,14 @@ def init(key, d_model, num_heads, d_ff, cross_attention=False):
 
 def feed_forward(params, x):
     """The position-wise MLP (ReLU hidden layer) applied to every row of ``x`` (T, d_model)."""
+    try:
+        d_ff, d_model = params[1]["W"].shape
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as error:
+        raise ValueError(f"params must be the two layers of mlp.init, got {type(params).__name__} ({error!r})")
+    like = [{"W": jnp.zeros((d_model, d_ff)), "b": jnp.zeros((d_ff,))},
+            {"W": jnp.zeros((d_ff, d_model)), "b": jnp.zeros((d_model,))}]
+    _checks.same_tree(params, "params", like, "mlp.init((d_model, d_ff, d_model))")
+    x = _check_x(x, d_model)
     return jax.vmap(mlp.apply, in_axes=(None, 0))(params, x)  # (T, d_model)
 
 
@@ -228,9 +276,13 @@ def apply(params, x, mask=None, *, norm="pre", context=None, context_mask=None):
     ``context_mask`` (T, S). Returns (T, d_model). One sequence; batch with :func:`jax.vmap`.
     """
     _check_norm(norm)
+    _check_block(params)
     d_model = params["ln_attn"]["scale"].shape[0]
-    if x.ndim != 2 or x.shape[1] != d_model:
-        raise ValueError(f"x must have shape (T, d_model) = (T, {d_model}), got shape {x.shape}")
+    x = _check_x(x, d_model)
+    mask = _check_mask(mask, "mask", (x.shape[0], x.shape[0]))
+    if context is not None:
+        context = _check_x(context, d_model, "context")
+        context_mask = _check_mask(context_mask, "context_mask", (x.shape[0], context.shape[0]))
     if ("cross" in params) != (context is not None):
         raise ValueError("context must be given exactly when the block has cross-attention, got "
                          f"cross_attention={'cross' in params} and context={'None' if context is None else context.shape}")
@@ -249,7 +301,7 @@ def apply(params, x, mask=None, *, norm="pre", context=None, context_mask=None):
 def init_stack(key, num_layers, d_model, num_heads, d_ff):
     """``num_layers`` blocks with their parameters stacked on a leading axis (for :func:`jax.lax.scan`),
     and the final layer norm that a pre-norm stack needs."""
-    if num_layers < 1:
+    if _checks.size(num_layers, "num_layers", minimum=0) < 1:
         raise ValueError(f"num_layers must be at least 1, got num_layers={num_layers}")
     keys = jax.random.split(key, num_layers)
     blocks = jax.vmap(lambda k: init(k, d_model, num_heads, d_ff))(keys)
@@ -259,6 +311,9 @@ def init_stack(key, num_layers, d_model, num_heads, d_ff):
 def apply_stack(params, x, mask=None, *, norm="pre"):
     """The stacked blocks on ``x`` (T, d_model), scanned over layers; pre-norm ends with a layer norm."""
     _check_norm(norm)
+    _check_block(params, stacked=True)
+    x = _check_x(x, params["ln_final"]["scale"].shape[0])
+    mask = _check_mask(mask, "mask", (x.shape[0], x.shape[0]))
 
     def layer(h, block):
         return apply(block, h, mask, norm=norm), None
@@ -273,6 +328,9 @@ def layer_gradient_norms(params, x, target, *, norm="pre"):
     The loss is the mean squared error between the stack's output and ``target`` (T, d_model), the
     measure used to compare the two placements of the normalisation at initialisation.
     """
+    _check_block(params, stacked=True)
+    x = _check_x(x, params["ln_final"]["scale"].shape[0])
+    target = _checks.float_array(target, "target")
     if target.shape != x.shape:
         raise ValueError(f"target must have the shape of x {x.shape}, got shape {target.shape}")
 

@@ -163,7 +163,7 @@ def test_huge_inputs_stay_finite(params):
 
 
 def test_bad_inputs_raise_clear_errors(params):
-    with pytest.raises(ValueError, match=r"x must have shape \(T, d_model\) = \(T, 12\), got shape \(7, 5\)"):
+    with pytest.raises(ValueError, match=r"x must have shape \(7, 12\) \(\(T, d_model\)\), got shape \(7, 5\)"):
         apply(params, np.ones((7, 5)))
     with pytest.raises(ValueError, match=r"norm must be one of \('pre', 'post'\), got 'middle'"):
         apply(params, _x(0), norm="middle")
