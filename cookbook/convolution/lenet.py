@@ -81,10 +81,20 @@ version, about 31,000 parameters, reaches about 99% (99.4% with the test's split
 epochs of Adam (written inline below
 as ``adam_step``, since a recipe does not call an optimiser library) and a few seconds of training.
 
+.. admonition:: Intuition
+
+   LeNet reads a digit the way a post office clerk might sort envelopes by eye: first notice
+   strokes (a bar, a curve) anywhere on the small card, then notice which strokes meet where (a
+   loop on top, a tail below), and only then decide "that is a 9". Each stage looks at a coarser
+   grid than the one before, so a wobble of the pen moves a stroke but not the verdict.
+
 *Numerical traps.* The loss is computed from logits with :func:`jax.nn.log_softmax`, which subtracts
 the maximum before exponentiating; taking the log of a softmax computed separately underflows to
 :math:`-\infty` for confident wrong answers. The pixels are scaled from 0..16 to 0..1 so that the
-first layer starts in the range its initialisation expects.
+first layer starts in the range its initialisation expects. The functions check their inputs
+against the parameters (a float image with the kernel's channels, integer labels in
+:math:`[0, 10)` when concrete, parameters shaped as ``init`` makes them), and ``accuracy`` refuses
+NaN parameters when concrete, since an arg max over NaN logits picks class 0 in silence.
 
 Inductive bias
 --------------
@@ -129,6 +139,7 @@ import math
 import jax
 import jax.numpy as jnp
 
+from cookbook import _checks
 from cookbook.convolution.conv2d import conv2d
 from cookbook.convolution.pooling import max_pool
 
@@ -157,8 +168,39 @@ def init(key, *, in_channels=1, channels=(16, 32), hidden=(120, 84), num_classes
     }
 
 
+def _check_params_like(params, like, name="params"):
+    """A ``ValueError`` or ``TypeError`` naming ``name`` unless ``params`` has the structure and the
+    leaf shapes of ``like`` (what :func:`jax.eval_shape` of ``init`` gives) and float leaves."""
+    if jax.tree.structure(params) != jax.tree.structure(like):
+        raise ValueError(f"{name} must have the structure that init gives, {jax.tree.structure(like)}, "
+                         f"got {jax.tree.structure(params)}")
+    for (path, leaf), want in zip(jax.tree_util.tree_leaves_with_path(params), jax.tree.leaves(like)):
+        where = name + jax.tree_util.keystr(path)
+        _checks.same_shape(_checks.float_array(leaf, where), where, want.shape, expected_from="as init makes it")
+    return params
+
+
+@functools.lru_cache(maxsize=32)
+def _init_shapes(c_in, c1, c2, h1, h2, classes, image_size):
+    return jax.eval_shape(lambda k: init(k, in_channels=c_in, channels=(c1, c2), hidden=(h1, h2),
+                                         num_classes=classes, image_size=image_size), jax.random.key(0))
+
+
+def _check_params(params, image_size):
+    """Check ``params`` against ``init`` with the sizes that its kernels imply."""
+    c_in, c1 = params["conv1"]["w"].shape[2:]
+    c2, h1, h2, classes = (params[k]["w"].shape[-1] for k in ("conv2", "fc1", "fc2", "out"))
+    return _check_params_like(params, _init_shapes(c_in, c1, c2, h1, h2, classes, image_size))
+
+
 def apply(params, x):
     """Logits (num_classes,) for one image ``x`` of shape (H, W, C)."""
+    x = _checks.float_array(x, "x", ndim=3, what=" (H, W, C): one image; batch with jax.vmap")
+    flat = params["fc1"]["w"].shape[0]
+    if x.shape[0] != x.shape[1] or (x.shape[0] // 4) ** 2 * params["conv2"]["w"].shape[3] != flat:
+        raise ValueError(f"x must be a square image whose side / 4, squared, times the channels of "
+                         f"params['conv2'] is {flat} (the inputs of params['fc1']), got shape {x.shape}")
+    _check_params(params, x.shape[0])
     h = max_pool(jax.nn.relu(conv2d(x, params["conv1"]["w"], params["conv1"]["b"])), 2)  # (H/2, W/2, 16)
     h = max_pool(jax.nn.relu(conv2d(h, params["conv2"]["w"], params["conv2"]["b"])), 2)  # (H/4, W/4, 32)
     h = h.reshape(-1)  # (H/4 * W/4 * 32,)
@@ -167,14 +209,22 @@ def apply(params, x):
     return h @ params["out"]["w"] + params["out"]["b"]
 
 
-def _check_data(X, y):
+def _check_data(params, X, y):
+    X = _checks.float_array(X, "X")
+    y = _checks.int_array(y, "y")
     if X.ndim != 4 or y.shape != X.shape[:1]:
         raise ValueError(f"X must have shape (N, H, W, C) and y shape (N,), got {X.shape} and {y.shape}")
+    if X.shape[3] != params["conv1"]["w"].shape[2]:
+        raise ValueError(f"X must have C = {params['conv1']['w'].shape[2]} channels (those of params['conv1']), "
+                         f"got shape {X.shape}")
+    _check_params(params, X.shape[1])
+    with jax.ensure_compile_time_eval():  # also checks concrete labels closed over by a jitted function
+        return X, _checks.check_range(y, "y", 0, params["out"]["w"].shape[1])
 
 
 def loss(params, X, y):
     """Mean cross-entropy of the logits for images ``X`` (N, H, W, C) with integer labels ``y`` (N,)."""
-    _check_data(X, y)
+    X, y = _check_data(params, X, y)
     logits = jax.vmap(apply, in_axes=(None, 0))(params, X)  # (N, classes)
     log_p = jax.nn.log_softmax(logits)  # subtracts the max
     return -jnp.mean(jnp.take_along_axis(log_p, y[:, None], axis=1))
@@ -182,7 +232,10 @@ def loss(params, X, y):
 
 def accuracy(params, X, y):
     """Fraction of images whose largest logit is the true class."""
-    _check_data(X, y)
+    X, y = _check_data(params, X, y)
+    with jax.ensure_compile_time_eval():
+        for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+            _checks.check_no_nan(leaf, "params" + jax.tree_util.keystr(path))
     logits = jax.vmap(apply, in_axes=(None, 0))(params, X)
     return jnp.mean(jnp.argmax(logits, axis=1) == y)
 
@@ -205,7 +258,7 @@ def train(key, params, X, y, *, epochs, batch_size, learning_rate=5e-3):
     Each epoch visits a fresh permutation of the ``N // batch_size`` full batches (the rest is
     dropped for that epoch).
     """
-    _check_data(X, y)
+    X, y = _check_data(params, X, y)
     N = X.shape[0]
     steps = N // batch_size
     if steps < 1:

@@ -74,7 +74,7 @@ Legend
      - ``(H, W)``
    * - :math:`t_{ij}`, :math:`T`, :math:`P`
      - target mask; the sets of target and predicted (:math:`\hat{p} > 1/2`) foreground pixels
-     - ``mask``, ``iou``
+     - ``masks``, ``iou``
      - ``(H, W)``
    * - :math:`L`, :math:`H`, :math:`W`
      - per-pixel binary cross-entropy; image height and width
@@ -119,10 +119,19 @@ while the best threshold on the noisy pixels one by one gives about 0.54 (the te
                ax.set_title(title)
    plt.tight_layout()
 
+.. admonition:: Intuition
+
+   The U-Net works like an artist redrawing a photograph as a clean outline: squint to see the
+   overall shapes (the encoder shrinks the picture until only the gist is left), then draw at full
+   size while glancing back at the photograph for exactly where each edge runs (the skip
+   connections). The squint says *what* to draw; the glance says *where*.
+
 *Numerical traps.* The loss takes logits and uses :math:`\log \sigma(a) = -\operatorname{softplus}(-a)`,
 so that confident predictions do not produce :math:`\log 0`. Concatenation needs the encoder and
 decoder maps to have exactly the same size, so the image sides must be divisible by
 :math:`2^{\text{levels}}` (the original U-Net, without padding, cropped the encoder maps instead).
+Images and masks must be floating-point and parameters shaped as ``init`` makes them; each
+function raises an error naming the argument otherwise.
 
 Inductive bias
 --------------
@@ -157,7 +166,8 @@ import jax
 import jax.numpy as jnp
 
 from cookbook.convolution.conv2d import conv2d
-from cookbook.convolution.lenet import adam_step
+from cookbook import _checks
+from cookbook.convolution.lenet import _check_params_like, adam_step
 
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
 JIT = {"apply": (), "loss": (), "iou": (), "make_shapes": ("n", "size")}
@@ -166,6 +176,7 @@ JIT = {"apply": (), "loss": (), "iou": (), "make_shapes": ("n", "size")}
 def make_shapes(key, n, *, size=16, noise=0.4):
     """``n`` noisy images (n, size, size, 1) each holding one disc and one rectangle, and their
     foreground masks (n, size, size), 1.0 inside a shape."""
+    n, size = _checks.size(n, "n"), _checks.size(size, "size", minimum=8)
     k_disc, k_rect, k_noise, k_bg = jax.random.split(key, 4)
     rows, cols = jnp.meshgrid(jnp.arange(size), jnp.arange(size), indexing="ij")  # (size, size)
 
@@ -230,8 +241,13 @@ def _up2(y, w):
 
 def apply(params, x):
     """Foreground logits (H, W) for one image ``x`` (H, W, C), H and W divisible by 4."""
+    x = _checks.float_array(x, "x")
     if x.ndim != 3 or x.shape[0] % 4 or x.shape[1] % 4:
         raise ValueError(f"x must be one image (H, W, C) with H and W divisible by 4, got shape {x.shape}")
+    C = params["enc1"]["w"].shape[2]
+    if x.shape[-1] != C:
+        raise ValueError(f"x must have C = {C} channels (those of params['enc1']), got shape {x.shape}")
+    _check_params(params, C)
     e1 = _conv_relu(params["enc1"], x)  # (H, W, 8)
     e2 = _conv_relu(params["enc2"], _pool2(e1))  # (H/2, W/2, 16)
     c = _conv_relu(params["mid"], _pool2(e2))  # (H/4, W/4, 32)
@@ -242,6 +258,17 @@ def apply(params, x):
     return (d1 @ params["head"]["w"])[..., 0] + params["head"]["b"][0]  # (H, W)
 
 
+@functools.lru_cache(maxsize=32)
+def _init_shapes(in_channels, widths):
+    return jax.eval_shape(lambda k: init(k, in_channels=in_channels, widths=widths), jax.random.key(0))
+
+
+def _check_params(params, in_channels):
+    """Check ``params`` against ``init`` with the widths that its kernels imply."""
+    widths = tuple(params[k]["w"].shape[-1] for k in ("enc1", "enc2", "mid"))
+    return _check_params_like(params, _init_shapes(in_channels, widths))
+
+
 def predict(params, x):
     """Predicted foreground mask (H, W) of 0.0 and 1.0."""
     return (apply(params, x) > 0).astype(jnp.float32)
@@ -249,8 +276,13 @@ def predict(params, x):
 
 def loss(params, X, masks):
     """Mean per-pixel binary cross-entropy over images ``X`` (N, H, W, C) and masks (N, H, W)."""
+    X, masks = _checks.float_array(X, "X"), _checks.float_array(masks, "masks")
     if X.ndim != 4 or masks.shape != X.shape[:3]:
         raise ValueError(f"X must be (N, H, W, C) and masks (N, H, W), got shapes {X.shape} and {masks.shape}")
+    if X.shape[3] != params["enc1"]["w"].shape[2]:
+        raise ValueError(f"X must have C = {params['enc1']['w'].shape[2]} channels (those of params['enc1']), "
+                         f"got shape {X.shape}")
+    _check_params(params, X.shape[3])
     logits = jax.vmap(apply, in_axes=(None, 0))(params, X)  # (N, H, W)
     # -[t log sigma(a) + (1 - t) log(1 - sigma(a))] = softplus(a) - t a, stable for large |a|
     return jnp.mean(jax.nn.softplus(logits) - masks * logits)
@@ -258,6 +290,7 @@ def loss(params, X, masks):
 
 def iou(predicted, target):
     """Intersection over union of two binary masks (any shape), pooled over all their pixels."""
+    predicted, target = _checks.float_array(predicted, "predicted"), _checks.float_array(target, "target")
     if predicted.shape != target.shape:
         raise ValueError(f"predicted and target must have the same shape, got {predicted.shape} and {target.shape}")
     p, t = predicted > 0.5, target > 0.5

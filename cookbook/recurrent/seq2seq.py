@@ -72,7 +72,7 @@ Legend
      - ``(V,)``
    * - :math:`S`, :math:`T`, :math:`j`, :math:`t`
      - source and target lengths; their positions
-     - ``S``, ``T``
+     - the lengths of ``src`` and ``tgt``; their indices
      - scalar
 
 Explanation
@@ -86,6 +86,13 @@ before it. Here both are GRUs (:doc:`gru`), and the task is to *reverse* a seque
 which is trivial for a program but makes the network store every digit and its position in
 :math:`h_0` (Sutskever et al. themselves reversed the *source* sentences, so that the first words to
 translate were the last ones read).
+
+.. admonition:: Intuition
+
+   The encoder-decoder is an interpreter who may not speak while the speaker talks: she listens to
+   the whole sentence, writes one index card of fixed size, and then delivers the translation from
+   the card alone, word by word, each word chosen in the light of the ones she has already said.
+   Everything hinges on what fits on the card, which is why long sentences suffer.
 
 **Teacher forcing.** During training the decoder's input at step :math:`t` is the *true* previous
 token :math:`y_{t-1}`, not its own prediction :footcite:`williams1989learning`. All steps can then
@@ -112,7 +119,10 @@ once. With 5 digits from a vocabulary of 10 and 64 hidden units, 600 steps on ba
 
 *Numerical traps.* The loss uses :func:`jax.nn.log_softmax`, which subtracts the maximum logit;
 beam scores are sums of log-probabilities, never products of probabilities, which would underflow
-for long outputs.
+for long outputs. Tokens must be integers in :math:`[0, V)`, checked when they are concrete; under
+:func:`jax.jit` the check cannot run and an out-of-range token reads a clamped row of the
+embedding table. Greedy and beam decoding refuse parameters that hold a NaN when concrete, since
+an arg max over NaN logits would return token 0 as if it were an answer.
 
 Inductive bias
 --------------
@@ -152,6 +162,7 @@ True
 import jax
 import jax.numpy as jnp
 
+from cookbook import _checks
 from cookbook.recurrent import gru
 
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
@@ -166,6 +177,7 @@ JIT = {
 
 def init(key, *, vocab, embed, hidden):
     """Parameters of a GRU encoder-decoder over ``vocab`` tokens (the start token is number ``vocab``)."""
+    vocab, embed, hidden = (_checks.size(v, n) for v, n in ((vocab, "vocab"), (embed, "embed"), (hidden, "hidden")))
     k_es, k_et, k_enc, k_dec, k_o = jax.random.split(key, 5)
     return {
         "embed_src": jax.random.normal(k_es, (vocab, embed)),
@@ -177,15 +189,35 @@ def init(key, *, vocab, embed, hidden):
     }
 
 
-def _check_tokens(name, tokens, vocab):
-    if tokens.ndim != 1 or not jnp.issubdtype(tokens.dtype, jnp.integer):
-        raise ValueError(f"{name} must be a 1-D array of integer tokens in [0, {vocab}), "
-                         f"got shape {tokens.shape} and dtype {tokens.dtype}")
+def _vocab(params):
+    """The vocabulary size ``V``, after checking every parameter's shape against ``init``'s."""
+    V, E = _checks.float_array(params["embed_src"], "params['embed_src']", ndim=2, what=" (V, E)").shape
+    H = gru._sizes(params["decoder"])[1]
+    for name, shape in (("embed_tgt", (V + 1, E)), ("W_o", (H, V)), ("b_o", (V,))):
+        where = f"params['{name}']"
+        _checks.same_shape(_checks.float_array(params[name], where), where, shape, expected_from="init")
+    if gru._sizes(params["encoder"]) != (E, H) or gru._sizes(params["decoder"])[0] != E:
+        raise ValueError(f"params['encoder'] and params['decoder'] must be GRUs from {E} inputs to {H} units")
+    return V
+
+
+def _check_tokens(name, tokens, vocab, ndim=1, what=" (S,)"):
+    """Integer tokens of ``ndim`` axes, in [0, vocab) when concrete."""
+    tokens = _checks.int_array(tokens, name, ndim=ndim, what=what)
+    with jax.ensure_compile_time_eval():  # also checks concrete tokens closed over by a jitted function
+        return _checks.check_range(tokens, name, 0, vocab)
+
+
+def _check_no_nan(params):
+    """Decoding makes discrete choices: refuse NaN parameters when they are concrete."""
+    with jax.ensure_compile_time_eval():  # also checks concrete parameters closed over by a jitted function
+        for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+            _checks.check_no_nan(leaf, "params" + jax.tree_util.keystr(path))
 
 
 def encode(params, src):
     """The encoder's last state (H,): the vector from which the decoder starts."""
-    _check_tokens("src", src, params["W_o"].shape[1])
+    src = _check_tokens("src", src, _vocab(params))
     return gru.apply(params["encoder"], params["embed_src"][src])[-1]
 
 
@@ -197,8 +229,8 @@ def decoder_step(params, h, token):
 
 def loss(params, src, tgt):
     """Mean cross-entropy of ``tgt`` (T,) given ``src`` (S,), with teacher forcing."""
-    V = params["W_o"].shape[1]
-    _check_tokens("tgt", tgt, V)
+    V = _vocab(params)
+    tgt = _check_tokens("tgt", tgt, V, what=" (T,)")
     prev = jnp.concatenate([jnp.array([V], tgt.dtype), tgt[:-1]])  # (T,): start token, then y_1..y_{T-1}
 
     def step(h, token):
@@ -211,7 +243,8 @@ def loss(params, src, tgt):
 
 def greedy_decode(params, src, *, length):
     """The ``length`` tokens obtained by feeding back the most probable token at each step."""
-    V = params["W_o"].shape[1]
+    V, length = _vocab(params), _checks.size(length, "length")
+    _check_no_nan(params)
 
     def step(carry, _):
         h, prev = carry
@@ -228,8 +261,8 @@ def beam_search(params, src, *, length, beam_width):
 
     Returns tokens of shape (K, length) and total log-probabilities of shape (K,).
     """
-    V = params["W_o"].shape[1]
-    K = beam_width
+    V, length, K = _vocab(params), _checks.size(length, "length"), _checks.size(beam_width, "beam_width")
+    _check_no_nan(params)
     if not 1 <= K <= V:
         raise ValueError(f"beam_width must be between 1 and the vocabulary size {V}, got {K}")
     h0 = jnp.broadcast_to(encode(params, src), (K, params["W_o"].shape[0]))  # (K, H)
@@ -253,6 +286,7 @@ def beam_search(params, src, *, length, beam_width):
 
 def reversal_data(key, N, *, length, vocab):
     """``N`` random digit sequences (N, length) and their reversals."""
+    N, length, vocab = _checks.size(N, "N"), _checks.size(length, "length"), _checks.size(vocab, "vocab")
     src = jax.random.randint(key, (N, length), 0, vocab, dtype=jnp.int32)
     return src, src[:, ::-1]
 
@@ -274,8 +308,13 @@ def train(params, key, src, tgt, *, steps, batch_size, learning_rate):
 
     Returns the trained parameters and the loss of each step's mini-batch, shape (steps,).
     """
-    if src.ndim != 2 or tgt.ndim != 2 or src.shape[0] != tgt.shape[0]:
+    V = _vocab(params)
+    src = _check_tokens("src", src, V, ndim=2, what=" (N, S)")
+    tgt = _check_tokens("tgt", tgt, V, ndim=2, what=" (N, T)")
+    if src.shape[0] != tgt.shape[0]:
         raise ValueError(f"src and tgt must have shapes (N, S) and (N, T), got {src.shape} and {tgt.shape}")
+    steps, batch_size = _checks.size(steps, "steps"), _checks.size(batch_size, "batch_size")
+    learning_rate = _checks.positive(learning_rate, "learning_rate")
     batch_loss = lambda p, s, t: jnp.mean(jax.vmap(loss, in_axes=(None, 0, 0))(p, s, t))
     zeros = jax.tree.map(jnp.zeros_like, params)
 

@@ -30,6 +30,8 @@ def test_segments_held_out_shapes_with_iou_above_0_8(trained, held_out):
     # Thresholding each pixel on its own does much worse: the network uses the context.
     baseline = max(float(iou((x[..., 0] > th).astype(jnp.float32), t)) for th in (0.3, 0.5, 0.7))
     assert baseline < score - 0.1, (baseline, score)
+    # The page: "an IoU of about 0.89 ... the best threshold on the noisy pixels ... about 0.54".
+    assert abs(score - 0.89) < 0.02 and abs(baseline - 0.54) < 0.03, (score, baseline)
 
 
 def test_synthetic_data_is_well_formed():
@@ -83,3 +85,18 @@ def test_bad_input_raises():
         loss(params, jnp.ones((2, 16, 16, 1)), jnp.ones((2, 16, 15)))
     with pytest.raises(ValueError, match="same shape"):
         iou(jnp.ones((3, 4)), jnp.ones((4, 3)))
+
+
+def test_bad_arrays_and_parameters_raise_clear_errors():
+    params = init(jax.random.key(14))
+    X, masks = make_shapes(jax.random.key(15), 2)
+    with pytest.raises(TypeError, match=r"X must be a floating-point array"):
+        loss(params, X.astype(jnp.int32), masks)
+    with pytest.raises(ValueError, match=r"X must have C = 1 channels"):
+        loss(params, jnp.concatenate([X, X], axis=-1), masks)
+    with pytest.raises(ValueError, match=r"params\['dec1'\]\['b'\] must have shape \(8,\)"):
+        apply({**params, "dec1": {**params["dec1"], "b": jnp.zeros(1)}}, X[0])
+    with pytest.raises(TypeError, match=r"n must be an int"):
+        make_shapes(jax.random.key(16), 2.0)
+    assert float(iou(masks.tolist(), masks.tolist())) == 1.0
+    assert float(loss(params, np.asarray(X).tolist(), masks.tolist())) == pytest.approx(float(loss(params, X, masks)))
