@@ -232,7 +232,12 @@ def wkv(w, u, k, v):
     paper's numerically stable recurrence, a :func:`jax.lax.scan` carrying ``(a, b, p)`` per
     channel, in float32 (float64 for float64 inputs); the result has the dtype of ``v``."""
     w, u, k, v = _wkv_inputs(w, u, k, v)
-    D, out_dtype = k.shape[1], v.dtype
+    return _wkv(w, u, k, v).astype(v.dtype)  # (T, D)
+
+
+@jax.jit  # one compiled program also when called eagerly
+def _wkv(w, u, k, v):
+    D = k.shape[1]
     dtype = jnp.promote_types(v.dtype, jnp.float32)  # float32, or float64 where x64 is on
     w, u, k, v = (a.astype(dtype) for a in (w, u, k, v))
 
@@ -249,7 +254,7 @@ def wkv(w, u, k, v):
     zeros = jnp.zeros((D,), dtype)
     init = (zeros, zeros, jnp.full((D,), -jnp.inf, dtype))  # empty sums: e^p = 0
     _, out = jax.lax.scan(step, init, (k, v))
-    return out.astype(out_dtype)  # (T, D)
+    return out
 
 
 def wkv_direct(w, u, k, v):
@@ -257,14 +262,19 @@ def wkv_direct(w, u, k, v):
     ``i <= t`` of the logits ``k[i] - (t - 1 - i) w`` (``u + k[t]`` for ``i = t``), per channel.
     O(T^2 D) time and memory; the reference that ``wkv`` is tested against."""
     w, u, k, v = _wkv_inputs(w, u, k, v)
-    T, out_dtype = k.shape[0], v.dtype
+    return _wkv_direct(w, u, k, v).astype(v.dtype)
+
+
+@jax.jit
+def _wkv_direct(w, u, k, v):
+    T = k.shape[0]
     dtype = jnp.promote_types(v.dtype, jnp.float32)
     k, w, u, v = k.astype(dtype)[None], w.astype(dtype)[None, None], u.astype(dtype)[None, None], v.astype(dtype)
     t = jnp.arange(T)[:, None, None]
     i = jnp.arange(T)[None, :, None]
     logits = jnp.where(i == t, u + k, k - (t - 1 - i) * w)  # (T, T, D): output t, input i
     weights = jax.nn.softmax(jnp.where(i <= t, logits, -jnp.inf), axis=1)  # causal, per channel
-    return jnp.einsum("tid,id->td", weights, v).astype(out_dtype)
+    return jnp.einsum("tid,id->td", weights, v)
 
 
 def init(key, D, F, *, dtype=jnp.float32):
@@ -309,6 +319,11 @@ def time_mixing(params, x):
     D = x.shape[1]
     _params(params, {"mu_r": (D,), "mu_k": (D,), "mu_v": (D,), "W_r": (D, D), "W_k": (D, D),
                      "W_v": (D, D), "W_o": (D, D), "log_w": (D,), "u": (D,)}, f"D = {D} from x of shape {x.shape}")
+    return _time_mixing(params, x)
+
+
+@jax.jit
+def _time_mixing(params, x):
     r = token_shift(x, params["mu_r"]) @ params["W_r"]  # (T, D)
     k = token_shift(x, params["mu_k"]) @ params["W_k"]
     v = token_shift(x, params["mu_v"]) @ params["W_v"]
@@ -325,6 +340,11 @@ def channel_mixing(params, x):
     F = W_k.shape[1]
     _params(params, {"mu_r": (D,), "mu_k": (D,), "W_r": (D, D), "W_k": (D, F), "W_v": (F, D)},
             f"D = {D} from x of shape {x.shape}, F = {F} from params['W_k']")
+    return _channel_mixing(params, x)
+
+
+@jax.jit
+def _channel_mixing(params, x):
     r = token_shift(x, params["mu_r"]) @ params["W_r"]  # (T, D)
     k = token_shift(x, params["mu_k"]) @ params["W_k"]  # (T, F)
     return jax.nn.sigmoid(r) * (jnp.square(jax.nn.relu(k)) @ params["W_v"])
