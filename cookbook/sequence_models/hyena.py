@@ -201,12 +201,16 @@ def fft_conv(u, h):
     (T, D), per channel, by the FFT: both zero-padded to length 2T so that nothing wraps around.
     O(T log T) per channel, computed in float32 (float64 for float64 input)."""
     u, h = _pair(u, h)
+    return _fft_conv(u, h).astype(u.dtype)
+
+
+@jax.jit  # one compiled program also when called eagerly
+def _fft_conv(u, h):
     T = u.shape[0]
     dtype = jnp.promote_types(u.dtype, jnp.float32)  # the FFT has no bfloat16
     U = jnp.fft.rfft(u.astype(dtype), n=2 * T, axis=0)  # (T + 1, D), complex
     H = jnp.fft.rfft(h.astype(dtype), n=2 * T, axis=0)
-    y = jnp.fft.irfft(U * H, n=2 * T, axis=0)[:T]  # the first T of 2T: the causal part
-    return y.astype(u.dtype)
+    return jnp.fft.irfft(U * H, n=2 * T, axis=0)[:T]  # the first T of 2T: the causal part
 
 
 def direct_conv(u, h):
@@ -214,6 +218,11 @@ def direct_conv(u, h):
     ``h[j]`` times the input delayed by ``j`` steps (a :func:`jax.lax.scan` over the T lags, with
     O(T D) memory)."""
     u, h = _pair(u, h)
+    return _direct_conv(u, h).astype(u.dtype)
+
+
+@jax.jit
+def _direct_conv(u, h):
     T, D = u.shape
     dtype = jnp.promote_types(u.dtype, jnp.float32)
     u_padded = jnp.concatenate([jnp.zeros((T, D), dtype), u.astype(dtype)])  # (2T, D): zeros before t = 0
@@ -223,7 +232,7 @@ def direct_conv(u, h):
         return y + h[j].astype(dtype)[None] * delayed, None
 
     y, _ = jax.lax.scan(add_lag, jnp.zeros((T, D), dtype), jnp.arange(T))
-    return y.astype(u.dtype)
+    return y
 
 
 def positional_features(freqs, T):
@@ -266,13 +275,25 @@ def implicit_filter(params, T):
     network on the positional features, times the exponential window. Past the ``max_len`` of
     ``init`` the features repeat (their longest period is ``max_len``) while the window decays on."""
     T = _checks.size(T, "T")
-    freqs = _checks.float_array(params["freqs"], "params['freqs']", ndim=1, what=" (K,)")
-    W3 = _checks.float_array(params["W3"], "params['W3']", ndim=2, what=" (F, 2D)")
+    _filter_channels(params, "params")
+    return _implicit_filter(params, T)
+
+
+def _filter_channels(params, where):
+    """The number of channels (2D) that the filter network ``params`` draws, after checking its
+    shapes; ``where`` names it in the messages."""
+    freqs = _checks.float_array(params["freqs"], f"{where}['freqs']", ndim=1, what=" (K,)")
+    W3 = _checks.float_array(params["W3"], f"{where}['W3']", ndim=2, what=" (F, 2D)")
     K, F, C = freqs.shape[0], W3.shape[0], W3.shape[1]
     for name, shape in (("W1", (2 * K, F)), ("b1", (F,)), ("W2", (F, F)), ("b2", (F,)), ("decay", (C,))):
-        where = f"params['{name}']"
-        _checks.same_shape(_checks.float_array(params[name], where), where, shape,
-                           expected_from=f"K = {K} from params['freqs'], F and 2D = {C} from params['W3']")
+        _checks.same_shape(_checks.float_array(params[name], f"{where}['{name}']"), f"{where}['{name}']", shape,
+                           expected_from=f"K = {K} from {where}['freqs'], F and 2D = {C} from {where}['W3']")
+    return C
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _implicit_filter(params, T):
+    freqs = params["freqs"]
     rho = positional_features(freqs, T)  # (T, 2K)
     a = jnp.sin(rho @ params["W1"] + params["b1"][None])  # (T, F)
     a = jnp.sin(a @ params["W2"] + params["b2"][None])
@@ -297,11 +318,18 @@ def hyena(params, u):
         where = f"params['{name}']"
         _checks.same_shape(_checks.float_array(params[name], where), where, shape,
                            expected_from=f"D = {D} from u of shape {u.shape}")
-    h = implicit_filter(params["filter"], T)
-    if h.shape != (T, 2 * D):
-        raise ValueError(f"params['filter'] draws {h.shape[1]} channels, expected 2D = {2 * D} for u of shape {u.shape}")
+    C = _filter_channels(params["filter"], "params['filter']")
+    if C != 2 * D:
+        raise ValueError(f"params['filter'] draws {C} channels, expected 2D = {2 * D} for u of shape {u.shape}")
+    return _hyena(params, u)
+
+
+@jax.jit
+def _hyena(params, u):
+    T, D = u.shape
+    h = _implicit_filter(params["filter"], T)  # (T, 2D)
     v, x1, x2 = jnp.split(_short_conv(u @ params["W_in"], params["short"]), 3, axis=1)  # (T, D) each
     h1, h2 = h[:, :D].astype(u.dtype), h[:, D:].astype(u.dtype)
-    z = x1 * fft_conv(v, h1)
-    z = x2 * fft_conv(z, h2)
+    z = x1 * _fft_conv(v, h1).astype(u.dtype)
+    z = x2 * _fft_conv(z, h2).astype(u.dtype)
     return z @ params["W_out"]  # (T, D)
