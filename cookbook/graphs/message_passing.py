@@ -196,6 +196,9 @@ def check_edges(senders, receivers, num_nodes, num_edges=None):
     concrete; ``num_edges``, when given, is the E they must have (the rows of the edge features)."""
     senders = _checks.int_array(senders, "senders", ndim=1, what=" (E,)")
     receivers = _checks.int_array(receivers, "receivers", ndim=1, what=" (E,)")
+    if num_edges is None and senders.shape != receivers.shape:
+        raise ValueError(f"senders and receivers must have the same shape (E,), got senders {senders.shape} "
+                         f"and receivers {receivers.shape}")
     E = senders.shape[0] if num_edges is None else num_edges
     for name, index in (("senders", senders), ("receivers", receivers)):
         _checks.same_shape(index, name, (E,), expected_from="one node index per edge, E")
