@@ -127,9 +127,9 @@ than half in pre-norm and stays about the same in post-norm.
 
 **Numerics.** The layer norms compute their statistics in float32; the attention softmax is that of
 :doc:`/docs/chapters/attention/scaled_dot_product` (masking with the most negative float, zero output
-for a query that may attend to nothing). Parameters are initialised with variance
-:math:`1/\text{fan-in}` (He for the ReLU layer), so the sub-layer outputs start at the scale of the
-stream.
+for a query that may attend to nothing). Weights are initialised with variance
+:math:`2/\text{fan-in}` for the ReLU layer (He) and :math:`1/\text{fan-in}` for the others, so the
+sub-layer outputs start at the scale of the stream.
 
 Inductive bias
 --------------

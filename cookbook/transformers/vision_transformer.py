@@ -75,6 +75,14 @@ token* is prepended: it belongs to no patch, attends to all of them in every blo
 state is the image's summary that a linear head classifies, as BERT's ``[CLS]`` token does for text.
 Learned position embeddings tell the model where each patch was; nothing else does.
 
+.. admonition:: Intuition
+
+   The model reads an image the way one reads a mosaic held at arm's length: it sees the tiles,
+   each described on its own, and a label on each tile saying where it sits; everything about how
+   tiles relate (that neighbours continue a stroke, that a loop on top makes a 9) must be learned
+   by comparing tiles. The class token is a blank tile whose only job is to gather a summary of all
+   the others.
+
 **Compared with a convolutional network.** :doc:`/docs/chapters/convolution/lenet` builds two
 assumptions into its architecture: *locality* (a unit sees only a small neighbourhood) and
 *translation equivariance* (the same filter slides everywhere), and it pools to grow its view
@@ -123,6 +131,10 @@ projections of the content and of the positions, not by any built-in notion of l
 (standard deviation 0.02) as in the paper. Everything else is the pre-norm
 :doc:`transformer_block`.
 
+**Bad input.** Shapes, dtypes and sizes are checked always. Labels are checked against the
+classes, and ``accuracy``'s logits for NaN, when their values are concrete; under :func:`jax.jit`
+a label out of range makes the loss NaN and counts as a wrong answer in ``accuracy``.
+
 Inductive bias
 --------------
 
@@ -161,10 +173,12 @@ True
 import jax
 import jax.numpy as jnp
 
+from cookbook import _checks
 from cookbook.foundations.losses import cross_entropy
 from cookbook.optimization.adam import adam
 from cookbook.optimization.sgd import apply_updates
 from cookbook.transformers import transformer_block
+from cookbook.transformers._boundary import check_params, in_range, no_nan
 
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
 JIT = {
@@ -178,6 +192,8 @@ JIT = {
 
 def patchify(image, patch_size):
     """Cut ``image`` (Hi, Wi, C) into non-overlapping squares, row by row: shape (N, patch_size**2 C)."""
+    image = _checks.float_array(image, "image")
+    patch_size = _checks.size(patch_size, "patch_size")
     if image.ndim != 3 or image.shape[0] % patch_size or image.shape[1] % patch_size:
         raise ValueError(f"image must have shape (Hi, Wi, C) with Hi and Wi multiples of patch_size={patch_size}, "
                          f"got shape {image.shape}")
@@ -189,7 +205,7 @@ def patchify(image, patch_size):
 
 def init(key, *, image_size, patch_size, channels, d_model, num_heads, num_layers, d_ff, num_classes):
     """Patch embedding, class token, learned positions, a pre-norm block stack and a linear head."""
-    if image_size % patch_size:
+    if _checks.size(image_size, "image_size") % _checks.size(patch_size, "patch_size"):
         raise ValueError(f"patch_size must divide image_size, got image_size={image_size} and patch_size={patch_size}")
     N = (image_size // patch_size) ** 2
     patch_dim = patch_size * patch_size * channels
@@ -207,35 +223,72 @@ def init(key, *, image_size, patch_size, channels, d_model, num_heads, num_layer
 
 def apply(params, image, patch_size):
     """Class logits (K,) for one ``image`` (Hi, Wi, C)."""
+    image = _checks.float_array(image, "image")
     patches = patchify(image, patch_size)  # (N, P*P*C)
     if patches.shape[0] + 1 != params["pos"].shape[0] or patches.shape[1] != params["W_e"].shape[0]:
         raise ValueError(f"image {image.shape} with patch_size={patch_size} gives {patches.shape[0]} patches of "
-                         f"{patches.shape[1]} values; the model expects {params['pos'].shape[0] - 1} of "
+                         f"{patches.shape[1]} values; params expect {params['pos'].shape[0] - 1} of "
                          f"{params['W_e'].shape[0]}")
+    _check_params(params, patch_size, image.shape)
     tokens = patches @ params["W_e"] + params["b_e"][None, :]  # (N, d_model)
     x = jnp.concatenate([params["cls"][None, :], tokens], axis=0) + params["pos"]  # (N + 1, d_model)
     h = transformer_block.apply_stack(params["stack"], x, norm="pre")  # no mask: every patch sees all
     return h[0] @ params["W_head"] + params["b_head"]  # read out the class token
 
 
+def _check_params(params, patch_size, image_shape):
+    """``params`` shaped as :func:`init` makes them for square images of ``image_shape``."""
+    try:
+        d_model, K = params["b_e"].shape[0], params["b_head"].shape[0]
+        L, H, _, _ = params["stack"]["blocks"]["attn"]["W_o"].shape
+        d_ff = params["stack"]["blocks"]["mlp"][1]["W"].shape[-2]
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as error:
+        raise ValueError(f"params must be the dict that init returns, got one without the usual shapes ({error!r})")
+    return check_params(params, init, image_size=image_shape[0], patch_size=patch_size, channels=image_shape[2],
+                        d_model=d_model, num_heads=H, num_layers=L, d_ff=d_ff, num_classes=K)
+
+
+def _check_batch(params, images, labels, patch_size):
+    images = _checks.float_array(images, "images", ndim=4, what=" (B, Hi, Wi, C)")
+    _, Hi, Wi, C = images.shape
+    P = _checks.size(patch_size, "patch_size")
+    if (Hi // P) * (Wi // P) + 1 != params["pos"].shape[0] or P * P * C != params["W_e"].shape[0]:
+        raise ValueError(f"images of shape {images.shape} with patch_size={P} give {(Hi // P) * (Wi // P)} patches "
+                         f"of {P * P * C} values; params expect {params['pos'].shape[0] - 1} of "
+                         f"{params['W_e'].shape[0]}")
+    labels = _checks.int_array(labels, "labels", ndim=1, what=" (B,)")
+    _checks.same_shape(labels, "labels", images.shape[:1], expected_from="one per image")
+    return images, in_range(labels, "labels", 0, params["b_head"].shape[0])
+
+
 def loss(params, images, labels, patch_size):
     """Mean cross-entropy over a batch of ``images`` (B, Hi, Wi, C) with integer ``labels`` (B,)."""
+    images, labels = _check_batch(params, images, labels, patch_size)
     logits = jax.vmap(apply, in_axes=(None, 0, None))(params, images, patch_size)  # (B, K)
     return cross_entropy(logits, labels)
 
 
 def accuracy(params, images, labels, patch_size):
-    """Fraction of ``images`` whose largest logit is the label."""
-    logits = jax.vmap(apply, in_axes=(None, 0, None))(params, images, patch_size)
+    """Fraction of ``images`` whose largest logit is the label (a NaN logit raises when concrete)."""
+    images, labels = _check_batch(params, images, labels, patch_size)
+    logits = no_nan(jax.vmap(apply, in_axes=(None, 0, None))(params, images, patch_size),
+                    "the logits computed from params and images")
     return jnp.mean(jnp.argmax(logits, axis=-1) == labels)
 
 
 def train(key, params, images, labels, *, patch_size, steps, batch_size, learning_rate=3e-3):
     """Adam on random mini-batches; returns the parameters and the loss of each step."""
+    images = _checks.float_array(images, "images", ndim=4, what=" (B, Hi, Wi, C)")
+    labels = _checks.int_array(labels, "labels", ndim=1, what=" (B,)")
     if images.shape[0] != labels.shape[0]:
         raise ValueError(f"labels must have one entry per image, got {labels.shape[0]} labels for "
                          f"{images.shape[0]} images")
-    opt = adam(learning_rate)
+    images, labels = _check_batch(params, images, labels, patch_size)
+    _check_params(params, patch_size, images.shape[1:])
+    steps, batch_size = _checks.size(steps, "steps"), _checks.size(batch_size, "batch_size")
+    if batch_size > images.shape[0]:
+        raise ValueError(f"batch_size must be at most the {images.shape[0]} images, got batch_size={batch_size}")
+    opt = adam(_checks.positive(learning_rate, "learning_rate"))
 
     def step(carry, k):
         params, state = carry

@@ -152,7 +152,9 @@ def test_pre_norm_last_layer_gradient_shrinks_with_depth_post_norm_does_not():
             g = f(p, x, target)  # (4, L)
             assert g.shape == (4, L) and np.all(np.isfinite(g))
             last[norm, L] = float(g[:, -1].mean())
-    assert last["pre", 16] / last["pre", 2] < 0.6  # measured 0.32; 1/sqrt(8) = 0.35
+            if L == 16:  # the figure: post-norm gradients grow towards the output, pre-norm ones shrink
+                assert (g[:, -1].mean() > g[:, 0].mean()) == (norm == "post")
+    assert last["pre", 16] / last["pre", 2] < 0.5  # the page: "by more than half"; measured 0.32, 1/sqrt(8) = 0.35
     assert last["post", 16] / last["post", 2] > 0.8  # measured 1.09
 
 
@@ -174,3 +176,10 @@ def test_bad_inputs_raise_clear_errors(params):
     stack = init_stack(jax.random.key(0), 2, D_MODEL, H, D_FF)
     with pytest.raises(ValueError, match=r"target must have the shape of x \(7, 12\), got shape \(7, 3\)"):
         layer_gradient_norms(stack, _x(0), np.ones((7, 3)))
+
+
+def test_initial_weight_variances_of_the_page(params):
+    # He (2 / fan-in) for the ReLU layer, 1 / fan-in for the others.
+    np.testing.assert_allclose(np.var(params["mlp"][0]["W"]), 2 / D_MODEL, rtol=0.3)
+    np.testing.assert_allclose(np.var(params["mlp"][1]["W"]), 1 / D_FF, rtol=0.3)
+    np.testing.assert_allclose(np.var(params["attn"]["W_q"]), 1 / D_MODEL, rtol=0.3)

@@ -81,10 +81,39 @@ def test_bad_inputs_raise_clear_errors():
         patchify(jnp.ones((8, 8, 1)), 3)
     with pytest.raises(ValueError, match=r"image must have shape \(Hi, Wi, C\)"):
         patchify(jnp.ones((8, 8)), 4)
-    with pytest.raises(ValueError, match=r"gives 16 patches of 4 values; the model expects 4 of 16"):
+    with pytest.raises(ValueError, match=r"gives 16 patches of 4 values; params expect 4 of 16"):
         apply(params, jnp.ones((8, 8, 1)), 2)
     with pytest.raises(ValueError, match=r"patch_size must divide image_size, got image_size=8 and patch_size=3"):
         init(jax.random.key(0), **dict(CONFIG, image_size=8), patch_size=3)
     with pytest.raises(ValueError, match=r"labels must have one entry per image, got 3 labels for 4 images"):
         train(jax.random.key(0), params, jnp.ones((4, 8, 8, 1)), jnp.zeros(3, jnp.int32), patch_size=4,
               steps=1, batch_size=2)
+
+
+def test_labels_out_of_range_integer_images_and_bad_parameters_get_clear_errors():
+    params = init(jax.random.key(0), patch_size=4, **CONFIG)
+    images = jnp.ones((2, 8, 8, 1))
+    # Before: a label of 10 for 10 classes gave a loss in silence.
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 10\), got values from 3 to 10"):
+        loss(params, images, jnp.array([3, 10]), 4)
+    with pytest.raises(TypeError, match=r"image must be a floating-point array, got dtype int32"):
+        apply(params, jnp.ones((8, 8, 1), jnp.int32), 4)
+    with pytest.raises(ValueError, match=r"params\['W_head'\] must have the shape"):
+        apply(dict(params, W_head=params["W_head"][:, :3]), images[0], 4)
+    with pytest.raises(ValueError, match=r"batch_size must be at most the 2 images, got batch_size=3"):
+        train(jax.random.key(0), params, images, jnp.array([0, 1]), patch_size=4, steps=1, batch_size=3)
+
+
+def test_under_jit_a_label_out_of_range_gives_a_nan_loss_and_a_wrong_answer():
+    params = init(jax.random.key(0), patch_size=4, **CONFIG)
+    images, labels = jnp.ones((2, 8, 8, 1)), jnp.array([3, 10])
+    assert np.isnan(float(jax.jit(loss, static_argnums=3)(params, images, labels, 4)))
+    logits = jax.vmap(apply, in_axes=(None, 0, None))(params, images, 4)
+    right = float(jnp.argmax(logits[0]) == 3)
+    assert float(jax.jit(accuracy, static_argnums=3)(params, images, labels, 4)) == right / 2
+
+
+def test_initial_scales_of_the_page():
+    params = init(jax.random.key(0), patch_size=4, **CONFIG)
+    assert abs(float(params["pos"].std()) - 0.02) < 0.004  # positions: standard deviation 0.02
+    assert abs(float(params["W_e"].var()) - 1 / 16) < 0.01  # variance 1 / (P^2 C) = 1 / 16
