@@ -9,7 +9,11 @@
   either raise a ``ValueError`` or ``TypeError`` from the book's own code whose message names the
   argument, or return what is not a silent wrong answer: the unmutated result, a result of other
   shapes (the function answered a different question, visibly), or, for a NaN, a NaN in the result.
-  A result of the same shapes with other values, and no NaN to show it, fails.
+  A result of the same shapes with other values, and no NaN to show it, fails. An argument whose
+  last axis is a free length (a token sequence of any length) is named in the module's
+  ``FREE_LENGTH = {"function": ("argument", ...)}``, and that axis is not resized. A function whose
+  example call took over a second (a training run) is spared the list and the NaN, which it would
+  only compute again in full.
 """
 
 from __future__ import annotations
@@ -28,6 +32,10 @@ import replay
 from cookbook import _book
 
 RTOL, ATOL = 1e-4, 1e-5  # XLA may fuse and reorder float operations under jit
+#: A function whose example call took longer than this (a training run) is not given the mutations
+#: that it should accept and compute in full (a list, a NaN), only those that it must refuse or that
+#: change its shapes; its own tests cover the rest.
+SLOW_CALL_S, RERUNS = 1.0, ("a Python list", "a NaN")
 RECIPES = _book.all_recipes()
 BOOK = Path(_book.__file__).resolve().parent
 
@@ -91,8 +99,12 @@ def _is_float_array(x):
     return _is_array(x) and jnp.issubdtype(x.dtype, jnp.floating)
 
 
-def mutations(value, static: bool):
-    """``(what, mutated value)`` for each mutation that applies to an argument's ``value``."""
+def mutations(value, static: bool, free_length: bool = False):
+    """``(what, mutated value)`` for each mutation that applies to an argument's ``value``.
+
+    ``free_length`` marks an argument whose last axis is a length that the function takes at any
+    size (a token sequence): another size there is another valid input, so it is not tried.
+    """
     if _is_array(value):
         x = jnp.asarray(value)
         if jnp.issubdtype(x.dtype, jnp.floating):
@@ -100,7 +112,8 @@ def mutations(value, static: bool):
         if x.ndim >= 1 and x.size:
             yield "an extra leading axis", jnp.stack([x, x])
             other = x[..., :1] if x.shape[-1] > 1 else jnp.concatenate([x, x], axis=-1)
-            yield f"a trailing axis of size {other.shape[-1]} instead of {x.shape[-1]}", other
+            if not free_length:
+                yield f"a trailing axis of size {other.shape[-1]} instead of {x.shape[-1]}", other
             if x.size <= 4096:
                 yield "a Python list", np.asarray(x).tolist()
         if jnp.issubdtype(x.dtype, jnp.floating) and x.size:
@@ -163,6 +176,7 @@ def bad_input_failures(name):
     import importlib
 
     module = importlib.import_module(name)
+    free = getattr(module, "FREE_LENGTH", {})
     failures, tried = [], 0
     for fn_name, static in module.JIT.items():
         calls = replay.recorded_calls(name)[fn_name]
@@ -172,7 +186,9 @@ def bad_input_failures(name):
         args, kwargs, expected = calls[0]
         bound = inspect.signature(fn).bind(*args, **kwargs)
         for arg, value in list(bound.arguments.items()):
-            for what, mutated in mutations(value, arg in static):
+            for what, mutated in mutations(value, arg in static, arg in free.get(fn_name, ())):
+                if replay.SECONDS.get(name, {}).get(fn_name, 0.0) > SLOW_CALL_S and what.startswith(RERUNS):
+                    continue  # a training run: a list or a NaN would only run it all again
                 tried += 1
                 changed = bound.arguments.copy()
                 changed[arg] = mutated

@@ -173,6 +173,8 @@ JIT = {
     "train": ("steps", "batch_size"),
     "reversal_data": ("N", "length", "vocab"),
 }
+#: Arguments whose last axis is a sentence length, which any size may have.
+FREE_LENGTH = {"loss": ("src", "tgt"), "greedy_decode": ("src",), "beam_search": ("src",), "train": ("src", "tgt")}
 
 
 def init(key, *, vocab, embed, hidden):
