@@ -1,5 +1,5 @@
 r"""Graph convolutional networks and GraphSAGE
-=========================================
+==========================================
 
 A graph convolution replaces each node's features by a degree-weighted average over itself and its
 neighbours and then applies one weight matrix shared by all nodes: the simplest graph network, and
