@@ -168,6 +168,7 @@ import jax.numpy as jnp
 from cookbook.convolution.conv2d import conv2d
 from cookbook import _checks
 from cookbook.convolution.lenet import _check_params_like, adam_step
+from cookbook._memo import cached
 
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
 JIT = {"apply": (), "loss": (), "iou": (), "make_shapes": ("n", "size")}
@@ -297,6 +298,7 @@ def iou(predicted, target):
     return jnp.sum(p & t) / jnp.maximum(jnp.sum(p | t), 1)
 
 
+@cached  # the page's figure and the tests share this run when the book is built (cookbook/_memo.py)
 @functools.partial(jax.jit, static_argnames=("steps", "batch_size"))
 def train(key, params, X, masks, *, steps, batch_size=16, learning_rate=1e-2):
     """Adam on random minibatches; returns the parameters and the loss of each step."""

@@ -167,6 +167,7 @@ import jax.numpy as jnp
 
 from cookbook import _checks
 from cookbook.foundations.activations import relu, tanh
+from cookbook._memo import cached
 
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
 JIT = {"init": ("sizes", "activation"), "apply": ("activation",), "loss": ("activation",),
@@ -242,6 +243,7 @@ def loss(params, X, Y, activation="relu"):
     return jnp.mean((Y_hat - Y) ** 2)
 
 
+@cached  # the page's figure and the tests share this run when the book is built (cookbook/_memo.py)
 def fit(params, X, Y, *, learning_rate, steps, momentum=0.9, activation="relu"):
     """Full-batch gradient descent with heavy-ball momentum on :func:`loss`.
 

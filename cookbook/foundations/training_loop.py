@@ -215,6 +215,7 @@ import numpy as np
 
 from cookbook import _checks
 from cookbook.foundations.mlp import _check_params, apply, init
+from cookbook._memo import cached
 
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
 JIT = {
@@ -315,6 +316,7 @@ def evaluate(params, X, y):
     return accuracy, batch_loss(params, X, y)
 
 
+@cached  # the page's figure and the tests share this run when the book is built (cookbook/_memo.py)
 @partial(jax.jit, static_argnames=("hidden", "epochs", "batch_size", "num_classes"))
 def fit(key, X_train, y_train, X_test, y_test, *, hidden, epochs, batch_size, learning_rate, num_classes=10):
     """Initialise a D-``hidden``-``num_classes`` network and train it for ``epochs`` epochs of minibatch SGD.
