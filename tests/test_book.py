@@ -74,14 +74,34 @@ def test_the_good_sample_passes(sample_tests_dir):
         ("no_citation", "cites nothing"),
         ("unknown_citation", "not in the bibliography: ['nobody1999nothing']"),
         ("writes_code_section", "writes a 'Code' section itself"),
-        ("legend_names_missing_code", "names what the module does not hold: ['bias']"),
-        ("no_intuition", "has no intuition"),
-        ("too_long", "is not short-form"),
-        ("notes_before_example", "has its 'Implementation notes' before its Example"),
     ],
 )
 def test_each_broken_sample_fails_with_its_reason(sample, expected, sample_tests_dir):
     problems = _book.check_recipe(SAMPLES / f"{sample}.py", sample_tests_dir, BIB_KEYS)
+    assert any(expected in p for p in problems), problems
+
+
+GOOD = (SAMPLES / "good.py").read_text()
+_NOTES = "Implementation notes\n--------------------\n\nMeasured figures and library layouts go here, after the code and the example.\n"
+_EXAMPLE = "Example\n-------\n\n>>> 1 + 1\n2\n"
+
+
+@pytest.mark.parametrize(
+    "old, new, expected",
+    [
+        ("     - ``w``; ``b``", "     - ``w``; ``bias``", "names what the module does not hold: ['bias']"),
+        (".. admonition:: Intuition\n\n   A vote", "A vote", "has no intuition"),
+        ("A linear boundary.", "A linear boundary. " + "More words about the boundary. " * 210, "is not short-form"),
+        (_EXAMPLE + "\n" + _NOTES, _NOTES + "\n" + _EXAMPLE, "has its 'Implementation notes' before its Example"),
+    ],
+    ids=["legend_names_missing_code", "no_intuition", "too_long", "notes_before_example"],
+)
+def test_each_broken_variant_of_the_good_sample_fails_with_its_reason(old, new, expected, sample_tests_dir):
+    assert old in GOOD
+    broken = sample_tests_dir / "template_samples" / "broken.py"
+    broken.write_text(GOOD.replace(old, new))
+    (sample_tests_dir / "template_samples" / "test_broken.py").write_text("")
+    problems = _book.check_recipe(broken, sample_tests_dir, BIB_KEYS)
     assert any(expected in p for p in problems), problems
 
 
