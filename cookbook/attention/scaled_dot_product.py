@@ -77,9 +77,10 @@ hand over (:math:`V`) by gradient descent.
    know (the key) and holds a note with what they would say (the value). You compare your question
    with every badge, and instead of walking to the single best match you read all the notes at
    once, each weighted by how well its badge fits; the softmax makes a clearly better fit dominate
-   while a tie splits your attention evenly. The form used in transformers is due to
-:footcite:t:`vaswani2017attention`; the idea of a learned soft alignment comes from
-:footcite:t:`bahdanau2015neural`.
+   while a tie splits your attention evenly.
+
+The form used in transformers is due to :footcite:t:`vaswani2017attention`; the idea of a learned
+soft alignment comes from :footcite:t:`bahdanau2015neural`.
 
 **Why divide by** :math:`\sqrt{D}`. If the entries of a query and a key are independent with mean 0
 and variance 1, their dot product is a sum of :math:`D` products each of variance 1, so it has
