@@ -180,11 +180,11 @@ Implementation notes
 --------------------
 
 On an accelerator the associative scan turns :math:`T` dependent steps into about
-:math:`2\log_2 T` rounds of wide elementwise work; on a CPU with few cores the sequential
-:func:`jax.lax.scan` is often as fast or faster, since the scan does about twice the arithmetic
-and moves more memory (the book's benchmark suite measures both against the sequence length).
-Neither materialises more than the ``(T, ...)`` states themselves. Mamba's fused kernel goes
-further and keeps the states in on-chip memory, writing only the outputs. The LRU's authors use
+:math:`2\log_2 T` rounds of wide elementwise work; it does up to twice the arithmetic of the
+sequential scan, and which of the two is faster depends on the machine and the length (the book's
+benchmark suite measures both against the sequence length). Its compilation takes longer too, and
+grows with the number of rounds. Neither keeps more than a few arrays of the ``(T, ...)`` states;
+Mamba's fused kernel goes further and keeps the states in on-chip memory, writing only the outputs. The LRU's authors use
 :math:`r_{\min} = 0.9`, :math:`r_{\max} = 0.999` and :math:`\theta_{\max} = \pi/10` on the
 long-range benchmarks, and the defaults of ``init`` (the full disc) elsewhere.
 """

@@ -78,7 +78,7 @@ an exact equivalence, *state space duality*.
 **Two forms.** Unroll the recurrence: :math:`h_i = \sum_{j \le i} (a_{j+1} \cdots a_i)\, B_j x_j^\top`,
 so :math:`y_i = \sum_{j \le i} L_{ij}\, (C_i^\top B_j)\, x_j`. The product of decays is
 :math:`L_{ij}`, and the whole map from :math:`X` to :math:`Y` is one matrix
-:math:`L \circ C B^\top`: causal linear attention (:doc:`../attention/linear_attention`) with queries
+:math:`L \circ C B^\top`: causal linear attention (:doc:`/docs/chapters/attention/linear_attention`) with queries
 :math:`C`, keys :math:`B`, values :math:`X`, no normalisation, and a decay mask. Every such
 :math:`L` is *1-semiseparable*: every block of it on or below the diagonal has rank 1 (it factors
 as the decays to step :math:`i` over the decays to step :math:`j`), and the masked matrix has rank
