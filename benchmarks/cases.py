@@ -275,6 +275,12 @@ def _attention_gradient(attend):
 
 
 def growth_studies() -> list[GrowthStudy]:
+    from benchmarks import cases_sequence_models, cases_sequence_models_2
+
+    return _classic_growth_studies() + cases_sequence_models.growth_studies() + cases_sequence_models_2.growth_studies()
+
+
+def _classic_growth_studies() -> list[GrowthStudy]:
     from cookbook.attention import linear_attention, memory_efficient, scaled_dot_product
     from cookbook.convolution import conv2d
 
