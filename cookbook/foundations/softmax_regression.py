@@ -202,9 +202,9 @@ def log_softmax(z):
     >>> jnp.exp(log_softmax(jnp.array([0.0, 0.0, jnp.log(2.0)]))).round(3)
     Array([0.25, 0.25, 0.5 ], dtype=float32)
     """
-    if jnp.ndim(z) < 1:
-        raise ValueError(f"z must have shape (..., K), got shape {jnp.shape(z)}")
     z32, dtype = _float32(z)
+    if z32.ndim < 1:
+        raise ValueError(f"z must have shape (..., K), got shape {z32.shape}")
     m = jax.lax.stop_gradient(jnp.max(z32, axis=-1, keepdims=True))  # a constant: the result does not depend on it
     shifted = z32 - m
     out = shifted - jnp.log(jnp.sum(jnp.exp(shifted), axis=-1, keepdims=True))
