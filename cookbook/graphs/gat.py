@@ -138,7 +138,7 @@ import jax
 import jax.numpy as jnp
 
 from cookbook import _checks
-from cookbook.graphs.message_passing import check_edges, in_range
+from cookbook.graphs.message_passing import check_edges
 
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
 JIT = {"segment_softmax": ("num_segments",), "add_self_loops": ("num_nodes",), "attention_logits": (),
@@ -157,7 +157,7 @@ def segment_softmax(logits, segments, num_segments):
     logits = _checks.float_array(logits, "logits", min_ndim=1, what=" (E, ...)")
     segments = _checks.int_array(segments, "segments", ndim=1, what=" (E,)")
     _checks.same_shape(segments, "segments", logits.shape[:1], expected_from="one per row of logits")
-    in_range(segments, "segments", num_segments)
+    _checks.check_range(segments, "segments", 0, num_segments)
     z = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
     top = jax.ops.segment_max(z, segments, num_segments)  # -inf for an empty segment
     top = jnp.where(jnp.isneginf(top), 0.0, top)

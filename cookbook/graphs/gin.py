@@ -151,7 +151,7 @@ import jax
 import jax.numpy as jnp
 
 from cookbook import _checks
-from cookbook.graphs.message_passing import aggregate, check_aggregation, check_edges, check_mlp, in_range, mlp, mlp_init
+from cookbook.graphs.message_passing import aggregate, check_aggregation, check_edges, check_mlp, mlp, mlp_init
 
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
 JIT = {"wl_equivalent": ("iterations",), "apply": ("num_graphs", "aggregation")}
@@ -232,7 +232,7 @@ def apply(params, x, senders, receivers, graph_ids=None, num_graphs=1, aggregati
         graph_ids = jnp.zeros(N, jnp.int32)
     graph_ids = _checks.int_array(graph_ids, "graph_ids", ndim=1, what=" (N,)")
     _checks.same_shape(graph_ids, "graph_ids", (N,), expected_from="one graph id per row of x")
-    in_range(graph_ids, "graph_ids", num_graphs)
+    _checks.check_range(graph_ids, "graph_ids", 0, num_graphs)
     width = x.shape[1]
     for k, layer in enumerate(params):
         _checks.float_array(layer["eps"], f"params[{k}]['eps']", ndim=0, what=" (a scalar)")

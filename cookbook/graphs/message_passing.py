@@ -184,13 +184,6 @@ def check_aggregation(aggregation):
     return aggregation
 
 
-def in_range(index, name, num_nodes):
-    """``index`` checked to lie in ``[0, num_nodes)`` when it holds values, even when it is closed
-    over by a function that :func:`jax.jit` traces."""
-    with jax.ensure_compile_time_eval():
-        return _checks.check_range(index, name, 0, num_nodes)
-
-
 def check_edges(senders, receivers, num_nodes, num_edges=None):
     """``senders`` and ``receivers`` as integer arrays of shape (E,), in ``[0, num_nodes)`` when
     concrete; ``num_edges``, when given, is the E they must have (the rows of the edge features)."""
@@ -202,7 +195,7 @@ def check_edges(senders, receivers, num_nodes, num_edges=None):
     E = senders.shape[0] if num_edges is None else num_edges
     for name, index in (("senders", senders), ("receivers", receivers)):
         _checks.same_shape(index, name, (E,), expected_from="one node index per edge, E")
-        in_range(index, name, num_nodes)
+        _checks.check_range(index, name, 0, num_nodes)
     return senders, receivers
 
 
@@ -214,7 +207,7 @@ def aggregate(messages, receivers, num_nodes, aggregation="sum"):
     messages = _checks.float_array(messages, "messages", ndim=2, what=" (E, D)")
     receivers = _checks.int_array(receivers, "receivers", ndim=1, what=" (E,)")
     _checks.same_shape(receivers, "receivers", messages.shape[:1], expected_from="one per row of messages")
-    in_range(receivers, "receivers", num_nodes)
+    _checks.check_range(receivers, "receivers", 0, num_nodes)
     total = jax.ops.segment_sum(messages, receivers, num_nodes)  # (N, D)
     if aggregation == "sum":
         return total

@@ -1,12 +1,6 @@
 """Boundary checks shared by the transformer recipes (not a recipe).
 
-Two wrappers of :mod:`cookbook._checks` and a check of a parameter tree:
-
-* :func:`no_nan` and :func:`in_range` run :func:`~cookbook._checks.check_no_nan` and
-  :func:`~cookbook._checks.check_range` under :func:`jax.ensure_compile_time_eval`, so that a concrete
-  array closed over by a function being traced (``jax.jit(lambda k: sample(k, logits))``) is still
-  checked, instead of failing with a tracer conversion error;
-* :func:`check_params` compares a parameter tree with the shapes that the recipe's ``init`` makes for
+:func:`check_params` compares a parameter tree with the shapes that the recipe's ``init`` makes for
   the sizes read from the tree itself, so that a leaf of the wrong shape or an integer dtype is a
   clear error that names it instead of a silent broadcast.
 """
@@ -18,16 +12,6 @@ import functools
 import jax
 
 from cookbook import _checks
-
-
-def no_nan(x, name: str):
-    with jax.ensure_compile_time_eval():
-        return _checks.check_no_nan(x, name)
-
-
-def in_range(x, name: str, low: int, high: int):
-    with jax.ensure_compile_time_eval():
-        return _checks.check_range(x, name, low, high)
 
 
 @functools.lru_cache(maxsize=64)

@@ -306,7 +306,7 @@ from cookbook.normalization.layer_norm import layer_norm
 from cookbook.optimization.adam import adam
 from cookbook.optimization.sgd import apply_updates
 from cookbook.transformers import transformer_block
-from cookbook.transformers._boundary import check_params, in_range
+from cookbook.transformers._boundary import check_params
 
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
 JIT = {
@@ -387,7 +387,7 @@ def _check_tokens(name, tokens, vocab, length, *, ndim=1, eos=False):
     tokens = _checks.int_array(tokens, name, ndim=ndim, what=f" {length}")
     if tokens.shape[-1] < 1:
         raise ValueError(f"{name} must have shape {length} with at least one token, got shape {tokens.shape}")
-    in_range(tokens, name, 0, vocab)
+    _checks.check_range(tokens, name, 0, vocab)
     with jax.ensure_compile_time_eval():
         if eos and _checks.is_concrete(tokens) and not bool(jnp.all(jnp.any(tokens == EOS, axis=-1))):
             raise ValueError(f"{name} must end every sentence with EOS = {EOS}, got one without it "

@@ -202,7 +202,7 @@ from cookbook.normalization.layer_norm import layer_norm
 from cookbook.optimization.adam import adam
 from cookbook.optimization.sgd import apply_updates
 from cookbook.transformers import transformer_block
-from cookbook.transformers._boundary import check_params, in_range
+from cookbook.transformers._boundary import check_params
 
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
 JIT = {
@@ -244,7 +244,7 @@ def _check_tokens(tokens, name, V, ndim=1, what=" (T,)"):
     """Integer token ids; when concrete, each below the vocabulary size (under jit an id out of range
     would read a clamped row of the embedding in silence)."""
     tokens = _checks.int_array(tokens, name, ndim=ndim, what=what)
-    return in_range(tokens, name, 0, V)
+    return _checks.check_range(tokens, name, 0, V)
 
 
 def _logits(params, h):
@@ -293,7 +293,7 @@ def decode_step(params, cache, token, position):
         _checks.same_shape(_checks.float_array(cache[name], f"cache['{name}']"), f"cache['{name}']", (L, H, S, D),
                            expected_from="(L, H, max_len, D) of init_cache")
     token = _check_tokens(token, "token", params["tok"].shape[0], ndim=0, what=" (a scalar)")
-    position = in_range(_checks.int_array(position, "position", ndim=0, what=" (a scalar)"), "position", 0, S)
+    position = _checks.check_range(_checks.int_array(position, "position", ndim=0, what=" (a scalar)"), "position", 0, S)
     x = (params["tok"][token] + params["pos"]["P"][position])[None, :]  # (1, d_model)
     visible = (jnp.arange(S) <= position)[None, :]  # (1, S): the positions written so far
 

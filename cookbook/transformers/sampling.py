@@ -163,7 +163,6 @@ import jax
 import jax.numpy as jnp
 
 from cookbook import _checks
-from cookbook.transformers._boundary import no_nan
 
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
 JIT = {"greedy": (), "top_k_mask": ("k",), "top_p_mask": (), "sample": ("temperature", "top_k", "top_p")}
@@ -174,7 +173,7 @@ def _check_logits(logits):
     logits = _checks.float_array(logits, "logits", ndim=1, what=" (V,)")
     if logits.shape[0] < 1:
         raise ValueError(f"logits must have shape (V,) with V >= 1, got shape {logits.shape}")
-    return no_nan(logits, "logits")
+    return _checks.check_no_nan(logits, "logits")
 
 
 def greedy(logits):

@@ -178,7 +178,7 @@ from cookbook.foundations.losses import cross_entropy
 from cookbook.optimization.adam import adam
 from cookbook.optimization.sgd import apply_updates
 from cookbook.transformers import transformer_block
-from cookbook.transformers._boundary import check_params, in_range, no_nan
+from cookbook.transformers._boundary import check_params
 
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
 JIT = {
@@ -258,7 +258,7 @@ def _check_batch(params, images, labels, patch_size):
                          f"{params['W_e'].shape[0]}")
     labels = _checks.int_array(labels, "labels", ndim=1, what=" (B,)")
     _checks.same_shape(labels, "labels", images.shape[:1], expected_from="one per image")
-    return images, in_range(labels, "labels", 0, params["b_head"].shape[0])
+    return images, _checks.check_range(labels, "labels", 0, params["b_head"].shape[0])
 
 
 def loss(params, images, labels, patch_size):
@@ -271,7 +271,7 @@ def loss(params, images, labels, patch_size):
 def accuracy(params, images, labels, patch_size):
     """Fraction of ``images`` whose largest logit is the label (a NaN logit raises when concrete)."""
     images, labels = _check_batch(params, images, labels, patch_size)
-    logits = no_nan(jax.vmap(apply, in_axes=(None, 0, None))(params, images, patch_size),
+    logits = _checks.check_no_nan(jax.vmap(apply, in_axes=(None, 0, None))(params, images, patch_size),
                     "the logits computed from params and images")
     return jnp.mean(jnp.argmax(logits, axis=-1) == labels)
 
