@@ -76,6 +76,19 @@ def same_shape(x, name: str, expected: tuple, *, expected_from: str = ""):
     return x
 
 
+def queries_keys_values(q, k, v):
+    """Queries and keys (T, Dk) and values (T, Dv) of one sequence, as float arrays, and T."""
+    q = float_array(q, "q", ndim=2, what=" (T, Dk)")
+    k = float_array(k, "k", ndim=2, what=" (T, Dk)")
+    v = float_array(v, "v", ndim=2, what=" (T, Dv)")
+    if q.shape != k.shape:
+        raise ValueError(f"q and k must have the same shape (T, Dk), got q {q.shape} and k {k.shape}")
+    T = k.shape[0]
+    if v.shape[0] != T:
+        raise ValueError(f"v must have shape (T, Dv) with T = {T} as k, got v {v.shape} and k {k.shape}")
+    return q, k, v, T
+
+
 def size(value, name: str, *, minimum: int = 1):
     """A static size or count: a Python ``int`` (not a bool or a float) of at least ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):

@@ -21,6 +21,17 @@ def test_float_array_accepts_lists_and_numpy_and_rejects_integers():
         _checks.float_array(jnp.ones((2, 2)), "x", min_ndim=3)
 
 
+def test_queries_keys_values_names_the_mismatch():
+    q, k, v, T = _checks.queries_keys_values([[1.0, 2.0]] * 3, jnp.ones((3, 2)), jnp.ones((3, 5)))
+    assert T == 3 and q.shape == (3, 2) and v.shape == (3, 5)
+    with pytest.raises(ValueError, match=r"q and k must have the same shape \(T, Dk\)"):
+        _checks.queries_keys_values(jnp.ones((3, 2)), jnp.ones((3, 4)), jnp.ones((3, 5)))
+    with pytest.raises(ValueError, match=r"v must have shape \(T, Dv\) with T = 3"):
+        _checks.queries_keys_values(jnp.ones((3, 2)), jnp.ones((3, 2)), jnp.ones((4, 5)))
+    with pytest.raises(TypeError, match=r"\bv must be a floating-point array"):
+        _checks.queries_keys_values(jnp.ones((3, 2)), jnp.ones((3, 2)), jnp.ones((3, 5), jnp.int32))
+
+
 def test_int_array_rejects_floats():
     assert _checks.int_array([1, 2], "labels").dtype == jnp.int32
     with pytest.raises(TypeError, match=r"labels must be an integer array, got dtype float32"):

@@ -177,14 +177,7 @@ def _inputs(q, k, v, beta, alpha, delta):
     """The arguments as arrays of the compute dtype, after checking their shapes."""
     if not isinstance(delta, bool):
         raise TypeError(f"delta must be a bool, got {delta!r}")
-    q = _checks.float_array(q, "q", ndim=2, what=" (T, Dk)")
-    k = _checks.float_array(k, "k", ndim=2, what=" (T, Dk)")
-    v = _checks.float_array(v, "v", ndim=2, what=" (T, Dv)")
-    if q.shape != k.shape:
-        raise ValueError(f"q and k must have the same shape (T, Dk), got q {q.shape} and k {k.shape}")
-    T = k.shape[0]
-    if v.shape[0] != T:
-        raise ValueError(f"v must have shape (T, Dv) with T = {T} as k, got v {v.shape} and k {k.shape}")
+    q, k, v, T = _checks.queries_keys_values(q, k, v)
     beta = _checks.same_shape(_checks.float_array(beta, "beta"), "beta", (T,), expected_from="one per token of k")
     if alpha is None:
         alpha = jnp.ones((T,), beta.dtype)

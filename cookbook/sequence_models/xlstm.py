@@ -255,14 +255,7 @@ def _slstm(W, R, b, xs, stabilise):
 
 
 def _mlstm_inputs(q, k, v, i_pre, f_pre):
-    q = _checks.float_array(q, "q", ndim=2, what=" (T, Dk)")
-    k = _checks.float_array(k, "k", ndim=2, what=" (T, Dk)")
-    v = _checks.float_array(v, "v", ndim=2, what=" (T, Dv)")
-    if q.shape != k.shape:
-        raise ValueError(f"q and k must have the same shape (T, Dk), got q {q.shape} and k {k.shape}")
-    T = k.shape[0]
-    if v.shape[0] != T:
-        raise ValueError(f"v must have shape (T, Dv) with T = {T} as k, got v {v.shape} and k {k.shape}")
+    q, k, v, T = _checks.queries_keys_values(q, k, v)
     i_pre = _checks.same_shape(_checks.float_array(i_pre, "i_pre"), "i_pre", (T,), expected_from="one per token of k")
     f_pre = _checks.same_shape(_checks.float_array(f_pre, "f_pre"), "f_pre", (T,), expected_from="one per token of k")
     dtype = jnp.promote_types(v.dtype, jnp.float32)
