@@ -1,0 +1,21 @@
+"""Probabilistic deep learning and uncertainty
+=============================================
+
+A network trained by least squares or cross-entropy answers every question with the same
+confidence, whether the input looks like its training data or like nothing it has ever seen. This
+chapter asks how a model can say how sure it is, and how to check that it is right to be. Two
+questions run through it: where does the uncertainty come from (noise in the data, which more data
+does not remove, or ignorance of the function, which it does), and is the stated uncertainty
+honest (do 90 % intervals contain the truth 90 % of the time)?
+
+Read it in order. :doc:`gaussian_process` is the exact answer for a small regression problem: a
+prior over functions, conditioned on the data in closed form, certain near the data and uncertain
+away from it. It is the reference the approximate methods for networks are measured against, on the
+chapter's one-dimensional data with a gap in the inputs: an honest method grows unsure in the gap.
+
+Every method is written from scratch in JAX and tested against an exact answer where one exists (a
+Gaussian process, a linear-Gaussian posterior) and against the library that users already trust.
+"""
+
+#: The recipes in reading order.
+RECIPES = ("gaussian_process",)
