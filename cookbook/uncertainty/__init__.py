@@ -12,10 +12,13 @@ Read it in order. :doc:`gaussian_process` is the exact answer for a small regres
 prior over functions, conditioned on the data in closed form, certain near the data and uncertain
 away from it. It is the reference the approximate methods for networks are measured against, on the
 chapter's one-dimensional data with a gap in the inputs: an honest method grows unsure in the gap.
+:doc:`conformal` asks nothing of the model at all: held-out errors turn any point predictor into
+intervals that cover the truth with a chosen probability, assuming only that new data comes the way
+the old did.
 
 Every method is written from scratch in JAX and tested against an exact answer where one exists (a
 Gaussian process, a linear-Gaussian posterior) and against the library that users already trust.
 """
 
 #: The recipes in reading order.
-RECIPES = ("gaussian_process",)
+RECIPES = ("gaussian_process", "conformal")
