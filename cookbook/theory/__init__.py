@@ -1,0 +1,19 @@
+r"""Theory you can run
+==================
+
+The theory of deep learning makes predictions about networks that nobody has trained yet: what a
+wide network computes with random weights, how its signal behaves through depth, what gradient
+descent does to it. Each page of this chapter states one such result, and its code measures the
+quantity on real networks with sampled weights, so that the prediction and the measurement stand side
+by side, on the page's figure and in its tests, within a tolerance set by the number of samples.
+
+Read it in order. :doc:`nngp` starts from the simplest limit: with random weights and wide layers a
+network is a Gaussian process, whose kernel follows from a recursion layer by layer, in closed form
+for the ReLU.
+
+The chapter's second reference is *The Principles of Deep Learning Theory* by Roberts and Yaida
+(Cambridge University Press, 2022), whose notation the pages follow where they can.
+"""
+
+#: The recipes in reading order.
+RECIPES = ("nngp",)
