@@ -14,11 +14,12 @@ away from it. It is the reference the approximate methods for networks are measu
 chapter's one-dimensional data with a gap in the inputs: an honest method grows unsure in the gap.
 :doc:`conformal` asks nothing of the model at all: held-out errors turn any point predictor into
 intervals that cover the truth with a chosen probability, assuming only that new data comes the way
-the old did.
+the old did. :doc:`calibration` checks a classifier's probabilities (of its 80 % answers, are 80 %
+right?) and repairs them with one temperature.
 
 Every method is written from scratch in JAX and tested against an exact answer where one exists (a
 Gaussian process, a linear-Gaussian posterior) and against the library that users already trust.
 """
 
 #: The recipes in reading order.
-RECIPES = ("gaussian_process", "conformal")
+RECIPES = ("gaussian_process", "conformal", "calibration")
