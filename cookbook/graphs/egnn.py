@@ -99,9 +99,8 @@ the same on the new clouds rotated; a multilayer perceptron on the flattened coo
 when they are rotated (the tests measure all three). The price is expressiveness: a layer sees only
 distances and difference vectors, so it cannot tell a cloud from its mirror image (a reflection is
 one of its symmetries), and messages built from distances alone miss some geometric facts that
-features of higher order (spherical harmonics and their tensor products) capture
-:footcite:p:`joshi2023expressive`. The dense :math:`N \times N` messages cost :math:`O(N^2)` per
-layer.
+features of higher order capture :footcite:p:`joshi2023expressive`, such as the spherical harmonics
+of :doc:`spherical_harmonics`. The dense :math:`N \times N` messages cost :math:`O(N^2)` per layer.
 
 Example
 -------
