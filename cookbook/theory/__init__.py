@@ -9,11 +9,13 @@ by side, on the page's figure and in its tests, within a tolerance set by the nu
 
 Read it in order. :doc:`nngp` starts from the simplest limit: with random weights and wide layers a
 network is a Gaussian process, whose kernel follows from a recursion layer by layer, in closed form
-for the ReLU.
+for the ReLU. :doc:`ntk` asks what gradient descent does to such a network and finds, in the same
+limit, a second kernel built on the first that stays fixed during training, so that a wide network
+learns like kernel regression: a prediction of a trained network made before training it.
 
 The chapter's second reference is *The Principles of Deep Learning Theory* by Roberts and Yaida
 (Cambridge University Press, 2022), whose notation the pages follow where they can.
 """
 
 #: The recipes in reading order.
-RECIPES = ("nngp",)
+RECIPES = ("nngp", "ntk")
