@@ -85,12 +85,13 @@ def test_matches_a_loop_over_node_pairs_in_float64():
 
 
 def test_init_shapes_and_the_small_coordinate_gain():
-    params = init(jax.random.key(0), feature_dim=3, hidden=5, num_layers=4)
+    # The sizes of the learning test below, whose init call this one shares (one compile).
+    params = init(jax.random.key(1), feature_dim=1, hidden=16, num_layers=1)
     shapes = jax.tree.map(lambda a: a.shape, params)
-    assert shapes == egnn._shapes(3, 5, 4)
+    assert shapes == egnn._shapes(1, 16, 1)
     W = np.asarray(params["phi_x"][1]["W"])
     assert egnn.COORDINATE_GAIN == 0.01  # the page
-    assert 0.1 * egnn.COORDINATE_GAIN < W.std() * np.sqrt(5) < 10 * egnn.COORDINATE_GAIN
+    assert 0.5 * egnn.COORDINATE_GAIN < W.std() * np.sqrt(16) < 2 * egnn.COORDINATE_GAIN
     assert np.all(np.asarray(params["phi_e"][0]["b"]) == 0)
 
 
@@ -150,20 +151,27 @@ def egnn_model(p, q, x):
     return egnn._forward(p, q, x, 1.0 - jnp.eye(M))[1]
 
 
-def train(model, params, q, x, target):
+MODELS = {"egnn": egnn_model, "mlp": mlp_baseline}
+
+
+def train(params, q, x, target):
+    """Both models trained side by side in one scan: the loss is their sum, and since Adam updates
+    every parameter on its own, each model follows exactly the path it would follow alone."""
     opt = optax.adam(3e-3)
 
     def loss(p):
-        return jnp.mean((jax.vmap(model, in_axes=(None, 0, 0))(p, q, x) - target) ** 2)
+        each = {name: jnp.mean((jax.vmap(MODELS[name], in_axes=(None, 0, 0))(p[name], q, x) - target) ** 2)
+                for name in MODELS}
+        return sum(each.values()), each
 
     def step(state, _):
         p, s = state
-        value, grads = jax.value_and_grad(loss)(p)
+        (_, each), grads = jax.value_and_grad(loss, has_aux=True)(p)
         updates, s = opt.update(grads, s, p)
-        return (optax.apply_updates(p, updates), s), value
+        return (optax.apply_updates(p, updates), s), each
 
-    (params, _), losses = jax.lax.scan(step, (params, opt.init(params)), None, length=STEPS)
-    return params, losses
+    (params, _), history = jax.lax.scan(step, (params, opt.init(params)), None, length=STEPS)
+    return params, history
 
 
 @pytest.fixture(scope="module")
@@ -171,45 +179,44 @@ def trained():
     q, x, target = charged_clouds(0, 128)
     q_test, x_test, target_test = charged_clouds(1, 64)
     Q = np.stack([random_orthogonal(s, 1) for s in range(64)])
-    k_e, k_m = jax.random.split(jax.random.key(0))
-    params_e = init(k_e, feature_dim=1, hidden=16, num_layers=1)
+    params_e = init(jax.random.key(0), feature_dim=1, hidden=16, num_layers=1)
+    rng = np.random.default_rng(100)  # the baseline drawn in NumPy: nothing to compile
     sizes = [4 * M, 64, 64, 3 * M]
-    keys = jax.random.split(k_m, 3)
-    params_m = [{"W": jax.random.normal(k, (a, b)) / np.sqrt(a), "b": jnp.zeros(b)}
-                for k, a, b in zip(keys, sizes[:-1], sizes[1:])]
-    params_m[-1]["W"] = 0.01 * params_m[-1]["W"]
+    params_m = [{"W": jnp.asarray(rng.standard_normal((a, b)) / np.sqrt(a) * (0.01 if b == 3 * M else 1), jnp.float32),
+                 "b": jnp.zeros(b)} for a, b in zip(sizes[:-1], sizes[1:])]
 
     @jax.jit
-    def run(params_e, params_m):
+    def run(params):
+        params, history = train(params, q, x, target)
+        rotate = lambda a: jnp.einsum("bij,bnj->bni", Q, a)
+        motion = jnp.mean((target_test - x_test) ** 2)
         out = {}
-        for name, model, p in (("egnn", egnn_model, params_e), ("mlp", mlp_baseline, params_m)):
-            p, losses = train(model, p, q, x, target)
+        for name, model in MODELS.items():
             predict = jax.vmap(model, in_axes=(None, 0, 0))
-            rotate = lambda a: jnp.einsum("bij,bnj->bni", Q, a)
-            motion = jnp.mean((target_test - x_test) ** 2)
-            out[name] = {"loss": losses,
-                         "test": jnp.mean((predict(p, q_test, x_test) - target_test) ** 2) / motion,
-                         "rotated": jnp.mean((predict(p, q_test, rotate(x_test)) - rotate(target_test)) ** 2) / motion}
+            out[name] = {"loss": history[name],
+                         "test": jnp.mean((predict(params[name], q_test, x_test) - target_test) ** 2) / motion,
+                         "rotated": jnp.mean((predict(params[name], q_test, rotate(x_test)) - rotate(target_test)) ** 2)
+                         / motion}
         return out
 
-    return jax.tree.map(np.asarray, run(params_e, params_m))
+    return jax.tree.map(np.asarray, run({"egnn": params_e, "mlp": params_m}))
 
 
 def test_egnn_learns_the_force_and_keeps_it_under_rotation(trained):
     result = trained["egnn"]
     assert result["loss"][-1] < 0.02 * result["loss"][0]
-    # Measured: relative test error 0.0071 (mean squared error over the mean squared true motion);
-    # the page says "under 1 %".
-    assert 0.002 < result["test"] < 0.01
+    # Measured: relative test error 0.0019 (mean squared error over the mean squared true motion);
+    # over the seeds 0-7 of both models, 0.0019 to 0.0134. The page says "under 2 %".
+    assert result["test"] < 0.02
     np.testing.assert_allclose(result["rotated"], result["test"], rtol=1e-3)
 
 
 def test_a_non_equivariant_baseline_fails_on_new_and_on_rotated_clouds(trained):
     mlp = trained["mlp"]
     assert mlp["loss"][-1] < 1e-3 * mlp["loss"][0]  # it fits its training clouds
-    # Measured: 2.83 on new clouds (standing still scores 1), 3.72 on the same clouds rotated.
-    assert mlp["test"] > 1.5
-    assert mlp["rotated"] > 1.2 * mlp["test"]
+    # Measured: 2.61 on new clouds (standing still scores 1), 3.37 on the same clouds rotated; over
+    # the seeds 0-7, 2.59 to 2.86 and 3.24 to 3.93.
+    assert mlp["test"] > 1.5 and mlp["rotated"] > 1.5
 
 
 # ---- Bad input ----------------------------------------------------------------------------------
