@@ -174,8 +174,8 @@ def test_the_tensor_product_is_equivariant(det):
         u = rng.standard_normal(2 * l1 + 1).astype(np.float32)
         v = rng.standard_normal(2 * l2 + 1).astype(np.float32)
         parity = det ** (l1 + l2 + l3)  # a reflection flips the sign of the odd products (pseudo-tensors)
-        np.testing.assert_allclose(tensor_product(D[l1] @ u, D[l2] @ v, l3), parity * D[l3] @ tensor_product(u, v, l3),
-                                   atol=2e-5, err_msg=f"{(l1, l2, l3)}")
+        np.testing.assert_allclose(tensor_product(D[l1] @ u, D[l2] @ v, l3),
+                                   parity * D[l3] @ np.asarray(tensor_product(u, v, l3)), atol=2e-5, err_msg=f"{(l1, l2, l3)}")
 
 
 def test_a_product_of_harmonics_is_a_harmonic():
