@@ -11,7 +11,8 @@ share one interface they can be swapped, compared and chained.
 The chapter goes from the simplest idea to the most expensive: stochastic gradient descent and
 momentum; per-parameter step sizes learned from the gradients' history (AdaGrad, RMSProp, Adam and
 AdamW); the sign-based Lion; the memory-saving Adafactor; Muon, which steps along the orthogonalised momentum
-of each weight matrix; learning-rate schedules; gradient clipping,
+of each weight matrix; learning-rate schedules, and schedule-free AdamW, which replaces the schedule by an
+average of the iterates; gradient clipping,
 which composes with any optimiser; and second-order methods, which use curvature instead of
 history. Every optimiser is checked step for step against optax's optimiser of the same name, on a
 least-squares problem and on the Rosenbrock function; the :doc:`adam` page draws the paths of SGD,
@@ -29,6 +30,7 @@ RECIPES = (
     "adafactor",
     "muon",
     "schedules",
+    "schedule_free",
     "gradient_clipping",
     "second_order",
 )
