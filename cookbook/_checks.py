@@ -59,6 +59,21 @@ def float_array(x, name: str, *, ndim=None, min_ndim=None, what: str = ""):
     return x
 
 
+def adjacency_array(x, name: str = "adjacency"):
+    """A dense adjacency matrix as a float32 (or wider float) JAX array of two axes.
+
+    Adjacency matrices are often written with booleans or integers (0/1, or edge counts), which
+    convert to floats exactly, so they are accepted and converted; a weighted graph passes floats.
+    """
+    x = _as_array(x, name)
+    if jnp.issubdtype(x.dtype, jnp.bool_) or jnp.issubdtype(x.dtype, jnp.integer):
+        x = x.astype(jnp.float32)
+    elif not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f"{name} must be a real array (bool, integer or float), got dtype {x.dtype}")
+    _check_ndim(x, name, 2, None, " (N, N)")
+    return x
+
+
 def int_array(x, name: str, *, ndim=None, min_ndim=None, what: str = ""):
     """``x`` as an integer JAX array (labels, token ids, positions); a ``TypeError`` otherwise."""
     x = _as_array(x, name)

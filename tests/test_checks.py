@@ -86,3 +86,15 @@ def test_same_tree_names_the_leaf():
         _checks.same_tree({"w": jnp.ones((3, 2))}, "grads", params, "params")
     with pytest.raises(TypeError, match=r"grads\['b'\] must be a floating-point array"):
         _checks.same_tree({"w": jnp.ones((3, 2)), "b": jnp.zeros(2, jnp.int32)}, "grads", params, "params")
+
+
+def test_adjacency_array_converts_booleans_and_integers_exactly():
+    A = _checks.adjacency_array([[0, 1], [1, 0]])
+    assert A.dtype == jnp.float32 and A.tolist() == [[0.0, 1.0], [1.0, 0.0]]
+    assert _checks.adjacency_array(np.eye(3, dtype=bool)).dtype == jnp.float32
+    weighted = jnp.array([[0.0, 0.5], [0.25, 0.0]])
+    assert _checks.adjacency_array(weighted) is weighted
+    with pytest.raises(TypeError, match=r"adjacency must be a real array \(bool, integer or float\), got dtype complex64"):
+        _checks.adjacency_array(jnp.ones((2, 2), jnp.complex64))
+    with pytest.raises(ValueError, match=r"adjacency must have 2 axes \(N, N\), got shape \(3,\)"):
+        _checks.adjacency_array(jnp.ones(3))

@@ -19,6 +19,13 @@ mean or a maximum does not. :doc:`deep_sets` removes the edges altogether: a set
 edges, or with all of them, and the same sum (or attention over all elements) gives networks that
 ignore the order of their inputs exactly.
 
+The last pages add the symmetries of space. A molecule or a point cloud also has coordinates, and
+turning or mirroring it changes nothing about it. :doc:`egnn` passes messages built from distances,
+which no rotation changes, and moves each point along the differences to its neighbours, which turn
+with the cloud, so its outputs turn with its inputs exactly. :doc:`spherical_harmonics` gives the
+vocabulary for richer equivariant features than vectors: functions on the sphere sorted by degree,
+the matrices by which each degree turns, and the tensor product that combines two degrees into a third.
+
 The aggregations compete on one task in :doc:`gin`: of the 12 086 pairs of six-node graphs that three
 rounds of colour refinement tell apart, random three-layer networks separate more than 12 000 with a
 sum, 4434 with a mean and 4181 with a maximum.
@@ -30,4 +37,4 @@ changes nothing else.
 """
 
 #: The recipes in reading order.
-RECIPES = ("message_passing", "gcn", "gat", "gin", "deep_sets")
+RECIPES = ("message_passing", "gcn", "gat", "gin", "deep_sets", "egnn", "spherical_harmonics")

@@ -248,6 +248,6 @@ def apply(params, h, x, adjacency):
     _checks.same_shape(h, "h", (N, F), expected_from=f"F = {F} from params")
     x = _checks.float_array(x, "x", ndim=2, what=" (N, 3)")
     _checks.same_shape(x, "x", (N, 3), expected_from="N from h, three coordinates")
-    A = _checks.float_array(adjacency, "adjacency", ndim=2, what=" (N, N)")
+    A = _checks.adjacency_array(adjacency)
     _checks.same_shape(A, "adjacency", (N, N), expected_from="N from h")
     return _forward(params, h, x, A)

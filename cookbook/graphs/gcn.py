@@ -174,7 +174,7 @@ JIT = {"normalized_adjacency": ("add_self_loops",), "dirichlet_energy": (), "app
 
 
 def _square(adjacency, name="adjacency"):
-    adjacency = _checks.float_array(adjacency, name, ndim=2, what=" (N, N)")
+    adjacency = _checks.adjacency_array(adjacency, name)
     if adjacency.shape[0] != adjacency.shape[1]:
         raise ValueError(f"{name} must be square (N, N), got shape {tuple(adjacency.shape)}")
     return adjacency

@@ -231,8 +231,13 @@ def test_bad_input_raises_clear_errors():
         apply(params, h[:, :2], x, A)
     with pytest.raises(ValueError, match=r"adjacency must have shape \(7, 7\)"):
         apply(params, h, x, A[:5, :5])
-    with pytest.raises(TypeError, match=r"adjacency must be a floating-point array"):
-        apply(params, h, x, A.astype(np.int32))
+    # A 0/1 adjacency of integers or booleans is exact in floats and accepted.
+    binary = (np.asarray(A) > 0).astype(np.float32)
+    for same in (binary.astype(np.int32), binary > 0):
+        for a, b in zip(apply(params, h, x, same), apply(params, h, x, binary)):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    with pytest.raises(TypeError, match=r"adjacency must be a real array \(bool, integer or float\), got dtype complex64"):
+        apply(params, h, x, A.astype(np.complex64))
     bad = jax.tree.map(lambda a: a, params)
     bad["phi_e"][0]["W"] = bad["phi_e"][0]["W"][:, :4]
     with pytest.raises(ValueError, match=r"params\['phi_e'\]\[0\]\['W'\] must have shape \(2, 7, 5\)"):

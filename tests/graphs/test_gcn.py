@@ -210,8 +210,11 @@ def test_bad_input_raises_clear_errors():
         normalized_adjacency(A[:, :6])
     with pytest.raises(TypeError, match=r"add_self_loops must be True or False, got 1"):
         normalized_adjacency(A, add_self_loops=1)
-    with pytest.raises(TypeError, match=r"adjacency must be a floating-point array"):
-        apply(params, x, A.astype(np.int32))
+    # A 0/1 adjacency of integers or booleans is exact in floats and accepted.
+    np.testing.assert_array_equal(np.asarray(apply(params, x, A.astype(np.int32))), np.asarray(apply(params, x, A)))
+    np.testing.assert_array_equal(np.asarray(apply(params, x, A > 0)), np.asarray(apply(params, x, A)))
+    with pytest.raises(TypeError, match=r"adjacency must be a real array \(bool, integer or float\), got dtype complex64"):
+        apply(params, x, A.astype(np.complex64))
     with pytest.raises(ValueError, match=r"adjacency must have shape \(7, 7\) \(N from x\)"):
         apply(params, x, A[:5, :5])
     with pytest.raises(ValueError, match=r"x must have shape \(7, 3\)"):
