@@ -12,7 +12,9 @@ Read it in order. :doc:`gaussian_process` is the exact answer for a small regres
 prior over functions, conditioned on the data in closed form, certain near the data and uncertain
 away from it. It is the reference that the methods for networks are measured against, on the
 chapter's one-dimensional data with a gap in the inputs: an honest method grows unsure in the gap.
-:doc:`deep_ensembles` trains several networks from different random starts, each predicting a mean
+:doc:`laplace` keeps one trained network and fits a Gaussian to the posterior over its weights
+(the last layer's, in the cheap form), with the curvature of the loss as precision; for a model
+linear in its weights it is exact. :doc:`deep_ensembles` trains several networks from different random starts, each predicting a mean
 and a variance, and reads the epistemic uncertainty from their disagreement.
 
 The last two pages check uncertainty rather than produce it. :doc:`calibration` asks whether a
@@ -26,4 +28,4 @@ Gaussian process, a linear-Gaussian posterior) and against the library that user
 """
 
 #: The recipes in reading order.
-RECIPES = ("gaussian_process", "deep_ensembles", "calibration", "conformal")
+RECIPES = ("gaussian_process", "laplace", "deep_ensembles", "calibration", "conformal")
