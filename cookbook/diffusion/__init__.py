@@ -1,0 +1,30 @@
+"""Diffusion and flow models
+=========================
+
+A generative model turns noise into data. The models of this chapter do it gradually: they learn
+how data is destroyed by noise, one small step at a time, and generate by running the destruction
+backwards. Every recipe trains the same small network on the same two moons drawn in the plane, so
+that what differs between them is only the idea, and each checks its formulas against their closed
+forms (a well-known annotated implementation of DDPM carried a wrong square root for a long time).
+
+Read it in order. :doc:`ddpm` is the foundation: a fixed forward process that adds Gaussian noise,
+its closed form at any step, a network trained to predict the noise that was added, and ancestral
+sampling that removes it again, one of a hundred steps at a time. :doc:`ddim` keeps the trained
+network and changes only the sampler: a family of updates, indexed by the amount of fresh noise, of
+which the deterministic member jumps along a few of the steps and reaches the same quality in a
+fraction of the network evaluations. :doc:`flow_matching` drops the noise schedule altogether:
+noise and data are joined by straight lines, a network regresses the velocity along them, and
+sampling integrates the learned velocity field as an ordinary differential equation.
+
+The samplers compete on one task in :doc:`ddim`, whose figure draws the squared maximum mean
+discrepancy of 1000 samples to the data against the number of network evaluations: the
+deterministic DDIM update needs 20 evaluations to come within twice the discrepancy between two
+draws of the data, the ancestral sampler of DDPM 50, and Euler steps on the flow-matching field 10.
+
+Points are rows of a ``(B, D)`` array; steps are 0-based indices into the schedule arrays, with the
+data before the first step (:math:`\\bar\\alpha = 1`); flow time runs from 0 at the noise to 1 at
+the data.
+"""
+
+#: The recipes in reading order.
+RECIPES = ("ddpm", "ddim", "flow_matching")
