@@ -12,10 +12,13 @@ network is a Gaussian process, whose kernel follows from a recursion layer by la
 for the ReLU. :doc:`ntk` asks what gradient descent does to such a network and finds, in the same
 limit, a second kernel built on the first that stays fixed during training, so that a wide network
 learns like kernel regression: a prediction of a trained network made before training it.
+:doc:`criticality` follows the first kernel through depth and finds the initialisation at which
+neither the signal nor a small change of the input explodes or dies, the edge of chaos; for the ReLU
+it is the He initialisation that the NNGP page's recursion already keeps fixed.
 
 The chapter's second reference is *The Principles of Deep Learning Theory* by Roberts and Yaida
 (Cambridge University Press, 2022), whose notation the pages follow where they can.
 """
 
 #: The recipes in reading order.
-RECIPES = ("nngp", "ntk")
+RECIPES = ("nngp", "ntk", "criticality")
