@@ -12,7 +12,7 @@ The chapter goes from the simplest idea to the most expensive: stochastic gradie
 momentum; per-parameter step sizes learned from the gradients' history (AdaGrad, RMSProp, Adam and
 AdamW); the sign-based Lion; the memory-saving Adafactor; Muon, which steps along the orthogonalised momentum
 of each weight matrix; learning-rate schedules, and schedule-free AdamW, which replaces the schedule by an
-average of the iterates; gradient clipping,
+average of the iterates; sharpness-aware minimisation, which takes each gradient at the worst nearby point; gradient clipping,
 which composes with any optimiser; and second-order methods, which use curvature instead of
 history. Every optimiser is checked step for step against optax's optimiser of the same name, on a
 least-squares problem and on the Rosenbrock function; the :doc:`adam` page draws the paths of SGD,
@@ -31,6 +31,7 @@ RECIPES = (
     "muon",
     "schedules",
     "schedule_free",
+    "sam",
     "gradient_clipping",
     "second_order",
 )
