@@ -15,7 +15,9 @@ chapter's one-dimensional data with a gap in the inputs: an honest method grows 
 :doc:`laplace` keeps one trained network and fits a Gaussian to the posterior over its weights
 (the last layer's, in the cheap form), with the curvature of the loss as precision; for a model
 linear in its weights it is exact. :doc:`deep_ensembles` trains several networks from different random starts, each predicting a mean
-and a variance, and reads the epistemic uncertainty from their disagreement.
+and a variance, and reads the epistemic uncertainty from their disagreement. :doc:`mc_dropout` gets
+a cheap imitation of that ensemble from one network trained with dropout, by keeping dropout on at
+test time.
 
 The last two pages check uncertainty rather than produce it. :doc:`calibration` asks whether a
 classifier's probabilities mean what they say (of its 80 % answers, are 80 % right?) and repairs
@@ -28,4 +30,4 @@ Gaussian process, a linear-Gaussian posterior) and against the library that user
 """
 
 #: The recipes in reading order.
-RECIPES = ("gaussian_process", "laplace", "deep_ensembles", "calibration", "conformal")
+RECIPES = ("gaussian_process", "laplace", "deep_ensembles", "mc_dropout", "calibration", "conformal")

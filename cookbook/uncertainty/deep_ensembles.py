@@ -86,7 +86,7 @@ Inductive bias
 
 An ensemble assumes that the ways the members can differ are the ways the truth could differ from
 the data. Random initialisation explores different modes of the loss, which is why ensembles beat
-methods that stay near one mode (:doc:`laplace`, MC dropout) on shifted data; but a few
+methods that stay near one mode (:doc:`laplace`, :doc:`mc_dropout`) on shifted data; but a few
 members can miss directions along which no member happened to vary, and every member shares the
 architecture's biases (ReLU networks extrapolate linearly, with confidence that grows with
 distance). It costs :math:`M` trainings and :math:`M` forward passes.

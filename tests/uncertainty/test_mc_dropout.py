@@ -1,0 +1,91 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cookbook.foundations.mlp import apply as mlp_apply
+from cookbook.uncertainty._data import gap_data
+from cookbook.uncertainty.mc_dropout import apply, fit, init, predict
+
+RATE, NOISE = 0.2, 0.01
+passes = jax.jit(lambda params, x, keys, rate: jax.vmap(lambda k: apply(params, x, k, rate=rate))(keys),
+                 static_argnames="rate")
+predict_many = jax.jit(lambda params, xs, key: jax.vmap(
+    lambda x, k: predict(params, x, k, rate=RATE, num_samples=200, noise=NOISE))(xs, jax.random.split(key, len(xs))))
+
+
+@pytest.fixture(scope="module")
+def trained():
+    x, y = gap_data()
+    params, losses = fit(init(jax.random.key(2), (1, 64, 64, 1)), x, y, jax.random.key(3), rate=RATE, steps=600,
+                         learning_rate=0.01)
+    return x, y, params, losses
+
+
+# ---- The passes ----------------------------------------------------------------------------------
+
+def test_without_a_key_it_is_the_plain_network():
+    params = init(jax.random.key(0), (3, 11, 1))
+    x = jnp.array([0.3, -1.0, 2.0])
+    np.testing.assert_allclose(jax.jit(apply, static_argnames="rate")(params, x, None, rate=0.5),
+                               jax.jit(mlp_apply)(params, x), rtol=1e-6)
+
+
+def test_with_one_hidden_layer_the_mean_over_masks_is_the_plain_network():
+    # The output is linear in the mask, and the inverted scaling makes each kept unit count 1 on average.
+    params = init(jax.random.key(1), (3, 11, 1))
+    params = jax.tree.map(lambda p: p + 0.2, params)
+    x = jnp.array([0.3, -1.0, 2.0])
+    samples = passes(params, x, jax.random.split(jax.random.key(2), 4000), 0.5)[:, 0]
+    plain = float(mlp_apply(params, x)[0])
+    assert abs(float(samples.mean()) - plain) < 4 * float(samples.std()) / np.sqrt(4000)
+    assert float(samples.std()) > 0.05 * abs(plain)  # the passes do differ
+
+
+def test_predict_is_the_mean_and_variance_of_the_passes_plus_noise():
+    params = init(jax.random.key(3), (3, 11, 1))
+    x = jnp.array([0.3, -1.0, 2.0])
+    key = jax.random.key(4)
+    predict_jit = jax.jit(lambda p, x, k, rate: predict(p, x, k, rate=rate, num_samples=7, noise=0.3),
+                          static_argnames="rate")
+    mean, variance = predict_jit(params, x, key, 0.5)
+    samples = np.asarray(passes(params, x, jax.random.split(key, 7), 0.5)[:, 0], np.float64)
+    np.testing.assert_allclose(mean, samples.mean(), rtol=1e-5)
+    np.testing.assert_allclose(variance, samples.var() + 0.3, rtol=1e-5)
+    _, variance = predict_jit(params, x, key, 0.0)
+    np.testing.assert_allclose(variance, 0.3, rtol=1e-5)  # no dropout: every pass is the same
+
+
+# ---- It learns: sure on the data, unsure in the gap --------------------------------------------------
+
+def test_predictive_variance_is_at_least_three_times_larger_in_the_gap(trained):
+    x, y, params, losses = trained
+    assert losses[-1] < 0.2 * losses[0]
+    gap = np.linspace(-0.5, 0.5, 11, dtype=np.float32)[:, None]
+    mean_on, var_on = predict_many(params, x, jax.random.key(5))
+    _, var_gap = predict_many(params, gap, jax.random.key(6))
+    assert float(jnp.sqrt(jnp.mean((mean_on - y) ** 2))) < 0.15  # fits the data (noise 0.1)
+    ratio = float(var_gap.mean() / var_on.mean())
+    assert ratio > 3, ratio  # measured: 5
+
+
+# ---- Bad input ------------------------------------------------------------------------------------
+
+def test_clear_errors_on_bad_input():
+    params = init(jax.random.key(7), (2, 5, 1))
+    key = jax.random.key(8)
+    with pytest.raises(ValueError, match="rate"):
+        apply(params, jnp.ones(2), key, rate=1.0)
+    with pytest.raises(ValueError, match="x"):
+        apply(params, jnp.ones(3), key, rate=0.1)
+    with pytest.raises(TypeError, match="num_samples"):
+        predict(params, jnp.ones(2), key, rate=0.1, num_samples=2.5, noise=0.1)
+    with pytest.raises(ValueError, match="num_samples"):
+        predict(params, jnp.ones(2), key, rate=0.1, num_samples=1, noise=0.1)
+    with pytest.raises(ValueError, match="params"):
+        predict(init(jax.random.key(7), (2, 5, 3)), jnp.ones(2), key, rate=0.1, num_samples=3, noise=0.1)
+    with pytest.raises(ValueError, match="y"):
+        fit(params, jnp.ones((4, 2)), jnp.ones(5), key, rate=0.1, steps=2)
+    with pytest.raises(ValueError, match="params"):
+        apply([{"W": jnp.ones((2, 5)), "b": jnp.ones(5)}, {"W": jnp.ones((4, 1)), "b": jnp.ones(1)}], jnp.ones(2), key,
+              rate=0.1)
