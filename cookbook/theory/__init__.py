@@ -7,7 +7,9 @@ descent does to it. Each page of this chapter states one such result, and its co
 quantity on real networks with sampled weights, so that the prediction and the measurement stand side
 by side, on the page's figure and in its tests, within a tolerance set by the number of samples.
 
-Read it in order. :doc:`nngp` starts from the simplest limit: with random weights and wide layers a
+Read it in order. :doc:`universal_approximation` comes first, as the oldest result and a warning:
+one hidden layer can approximate anything on an interval, and the ReLU proof says how wide it must
+be, but nothing about training or about what lies outside the interval. :doc:`nngp` then starts from the simplest limit: with random weights and wide layers a
 network is a Gaussian process, whose kernel follows from a recursion layer by layer, in closed form
 for the ReLU. :doc:`ntk` asks what gradient descent does to such a network and finds, in the same
 limit, a second kernel built on the first that stays fixed during training, so that a wide network
@@ -21,4 +23,4 @@ The chapter's second reference is *The Principles of Deep Learning Theory* by Ro
 """
 
 #: The recipes in reading order.
-RECIPES = ("nngp", "ntk", "criticality")
+RECIPES = ("universal_approximation", "nngp", "ntk", "criticality")
