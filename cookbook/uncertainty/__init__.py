@@ -14,7 +14,10 @@ away from it. It is the reference that the methods for networks are measured aga
 chapter's one-dimensional data with a gap in the inputs: an honest method grows unsure in the gap.
 :doc:`laplace` keeps one trained network and fits a Gaussian to the posterior over its weights
 (the last layer's, in the cheap form), with the curvature of the loss as precision; for a model
-linear in its weights it is exact. :doc:`deep_ensembles` trains several networks from different random starts, each predicting a mean
+linear in its weights it is exact. :doc:`sgmcmc` samples the posterior instead of approximating it by
+a Gaussian: minibatch gradient descent with the right amount of noise added wanders over the
+posterior, checked on Bayesian linear regression against the exact answer and against NUTS.
+:doc:`deep_ensembles` trains several networks from different random starts, each predicting a mean
 and a variance, and reads the epistemic uncertainty from their disagreement. :doc:`mc_dropout` gets
 a cheap imitation of that ensemble from one network trained with dropout, by keeping dropout on at
 test time.
@@ -30,4 +33,4 @@ Gaussian process, a linear-Gaussian posterior) and against the library that user
 """
 
 #: The recipes in reading order.
-RECIPES = ("gaussian_process", "laplace", "deep_ensembles", "mc_dropout", "calibration", "conformal")
+RECIPES = ("gaussian_process", "laplace", "sgmcmc", "deep_ensembles", "mc_dropout", "calibration", "conformal")
