@@ -10,9 +10,10 @@ with their projections (:doc:`multi_head`), and the variants that share keys and
 heads to shrink the memory kept while generating text (:doc:`grouped_query`). Attention by itself
 sees a set, not a sequence, so the next three recipes give it a sense of order: positions added to
 the tokens (:doc:`positional_encoding`), rotations of queries and keys (:doc:`rope`) and linear
-distance biases (:doc:`alibi`). The last two make it cheaper: the same numbers computed in blocks,
-without ever holding the full score matrix (:doc:`memory_efficient`), and a kernel in place of the
-softmax, so that the cost grows linearly with the sequence (:doc:`linear_attention`).
+distance biases (:doc:`alibi`). The last three make it cheaper: the same numbers computed in blocks,
+without ever holding the full score matrix (:doc:`memory_efficient`); a window of recent positions, so
+that the cost and the cache stop growing with the sequence (:doc:`sliding_window`); and a kernel in
+place of the softmax, so that the cost grows linearly with the sequence (:doc:`linear_attention`).
 
 Shapes follow one convention throughout: ``T`` queries, ``S`` keys, ``H`` heads and ``D`` features
 per head; every function is written for one example and batched with :func:`jax.vmap`.
@@ -27,5 +28,6 @@ RECIPES = (
     "rope",
     "alibi",
     "memory_efficient",
+    "sliding_window",
     "linear_attention",
 )
