@@ -22,6 +22,52 @@ and a variance, and reads the epistemic uncertainty from their disagreement. :do
 a cheap imitation of that ensemble from one network trained with dropout, by keeping dropout on at
 test time.
 
+The four methods compete on the chapter's gap data below, each drawn as its predictive mean and two
+standard deviations (the noise included). All four are sure on the data and unsure in the gap; each
+of the three for networks has more than three times its on-data variance there, which the tests
+check. They differ away from the data: the Gaussian process returns to its prior mean of zero, while
+the ReLU networks carry on along their last trend, and how fast their bands widen there depends on
+the method. The figure trains the three networks with the same settings as their tests, so that
+when the book is built the runs are shared (``cookbook/_memo.py``).
+
+.. plot::
+
+   import jax
+   import numpy as np
+   from cookbook.foundations.mlp import init as mlp_init
+   from cookbook.uncertainty import deep_ensembles, laplace, mc_dropout
+   from cookbook.uncertainty._data import gap_data, target
+   from cookbook.uncertainty.gaussian_process import posterior
+
+   x, y = gap_data()
+   grid = np.linspace(-3.0, 3.0, 121, dtype=np.float32)[:, None]
+   bands = {}
+   mean, cov = jax.jit(posterior)(x, y, grid, lengthscale=0.5, variance=1.0, noise=0.01)
+   bands["Gaussian process"] = mean, np.diag(cov) + 0.01
+   # The same training runs as the tests (shared through cookbook/_memo.py when the book is built).
+   params, _ = laplace.fit_map(mlp_init(jax.random.key(0), (1, 32, 32, 1)), x, y, noise=0.01,
+                               prior_precision=1.0, steps=500, learning_rate=0.02)
+   H = laplace.posterior_precision(params, x, noise=0.01, prior_precision=1.0)
+   bands["Laplace (last layer)"] = jax.jit(jax.vmap(lambda v: laplace.predictive(params, H, v, noise=0.01)))(grid)
+   members = deep_ensembles.init(jax.random.key(0), (1, 32, 32, 2), num_members=5)
+   members, _ = deep_ensembles.fit(members, x, y, steps=600)
+   bands["deep ensemble (5)"] = jax.jit(jax.vmap(lambda v: deep_ensembles.predict(members, v)))(grid)
+   net, _ = mc_dropout.fit(mc_dropout.init(jax.random.key(2), (1, 64, 64, 1)), x, y, jax.random.key(3),
+                           rate=0.2, steps=600, learning_rate=0.01)
+   keys = jax.random.split(jax.random.key(4), len(grid))
+   bands["MC dropout (p = 0.2)"] = jax.jit(jax.vmap(lambda v, k: mc_dropout.predict(
+       net, v, k, rate=0.2, num_samples=100, noise=0.01)))(grid, keys)
+   fig, axes = plt.subplots(1, 4, figsize=(12, 3), sharey=True)
+   for ax, (name, (m, v)) in zip(axes, bands.items()):
+       m, s = np.asarray(m), np.sqrt(np.asarray(v))
+       ax.axvspan(-1.0, 1.0, color="0.93", zorder=0)
+       ax.fill_between(grid[:, 0], m - 2 * s, m + 2 * s, alpha=0.3)
+       ax.plot(grid[:, 0], m)
+       ax.plot(grid[:, 0], target(grid[:, 0]), "k--", lw=1)
+       ax.plot(x[:, 0], y, "k.", ms=3)
+       ax.set(title=name, xlabel="x", ylim=(-3, 3))
+   fig.tight_layout()
+
 The last two pages check uncertainty rather than produce it. :doc:`calibration` asks whether a
 classifier's probabilities mean what they say (of its 80 % answers, are 80 % right?) and repairs
 them with one temperature. :doc:`conformal` asks nothing of the model at all: held-out errors turn
