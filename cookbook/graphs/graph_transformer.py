@@ -112,6 +112,27 @@ so that the network learns not to rely on them; where eigenvalues repeat (a cycl
 rotation of the eigenspace is valid too, and only sign- and basis-invariant networks
 :footcite:p:`lim2023sign` remove the ambiguity completely.
 
+The first two encodings of a 6 x 10 grid, and the negative of the first, as colours of its nodes:
+
+.. plot::
+
+   import jax.numpy as jnp
+   from cookbook.graphs.graph_transformer import laplacian_pe
+   rows, cols = 6, 10
+   node = np.arange(rows * cols).reshape(rows, cols)
+   A = np.zeros((rows * cols, rows * cols), np.float32)
+   A[node[:, :-1].ravel(), node[:, 1:].ravel()] = 1.0  # edges along the rows
+   A[node[:-1, :].ravel(), node[1:, :].ravel()] = 1.0  # edges along the columns
+   pe = np.asarray(laplacian_pe(jnp.asarray(A + A.T), 2))
+   fig, axes = plt.subplots(1, 3, figsize=(7.5, 2.0))
+   for ax, values, title in zip(axes, (pe[:, 0], pe[:, 1], -pe[:, 0]),
+                                ("first encoding", "second encoding", "first, sign flipped")):
+       ax.imshow(values.reshape(rows, cols), cmap="RdBu_r", vmin=-0.3, vmax=0.3)
+       ax.set_title(title, fontsize=8)
+       ax.set_xticks([])
+       ax.set_yticks([])
+   plt.tight_layout()
+
 **Distances as biases.** Graphormer :footcite:p:`ying2021transformers` adds to each attention
 score a learned scalar :math:`\beta_{\phi(i, j)}` indexed by the shortest-path distance between the
 two nodes, one per head, so that a head can look near, far, or at a given distance (the paper

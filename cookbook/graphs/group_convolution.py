@@ -87,6 +87,32 @@ the four answers as four planes: its output is a function on p4, indexed by a po
 rotation. Turning the input by :math:`u` quarter turns turns each plane by :math:`u` and moves
 the answer of orientation :math:`r` to plane :math:`r + u`: the action :math:`L_u`.
 
+Below, one edge filter lifted from a drawn 7 (top) and from the 7 turned a quarter turn (bottom):
+each plane of the bottom row is the plane to its left in the top row, turned (the last plane wraps
+round to the first).
+
+.. plot::
+
+   import jax.numpy as jnp
+   from cookbook.graphs.group_convolution import lift
+   x = np.zeros((9, 9, 1), np.float32)
+   x[1:8, 5, 0] = 1.0  # the stem of a 7
+   x[1, 2:6, 0] = 1.0  # its top bar
+   edge = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], np.float32)  # dark on the left, bright on the right
+   params = {"W": jnp.asarray(edge)[:, :, None, None], "b": jnp.zeros(1)}
+   fig, axes = plt.subplots(2, 5, figsize=(7.5, 3.4))
+   for row, image in enumerate((x, np.ascontiguousarray(np.rot90(x)))):
+       planes = lift(params, jnp.asarray(image))
+       axes[row, 0].imshow(image[:, :, 0], cmap="gray_r")
+       axes[row, 0].set_title("input" if row == 0 else "input turned by 90°", fontsize=8)
+       for r in range(4):
+           axes[row, r + 1].imshow(planes[r, :, :, 0], cmap="RdBu_r", vmin=-4, vmax=4)
+           axes[row, r + 1].set_title(f"plane r = {r}", fontsize=8)
+   for ax in axes.flat:
+       ax.set_xticks([])
+       ax.set_yticks([])
+   plt.tight_layout()
+
 Later layers read such four-plane maps. A **group convolution** turns its filter :math:`\Psi` too,
 and since the filter has a rotation axis of its own, turning it also cycles that axis (the
 :math:`s - r` in the equation). Every layer then commutes with :math:`L_u`, so does a pointwise
