@@ -18,9 +18,14 @@ learns like kernel regression: a prediction of a trained network made before tra
 neither the signal nor a small change of the input explodes or dies, the edge of chaos; for the ReLU
 it is the He initialisation that the NNGP page's recursion already keeps fixed.
 
+The wide limits describe networks that do not learn features. :doc:`grokking` shows one that does,
+late and suddenly: a small network memorises a table of modular sums at once and, thanks to weight
+decay, replaces the table by a circuit of waves hundreds of steps later, when its validation accuracy
+jumps from chance to above 99 %.
+
 The chapter's second reference is *The Principles of Deep Learning Theory* by Roberts and Yaida
 (Cambridge University Press, 2022), whose notation the pages follow where they can.
 """
 
 #: The recipes in reading order.
-RECIPES = ("universal_approximation", "nngp", "ntk", "criticality")
+RECIPES = ("universal_approximation", "nngp", "ntk", "criticality", "grokking")
