@@ -95,6 +95,16 @@ def test_lift_matches_lax_conv_with_four_turned_filters_and_the_definition(setup
     np.testing.assert_allclose(got, lift64(w, b, x), rtol=1e-5, atol=1e-5)
     # The expanded filters are exact copies of the turned filter.
     np.testing.assert_array_equal(lifted_filters(w)[:, :, :, 1], jnp.rot90(w))
+    # Gradients with respect to the filter (through the gather of the expanded filters and the im2col
+    # patches) agree with those through the library convolution.
+    cotangent = jnp.asarray(np.random.default_rng(8).standard_normal(got.shape), jnp.float32)
+
+    def through_lax(w):
+        stacked = jnp.concatenate([jnp.rot90(w, r, axes=(0, 1)) for r in range(4)], axis=3)
+        return jnp.sum(jnp.moveaxis(_conv_reference(x, stacked).reshape(H, W, 4, C1), 2, 0) * cotangent)
+
+    grad = jax.jit(jax.grad(lambda w: jnp.sum(lift({"W": w, "b": b}, x) * cotangent)))(w)
+    np.testing.assert_allclose(grad, jax.jit(jax.grad(through_lax))(w), rtol=1e-4, atol=1e-4)
 
 
 def test_group_conv_matches_the_definition(setup):
