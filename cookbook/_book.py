@@ -476,6 +476,9 @@ def check_page(source: str) -> list[str]:
     lines = page.lines
     if len(lines) < 2 or not lines[0].strip() or set(lines[1].strip()) != {"="}:
         problems.append("has no title: the docstring must begin with a title underlined with '='")
+    elif len(lines[1].strip()) < len(lines[0].strip()):
+        problems.append(f"has a title underline shorter than its title ({len(lines[1].strip())} < "
+                        f"{len(lines[0].strip())} characters), which Sphinx warns about")
     elif not "".join(lines[2 : (min(_headings(lines).values(), default=len(lines)))]).strip():
         problems.append("has no sentence under the title saying what the idea is and when to use it")
     for name in MACHINE_SECTIONS:

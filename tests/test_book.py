@@ -93,8 +93,9 @@ _EXAMPLE = "Example\n-------\n\n>>> 1 + 1\n2\n"
         (".. admonition:: Intuition\n\n   A vote", "A vote", "has no intuition"),
         ("A linear boundary.", "A linear boundary. " + "More words about the boundary. " * 210, "is not short-form"),
         (_EXAMPLE + "\n" + _NOTES, _NOTES + "\n" + _EXAMPLE, "has its 'Implementation notes' before its Example"),
+        ("Sample recipe\n=============\n", "Sample recipes\n=============\n", "has a title underline shorter than its title (13 < 14"),
     ],
-    ids=["legend_names_missing_code", "no_intuition", "too_long", "notes_before_example"],
+    ids=["legend_names_missing_code", "no_intuition", "too_long", "notes_before_example", "short_underline"],
 )
 def test_each_broken_variant_of_the_good_sample_fails_with_its_reason(old, new, expected, sample_tests_dir):
     assert old in GOOD

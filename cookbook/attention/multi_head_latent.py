@@ -1,5 +1,5 @@
 r"""Multi-head latent attention
-==========================
+===========================
 
 Cache one small latent vector per token instead of every head's key and value, and rebuild the keys
 and values from it: multi-head attention whose generation cache is as small as grouped-query

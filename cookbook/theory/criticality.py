@@ -1,5 +1,5 @@
 r"""Criticality and the edge of chaos
-================================
+=================================
 
 Through a deep network the size of a signal and its sensitivity to the input are multiplied by a
 factor at every layer; critical initialisation sets the weights' and biases' variances so that both

@@ -1,5 +1,5 @@
 r"""Neural network Gaussian processes
-================================
+=================================
 
 A network with random weights is a random function, and as its hidden layers grow wide that function
 becomes a Gaussian process whose kernel follows from a layer-by-layer recursion: the exact prior over
