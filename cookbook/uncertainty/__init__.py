@@ -17,6 +17,9 @@ chapter's one-dimensional data with a gap in the inputs: an honest method grows 
 linear in its weights it is exact. :doc:`sgmcmc` samples the posterior instead of approximating it by
 a Gaussian: minibatch gradient descent with the right amount of noise added wanders over the
 posterior, checked on Bayesian linear regression against the exact answer and against NUTS.
+:doc:`bayes_by_backprop` learns a Gaussian for every weight by gradient descent on a variational
+bound; on a linear model it finds the best factorised Gaussian exactly, and shows what factorising
+costs (variances that are too small where weights are correlated).
 :doc:`deep_ensembles` trains several networks from different random starts, each predicting a mean
 and a variance, and reads the epistemic uncertainty from their disagreement. :doc:`mc_dropout` gets
 a cheap imitation of that ensemble from one network trained with dropout, by keeping dropout on at
@@ -79,4 +82,4 @@ Gaussian process, a linear-Gaussian posterior) and against the library that user
 """
 
 #: The recipes in reading order.
-RECIPES = ("gaussian_process", "laplace", "sgmcmc", "deep_ensembles", "mc_dropout", "calibration", "conformal")
+RECIPES = ("gaussian_process", "laplace", "sgmcmc", "bayes_by_backprop", "deep_ensembles", "mc_dropout", "calibration", "conformal")
