@@ -12,7 +12,12 @@ its closed form at any step, a network trained to predict the noise that was add
 sampling that removes it again, one of a hundred steps at a time. :doc:`ddim` keeps the trained
 network and changes only the sampler: a family of updates, indexed by the amount of fresh noise, of
 which the deterministic member jumps along a few of the steps and reaches the same quality in a
-fraction of the network evaluations. :doc:`flow_matching` drops the noise schedule altogether:
+fraction of the network evaluations. :doc:`score_matching` explains why both work: predicting the
+noise is learning the score, the gradient of the log-density of noisy data; Langevin dynamics
+samples with it, and in continuous time DDPM becomes a stochastic differential equation whose
+probability-flow ODE the deterministic DDIM update discretises. It is the one page whose test
+knows the answer everywhere, the exact score of a Gaussian mixture. :doc:`flow_matching` drops the
+noise schedule altogether:
 noise and data are joined by straight lines, a network regresses the velocity along them, and
 sampling integrates the learned velocity field as an ordinary differential equation.
 
@@ -27,4 +32,4 @@ the data.
 """
 
 #: The recipes in reading order.
-RECIPES = ("ddpm", "ddim", "flow_matching")
+RECIPES = ("ddpm", "ddim", "score_matching", "flow_matching")
