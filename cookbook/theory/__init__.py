@@ -18,6 +18,10 @@ learns like kernel regression: a prediction of a trained network made before tra
 neither the signal nor a small change of the input explodes or dies, the edge of chaos; for the ReLU
 it is the He initialisation that the NNGP page's recursion already keeps fixed.
 
+:doc:`double_descent` turns from the network to the data: the test error of least squares rises
+to a peak where the model has just enough features to fit every sample and falls again beyond it, so
+that the largest model is the best; its exact formula is checked against hundreds of fits.
+
 The wide limits describe networks that do not learn features. :doc:`grokking` shows one that does,
 late and suddenly: a small network memorises a table of modular sums at once and, thanks to weight
 decay, replaces the table by a circuit of waves hundreds of steps later, when its validation accuracy
@@ -28,4 +32,4 @@ The chapter's second reference is *The Principles of Deep Learning Theory* by Ro
 """
 
 #: The recipes in reading order.
-RECIPES = ("universal_approximation", "nngp", "ntk", "criticality", "grokking")
+RECIPES = ("universal_approximation", "nngp", "ntk", "criticality", "double_descent", "grokking")
