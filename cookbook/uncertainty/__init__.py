@@ -25,6 +25,10 @@ and a variance, and reads the epistemic uncertainty from their disagreement. :do
 a cheap imitation of that ensemble from one network trained with dropout, by keeping dropout on at
 test time.
 
+:doc:`mixture_density` changes what one network predicts rather than how many there are: a mixture
+of Gaussians, for targets with several right answers, whose widths describe the data's noise but
+not the model's ignorance.
+
 The four methods compete on the chapter's gap data below, each drawn as its predictive mean and two
 standard deviations (the noise included). All four are sure on the data and unsure in the gap; each
 of the three for networks has more than three times its on-data variance there, which the tests
@@ -82,4 +86,5 @@ Gaussian process, a linear-Gaussian posterior) and against the library that user
 """
 
 #: The recipes in reading order.
-RECIPES = ("gaussian_process", "laplace", "sgmcmc", "bayes_by_backprop", "deep_ensembles", "mc_dropout", "calibration", "conformal")
+RECIPES = ("gaussian_process", "laplace", "sgmcmc", "bayes_by_backprop", "deep_ensembles", "mc_dropout", "mixture_density", "calibration",
+           "conformal")
