@@ -58,10 +58,10 @@ Legend
      - the starting value of :math:`\lambda`; the layer's depth, from 1
      - ``lambda_init``; ``layer``
      - scalar; integer
-   * - :math:`H`, :math:`W^O`
-     - the number of heads; the output projection
-     - ``num_heads``; ``params["W_o"]``
-     - integer; ``(2 H d, d_model)``
+   * - :math:`H`, :math:`i`, :math:`W^O`
+     - the number of heads; a head's index; the output projection
+     - ``num_heads``; the row of ``heads``; ``params["W_o"]``
+     - integers; ``(2 H d, d_model)``
    * - RMSNorm
      - root-mean-square normalisation of each head's output (see :doc:`../normalization/rms_norm`)
      - inside ``apply``
