@@ -15,12 +15,16 @@ such layers are stacked deep (every node ends up alike). :doc:`gat` lets each no
 neighbours by attention instead of by degree. :doc:`gin` asks how much any of these can tell apart
 and answers with the Weisfeiler–Lehman colour refinement: no message-passing network separates two
 graphs that it cannot, and a sum aggregation with an injective update reaches that bound where a
-mean or a maximum does not. :doc:`deep_sets` removes the edges altogether: a set is a graph with no
+mean or a maximum does not. :doc:`graph_transformer` goes past that bound by letting every node
+attend to every other, with positions taken from the eigenvectors of the graph's Laplacian (defined
+only up to sign) and distances as attention biases. :doc:`deep_sets` removes the edges altogether: a set is a graph with no
 edges, or with all of them, and the same sum (or attention over all elements) gives networks that
 ignore the order of their inputs exactly.
 
-The last pages add the symmetries of space. A molecule or a point cloud also has coordinates, and
-turning or mirroring it changes nothing about it. :doc:`egnn` passes messages built from distances,
+The last pages add the symmetries of space. :doc:`group_convolution` starts on the grid: an image
+turned by a quarter turn is the same image, and a convolution over the four rotations as well as
+the positions makes that exact. A molecule or a point cloud also has coordinates, and turning or
+mirroring it changes nothing about it. :doc:`egnn` passes messages built from distances,
 which no rotation changes, and moves each point along the differences to its neighbours, which turn
 with the cloud, so its outputs turn with its inputs exactly. :doc:`spherical_harmonics` gives the
 vocabulary for richer equivariant features than vectors: functions on the sphere sorted by degree,
@@ -37,4 +41,14 @@ changes nothing else.
 """
 
 #: The recipes in reading order.
-RECIPES = ("message_passing", "gcn", "gat", "gin", "deep_sets", "egnn", "spherical_harmonics")
+RECIPES = (
+    "message_passing",
+    "gcn",
+    "gat",
+    "gin",
+    "graph_transformer",
+    "deep_sets",
+    "group_convolution",
+    "egnn",
+    "spherical_harmonics",
+)
