@@ -20,6 +20,8 @@ knows the answer everywhere, the exact score of a Gaussian mixture. :doc:`flow_m
 noise schedule altogether:
 noise and data are joined by straight lines, a network regresses the velocity along them, and
 sampling integrates the learned velocity field as an ordinary differential equation.
+:doc:`rectified_flow` retrains that field on the pairs of noise and sample it produces itself,
+whose paths no longer cross, and straightens the paths until one Euler step is enough.
 
 The samplers compete on one task in :doc:`ddim`, whose figure draws the squared maximum mean
 discrepancy of 1000 samples to the data against the number of network evaluations: the
@@ -32,4 +34,4 @@ the data.
 """
 
 #: The recipes in reading order.
-RECIPES = ("ddpm", "ddim", "score_matching", "flow_matching")
+RECIPES = ("ddpm", "ddim", "score_matching", "flow_matching", "rectified_flow")
