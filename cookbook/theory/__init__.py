@@ -22,6 +22,10 @@ it is the He initialisation that the NNGP page's recursion already keeps fixed.
 to a peak where the model has just enough features to fit every sample and falls again beyond it, so
 that the largest model is the best; its exact formula is checked against hundreds of fits.
 
+:doc:`finite_width` measures how far a real network is from those limits: its preactivations
+are heavier-tailed than a Gaussian by an amount that grows with depth over width, :math:`L/n`,
+exactly as a recursion predicts for the ReLU.
+
 The wide limits describe networks that do not learn features. :doc:`grokking` shows one that does,
 late and suddenly: a small network memorises a table of modular sums at once and, thanks to weight
 decay, replaces the table by a circuit of waves hundreds of steps later, when its validation accuracy
@@ -32,4 +36,4 @@ The chapter's second reference is *The Principles of Deep Learning Theory* by Ro
 """
 
 #: The recipes in reading order.
-RECIPES = ("universal_approximation", "nngp", "ntk", "criticality", "double_descent", "grokking")
+RECIPES = ("universal_approximation", "nngp", "ntk", "criticality", "finite_width", "double_descent", "grokking")
