@@ -27,7 +27,9 @@ test time.
 
 :doc:`mixture_density` changes what one network predicts rather than how many there are: a mixture
 of Gaussians, for targets with several right answers, whose widths describe the data's noise but
-not the model's ignorance.
+not the model's ignorance. :doc:`evidential` asks one network to output a distribution over its own
+predictions, read as evidence, in a single pass; the page measures where that uncertainty cannot be
+trusted (far from the data, and between the two kinds in regression).
 
 The four methods compete on the chapter's gap data below, each drawn as its predictive mean and two
 standard deviations (the noise included). All four are sure on the data and unsure in the gap; each
@@ -86,5 +88,5 @@ Gaussian process, a linear-Gaussian posterior) and against the library that user
 """
 
 #: The recipes in reading order.
-RECIPES = ("gaussian_process", "laplace", "sgmcmc", "bayes_by_backprop", "deep_ensembles", "mc_dropout", "mixture_density", "calibration",
-           "conformal")
+RECIPES = ("gaussian_process", "laplace", "sgmcmc", "bayes_by_backprop", "deep_ensembles", "mc_dropout",
+           "mixture_density", "evidential", "calibration", "conformal")
