@@ -159,3 +159,12 @@ def test_clear_errors_on_bad_input():
         fit_hyperparameters(x, y, steps=3.5)
     with pytest.raises(TypeError):
         posterior(x, y, x_test, 1.0, 1.0, 0.1)  # the hyperparameters are keyword-only
+
+
+def test_without_noise_close_inputs_make_the_factorisation_fail_with_nan_in_float32():
+    x = jnp.array([[0.0], [1e-4], [1.0]])  # the page: numerically singular without noise
+    y = jnp.array([0.0, 0.1, 1.0])
+    mean, _ = posterior_jit(x, y, x, lengthscale=1.0, variance=1.0, noise=0.0)
+    assert np.all(np.isnan(mean))
+    mean, _ = posterior_jit(x, y, x, lengthscale=1.0, variance=1.0, noise=0.01)
+    assert np.all(np.isfinite(mean))
