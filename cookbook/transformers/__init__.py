@@ -8,7 +8,8 @@ normalisation. This chapter assembles those parts into the models built from the
 The :doc:`transformer_block` comes first, in its original post-norm form and in the pre-norm form
 that trains more easily at depth. Stacked under a causal mask it becomes :doc:`gpt`, a language
 model that writes one token at a time with a key-value cache; :doc:`sampling` turns its logits into
-tokens (greedy, temperature, top-k and nucleus). The :doc:`encoder_decoder` is the original
+tokens (greedy, temperature, top-k and nucleus), and :doc:`beam_search` searches for the most
+probable continuation with a shortlist of candidates. The :doc:`encoder_decoder` is the original
 transformer, which translates by reading the whole source with an encoder and writing the target
 with a decoder that attends to it. The :doc:`vision_transformer` reads an image as a
 sequence of patches, and the :doc:`mixture_of_experts` replaces the perceptron by many experts of
@@ -24,6 +25,7 @@ RECIPES = (
     "transformer_block",
     "gpt",
     "sampling",
+    "beam_search",
     "encoder_decoder",
     "vision_transformer",
     "mixture_of_experts",

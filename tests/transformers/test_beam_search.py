@@ -1,0 +1,92 @@
+import itertools
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cookbook.transformers import gpt
+from cookbook.transformers.beam_search import beam_search, length_penalty
+
+V, N = 3, 4
+
+
+@pytest.fixture(scope="module")
+def logits_fn():
+    # A small random GPT over three tokens, sharp enough that the choices differ.
+    params = gpt.init(jax.random.key(0), vocab_size=V, max_len=8, d_model=8, num_heads=2, num_layers=1, d_ff=16)
+    params = jax.tree.map(lambda p: 3.0 * p, params)
+    return jax.jit(lambda tokens: gpt.apply(params, tokens))
+
+
+def sequence_score(logits_fn, prompt, continuation, eos_id):
+    """(total log-probability, length) of a continuation, or None when it continues past eos."""
+    seq = jnp.concatenate([prompt, jnp.asarray(continuation, jnp.int32)])
+    log_probs = np.asarray(jax.nn.log_softmax(logits_fn(seq), axis=-1), np.float64)
+    total, P = 0.0, len(prompt)
+    for i, token in enumerate(continuation):
+        total += log_probs[P - 1 + i, token]
+        if eos_id is not None and token == eos_id:
+            return (total, i + 1) if all(t == eos_id for t in continuation[i:]) else None
+    return total, len(continuation)
+
+
+def test_width_one_is_greedy_decoding(logits_fn):
+    prompt = jnp.array([1, 0], jnp.int32)
+    tokens, scores = beam_search(logits_fn, prompt, beam_width=1, num_new=N)
+    seq = list(np.asarray(prompt))
+    for _ in range(N):
+        padded = jnp.asarray(seq + [0] * (len(prompt) + N - len(seq)), jnp.int32)
+        seq.append(int(jnp.argmax(logits_fn(padded)[len(seq) - 1])))
+    assert np.asarray(tokens[0]).tolist() == seq[len(prompt):]
+    np.testing.assert_allclose(float(scores[0]), sequence_score(logits_fn, prompt, seq[2:], None)[0], rtol=1e-5)
+
+
+@pytest.mark.parametrize("eos_id, alpha", [(None, 0.0), (2, 0.0), (2, 1.0)])
+def test_a_beam_as_wide_as_the_search_space_is_exhaustive_search(logits_fn, eos_id, alpha):
+    prompt = jnp.array([0], jnp.int32)
+    tokens, scores = beam_search(logits_fn, prompt, beam_width=V**N, num_new=N, eos_id=eos_id, alpha=alpha)
+    scored = {}
+    for continuation in itertools.product(range(V), repeat=N):
+        result = sequence_score(logits_fn, prompt, continuation, eos_id)
+        if result is not None:
+            total, length = result
+            scored[continuation] = total / ((5 + length) / 6) ** alpha
+    best = max(scored, key=scored.get)
+    assert tuple(np.asarray(tokens[0]).tolist()) == best
+    # Every valid sequence is in the beam, ranked as the exhaustive ranking ranks it.
+    ranked = sorted(scored.values(), reverse=True)
+    valid = np.isfinite(np.asarray(scores))
+    assert valid.sum() == len(scored)
+    lengths = [sequence_score(logits_fn, prompt, tuple(np.asarray(t).tolist()), eos_id)[1] for t in tokens[: len(scored)]]
+    ours = np.asarray(scores[: len(scored)]) / length_penalty(np.asarray(lengths, np.float64), alpha)
+    np.testing.assert_allclose(ours, ranked, rtol=1e-4, atol=1e-5)
+
+
+def test_length_penalty_and_jit(logits_fn):
+    np.testing.assert_allclose(np.asarray(length_penalty(jnp.array([1.0, 7.0]), 1.0)), [1.0, 2.0])
+    assert float(length_penalty(jnp.array(9.0), 0.0)) == 1.0
+    prompt = jnp.array([2], jnp.int32)
+    eager = beam_search(logits_fn, prompt, beam_width=3, num_new=3, eos_id=1, alpha=0.6)
+    jitted = jax.jit(partial(beam_search, logits_fn, beam_width=3, num_new=3, eos_id=1, alpha=0.6))(prompt)
+    np.testing.assert_array_equal(np.asarray(eager[0]), np.asarray(jitted[0]))
+    np.testing.assert_allclose(np.asarray(eager[1]), np.asarray(jitted[1]), rtol=1e-6)
+
+
+def test_bad_input_raises(logits_fn):
+    prompt = jnp.array([0], jnp.int32)
+    with pytest.raises(TypeError, match=r"prompt must be an integer array"):
+        beam_search(logits_fn, prompt.astype(jnp.float32), beam_width=2, num_new=2)
+    with pytest.raises(ValueError, match=r"beam_width must be"):
+        beam_search(logits_fn, prompt, beam_width=0, num_new=2)
+    with pytest.raises(ValueError, match=r"eos_id must be a token in \[0, 3\), got 3"):
+        beam_search(logits_fn, prompt, beam_width=2, num_new=2, eos_id=3)
+    with pytest.raises(ValueError, match=r"prompt must lie in \[0, 3\), got values from 0 to 5"):
+        beam_search(logits_fn, jnp.array([0, 5]), beam_width=2, num_new=2)
+    with pytest.raises(ValueError, match=r"logits_fn must return \(L, V\) logits for a sequence of L = 3 tokens, got shape \(3,\)"):
+        beam_search(lambda t: jnp.zeros(t.shape[0]), prompt, beam_width=2, num_new=2)
+    with pytest.raises(ValueError, match=r"alpha must be a non-negative number, got -1"):
+        beam_search(logits_fn, prompt, beam_width=2, num_new=2, alpha=-1)
+    with pytest.raises(TypeError, match=r"logits_fn must be a function"):
+        beam_search(None, prompt, beam_width=2, num_new=2)
