@@ -3,8 +3,9 @@
 
 A generative model turns noise into data. The models of this chapter do it gradually: they learn
 how data is destroyed by noise, one small step at a time, and generate by running the destruction
-backwards. Every recipe trains the same small network on the same two moons drawn in the plane, so
-that what differs between them is only the idea, and each checks its formulas against their closed
+backwards. The recipes train the same small network on the same two moons drawn in the plane
+(:doc:`score_matching` on a Gaussian mixture, whose score is known), so that what differs between
+them is only the idea, and each checks its formulas against their closed
 forms (a well-known annotated implementation of DDPM carried a wrong square root for a long time).
 
 Read it in order. :doc:`ddpm` is the foundation: a fixed forward process that adds Gaussian noise,
@@ -16,7 +17,10 @@ fraction of the network evaluations. :doc:`score_matching` explains why both wor
 noise is learning the score, the gradient of the log-density of noisy data; Langevin dynamics
 samples with it, and in continuous time DDPM becomes a stochastic differential equation whose
 probability-flow ODE the deterministic DDIM update discretises. It is the one page whose test
-knows the answer everywhere, the exact score of a Gaussian mixture. :doc:`flow_matching` drops the
+knows the answer everywhere, the exact score of a Gaussian mixture. :doc:`edm` then separates the
+choices that earlier papers tied together: a parameterisation by the noise level alone, a network
+whose inputs and targets are scaled to unit variance at every level, and Heun's second-order
+method on a schedule that crowds its steps at low noise. :doc:`flow_matching` drops the
 noise schedule altogether:
 noise and data are joined by straight lines, a network regresses the velocity along them, and
 sampling integrates the learned velocity field as an ordinary differential equation.
@@ -34,4 +38,4 @@ the data.
 """
 
 #: The recipes in reading order.
-RECIPES = ("ddpm", "ddim", "score_matching", "flow_matching", "rectified_flow")
+RECIPES = ("ddpm", "ddim", "score_matching", "edm", "flow_matching", "rectified_flow")
