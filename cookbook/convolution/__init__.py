@@ -11,10 +11,12 @@ This chapter starts from the definition of a two-dimensional convolution, writte
 builds from it the parts of every convolutional network: pooling, transposed convolution for
 upsampling, a LeNet that reads handwritten digits, residual blocks that let networks grow deep,
 depthwise separable convolutions that make them cheap, a U-Net that labels every pixel, and the
-receptive field that says how much of the image one output can see.
+receptive field that says how much of the image one output can see. The last recipe turns to one
+dimension: dilated causal convolutions, which see only the past of a sequence and, by spreading
+their taps further in every layer, a receptive field that doubles with each layer.
 
-All images are channels last, one example of shape ``(H, W, C)`` per call; a batch is a
-:func:`jax.vmap` away.
+All images are channels last, one example of shape ``(H, W, C)`` per call, and sequences
+``(T, C)``; a batch is a :func:`jax.vmap` away.
 """
 
 #: The recipes in reading order.
@@ -27,4 +29,5 @@ RECIPES = (
     "depthwise_separable",
     "unet",
     "receptive_field",
+    "dilated_causal",
 )
