@@ -114,7 +114,7 @@ import numpy as np
 from cookbook import _checks
 
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
-JIT = {"dynamic_tanh": (), "init": ("D",)}
+JIT = {"dynamic_tanh": (), "init": ("D", "alpha")}
 
 
 def init(D, alpha=0.5):
