@@ -174,7 +174,8 @@ Implementation notes
 The rank :math:`k` is computed in Python from the static ``alpha`` and a tolerance of
 :math:`10^{-9}`, so that :math:`(n + 1)(1 - \alpha)` that is an integer in exact arithmetic
 (:math:`20 \cdot 0.3`, which is 6.000000000000001 in floating point) is not rounded up to the next
-rank. In NumPy the same number is ``np.quantile(scores, k / n, method="inverted_cdf")``; see
+rank; a NumPy or JAX scalar ``alpha`` is read as the shortest decimal of its dtype (a float32
+0.7, stored as 0.699999988, as 0.7). In NumPy the same number is ``np.quantile(scores, k / n, method="inverted_cdf")``; see
 Angelopoulos and Bates :footcite:p:`angelopoulos2023conformal` for a practical introduction.
 ``fit_linear_quantiles`` fits linear quantile regression by Adam (:doc:`/docs/chapters/optimization/adam`) on the pinball loss; the tests check
 that it reaches the loss of scikit-learn's linear-programming ``QuantileRegressor`` within 1 %.
@@ -183,9 +184,11 @@ conformal classification with prediction sets).
 """
 
 import math
+import numbers
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from cookbook import _checks
 from cookbook.optimization.adam import adam
@@ -198,8 +201,13 @@ FREE_LENGTH = {"conformal_quantile": ("scores",)}
 
 
 def _alpha(alpha):
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
-        raise TypeError(f"alpha must be a Python float in (0, 1) (it is static), got {alpha!r}")
+    """``alpha`` as a Python float in (0, 1): a number, or a concrete scalar array (it is static)."""
+    if (isinstance(alpha, (jax.Array, np.ndarray, np.floating)) and np.ndim(alpha) == 0
+            and _checks.is_concrete(alpha) and jnp.issubdtype(alpha.dtype, jnp.floating)):
+        alpha = float(str(np.asarray(alpha)[()]))  # the shortest decimal of its dtype: float32 0.7 is 0.7
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real):
+        raise TypeError(f"alpha must be a real number in (0, 1), known when the function is traced (it is "
+                        f"static), got {alpha!r}"[:200])
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
     return float(alpha)

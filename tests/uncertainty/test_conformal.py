@@ -144,7 +144,14 @@ def test_clear_errors_on_bad_input():
         with pytest.raises(ValueError, match="alpha"):
             conformal_quantile(s, bad)
     with pytest.raises(TypeError, match="alpha"):
-        conformal_quantile(s, jnp.float32(0.1))
+        conformal_quantile(s, "0.1")
+    with pytest.raises(TypeError, match="alpha"):  # traced: the rank must be known when tracing
+        jax.jit(conformal_quantile)(s, 0.1)
+    # NumPy and concrete JAX scalars are numbers too.
+    assert float(conformal_quantile(s, np.float32(0.5))) == float(conformal_quantile(s, jnp.float32(0.5))) == 1.0
+    scores = np.arange(19, dtype=np.float32)
+    for alpha in (np.float32(0.7), jnp.float32(0.7), np.float64(0.7)):  # float32 0.7 is 0.699999988: still rank 6
+        assert float(conformal_quantile(scores, alpha)) == 5.0
     with pytest.raises(ValueError, match="pred_cal"):
         split_conformal(jnp.ones(4), s, s, alpha=0.1)
     with pytest.raises(ValueError, match="hi_test"):
