@@ -6,7 +6,8 @@ small multilayer perceptron applied to every position, residual connections and 
 normalisation. This chapter assembles those parts into the models built from them.
 
 The :doc:`transformer_block` comes first, in its original post-norm form and in the pre-norm form
-that trains more easily at depth. Stacked under a causal mask it becomes :doc:`gpt`, a language
+that trains more easily at depth; the :doc:`modern_block` is the block of today's open language models,
+the same idea with five fixes for training at scale. Stacked under a causal mask it becomes :doc:`gpt`, a language
 model that writes one token at a time with a key-value cache; :doc:`sampling` turns its logits into
 tokens (greedy, temperature, top-k and nucleus), and :doc:`beam_search` searches for the most
 probable continuation with a shortlist of candidates. The :doc:`encoder_decoder` is the original
@@ -23,6 +24,7 @@ written for one sequence (or one image) and batched with :func:`jax.vmap`.
 #: The recipes in reading order.
 RECIPES = (
     "transformer_block",
+    "modern_block",
     "gpt",
     "sampling",
     "beam_search",
