@@ -109,6 +109,7 @@ check: $(STAMP) $(NODE_STAMP)
 # Benchmarks: not part of `make test`; they write benchmarks/results.json, shown on a page of the book.
 bench: $(STAMP) $(NODE_STAMP)
 	XLA_FLAGS= $(BIN)/python -m benchmarks.run
+	$(BIN)/python -m benchmarks.recall  # accuracies, not timings: the faster-compiling flags of the tests
 	$(BIN)/python -m benchmarks.build_times
 
 bench-test: $(STAMP) $(NODE_STAMP) browser

@@ -119,6 +119,9 @@ def main(argv=None):
         "build": previous.get("build", {}),
         "bench_seconds": time.perf_counter() - started,
     }
+    for kept in ("history", "recall"):  # written by build_times.py and recall.py, not measured here
+        if kept in previous:
+            results[kept] = previous[kept]
     out_path.write_text(json.dumps(results, indent=1) + "\n")
     print(f"wrote {out_path} in {results['bench_seconds']:.0f} s", flush=True)
     return 0

@@ -9,7 +9,7 @@ because the update is linear. They differ in what the state is (a vector, a matr
 weights), in how the update depends on the input (not at all, or selectively), and in which of
 their equal forms (recurrent, parallel, chunked, convolutional) they compute when.
 
-Read it in three steps.
+Read it in four steps.
 
 * **The recurrence and its forms.** :doc:`linear_recurrence` is the common core: the update
   :math:`h_t = a_t \\odot h_{t-1} + b_t`, computed step by step or by an associative scan in
@@ -25,6 +25,10 @@ Read it in three steps.
   stored for a key instead of adding to it; :doc:`xlstm` gates it exponentially, with a
   stabiliser that keeps the exponentials finite. :doc:`hyena` takes the other road, long
   convolutions with filters produced by a small network, computed with the FFT.
+* **What they can recall.** :doc:`associative_recall` sets them all the same two tests, selective
+  copying and multi-query associative recall, in one small model, and compares what each recalls
+  for the size of its state, with attention's growing cache as the yardstick: the trade-off that
+  decides between them.
 
 Every recipe shows its forms side by side, and its tests check that they agree, that changing a
 later input never changes an earlier output, and that the page's claims about cost hold. ``make
@@ -33,4 +37,5 @@ studies on :doc:`/docs/performance`).
 """
 
 #: The recipes in reading order.
-RECIPES = ("linear_recurrence", "s4", "mamba", "mamba2", "retnet", "rwkv", "delta_rule", "xlstm", "hyena")
+RECIPES = ("linear_recurrence", "s4", "mamba", "mamba2", "retnet", "rwkv", "delta_rule", "xlstm", "hyena",
+           "associative_recall")
