@@ -16,4 +16,7 @@ CHAPTERS = (
     "transformers",
     "sequence_models",
     "graphs",
+    "diffusion",
+    "uncertainty",
+    "theory",
 )
