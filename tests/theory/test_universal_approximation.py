@@ -31,7 +31,8 @@ def test_the_network_is_numpys_linear_interpolant(width):
 def test_the_error_meets_the_bound_and_falls_as_one_over_width_squared():
     errors = np.array([_max_error(SMOOTH, interpolant(SMOOTH, A, B, m)) for m in WIDTHS])
     bounds = np.array([error_bound(A, B, m, curvature=CURVATURE) for m in WIDTHS])
-    # Float32 rounding: the m ReLU terms cancel, about 5e-6 at m = 128 (the page's notes).
+    # Float32 rounding of the network (the m ReLU terms cancel, 1.5e-6 at m = 128, the page's notes)
+    # and of f itself on the grid: the measured error exceeds the bound by 5e-6 at m = 128.
     assert np.all(errors <= bounds + 1e-5)
     assert np.all(errors[1:] >= 0.7 * bounds[1:])  # and nearly tight: the curvature peaks inside [a, b]
     slope = np.polyfit(np.log(WIDTHS), np.log(errors), 1)[0]
@@ -93,10 +94,10 @@ def test_bad_input_raises_clear_errors():
 
 def test_float32_rounding_of_the_relu_sum_grows_with_width():
     # The page's notes: at m = 128 the float32 network differs from the same network evaluated in
-    # float64 by about 5e-6 on [-1.5, 1.5], beside an approximation error of 7e-4.
+    # float64 by about 1.5e-6 on [-1.5, 1.5], beside an approximation error of 7e-4.
     params = interpolant(SMOOTH, A, B, 128)
     t, c, d = (np.asarray(params[k], np.float64) for k in ("t", "c", "d"))
     exact = d + np.maximum(GRID[:, None] - t[None, :], 0.0) @ c
     rounding = np.max(np.abs(np.asarray(apply(params, jnp.asarray(GRID, jnp.float32)), np.float64) - exact))
-    assert 1e-6 < rounding < 2e-5
+    assert 1e-6 < rounding < 3e-6  # measured 1.50e-6
     assert round(_max_error(SMOOTH, params), 4) == 0.0007
