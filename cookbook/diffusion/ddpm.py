@@ -321,13 +321,17 @@ def posterior_mean_variance(x0, xt, t, betas):
     xt = _same_as(xt, "xt", x0, "x0")
     betas = _schedule(betas, "betas", minimum=1)
     t = _steps(t, x0, "x0", "betas", betas.shape[0])
-    alpha_bar = jnp.cumprod(1.0 - betas)
-    beta_t, a_t = _at(betas, t), _at(alpha_bar, t)
+    # 1 - alpha_bar from a sum of logs: 1 - cumprod(1 - beta) would lose most digits of a small beta
+    # to cancellation in float32 (at t = 0 the mean's weight on x0 came out 0.99983, not 1).
+    log_alpha_bar = jnp.cumsum(jnp.log1p(-betas))
+    alpha_bar, one_minus = jnp.exp(log_alpha_bar), -jnp.expm1(log_alpha_bar)
+    beta_t, a_t, one_minus_t = _at(betas, t), _at(alpha_bar, t), _at(one_minus, t)
     a_prev = jnp.where(t == 0, 1.0, _at(alpha_bar, t - 1))
-    coef_x0 = jnp.sqrt(a_prev) * beta_t / (1.0 - a_t)
-    coef_xt = jnp.sqrt(1.0 - beta_t) * (1.0 - a_prev) / (1.0 - a_t)
+    one_minus_prev = jnp.where(t == 0, 0.0, _at(one_minus, t - 1))
+    coef_x0 = jnp.sqrt(a_prev) * beta_t / one_minus_t
+    coef_xt = jnp.sqrt(1.0 - beta_t) * one_minus_prev / one_minus_t
     mean = _rows(coef_x0, x0) * x0 + _rows(coef_xt, x0) * xt
-    return mean, (1.0 - a_prev) / (1.0 - a_t) * beta_t
+    return mean, one_minus_prev / one_minus_t * beta_t
 
 
 def ancestral_step(xt, eps, t, betas, noise):

@@ -230,3 +230,14 @@ def test_bad_input_raises_value_error(call, match):
 def test_wrong_types_raise_type_error(call, name):
     with pytest.raises(TypeError, match=rf"{name} must be"):
         call()
+
+
+def test_posterior_at_the_first_step_is_the_data_to_float32_rounding():
+    # With beta_0 = 1e-4, 1 - cumprod(1 - beta) in float32 loses most digits; the mean must still be
+    # x0 exactly enough (relative 1e-6) and the variance zero.
+    from cookbook.diffusion.ddpm import linear_beta_schedule, posterior_mean_variance
+
+    x0, xt = jnp.full((3, 2), 1.7), jnp.full((3, 2), -0.4)
+    mean, variance = posterior_mean_variance(x0, xt, 0, linear_beta_schedule(1000))
+    np.testing.assert_allclose(np.asarray(mean), 1.7, rtol=1e-6)
+    assert float(variance) == 0.0
