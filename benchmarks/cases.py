@@ -190,7 +190,7 @@ def _attention_cases():
 def _optimizer_cases():
     import optax
 
-    from cookbook.optimization import adagrad, adam, adamw, lion, rmsprop, sgd
+    from cookbook.optimization import adagrad, adam, adamw, lion, muon, rmsprop, schedule_free, sgd
 
     def make(n):
         params = {"w": _normal((n, 64)), "b": _normal((64,), 1)}
@@ -214,6 +214,9 @@ def _optimizer_cases():
         ("adam", adam.adam(1e-3), optax.adam(1e-3), "optax.adam"),
         ("adamw", adamw.adamw(1e-3), optax.adamw(1e-3, weight_decay=1e-4), "optax.adamw"),
         ("lion", lion.lion(1e-4), optax.lion(1e-4), "optax.lion"),
+        ("muon", muon.muon(0.02), optax.contrib.muon(0.02), "optax.contrib.muon"),
+        ("schedule_free", schedule_free.schedule_free_adamw(1e-3), optax.contrib.schedule_free_adamw(1e-3),
+         "optax.contrib.schedule_free_adamw"),
     ]
     sizes = [64, 4_096, 65_536]
     return [
