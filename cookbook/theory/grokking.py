@@ -177,17 +177,26 @@ def modular_addition(key, p, train_fraction):
     p = _checks.size(p, "p", minimum=2)
     if isinstance(train_fraction, bool) or not isinstance(train_fraction, float) or not 0 < train_fraction < 1:
         raise ValueError(f"train_fraction must be a float in (0, 1), got {train_fraction!r}")
+    return _table(key, p, int(train_fraction * p * p))
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))  # compiled once per size, also when called eagerly
+def _table(key, p, n):
     a, b = jnp.divmod(jnp.arange(p * p), p)
     order = jax.random.permutation(key, p * p)
     a, b = a[order], b[order]
     y = (a + b) % p
-    n = int(train_fraction * p * p)
     return (a[:n], b[:n], y[:n]), (a[n:], b[n:], y[n:])
 
 
 def init(key, p, width):
     """``{"W_in": (2p, H), "W_out": (H, p)}``, Gaussian with variance 1 / fan-in."""
     p, width = _checks.size(p, "p", minimum=2), _checks.size(width, "width")
+    return _init(key, p, width)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _init(key, p, width):
     eps = jax.random.normal(key, (2 * p * width + width * p,))  # one draw for both layers
     return {"W_in": eps[: 2 * p * width].reshape(2 * p, width) / jnp.sqrt(2.0 * p),
             "W_out": eps[2 * p * width :].reshape(width, p) / jnp.sqrt(1.0 * width)}
@@ -210,6 +219,7 @@ def apply(params, a, b):
     return _logits(params, a, b)
 
 
+@jax.jit
 def _logits(params, a, b):
     p = params["W_out"].shape[1]
     hidden = params["W_in"][a] + params["W_in"][p + b]  # (e_a + e_b) W_1, (N, H)
@@ -260,6 +270,11 @@ def fourier_concentration(params):
     0..p-1 of ``W_in``, as a function of a) that lies in its strongest frequency, the constant left
     out: near 1 for a unit that computes one wave cos(2 pi k a / p + phase)."""
     _check_params(params)
+    return _concentration(params)
+
+
+@jax.jit
+def _concentration(params):
     p = params["W_out"].shape[1]
     power = jnp.abs(jnp.fft.rfft(params["W_in"][:p], axis=0)) ** 2  # (p // 2 + 1, H)
     power = power[1:]  # without the constant
