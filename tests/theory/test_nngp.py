@@ -171,3 +171,15 @@ def test_bad_input_raises_clear_errors():
         sample_outputs(jax.random.key(0), x, depth=1, width=0, samples=3)
     with pytest.raises(TypeError, match=r"x must be a floating-point array"):
         sample_outputs(jax.random.key(0), jnp.ones((3, 5), jnp.int32), depth=1, width=2, samples=3)
+
+
+def test_the_page_example_is_within_about_one_standard_error():
+    # The page: 5000 networks of width 32 (key 1) agree with the kernel to within about one standard
+    # error, which is 0.02 to 0.03 for these entries (measured 0.020 off the diagonal, 0.026 and 0.024 on it).
+    x = jnp.array([[1.0, 0.0], [0.5, 0.75**0.5]])
+    f = SAMPLE(jax.random.key(1), x, depth=2, width=32, samples=5000)
+    products = f[:, :, None] * f[:, None, :]  # (S, 2, 2)
+    se = np.asarray(products.std(0)) / math.sqrt(5000)
+    assert np.all((se > 0.019) & (se < 0.03))
+    deviation = np.abs(np.asarray(products.mean(0) - nngp_kernel(x, x, depth=2)))
+    assert np.all(deviation < 1.5 * se), deviation / se
