@@ -20,7 +20,9 @@ probability-flow ODE the deterministic DDIM update discretises. It is the one pa
 knows the answer everywhere, the exact score of a Gaussian mixture. :doc:`edm` then separates the
 choices that earlier papers tied together: a parameterisation by the noise level alone, a network
 whose inputs and targets are scaled to unit variance at every level, and Heun's second-order
-method on a schedule that crowds its steps at low noise. :doc:`flow_matching` drops the
+method on a schedule that crowds its steps at low noise. :doc:`guidance` steers any of these
+models towards a condition, with a classifier's gradient or by extrapolating from an unconditional
+prediction, and draws the trade-off between fidelity and diversity. :doc:`flow_matching` drops the
 noise schedule altogether:
 noise and data are joined by straight lines, a network regresses the velocity along them, and
 sampling integrates the learned velocity field as an ordinary differential equation.
@@ -38,4 +40,4 @@ the data.
 """
 
 #: The recipes in reading order.
-RECIPES = ("ddpm", "ddim", "score_matching", "edm", "flow_matching", "rectified_flow")
+RECIPES = ("ddpm", "ddim", "score_matching", "edm", "guidance", "flow_matching", "rectified_flow")
