@@ -117,7 +117,7 @@ Inductive bias
 Mamba keeps the recurrent prior (a fixed-size state read left to right, linear in the sequence) and
 drops time invariance: it assumes that a token can decide, from its own content, how much of the
 past to keep and whether to be remembered. That makes content-based filtering easy to learn. In the
-tests, two-layer models of the same size train for 600 steps on selective copying (4 data tokens,
+tests, two-layer models of the same size train for 400 steps on selective copying (4 data tokens,
 each one of 32 values, at random places among 24 positions): Mamba reaches at least 95 % token
 accuracy (with the test's seed: its training depends on the initialisation, and another seed can
 stop short of it), and the same model with a time-invariant S4D layer in place of the selective
