@@ -128,7 +128,7 @@ needs no such bookkeeping: it writes the data, skips the noise, and its state ho
 order. The paper's gap (99.8 % against 57 % for S4 with the same gate) is measured on sequences of
 4096 tokens. What selection gives up is exact recall of arbitrary earlier tokens: everything must
 pass through :math:`E \times N` numbers, so retrieving one of many stored facts is harder than for
-attention.
+attention (:doc:`associative_recall` compares the chapter's mixers on it).
 
 Example
 -------
