@@ -10,7 +10,8 @@ hundred parameters where a dense layer would need millions.
 This chapter starts from the definition of a two-dimensional convolution, written three ways, and
 builds from it the parts of every convolutional network: pooling, transposed convolution for
 upsampling, a LeNet that reads handwritten digits, residual blocks that let networks grow deep,
-depthwise separable convolutions that make them cheap, a U-Net that labels every pixel, and the
+depthwise separable convolutions that make them cheap, ConvNeXt, which modernises the residual
+network with what vision transformers taught, a U-Net that labels every pixel, and the
 receptive field that says how much of the image one output can see. The last recipe turns to one
 dimension: dilated causal convolutions, which see only the past of a sequence and, by spreading
 their taps further in every layer, a receptive field that doubles with each layer.
@@ -27,6 +28,7 @@ RECIPES = (
     "lenet",
     "resnet",
     "depthwise_separable",
+    "convnext",
     "unet",
     "receptive_field",
     "dilated_causal",

@@ -1,0 +1,109 @@
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+from cookbook.convolution.convnext import _patchify, apply, block, init, init_block
+from cookbook.optimization.adamw import adamw
+
+
+def gelu_np(z):
+    return 0.5 * z * (1 + np.vectorize(math.erf)(z / math.sqrt(2)))
+
+
+def block_reference(params, x):
+    """The block's equation in float64 NumPy: a loop over channels and kernel taps."""
+    p = {n: np.asarray(a, np.float64) for n, a in params.items()}
+    x = np.asarray(x, np.float64)
+    H, W, C = x.shape
+    k = p["dw"].shape[0]
+    r = k // 2
+    padded = np.pad(x, ((r, r), (r, r), (0, 0)))
+    h = np.zeros_like(x)
+    for i in range(k):
+        for j in range(k):
+            h += padded[i : i + H, j : j + W] * p["dw"][i, j]
+    mu, var = h.mean(-1, keepdims=True), h.var(-1, keepdims=True)
+    h = (h - mu) / np.sqrt(var + 1e-6) * p["ln_scale"] + p["ln_bias"]
+    h = gelu_np(h @ p["W1"] + p["b1"]) @ p["W2"] + p["b2"]
+    return x + p["gamma"] * h
+
+
+@pytest.fixture(scope="module")
+def trained_block():
+    p = init_block(jax.random.key(0), channels=6, kernel_size=7, layer_scale=0.5)
+    return p | {"b1": jnp.full(24, 0.1), "ln_bias": jnp.full(6, -0.2)}
+
+
+def test_block_matches_the_equation_in_float64(trained_block):
+    x = jax.random.normal(jax.random.key(1), (9, 8, 6))
+    np.testing.assert_allclose(np.asarray(block(trained_block, x)), block_reference(trained_block, x), rtol=1e-4, atol=1e-5)
+
+
+def test_layer_scale_makes_a_new_block_the_identity():
+    x = jax.random.normal(jax.random.key(2), (7, 7, 8))
+    p = init_block(jax.random.key(3), channels=8)
+    assert float(jnp.max(jnp.abs(block(p, x) - x))) < 1e-4
+    assert float(jnp.max(jnp.abs(block(p | {"gamma": jnp.ones(8)}, x) - x))) > 0.1
+
+
+def test_block_is_translation_equivariant_away_from_the_border(trained_block):
+    x = jnp.zeros((21, 21, 6)).at[3:9, 4:10].set(jax.random.normal(jax.random.key(4), (6, 6, 6)))
+    shifted = jnp.roll(x, (2, 3), axis=(0, 1))
+    np.testing.assert_allclose(np.asarray(block(trained_block, shifted)),
+                               np.asarray(jnp.roll(block(trained_block, x), (2, 3), axis=(0, 1))), atol=1e-5)
+
+
+def test_a_large_depthwise_kernel_has_fewer_weights_than_a_small_dense_one_above_five_channels():
+    for C in range(1, 30):
+        assert (7 * 7 * C < 3 * 3 * C * C) == (C > 5)
+
+
+def test_patchify_stem_is_a_strided_convolution():
+    x = jax.random.normal(jax.random.key(5), (8, 6, 3))
+    w = jax.random.normal(jax.random.key(6), (2, 2, 3, 5))
+    ref = jax.lax.conv_general_dilated(x[None], w, (2, 2), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))[0]
+    np.testing.assert_allclose(np.asarray(_patchify(x, w, jnp.zeros(5), 2)), np.asarray(ref), rtol=1e-5, atol=1e-5)
+
+
+def test_a_small_convnext_reads_digits():
+    # Widths 16 and 32, one block each, 2 x 2 patches: 150 AdamW steps on mini-batches of 64.
+    X, y = load_digits(return_X_y=True)
+    order = np.random.default_rng(0).permutation(len(X))
+    X = jnp.asarray(X[order].reshape(-1, 8, 8, 1) / 16.0, jnp.float32)
+    y = jnp.asarray(y[order])
+    params = init(jax.random.key(0), in_channels=1, num_classes=10, widths=(16, 32), depths=(1, 1), patch=2)
+    opt = adamw(3e-3, weight_decay=0.05)
+    logits = jax.vmap(lambda p, x: apply(p, x, patch=2), in_axes=(None, 0))
+
+    def loss(p, xb, yb):
+        return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits(p, xb)), yb[:, None], axis=1))
+
+    def run():
+        def step(carry, idx):
+            p, s = carry
+            u, s = opt.update(jax.grad(loss)(p, X[idx], y[idx]), s, p)
+            return (jax.tree.map(jnp.add, p, u), s), None
+
+        batches = jax.random.randint(jax.random.key(1), (150, 64), 0, 1200)
+        (p, _), _ = jax.lax.scan(step, (params, opt.init(params)), batches)
+        return jnp.mean(jnp.argmax(logits(p, X[1200:]), axis=-1) == y[1200:])
+
+    assert float(jax.jit(run)()) > 0.9
+
+
+def test_bad_input_raises(trained_block):
+    with pytest.raises(ValueError, match=r"kernel_size must be odd"):
+        init_block(jax.random.key(0), channels=4, kernel_size=4)
+    with pytest.raises(ValueError, match=r'params\["dw"\] must have shape \(7, 7, 5\) \(C from x\)'):
+        block(trained_block, jnp.ones((4, 4, 5)))
+    with pytest.raises(TypeError, match=r"x must be a floating-point array"):
+        block(trained_block, jnp.ones((4, 4, 6), jnp.int32))
+    params = init(jax.random.key(0), in_channels=1, num_classes=3, widths=(4, 8), depths=(1, 1), patch=2)
+    with pytest.raises(ValueError, match=r"x must have a height and width divisible by 2, got shape \(7, 8, 1\)"):
+        apply(params, jnp.ones((7, 8, 1)), patch=2)
+    with pytest.raises(ValueError, match=r"widths and depths must be tuples of one length"):
+        init(jax.random.key(0), in_channels=1, num_classes=3, widths=(4, 8), depths=(1,))
