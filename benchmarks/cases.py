@@ -278,9 +278,10 @@ def _attention_gradient(attend):
 
 
 def growth_studies() -> list[GrowthStudy]:
-    from benchmarks import cases_sequence_models, cases_sequence_models_2
+    from benchmarks import cases_graphs, cases_sequence_models, cases_sequence_models_2
 
-    return _classic_growth_studies() + cases_sequence_models.growth_studies() + cases_sequence_models_2.growth_studies()
+    return (_classic_growth_studies() + cases_sequence_models.growth_studies() + cases_sequence_models_2.growth_studies()
+            + cases_graphs.growth_studies())
 
 
 def _classic_growth_studies() -> list[GrowthStudy]:
