@@ -1,0 +1,16 @@
+"""Reinforcement learning
+======================
+
+An agent acts, the world answers with a new state and a reward, and the agent must learn which
+actions lead to much reward over time. This chapter goes from the equations that define the best
+behaviour, when the world is known, to the methods that post-train language models today, when all
+there is to learn from is which of two answers a person preferred.
+
+Read it in order. :doc:`dynamic_programming` states the Bellman equations of a Markov decision
+process and solves them exactly on a small grid world: the value of a policy by one linear solve,
+the optimal values by value iteration and by policy iteration, which agree. Every later method keeps
+these equations and replaces the known model by samples.
+"""
+
+#: The recipes in reading order.
+RECIPES = ("dynamic_programming",)
