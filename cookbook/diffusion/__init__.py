@@ -28,6 +28,8 @@ noise and data are joined by straight lines, a network regresses the velocity al
 sampling integrates the learned velocity field as an ordinary differential equation.
 :doc:`rectified_flow` retrains that field on the pairs of noise and sample it produces itself,
 whose paths no longer cross, and straightens the paths until one Euler step is enough.
+:doc:`consistency_models` reach one-step generation from the other side: a network distilled from
+the sampler of :doc:`edm` maps any point of a trajectory to its end.
 
 The samplers compete on one task in :doc:`ddim`, whose figure draws the squared maximum mean
 discrepancy of 1000 samples to the data against the number of network evaluations: the
@@ -40,4 +42,5 @@ the data.
 """
 
 #: The recipes in reading order.
-RECIPES = ("ddpm", "ddim", "score_matching", "edm", "guidance", "flow_matching", "rectified_flow")
+RECIPES = ("ddpm", "ddim", "score_matching", "edm", "guidance", "flow_matching", "rectified_flow",
+           "consistency_models")

@@ -379,20 +379,20 @@ def denoiser_init(key, data_dim, hidden=64):
             for k, n_in, n_out in zip(keys, sizes[:-1], sizes[1:])]
 
 
-def _check_params(params):
+def _check_params(params, name="params"):
     """The data dimension of a denoiser's list of float ``{"W", "b"}`` layers that chain."""
     if not isinstance(params, (list, tuple)) or len(params) < 2:
-        raise TypeError(f"params must be a list of {{'W', 'b'}} layers from denoiser_init, got {type(params).__name__}")
+        raise TypeError(f"{name} must be a list of {{'W', 'b'}} layers from denoiser_init, got {type(params).__name__}")
     width = None
     for l, layer in enumerate(params):
-        W = _checks.float_array(layer["W"], f"params[{l}]['W']", ndim=2)
+        W = _checks.float_array(layer["W"], f"{name}[{l}]['W']", ndim=2)
         if width is not None:
-            _checks.same_shape(W, f"params[{l}]['W']", (width, W.shape[1]), expected_from="to chain")
-        b = _checks.float_array(layer["b"], f"params[{l}]['b']")
-        _checks.same_shape(b, f"params[{l}]['b']", W.shape[1:])
+            _checks.same_shape(W, f"{name}[{l}]['W']", (width, W.shape[1]), expected_from="to chain")
+        b = _checks.float_array(layer["b"], f"{name}[{l}]['b']")
+        _checks.same_shape(b, f"{name}[{l}]['b']", W.shape[1:])
         width = W.shape[1]
     D = width
-    _checks.same_shape(params[0]["W"], "params[0]['W']", (D + 2 * _FREQUENCIES, params[0]["W"].shape[1]),
+    _checks.same_shape(params[0]["W"], f"{name}[0]['W']", (D + 2 * _FREQUENCIES, params[0]["W"].shape[1]),
                        expected_from=f"the data dimension {D} of the last layer plus {2 * _FREQUENCIES} time features")
     return D
 
@@ -418,10 +418,11 @@ def denoiser(params, x, s):
     return _net(params, x, s)
 
 
-def _check_data(params, x0, name="x0"):
-    D = _check_params(params)
+def _check_data(params, x0, name="x0", params_name="params"):
+    D = _check_params(params, params_name)
     x0 = _checks.float_array(x0, name, ndim=2, what=" (B, D)")
-    return _checks.same_shape(x0, name, (x0.shape[0], D), expected_from="(B, D) with D the data dimension of params")
+    return _checks.same_shape(x0, name, (x0.shape[0], D),
+                              expected_from=f"(B, D) with D the data dimension of {params_name}")
 
 
 def _loss(params, x0, key, alpha_bar):
