@@ -11,10 +11,13 @@ collapse directly.
 Read :doc:`simclr` first: two augmentations of each image, and a softmax over the batch that makes
 each embedding find its twin and push away the rest (the NT-Xent or InfoNCE loss). The negatives
 are what keeps the embeddings apart: a batch of identical embeddings scores the chance level
-:math:`\\log(2B - 1)` exactly.
+:math:`\\log(2B - 1)` exactly. :doc:`clip` applies the same loss across two modalities, images
+and their captions, and sets beside it SigLIP's sigmoid loss, which judges every image-text pair on
+its own instead of normalising over the batch.
 """
 
 #: The recipes in reading order.
 RECIPES = (
     "simclr",
+    "clip",
 )
