@@ -1,0 +1,163 @@
+import distrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.stats import multivariate_normal
+from sklearn.datasets import load_digits
+
+from cookbook.generative.vae import elbo, fit, gaussian_kl, init, mean_elbo, reparameterise
+
+
+def test_gaussian_kl_matches_distrax_over_leading_axes():
+    k_mu, k_lv = jax.random.split(jax.random.key(0))
+    mu = jax.random.normal(k_mu, (3, 5, 7))
+    log_var = jax.random.normal(k_lv, (3, 5, 7))
+    q = distrax.MultivariateNormalDiag(mu, jnp.exp(0.5 * log_var))
+    prior = distrax.MultivariateNormalDiag(jnp.zeros_like(mu), jnp.ones_like(mu))
+    got = gaussian_kl(mu, log_var)
+    assert got.shape == (3, 5)
+    np.testing.assert_allclose(got, q.kl_divergence(prior), rtol=1e-5, atol=1e-5)
+
+
+def test_gaussian_kl_matches_a_monte_carlo_estimate_from_reparameterised_samples():
+    mu, log_var = jnp.array([0.5, -1.0, 0.2]), jnp.array([-0.7, 0.3, 0.0])
+    z = jax.vmap(reparameterise, in_axes=(0, None, None))(jax.random.split(jax.random.key(1), 200_000), mu, log_var)
+    with jax.numpy_rank_promotion("allow"):
+        log_q = distrax.MultivariateNormalDiag(mu, jnp.exp(0.5 * log_var)).log_prob(z)
+        log_p = distrax.MultivariateNormalDiag(jnp.zeros(3), jnp.ones(3)).log_prob(z)
+    np.testing.assert_allclose(jnp.mean(log_q - log_p), gaussian_kl(mu, log_var), atol=0.01)
+    # The samples have the mean and variance asked for.
+    np.testing.assert_allclose(z.mean(0), mu, atol=0.01)
+    np.testing.assert_allclose(z.var(0), jnp.exp(log_var), rtol=0.01)
+
+
+def test_gaussian_kl_is_zero_only_at_the_prior_and_stays_finite_far_out():
+    assert float(gaussian_kl(jnp.zeros(5), jnp.zeros(5))) == 0.0
+    assert float(gaussian_kl(jnp.array([1e-2]), jnp.zeros(1))) > 0.0
+    assert bool(jnp.isfinite(gaussian_kl(jnp.array([1e3, -1e3]), jnp.array([-30.0, 30.0]))))
+
+
+class LinearGaussian:
+    """p(z) = N(0, I_Z), p(x | z) = N(W z + b, s^2 I_D); W has orthogonal columns, so the true
+    posterior is a diagonal Gaussian and the ELBO can be tight."""
+
+    D, Z, s = 7, 3, 0.5
+
+    def __init__(self):
+        k_w, k_b, k_x = jax.random.split(jax.random.key(2), 3)
+        Q, _ = np.linalg.qr(np.asarray(jax.random.normal(k_w, (self.D, self.Z)), np.float64))
+        self.W = Q * np.array([2.0, 1.0, 0.3])
+        self.b = np.asarray(jax.random.normal(k_b, (self.D,)), np.float64)
+        self.x = np.asarray(jax.random.normal(k_x, (self.D,)), np.float64) * 2
+
+    def log_likelihood(self):  # log p(x), exact
+        cov = self.W @ self.W.T + self.s**2 * np.eye(self.D)
+        return multivariate_normal(self.b, cov).logpdf(self.x)
+
+    def expected_log_lik(self, mu, var):  # E_q log p(x | z), exact
+        r = self.x - self.W @ mu - self.b
+        return (-0.5 * self.D * np.log(2 * np.pi * self.s**2)
+                - (r @ r + np.sum(self.W**2 * var)) / (2 * self.s**2))
+
+    def posterior(self):
+        prec = np.diag(self.W.T @ self.W) / self.s**2 + 1.0
+        return (self.W.T @ (self.x - self.b) / self.s**2) / prec, 1.0 / prec
+
+
+def test_elbo_never_exceeds_the_log_likelihood_and_is_tight_at_the_posterior():
+    m = LinearGaussian()
+    log_px = m.log_likelihood()
+    rng = np.random.default_rng(0)
+    for _ in range(11):
+        mu, log_var = rng.normal(size=3), rng.normal(size=3)
+        bound = m.expected_log_lik(mu, np.exp(log_var)) - float(gaussian_kl(jnp.asarray(mu), jnp.asarray(log_var)))
+        assert bound < log_px
+    mu, var = m.posterior()
+    bound = m.expected_log_lik(mu, var) - float(gaussian_kl(jnp.asarray(mu), jnp.asarray(np.log(var))))
+    np.testing.assert_allclose(bound, log_px, atol=1e-4)
+
+
+def test_monte_carlo_elbo_matches_the_closed_form():
+    m = LinearGaussian()
+    mu, log_var = jnp.array([0.3, -0.2, 0.5]), jnp.array([-1.0, -0.5, -2.0])
+    z = jax.vmap(reparameterise, in_axes=(0, None, None))(jax.random.split(jax.random.key(3), 100_000), mu, log_var)
+    mean = z @ jnp.asarray(m.W.T, jnp.float32) + jnp.asarray(m.b, jnp.float32)[None]  # (S, D)
+    with jax.numpy_rank_promotion("allow"):
+        log_lik = distrax.MultivariateNormalDiag(mean, m.s * jnp.ones(m.D)).log_prob(jnp.asarray(m.x, jnp.float32))
+    mc = float(jnp.mean(log_lik) - gaussian_kl(mu, log_var))
+    exact = m.expected_log_lik(np.asarray(mu, np.float64), np.exp(np.asarray(log_var, np.float64))) \
+        - float(gaussian_kl(mu, log_var))
+    np.testing.assert_allclose(mc, exact, rtol=2e-3)
+
+
+def test_reparameterised_gradient_agrees_with_the_score_function_and_has_less_variance():
+    # f(z) = |z|^2: E f = |mu|^2 + sum exp(log_var); d/dmu = 2 mu, d/dlog_var = exp(log_var).
+    mu, log_var = jnp.array([0.7, -0.4, 1.2]), jnp.array([-0.5, 0.2, -1.0])
+    keys = jax.random.split(jax.random.key(4), 50_000)
+
+    def f_of_sample(k, mu, log_var):
+        return jnp.sum(reparameterise(k, mu, log_var) ** 2)
+
+    g_mu, g_lv = jax.vmap(jax.grad(f_of_sample, argnums=(1, 2)), in_axes=(0, None, None))(keys, mu, log_var)
+    z = jax.vmap(reparameterise, in_axes=(0, None, None))(keys, mu, log_var)
+    f = jnp.sum(z**2, axis=-1, keepdims=True)
+    var = jnp.exp(log_var)[None]
+    s_mu = f * (z - mu[None]) / var  # f(z) * d log q / d mu
+    s_lv = f * 0.5 * ((z - mu[None]) ** 2 / var - 1.0)  # f(z) * d log q / d log_var
+    for reparam, score, exact in ((g_mu, s_mu, 2 * mu), (g_lv, s_lv, var[0])):
+        np.testing.assert_allclose(reparam.mean(0), exact, atol=0.03)
+        np.testing.assert_allclose(score.mean(0), exact, atol=0.15)
+        assert bool(jnp.all(reparam.var(0) < score.var(0) / 4))
+
+
+@pytest.fixture(scope="module")
+def digits():
+    X = (load_digits().data > 8).astype(np.float32)
+    X = X[np.random.default_rng(0).permutation(len(X))]
+    return jnp.asarray(X[:1500]), jnp.asarray(X[1500:])
+
+
+@pytest.fixture(scope="module")
+def trained(digits):
+    train, _ = digits
+    params0 = init(jax.random.key(0), D=64, H=16, Z=5)
+    params, values = fit(params0, jax.random.key(1), train, steps=300, batch=32, learning_rate=2e-2)
+    return params0, params, values
+
+
+def test_it_learns_held_out_elbo_on_digits(digits, trained):
+    _, test = digits
+    params0, params, values = trained
+    held_out = jax.jit(mean_elbo)
+    before, after = float(held_out(params0, jax.random.key(5), test)), float(held_out(params, jax.random.key(5), test))
+    assert before < -45.0  # about -48 nats per image untrained
+    assert after > -23.0  # about -21 after 300 steps
+    assert after - before > 20.0
+    assert float(values[-50:].mean()) > float(values[:50].mean()) + 5.0  # the training ELBO rose too
+
+
+def test_elbo_agrees_with_mean_elbo_and_beta_zero_is_the_reconstruction_alone(digits, trained):
+    _, test = digits
+    _, params, _ = trained
+    X, key = test[:7], jax.random.key(6)
+    keys = jax.random.split(key, 7)
+    each = jnp.stack([elbo(params, k, x) for k, x in zip(keys, X)])
+    np.testing.assert_allclose(each.mean(), mean_elbo(params, key, X), rtol=1e-5)
+    assert float(elbo(params, keys[0], X[0], beta=0.0)) > float(each[0])  # the KL is positive
+
+
+def test_bad_input_gets_a_clear_error():
+    params = init(jax.random.key(0), D=11, H=3, Z=2)
+    with pytest.raises(ValueError, match="log_var"):
+        gaussian_kl(jnp.zeros(3), jnp.zeros(5))
+    with pytest.raises(TypeError, match="mu"):
+        gaussian_kl(jnp.zeros(3, jnp.int32), jnp.zeros(3))
+    with pytest.raises(ValueError, match="x"):
+        elbo(params, jax.random.key(0), jnp.zeros(7))
+    with pytest.raises(TypeError, match="Z"):
+        init(jax.random.key(0), D=11, H=3, Z=2.5)
+    with pytest.raises(ValueError, match="params"):
+        elbo({**params, "mu_W": jnp.zeros((3, 4))}, jax.random.key(0), jnp.zeros(11))
+    with pytest.raises(ValueError, match="beta"):
+        elbo(params, jax.random.key(0), jnp.zeros(11), beta=-1.0)
