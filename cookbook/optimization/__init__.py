@@ -11,7 +11,7 @@ share one interface they can be swapped, compared and chained.
 The chapter goes from the simplest idea to the most expensive: stochastic gradient descent and
 momentum; per-parameter step sizes learned from the gradients' history (AdaGrad, RMSProp, Adam and
 AdamW); the sign-based Lion; the memory-saving Adafactor; Muon, which steps along the orthogonalised momentum
-of each weight matrix; learning-rate schedules, and schedule-free AdamW, which replaces the schedule by an
+of each weight matrix; Shampoo and SOAP, which precondition each matrix from both sides; learning-rate schedules, and schedule-free AdamW, which replaces the schedule by an
 average of the iterates; sharpness-aware minimisation, which takes each gradient at the worst nearby point; gradient clipping,
 which composes with any optimiser; and second-order methods, which use curvature instead of
 history. Every optimiser is checked step for step against optax's optimiser of the same name, on a
@@ -29,6 +29,7 @@ RECIPES = (
     "lion",
     "adafactor",
     "muon",
+    "shampoo",
     "schedules",
     "schedule_free",
     "sam",
