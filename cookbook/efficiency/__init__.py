@@ -8,10 +8,14 @@ bytes) against what it costs in accuracy.
 
 Read it in order. :doc:`lora` makes fine-tuning cheap: the pretrained weights stay frozen and a
 thin low-rank correction beside them is trained instead, then merged in so that inference costs
-nothing extra.
+nothing extra. :doc:`quantization` makes a model cheap to store and to move through memory:
+each weight becomes an 8-bit (or smaller) integer and a group of them shares one floating-point
+scale; the page measures the half-step error bound, why one scale per channel survives an outlier
+channel that one scale per tensor does not, and when a zero point pays off.
 """
 
 #: The recipes in reading order.
 RECIPES = (
     "lora",
+    "quantization",
 )
