@@ -10,7 +10,12 @@ Read it in order. :doc:`dynamic_programming` states the Bellman equations of a M
 process and solves them exactly on a small grid world: the value of a policy by one linear solve,
 the optimal values by value iteration and by policy iteration, which agree. Every later method keeps
 these equations and replaces the known model by samples.
+
+The chapter ends where reinforcement learning meets language models. :doc:`dpo` skips the reward
+model and the sampling loop of RLHF altogether: it turns pairs of preferred and rejected answers into
+a logistic loss on log-probability ratios against a frozen reference, whose minimiser is the optimum
+of the KL-regularised objective, reached on a small bandit in its tests.
 """
 
 #: The recipes in reading order.
-RECIPES = ("dynamic_programming",)
+RECIPES = ("dynamic_programming", "dpo")
