@@ -20,4 +20,5 @@ sets generated in code (two moons).
 #: The recipes in reading order.
 RECIPES = (
     "vae",
+    "realnvp",
 )

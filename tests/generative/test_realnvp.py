@@ -1,0 +1,137 @@
+import distrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.stats import multivariate_normal
+from sklearn.datasets import make_moons
+
+from cookbook.generative.realnvp import fit, forward, init, inverse, log_prob, sample
+
+
+def random_params(key, dim, num_layers, hidden):
+    """Every weight random (init zeroes the output layers, which would make the flow the identity)."""
+    params = init(key, dim=dim, num_layers=num_layers, hidden=hidden)
+    leaves, treedef = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.fold_in(key, 1), len(leaves))
+    return jax.tree.unflatten(treedef, [0.7 * jax.random.normal(k, p.shape) for k, p in zip(keys, leaves)])
+
+
+@pytest.fixture(scope="module")
+def flow5():
+    k_p, k_x = jax.random.split(jax.random.key(0))
+    return random_params(k_p, 5, 3, 7), 1.5 * jax.random.normal(k_x, (11, 5))
+
+
+def test_inverse_undoes_forward_to_float32_precision(flow5):
+    params, X = flow5
+    Z, _ = jax.vmap(forward, in_axes=(None, 0))(params, X)
+    assert float(jnp.max(jnp.abs(Z - X))) > 0.1  # the flow is not the identity
+    back = jax.vmap(inverse, in_axes=(None, 0))(params, Z)
+    np.testing.assert_allclose(back, X, rtol=1e-5, atol=1e-5)
+    again, _ = jax.vmap(forward, in_axes=(None, 0))(params, back)
+    np.testing.assert_allclose(again, Z, rtol=1e-5, atol=1e-5)
+
+
+def test_log_det_equals_slogdet_of_the_jacobian(flow5):
+    params, X = flow5
+    for x in X[:3]:
+        J = jax.jacfwd(lambda x: forward(params, x)[0])(x)  # (D, D)
+        sign, logabsdet = jnp.linalg.slogdet(J)
+        assert float(sign) > 0
+        np.testing.assert_allclose(forward(params, x)[1], logabsdet, rtol=1e-4, atol=1e-4)
+
+
+def test_one_layer_jacobian_is_triangular_with_unit_diagonal_on_kept_coordinates():
+    params = random_params(jax.random.key(1), 5, 1, 7)
+    J = jax.jacfwd(lambda x: forward(params, x)[0])(jnp.linspace(-1.0, 1.0, 5))
+    kept, changed = np.arange(0, 5, 2), np.arange(1, 5, 2)  # layer 0 keeps the even coordinates
+    np.testing.assert_allclose(J[np.ix_(kept, np.arange(5))], np.eye(5)[kept], atol=1e-7)
+    np.testing.assert_allclose(J[np.ix_(changed, changed)], np.diag(np.diag(J)[changed]), atol=1e-7)
+
+
+def test_matches_distrax_masked_coupling_chain(flow5):
+    params, X = flow5
+    L, D, _ = params["W1"].shape
+    layers = []
+    for k in range(L):
+        keep = (np.arange(D) + k) % 2 == 0
+
+        def conditioner(x_kept, k=k):
+            h = jnp.tanh(x_kept @ params["W1"][k] + params["b1"][k])
+            return jnp.tanh(h @ params["W_s"][k] + params["b_s"][k]), h @ params["W_t"][k] + params["b_t"][k]
+
+        layers.append(distrax.MaskedCoupling(
+            mask=jnp.asarray(keep), conditioner=conditioner,
+            bijector=lambda p: distrax.ScalarAffine(shift=p[1], log_scale=p[0]), event_ndims=1))
+    chain = distrax.Chain(layers[::-1])  # a Chain applies its last bijector first
+    with jax.numpy_rank_promotion("allow"):
+        z_ref, log_det_ref = jax.vmap(chain.forward_and_log_det)(X)
+    z, log_det = jax.vmap(forward, in_axes=(None, 0))(params, X)
+    np.testing.assert_allclose(z, z_ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(log_det, log_det_ref, rtol=1e-5, atol=1e-5)
+
+
+def test_density_integrates_to_one_in_one_and_two_dimensions():
+    params1 = random_params(jax.random.key(2), 1, 3, 5)
+    grid = jnp.linspace(-12.0, 12.0, 4001)[:, None]
+    p1 = jnp.exp(jax.vmap(log_prob, in_axes=(None, 0))(params1, grid))
+    np.testing.assert_allclose(np.sum(np.asarray(p1, np.float64)) * 24.0 / 4000, 1.0, atol=1e-3)
+    params2 = random_params(jax.random.key(3), 2, 3, 5)
+    g = jnp.linspace(-10.0, 10.0, 301)
+    pts = jnp.stack(jnp.meshgrid(g, g, indexing="ij"), axis=-1).reshape(-1, 2)
+    p2 = jnp.exp(jax.vmap(log_prob, in_axes=(None, 0))(params2, pts)).reshape(301, 301)
+    np.testing.assert_allclose(np.sum(np.asarray(p2, np.float64)) * (20.0 / 300) ** 2, 1.0, atol=5e-3)
+
+
+def test_untrained_flow_is_the_identity_and_its_density_is_the_base_gaussian():
+    params = init(jax.random.key(4), dim=3, num_layers=2, hidden=5)
+    x = jnp.array([0.3, -2.0, 1.1])
+    z, log_det = forward(params, x)
+    np.testing.assert_array_equal(z, x)
+    assert float(log_det) == 0.0
+    np.testing.assert_allclose(log_prob(params, x), distrax.Normal(jnp.zeros(3), jnp.ones(3)).log_prob(x).sum(),
+                               rtol=1e-6)
+
+
+def moons(n, seed):
+    X, _ = make_moons(n, noise=0.05, random_state=seed)
+    return X
+
+
+@pytest.fixture(scope="module")
+def two_moons():
+    X = moons(1024, 0)
+    X = ((X - X.mean(0)) / X.std(0)).astype(np.float32)
+    return jnp.asarray(X[:512]), jnp.asarray(X[512:])
+
+
+def test_it_learns_two_moons_better_than_a_gaussian(two_moons):
+    train, test = two_moons
+    params, values = fit(init(jax.random.key(0), dim=2, num_layers=4, hidden=16), train, steps=200, learning_rate=1e-2)
+    cov = np.cov(np.asarray(train, np.float64).T, bias=True)
+    gaussian_nll = -multivariate_normal(np.asarray(train, np.float64).mean(0), cov).logpdf(np.asarray(test)).mean()
+    flow_nll = -float(jnp.mean(jax.vmap(log_prob, in_axes=(None, 0))(params, test)))
+    assert 2.6 < gaussian_nll < 2.8  # about 2.70
+    assert flow_nll < gaussian_nll - 1.0  # about 1.36
+    assert float(values[-1]) < float(values[0]) - 1.0
+    # Samples fall on the moons: most lie within 0.5 (standardised units) of a training point.
+    samples = sample(params, jax.random.key(5), 200)
+    nearest = jnp.min(jnp.linalg.norm(samples[:, None, :] - train[None, :, :], axis=-1), axis=1)
+    assert float(jnp.mean(nearest < 0.5)) > 0.9
+
+
+def test_bad_input_gets_a_clear_error():
+    params = init(jax.random.key(0), dim=3, num_layers=2, hidden=5)
+    with pytest.raises(ValueError, match="x"):
+        forward(params, jnp.zeros(4))
+    with pytest.raises(TypeError, match="z"):
+        inverse(params, jnp.zeros(3, jnp.int32))
+    with pytest.raises(ValueError, match="x"):
+        forward(params, jnp.zeros((2, 3)))  # one example at a time; batch with jax.vmap
+    with pytest.raises(TypeError, match="num_layers"):
+        init(jax.random.key(0), dim=3, num_layers=2.0, hidden=5)
+    with pytest.raises(TypeError):
+        init(jax.random.key(0), 3, 2, 5)  # the sizes are keyword-only
+    with pytest.raises(ValueError, match="params"):
+        forward({**params, "b_s": jnp.zeros((2, 4))}, jnp.zeros(3))
