@@ -8,9 +8,15 @@ Start with :doc:`hopfield`, the oldest: a memory that stores patterns in symmetr
 recalls one from a corrupted copy by rolling down an energy, one neuron at a time. Its modern,
 continuous form recalls in a single step, and that step turns out to be attention with the stored
 patterns as keys and values, a bridge back to the attention chapter.
+
+:doc:`kan` questions the other fixed part of a network, its activation function: a
+Kolmogorov–Arnold network puts a learnable one-dimensional spline on every edge and only adds at
+the nodes. It builds the B-spline basis from scratch, checks it against SciPy, and fits a smooth
+function of two variables by training on a coarse grid and then on a finer one.
 """
 
 #: The recipes in reading order.
 RECIPES = (
     "hopfield",
+    "kan",
 )
