@@ -6,7 +6,7 @@ import pytest
 from cookbook.efficiency.quantization import (dequantize, dequantize_zeropoint, quantize_absmax,
                                               quantize_zeropoint)
 
-AXES = (None, 0, (0, 2), -1)
+AXES = (None, (0, 2), -1)
 
 
 def _absmax_reference(x, bits, axis):
@@ -106,15 +106,15 @@ def test_absmax_hand_case_and_storage():
     assert x.nbytes == 4 * quantize_absmax(x)[0].nbytes
 
 
-@pytest.mark.parametrize("kind", ["absmax", "zeropoint"])
-def test_all_zero_slice_gives_scale_zero_and_exact_zeros(kind):
-    x = np.random.default_rng(3).standard_normal((3, 5)).astype(np.float32)
-    x[1] = 0.0
-    q, scale, xhat = _roundtrip(x, 8, 1, kind)
-    assert float(scale[1, 0]) == 0.0 and np.all(np.isfinite(np.asarray(xhat)))
-    np.testing.assert_array_equal(np.asarray(xhat)[1], 0.0)
-    _, scale, xhat = _roundtrip(np.zeros((2, 3), np.float32), 4, None, kind)
-    assert float(scale.squeeze()) == 0.0 and not np.any(xhat)
+def test_all_zero_slice_gives_scale_zero_and_exact_zeros():
+    for kind in ("absmax", "zeropoint"):
+        x = np.random.default_rng(3).standard_normal((3, 5)).astype(np.float32)
+        x[1] = 0.0
+        q, scale, xhat = _roundtrip(x, 8, 1, kind)
+        assert float(scale[1, 0]) == 0.0 and np.all(np.isfinite(np.asarray(xhat)))
+        np.testing.assert_array_equal(np.asarray(xhat)[1], 0.0)
+        _, scale, xhat = _roundtrip(np.zeros((3, 5), np.float32), 4, None, kind)
+        assert float(scale.squeeze()) == 0.0 and not np.any(xhat)
 
 
 def test_bfloat16_input_keeps_the_bound_with_a_float32_scale(x):
