@@ -9,7 +9,11 @@ there is to learn from is which of two answers a person preferred.
 Read it in order. :doc:`dynamic_programming` states the Bellman equations of a Markov decision
 process and solves them exactly on a small grid world: the value of a policy by one linear solve,
 the optimal values by value iteration and by policy iteration, which agree. Every later method keeps
-these equations and replaces the known model by samples.
+these equations and replaces the known model by samples. :doc:`actor_critic` learns from sampled
+episodes alone: an actor (the policy) is pushed towards actions that did better than a critic (a
+value function) expected, with generalised advantage estimation trading the critic's bias against
+the variance of sampled returns; on the same grid world its greedy policy reaches the optimal value
+that dynamic programming computes.
 
 The chapter ends where reinforcement learning meets language models. :doc:`dpo` skips the reward
 model and the sampling loop of RLHF altogether: it turns pairs of preferred and rejected answers into
@@ -18,4 +22,4 @@ of the KL-regularised objective, reached on a small bandit in its tests.
 """
 
 #: The recipes in reading order.
-RECIPES = ("dynamic_programming", "dpo")
+RECIPES = ("dynamic_programming", "actor_critic", "dpo")
