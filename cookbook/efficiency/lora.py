@@ -99,7 +99,8 @@ direction, :math:`W = m \, V / \lVert V \rVert`, with the norm taken over the in
 output. They apply the low-rank update to the direction only, :math:`V = W + A B`, and train the
 magnitudes :math:`m` (one per output) alongside; full fine-tuning, they found, changes magnitude
 and direction independently, which plain LoRA couples. It costs :math:`D_{\mathrm{out}}` more
-parameters and a column norm per step, and merges the same way.
+parameters and a column norm per step, and merges the same way (``dora_apply``, with
+``dora_magnitude`` for the initial :math:`m = \lVert W \rVert`, which starts it at the base layer too).
 
 *Numerical traps.* None in the forward pass: it is two matrix products. The order matters for
 cost: ``lora_apply`` computes :math:`(x A) B`, never the full product :math:`A B`, so the update
@@ -142,6 +143,13 @@ True
 >>> num_params(512, 512, 4), 512 * 512
 (4096, 262144)
 
+DoRA, started at the base layer's magnitudes, is the base layer until :math:`B` moves:
+
+>>> from cookbook.efficiency.lora import dora_apply, dora_magnitude
+>>> m = dora_magnitude(W)
+>>> m.shape, bool(jnp.allclose(dora_apply(x, W, A, jnp.zeros((3, 5)), m, alpha=6.0), x @ W, atol=1e-5))
+((5,), True)
+
 Implementation notes
 --------------------
 
@@ -159,7 +167,7 @@ import jax.numpy as jnp
 from cookbook import _checks
 
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
-JIT = {"lora_apply": (), "merge": ()}
+JIT = {"lora_apply": (), "merge": (), "dora_apply": (), "dora_magnitude": ()}
 
 
 def num_params(D_in, D_out, r):
@@ -208,3 +216,24 @@ def merge(W, A, B, *, alpha):
     """The merged weight ``W + (alpha / r) A B``, of the shape of ``W``."""
     W, A, B, alpha, r = _weights(W, A, B, alpha)
     return W + (alpha / r) * (A @ B)  # (D_in, D_out)
+
+
+def dora_magnitude(W):
+    """The norm of each output unit's weights over the inputs, ``(D_out,)``: DoRA's initial ``m``."""
+    W = _checks.float_array(W, "W", ndim=2, what=" (D_in, D_out)")
+    return jnp.sqrt(jnp.sum(W * W, axis=0))  # (D_out,)
+
+
+def dora_apply(x, W, A, B, m, *, alpha):
+    """DoRA: ``x (m * V / ||V||)`` with ``V = W + (alpha / r) A B``, norms over the inputs of each output.
+
+    Forms the merged ``V`` (its column norms need it); for ``x`` of shape ``(..., D_in)``.
+    """
+    V = merge(W, A, B, alpha=alpha)  # (D_in, D_out), checks W, A, B and alpha
+    m = _checks.float_array(m, "m", ndim=1, what=" (D_out,)")
+    _checks.same_shape(m, "m", (V.shape[1],), expected_from="D_out from W")
+    x = _checks.float_array(x, "x", min_ndim=1, what=" (..., D_in)")
+    if x.shape[-1] != V.shape[0]:
+        raise ValueError(f"x must have shape (..., D_in) with D_in = {V.shape[0]} from W, got shape {x.shape}")
+    norm = jnp.sqrt(jnp.sum(V * V, axis=0, keepdims=True))  # (1, D_out)
+    return x @ (V * (m[None, :] / norm))  # (..., D_out)

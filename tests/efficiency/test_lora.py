@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cookbook.efficiency.lora import init, lora_apply, merge, num_params
+from cookbook.efficiency.lora import dora_apply, dora_magnitude, init, lora_apply, merge, num_params
 
 STEPS = 100
 
@@ -136,3 +136,21 @@ def test_bad_input():
         merge(W, A, B, alpha=-1.0)
     with pytest.raises(TypeError, match="r"):
         init(jax.random.key(0), 7, 5, 2.0)
+
+
+def test_dora_against_float64_and_its_magnitude_direction_split():
+    x, W, A, B, m = _random(7, (11, 7), (7, 5), (7, 3), (3, 5), (5,))
+    m = jnp.abs(m) + 0.5
+    alpha, r = 2.0, 3
+    xd, Wd, Ad, Bd, md = (np.asarray(a, np.float64) for a in (x, W, A, B, m))
+    V = Wd + (alpha / r) * Ad @ Bd
+    expected = xd @ (V / np.linalg.norm(V, axis=0) * md)
+    dora = jax.jit(dora_apply)
+    np.testing.assert_allclose(dora(x, W, A, B, m, alpha=alpha), expected, rtol=1e-4, atol=1e-4)
+    # Only the direction of each column of V counts: scaling W and B together changes nothing.
+    np.testing.assert_allclose(dora(x, 3 * W, A, 3 * B, m, alpha=alpha), expected, rtol=1e-4, atol=1e-4)
+    # At the initial magnitudes and B = 0 it is the base layer.
+    np.testing.assert_allclose(dora(x, W, A, 0 * B, dora_magnitude(W), alpha=alpha), xd @ Wd, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(dora_magnitude(W), np.linalg.norm(Wd, axis=0), rtol=1e-6)
+    with pytest.raises(ValueError, match="m"):
+        dora_apply(x, W, A, B, m[:3], alpha=alpha)
