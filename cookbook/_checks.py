@@ -74,6 +74,21 @@ def adjacency_array(x, name: str = "adjacency"):
     return x
 
 
+def layers(params, name: str = "params"):
+    """``(in_width, out_width)`` of a non-empty list of float ``{"W", "b"}`` dense layers that chain
+    (``W`` (n_in, n_out), ``b`` (n_out,)): the parameters of the book's multilayer perceptrons."""
+    if not isinstance(params, (list, tuple)) or not params:
+        raise TypeError(f"{name} must be a non-empty list of {{'W', 'b'}} layers, got {type(params).__name__}")
+    width = None
+    for l, layer in enumerate(params):
+        W = float_array(layer["W"], f"{name}[{l}]['W']", ndim=2)
+        if width is not None:
+            same_shape(W, f"{name}[{l}]['W']", (width, W.shape[1]), expected_from="to chain")
+        same_shape(float_array(layer["b"], f"{name}[{l}]['b']"), f"{name}[{l}]['b']", W.shape[1:])
+        width = W.shape[1]
+    return params[0]["W"].shape[0], width
+
+
 def int_array(x, name: str, *, ndim=None, min_ndim=None, what: str = ""):
     """``x`` as an integer JAX array (labels, token ids, positions); a ``TypeError`` otherwise."""
     x = _as_array(x, name)

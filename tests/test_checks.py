@@ -98,3 +98,14 @@ def test_adjacency_array_converts_booleans_and_integers_exactly():
         _checks.adjacency_array(jnp.ones((2, 2), jnp.complex64))
     with pytest.raises(ValueError, match=r"adjacency must have 2 axes \(N, N\), got shape \(3,\)"):
         _checks.adjacency_array(jnp.ones(3))
+
+
+def test_layers_reads_the_widths_and_names_the_broken_layer():
+    params = [{"W": jnp.ones((3, 5)), "b": jnp.zeros(5)}, {"W": jnp.ones((5, 2)), "b": jnp.zeros(2)}]
+    assert _checks.layers(params) == (3, 2)
+    with pytest.raises(ValueError, match=r"params\[1\]\['W'\] must have shape \(5, 2\) \(to chain\), got shape \(4, 2\)"):
+        _checks.layers([params[0], {"W": jnp.ones((4, 2)), "b": jnp.zeros(2)}])
+    with pytest.raises(ValueError, match=r"params\[0\]\['b'\] must have shape \(5,\)"):
+        _checks.layers([{"W": jnp.ones((3, 5)), "b": jnp.zeros(4)}])
+    with pytest.raises(TypeError, match=r"params must be a non-empty list of \{'W', 'b'\} layers, got dict"):
+        _checks.layers({"W": jnp.ones((3, 5))})

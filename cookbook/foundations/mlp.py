@@ -203,16 +203,7 @@ def init(key, sizes, activation="relu"):
 
 def _check_params(params):
     """The widths ``(sizes[0], sizes[-1])`` of a list of float ``{"W", "b"}`` layers that chain."""
-    if not isinstance(params, (list, tuple)) or not params:
-        raise TypeError(f"params must be a non-empty list of {{'W', 'b'}} layers, got {type(params).__name__}")
-    width = None
-    for l, layer in enumerate(params):
-        W = _checks.float_array(layer["W"], f"params[{l}]['W']", ndim=2)
-        if width is not None:
-            _checks.same_shape(W, f"params[{l}]['W']", (width, W.shape[1]), expected_from="to chain")
-        _checks.same_shape(_checks.float_array(layer["b"], f"params[{l}]['b']"), f"params[{l}]['b']", W.shape[1:])
-        width = W.shape[1]
-    return params[0]["W"].shape[0], width
+    return _checks.layers(params)
 
 
 def apply(params, x, activation="relu"):

@@ -271,19 +271,10 @@ def init(key, sizes):
 
 def _check_params(params):
     """The input width D of a list of float ``{"W", "b"}`` layers that chain and end in one output."""
-    if not isinstance(params, (list, tuple)) or not params:
-        raise TypeError(f"params must be a non-empty list of {{'W', 'b'}} layers, got {type(params).__name__}")
-    width = None
-    for l, layer in enumerate(params):
-        W = _checks.float_array(layer["W"], f"params[{l}]['W']", ndim=2)
-        if width is not None:
-            _checks.same_shape(W, f"params[{l}]['W']", (width, W.shape[1]), expected_from="to chain")
-        b = _checks.float_array(layer["b"], f"params[{l}]['b']")
-        _checks.same_shape(b, f"params[{l}]['b']", W.shape[1:])
-        width = W.shape[1]
+    D, width = _checks.layers(params)
     if width != 1:
         raise ValueError(f"params[-1]['W'] must have one output column, got shape {params[-1]['W'].shape}")
-    return params[0]["W"].shape[0]
+    return D
 
 
 def apply(params, x, sigma_w2=2.0, sigma_b2=0.0):
