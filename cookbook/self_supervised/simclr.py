@@ -124,8 +124,17 @@ True
 >>> collapsed = jnp.ones((4, 3))
 >>> round(float(nt_xent(collapsed, collapsed, 0.5)), 3), round(float(jnp.log(7.0)), 3)
 (1.946, 1.946)
->>> augment(k_a, jnp.ones((8, 8)), max_shift=1).shape
+>>> view = augment(k_a, jnp.ones((8, 8)), max_shift=1)
+>>> view.shape
 (8, 8)
+
+The small encoder of the tests, an MLP from a flattened image to an embedding, written for one
+image:
+
+>>> from cookbook.self_supervised.simclr import encode, init
+>>> params = init(jax.random.key(1), sizes=(64, 16, 8))
+>>> encode(params, view).shape
+(8,)
 
 Implementation notes
 --------------------
@@ -134,6 +143,12 @@ Implementation notes
 :math:`2B` stacked embeddings and a label per row that names its group (here ``[0..B-1, 0..B-1]``);
 the tests check that the two agree. SimCLR computes the loss on a projection head's output and
 keeps the representation below the head for downstream tasks; the loss here does not care which.
+
+**It learns.** On scikit-learn's digits, the tests train a 64-128-8 MLP (``init``, ``encode``) for
+400 Adam steps on batches of 128 images, two views each (a shift of up to one pixel, 20 % of the
+pixels dropped, noise of 0.1), at :math:`\tau = 0.1`, without a label. A 10-nearest-neighbour
+classifier on the cosine of its 8-dimensional embeddings then reads 500 held-out digits with an
+accuracy of at least 0.90, at least 0.10 above the same network at its random initialisation.
 """
 
 import jax
@@ -142,7 +157,7 @@ import jax.numpy as jnp
 from cookbook import _checks
 
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
-JIT = {"nt_xent": (), "augment": ("max_shift",)}
+JIT = {"nt_xent": (), "augment": ("max_shift",), "encode": ()}
 
 EPS = 1e-12  # floor of an embedding's norm: a zero vector normalises to zero, not NaN
 
@@ -191,3 +206,35 @@ def augment(key, image, *, max_shift=1, noise=0.1, drop=0.1):
     keep = jax.random.bernoulli(k_drop, 1.0 - drop, (H, W))
     view = jnp.where(keep, view, 0.0)
     return (view + noise * jax.random.normal(k_noise, (H, W), view.dtype)).astype(image.dtype)
+
+
+def init(key, *, sizes):
+    """He-normal weights and zero biases of an MLP with layer widths ``sizes`` (input first)."""
+    if not isinstance(sizes, (tuple, list)) or len(sizes) < 2:
+        raise TypeError(f"sizes must be a tuple of at least two layer widths, got {sizes!r}")
+    sizes = [_checks.size(n, f"sizes[{i}]") for i, n in enumerate(sizes)]
+    keys = jax.random.split(key, len(sizes) - 1)
+    return [{"W": jax.random.normal(k, (n_in, n_out)) * jnp.sqrt(2.0 / n_in), "b": jnp.zeros(n_out)}
+            for k, n_in, n_out in zip(keys, sizes[:-1], sizes[1:])]
+
+
+def encode(params, image):
+    """The embedding (D,) of one image (H, W) by the MLP ``params``: ReLU between layers, none after
+    the last. Batch it with :func:`jax.vmap`."""
+    image = _checks.float_array(image, "image", ndim=2, what=" (H, W)")
+    h = image.reshape(-1)  # (H W,)
+    width = h.shape[0]
+    for i, layer in enumerate(params):
+        W = _checks.float_array(layer["W"], f"params[{i}]['W']", ndim=2, what=" (inputs, outputs)")
+        b = _checks.float_array(layer["b"], f"params[{i}]['b']", ndim=1, what=" (outputs,)")
+        if W.shape[0] != width and i == 0:
+            raise ValueError(f"image of shape {image.shape} flattens to {width} pixels, but params[0]['W'] "
+                             f"takes {W.shape[0]} inputs (shape {W.shape})")
+        if W.shape[0] != width:
+            raise ValueError(f"params[{i}]['W'] must have {width} rows (the width before it), got shape {W.shape}")
+        _checks.same_shape(b, f"params[{i}]['b']", (W.shape[1],), expected_from="the columns of W")
+        h = h @ W + b
+        if i < len(params) - 1:
+            h = jax.nn.relu(h)
+        width = W.shape[1]
+    return h

@@ -5,7 +5,7 @@ import optax
 import pytest
 from jax.test_util import check_grads
 
-from cookbook.self_supervised.simclr import augment, nt_xent
+from cookbook.self_supervised.simclr import augment, encode, init, nt_xent
 
 loss_jit = jax.jit(nt_xent)
 grad_jit = jax.jit(jax.grad(nt_xent, argnums=(0, 1)))
@@ -157,3 +157,71 @@ def test_augment():
         augment(jax.random.key(0), images[0], drop=1.0)
     with pytest.raises(ValueError, match="image"):
         augment(jax.random.key(0), images)
+
+
+def test_encode_bad_params():
+    params = init(jax.random.key(0), sizes=(64, 5, 3))
+    image = jnp.zeros((8, 8))
+    assert encode(params, image).shape == (3,)
+    with pytest.raises(ValueError, match=r"params\[1\]"):
+        encode([params[0], {"W": params[1]["W"][:2], "b": params[1]["b"]}], image)
+    with pytest.raises(ValueError, match="params"):
+        encode(params, jnp.zeros((7, 8)))
+    with pytest.raises(TypeError, match="sizes"):
+        init(jax.random.key(0), sizes=(64, 5.0))
+
+
+# ---- It learns: SimCLR on scikit-learn's digits, no labels ---------------------------------------
+
+def knn_accuracy(train_embeddings, train_labels, test_embeddings, test_labels, k=10):
+    a = train_embeddings / np.linalg.norm(train_embeddings, axis=1, keepdims=True)
+    b = test_embeddings / np.linalg.norm(test_embeddings, axis=1, keepdims=True)
+    nearest = np.argsort(-(b @ a.T), axis=1)[:, :k]
+    votes = np.array([np.bincount(train_labels[row], minlength=10).argmax() for row in nearest])
+    return float((votes == test_labels).mean())
+
+
+@pytest.fixture(scope="module")
+def digits_run():
+    from sklearn.datasets import load_digits
+    X, y = load_digits(return_X_y=True)
+    X = (X / 16.0).astype(np.float32).reshape(-1, 8, 8)
+    X_train, X_test = jnp.asarray(X[:1000]), jnp.asarray(X[1000:1500])
+    B, steps = 128, 400
+    opt = optax.adam(1e-2)
+    views = jax.vmap(lambda k, x: augment(k, x, max_shift=1, noise=0.1, drop=0.2))
+    embed = jax.jit(jax.vmap(encode, in_axes=(None, 0)))
+
+    @jax.jit
+    def train(params, key):
+        def step(carry, key):
+            params, state = carry
+            k_i, k_1, k_2 = jax.random.split(key, 3)
+            x = X_train[jax.random.choice(k_i, 1000, (B,), replace=False)]
+            v1, v2 = views(jax.random.split(k_1, B), x), views(jax.random.split(k_2, B), x)
+
+            def loss(p):
+                e = jax.vmap(encode, in_axes=(None, 0))
+                return nt_xent(e(p, v1), e(p, v2), 0.1)
+
+            value, grads = jax.value_and_grad(loss)(params)
+            updates, state = opt.update(grads, state, params)
+            return (optax.apply_updates(params, updates), state), value
+        (params, _), losses = jax.lax.scan(step, (params, opt.init(params)), jax.random.split(key, steps))
+        return params, losses
+
+    k_init, k_train = jax.random.split(jax.random.key(0))
+    params0 = init(k_init, sizes=(64, 128, 8))
+    params, losses = train(params0, k_train)
+
+    def accuracy(p):
+        return knn_accuracy(np.asarray(embed(p, X_train)), y[:1000], np.asarray(embed(p, X_test)), y[1000:1500])
+
+    return accuracy(params0), accuracy(params), np.asarray(losses)
+
+
+def test_simclr_learns_digits_without_labels(digits_run):
+    random_accuracy, trained_accuracy, losses = digits_run
+    assert losses[-20:].mean() < losses[:20].mean() - 1.0
+    assert trained_accuracy >= 0.90
+    assert trained_accuracy >= random_accuracy + 0.10
