@@ -13,10 +13,17 @@ patterns as keys and values, a bridge back to the attention chapter.
 Kolmogorov–Arnold network puts a learnable one-dimensional spline on every edge and only adds at
 the nodes. It builds the B-spline basis from scratch, checks it against SciPy, and fits a smooth
 function of two variables by training on a coarse grid and then on a finer one.
+
+:doc:`nerf` changes the input instead: coordinates are passed through sinusoids of random
+frequencies, so that a plain ReLU network can fit fine detail, and a field of densities and colours
+is rendered along a ray as a differentiable weighted sum, the two ingredients of neural radiance
+fields. Like the spline edges of a KAN, the features fix in advance the scale of detail the network
+can show.
 """
 
 #: The recipes in reading order.
 RECIPES = (
     "hopfield",
     "kan",
+    "nerf",
 )
