@@ -1,3 +1,5 @@
+import functools
+
 import distrax
 import jax
 import jax.numpy as jnp
@@ -9,12 +11,20 @@ from sklearn.datasets import make_moons
 from cookbook.generative.realnvp import fit, forward, init, inverse, log_prob, sample
 
 
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
 def random_params(key, dim, num_layers, hidden):
     """Every weight random (init zeroes the output layers, which would make the flow the identity)."""
     params = init(key, dim=dim, num_layers=num_layers, hidden=hidden)
     leaves, treedef = jax.tree.flatten(params)
     keys = jax.random.split(jax.random.fold_in(key, 1), len(leaves))
     return jax.tree.unflatten(treedef, [0.7 * jax.random.normal(k, p.shape) for k, p in zip(keys, leaves)])
+
+
+# One compiled function each, shared by the tests of this module.
+batched_forward = jax.jit(jax.vmap(forward, in_axes=(None, 0)))
+batched_inverse = jax.jit(jax.vmap(inverse, in_axes=(None, 0)))
+batched_log_prob = jax.jit(jax.vmap(log_prob, in_axes=(None, 0)))
+jacobian = jax.jit(jax.jacfwd(lambda params, x: forward(params, x)[0], argnums=1))
 
 
 @pytest.fixture(scope="module")
@@ -25,26 +35,28 @@ def flow5():
 
 def test_inverse_undoes_forward_to_float32_precision(flow5):
     params, X = flow5
-    Z, _ = jax.vmap(forward, in_axes=(None, 0))(params, X)
+    Z, _ = batched_forward(params, X)
     assert float(jnp.max(jnp.abs(Z - X))) > 0.1  # the flow is not the identity
-    back = jax.vmap(inverse, in_axes=(None, 0))(params, Z)
+    back = batched_inverse(params, Z)
     np.testing.assert_allclose(back, X, rtol=1e-5, atol=1e-5)
-    again, _ = jax.vmap(forward, in_axes=(None, 0))(params, back)
+    again, _ = batched_forward(params, back)
     np.testing.assert_allclose(again, Z, rtol=1e-5, atol=1e-5)
 
 
 def test_log_det_equals_slogdet_of_the_jacobian(flow5):
     params, X = flow5
     for x in X[:3]:
-        J = jax.jacfwd(lambda x: forward(params, x)[0])(x)  # (D, D)
+        J = jacobian(params, x)  # (D, D)
         sign, logabsdet = jnp.linalg.slogdet(J)
         assert float(sign) > 0
-        np.testing.assert_allclose(forward(params, x)[1], logabsdet, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(batched_forward(params, x[None])[1][0], logabsdet, rtol=1e-4, atol=1e-4)
 
 
-def test_one_layer_jacobian_is_triangular_with_unit_diagonal_on_kept_coordinates():
-    params = random_params(jax.random.key(1), 5, 1, 7)
-    J = jax.jacfwd(lambda x: forward(params, x)[0])(jnp.linspace(-1.0, 1.0, 5))
+def test_one_layer_jacobian_is_triangular_with_unit_diagonal_on_kept_coordinates(flow5):
+    params, X = flow5
+    # Layers 1 and 2 made the identity (zero output weights), so the flow is layer 0 alone.
+    params = {k: v.at[1:].set(0.0) if k in ("W_s", "b_s", "W_t", "b_t") else v for k, v in params.items()}
+    J = jacobian(params, X[0])
     kept, changed = np.arange(0, 5, 2), np.arange(1, 5, 2)  # layer 0 keeps the even coordinates
     np.testing.assert_allclose(J[np.ix_(kept, np.arange(5))], np.eye(5)[kept], atol=1e-7)
     np.testing.assert_allclose(J[np.ix_(changed, changed)], np.diag(np.diag(J)[changed]), atol=1e-7)
@@ -67,7 +79,7 @@ def test_matches_distrax_masked_coupling_chain(flow5):
     chain = distrax.Chain(layers[::-1])  # a Chain applies its last bijector first
     with jax.numpy_rank_promotion("allow"):
         z_ref, log_det_ref = jax.vmap(chain.forward_and_log_det)(X)
-    z, log_det = jax.vmap(forward, in_axes=(None, 0))(params, X)
+    z, log_det = batched_forward(params, X)
     np.testing.assert_allclose(z, z_ref, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(log_det, log_det_ref, rtol=1e-5, atol=1e-5)
 
@@ -75,23 +87,24 @@ def test_matches_distrax_masked_coupling_chain(flow5):
 def test_density_integrates_to_one_in_one_and_two_dimensions():
     params1 = random_params(jax.random.key(2), 1, 3, 5)
     grid = jnp.linspace(-12.0, 12.0, 4001)[:, None]
-    p1 = jnp.exp(jax.vmap(log_prob, in_axes=(None, 0))(params1, grid))
+    p1 = jnp.exp(batched_log_prob(params1, grid))
     np.testing.assert_allclose(np.sum(np.asarray(p1, np.float64)) * 24.0 / 4000, 1.0, atol=1e-3)
     params2 = random_params(jax.random.key(3), 2, 3, 5)
     g = jnp.linspace(-10.0, 10.0, 301)
     pts = jnp.stack(jnp.meshgrid(g, g, indexing="ij"), axis=-1).reshape(-1, 2)
-    p2 = jnp.exp(jax.vmap(log_prob, in_axes=(None, 0))(params2, pts)).reshape(301, 301)
+    p2 = jnp.exp(batched_log_prob(params2, pts)).reshape(301, 301)
     np.testing.assert_allclose(np.sum(np.asarray(p2, np.float64)) * (20.0 / 300) ** 2, 1.0, atol=5e-3)
 
 
 def test_untrained_flow_is_the_identity_and_its_density_is_the_base_gaussian():
-    params = init(jax.random.key(4), dim=3, num_layers=2, hidden=5)
-    x = jnp.array([0.3, -2.0, 1.1])
-    z, log_det = forward(params, x)
-    np.testing.assert_array_equal(z, x)
-    assert float(log_det) == 0.0
-    np.testing.assert_allclose(log_prob(params, x), distrax.Normal(jnp.zeros(3), jnp.ones(3)).log_prob(x).sum(),
-                               rtol=1e-6)
+    params = init(jax.random.key(4), dim=5, num_layers=3, hidden=7)
+    X = jax.random.normal(jax.random.key(5), (11, 5))
+    Z, log_det = batched_forward(params, X)
+    np.testing.assert_array_equal(Z, X)
+    np.testing.assert_array_equal(log_det, np.zeros(11))
+    with jax.numpy_rank_promotion("allow"):
+        expected = distrax.Normal(0.0, 1.0).log_prob(X).sum(-1)
+    np.testing.assert_allclose(batched_log_prob(params, X), expected, rtol=1e-6)
 
 
 def moons(n, seed):
@@ -111,7 +124,7 @@ def test_it_learns_two_moons_better_than_a_gaussian(two_moons):
     params, values = fit(init(jax.random.key(0), dim=2, num_layers=4, hidden=16), train, steps=200, learning_rate=1e-2)
     cov = np.cov(np.asarray(train, np.float64).T, bias=True)
     gaussian_nll = -multivariate_normal(np.asarray(train, np.float64).mean(0), cov).logpdf(np.asarray(test)).mean()
-    flow_nll = -float(jnp.mean(jax.vmap(log_prob, in_axes=(None, 0))(params, test)))
+    flow_nll = -float(jnp.mean(batched_log_prob(params, test)))
     assert 2.6 < gaussian_nll < 2.8  # about 2.70
     assert flow_nll < gaussian_nll - 1.0  # about 1.36
     assert float(values[-1]) < float(values[0]) - 1.0
