@@ -13,7 +13,9 @@ these equations and replaces the known model by samples. :doc:`actor_critic` lea
 episodes alone: an actor (the policy) is pushed towards actions that did better than a critic (a
 value function) expected, with generalised advantage estimation trading the critic's bias against
 the variance of sampled returns; on the same grid world its greedy policy reaches the optimal value
-that dynamic programming computes.
+that dynamic programming computes. :doc:`ppo` reuses each batch of episodes for several gradient
+steps and clips the probability ratio so that the policy cannot run far from the one that collected
+the data; with the same advantages it reaches the same optimum.
 
 The chapter ends where reinforcement learning meets language models. :doc:`dpo` skips the reward
 model and the sampling loop of RLHF altogether: it turns pairs of preferred and rejected answers into
@@ -22,4 +24,4 @@ of the KL-regularised objective, reached on a small bandit in its tests.
 """
 
 #: The recipes in reading order.
-RECIPES = ("dynamic_programming", "actor_critic", "dpo")
+RECIPES = ("dynamic_programming", "actor_critic", "ppo", "dpo")

@@ -1,0 +1,111 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import rlax
+
+from cookbook.reinforcement.actor_critic import gae
+from cookbook.reinforcement.dynamic_programming import grid_world
+from cookbook.reinforcement.ppo import clipped_surrogate_loss, ppo_policy_loss
+
+T = 11
+loss = jax.jit(clipped_surrogate_loss)
+loss_grad = jax.jit(jax.grad(clipped_surrogate_loss))
+
+
+def batch(seed):
+    rng = np.random.default_rng(seed)
+    return rng.uniform(0.5, 1.5, size=T).astype(np.float32), rng.normal(size=T).astype(np.float32)
+
+
+@pytest.mark.parametrize("epsilon", [0.1, 0.2])
+def test_matches_rlax_and_float64(epsilon):
+    ratios, advantages = batch(int(epsilon * 10))
+    expected = rlax.clipped_surrogate_pg_loss(ratios, advantages, epsilon)
+    np.testing.assert_allclose(loss(ratios, advantages, epsilon), expected, rtol=1e-6, atol=1e-7)
+    r, a = ratios.astype(np.float64), advantages.astype(np.float64)
+    reference = -np.mean(np.minimum(r * a, np.clip(r, 1 - epsilon, 1 + epsilon) * a))
+    np.testing.assert_allclose(loss(ratios, advantages, epsilon), reference, rtol=1e-6, atol=1e-7)
+
+
+def test_gradient_is_zero_exactly_where_the_clip_binds():
+    ratios, advantages = batch(3)
+    grad = loss_grad(ratios, advantages, 0.2)
+    flat = ((advantages > 0) & (ratios > 1.2)) | ((advantages < 0) & (ratios < 0.8))
+    assert flat.any() and (~flat).any()
+    np.testing.assert_array_equal(grad[flat], 0.0)
+    np.testing.assert_allclose(grad[~flat], -advantages[~flat] / T, rtol=1e-6)
+    # at ratio 1 the surrogate's gradient is the policy gradient: -A / T
+    np.testing.assert_allclose(loss_grad(np.ones(T, np.float32), advantages, 0.2),
+                               -advantages / T, rtol=1e-6)
+
+
+def test_policy_loss_gradient_at_the_old_policy_is_the_policy_gradient():
+    rng = np.random.default_rng(4)
+    logits = rng.normal(size=(T, 3)).astype(np.float32)
+    actions = np.arange(T) % 3
+    advantages = rng.normal(size=T).astype(np.float32)
+    log_pi = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    old = log_pi[np.arange(T), actions]
+    grad = jax.jit(jax.grad(ppo_policy_loss))(logits, old, actions, advantages, 0.2)
+    # the policy gradient -mean(A d log pi(a)/d logits) of a softmax, in NumPy: A (p - onehot(a)) / T
+    pg = advantages[:, None] * (np.exp(log_pi) - np.eye(3)[actions]) / T
+    np.testing.assert_allclose(grad, pg, rtol=1e-5, atol=1e-7)
+
+
+def test_bad_input():
+    ratios, advantages = batch(5)
+    with pytest.raises(ValueError, match="advantages must have shape"):
+        clipped_surrogate_loss(ratios, advantages[:3], 0.2)
+    with pytest.raises(TypeError, match="ratios must be a floating-point"):
+        clipped_surrogate_loss(np.ones(T, np.int32), advantages, 0.2)
+    with pytest.raises(ValueError, match="epsilon must be positive"):
+        clipped_surrogate_loss(ratios, advantages, -0.1)
+    with pytest.raises(ValueError, match="actions .* must lie in"):
+        ppo_policy_loss(np.zeros((T, 3), np.float32), np.zeros(T, np.float32), np.full(T, 3), advantages, 0.2)
+
+
+def test_tabular_ppo_learns_the_grid_world():
+    """Sampled episodes, four epochs of the clipped loss on each batch: the greedy policy is optimal."""
+    gamma, episodes, steps, iterations, epochs = 0.9, 16, 12, 60, 4
+    transitions, rewards_table = jax.jit(grid_world, static_argnums=(0, 1))(3, 4)
+    S, A = rewards_table.shape
+
+    def episode(params, key):
+        def step(state, key):
+            k_a, k_s = jax.random.split(key)
+            action = jax.random.categorical(k_a, params["logits"][state])
+            next_state = jax.random.categorical(k_s, jnp.log(transitions[state, action]))
+            return next_state, (state, action, rewards_table[state, action])
+        last, (states, actions, rewards) = jax.lax.scan(step, 0, jax.random.split(key, steps))
+        return jnp.append(states, last), actions, rewards
+
+    def loss(params, states, actions, advantages, old_log_probs, targets):
+        policy = ppo_policy_loss(params["logits"][states[:-1]], old_log_probs, actions, advantages, 0.2)
+        return policy + 0.5 * jnp.mean((targets - params["values"][states[:-1]]) ** 2)
+
+    @jax.jit
+    def train(key):
+        params = {"logits": jnp.zeros((S, A)), "values": jnp.zeros(S)}
+
+        def iteration(params, key):
+            states, actions, rewards = jax.vmap(episode, in_axes=(None, 0))(params, jax.random.split(key, episodes))
+            values = params["values"][states]  # (episodes, steps + 1)
+            advantages = jax.vmap(gae, in_axes=(0, None, 0, None))(rewards, jnp.full(steps, gamma), values, 0.9)
+            targets = advantages + values[:, :-1]
+            old = jnp.take_along_axis(jax.nn.log_softmax(params["logits"][states[:, :-1]]), actions[..., None], -1)[..., 0]
+
+            def epoch(params, _):
+                total = lambda p: jax.vmap(loss, in_axes=(None, 0, 0, 0, 0, 0))(
+                    p, states, actions, advantages, old, targets).mean()
+                return jax.tree.map(lambda p, g: p - 1.0 * g, params, jax.grad(total)(params)), None
+
+            return jax.lax.scan(epoch, params, length=epochs)[0], None
+
+        return jax.lax.scan(iteration, params, jax.random.split(key, iterations))[0]
+
+    params = train(jax.random.key(0))
+    P, r = np.asarray(transitions, np.float64), np.asarray(rewards_table, np.float64)
+    best = np.asarray(params["logits"]).argmax(axis=1)
+    v_greedy = np.linalg.solve(np.eye(S) - gamma * P[np.arange(S), best], r[np.arange(S), best])
+    np.testing.assert_allclose(v_greedy[0], gamma**4, rtol=1e-9)  # the optimum (dynamic_programming)
