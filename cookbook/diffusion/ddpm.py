@@ -383,15 +383,7 @@ def _check_params(params, name="params"):
     """The data dimension of a denoiser's list of float ``{"W", "b"}`` layers that chain."""
     if not isinstance(params, (list, tuple)) or len(params) < 2:
         raise TypeError(f"{name} must be a list of {{'W', 'b'}} layers from denoiser_init, got {type(params).__name__}")
-    width = None
-    for l, layer in enumerate(params):
-        W = _checks.float_array(layer["W"], f"{name}[{l}]['W']", ndim=2)
-        if width is not None:
-            _checks.same_shape(W, f"{name}[{l}]['W']", (width, W.shape[1]), expected_from="to chain")
-        b = _checks.float_array(layer["b"], f"{name}[{l}]['b']")
-        _checks.same_shape(b, f"{name}[{l}]['b']", W.shape[1:])
-        width = W.shape[1]
-    D = width
+    D = _checks.layers(params, name)[1]
     _checks.same_shape(params[0]["W"], f"{name}[0]['W']", (D + 2 * _FREQUENCIES, params[0]["W"].shape[1]),
                        expected_from=f"the data dimension {D} of the last layer plus {2 * _FREQUENCIES} time features")
     return D

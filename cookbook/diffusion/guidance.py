@@ -231,14 +231,7 @@ def _check_params(params):
     """``(D, K)``: the data dimension and the number of classes of conditional parameters."""
     if not isinstance(params, (list, tuple)) or len(params) < 2:
         raise TypeError(f"params must be a list of {{'W', 'b'}} layers from conditional_init, got {type(params).__name__}")
-    width = None
-    for l, layer in enumerate(params):
-        W = _checks.float_array(layer["W"], f"params[{l}]['W']", ndim=2)
-        if width is not None:
-            _checks.same_shape(W, f"params[{l}]['W']", (width, W.shape[1]), expected_from="to chain")
-        _checks.same_shape(_checks.float_array(layer["b"], f"params[{l}]['b']"), f"params[{l}]['b']", W.shape[1:])
-        width = W.shape[1]
-    D = width
+    D = _checks.layers(params)[1]
     K = params[0]["W"].shape[0] - D - 1 - _TIME_FEATURES
     if K < 1:
         raise ValueError(f"params[0]['W'] must have D + K + 1 + {_TIME_FEATURES} rows for D = {D} and K >= 1 "
