@@ -118,9 +118,9 @@ Example
 
 >>> import jax, jax.numpy as jnp
 >>> from cookbook.efficiency.nf4 import NF4_LEVELS, quantize_nf4, dequantize_nf4
->>> len(NF4_LEVELS), NF4_LEVELS[0], NF4_LEVELS[7], NF4_LEVELS[15]
-(16, -1.0, 0.0, 1.0)
->>> round(NF4_LEVELS[8], 4), round(NF4_LEVELS[14], 4)
+>>> NF4_LEVELS.shape, float(NF4_LEVELS[0]), float(NF4_LEVELS[7]), float(NF4_LEVELS[15])
+((16,), -1.0, 0.0, 1.0)
+>>> round(float(NF4_LEVELS[8]), 4), round(float(NF4_LEVELS[14]), 4)
 (0.0796, 0.723)
 >>> w = jax.random.normal(jax.random.key(0), (3, 128))
 >>> codes, absmax = quantize_nf4(w, block_size=64)
@@ -145,7 +145,7 @@ JIT = {"quantize_nf4": ("block_size",), "dequantize_nf4": ()}
 
 
 def normal_float_levels(offset=1 - (1 / 30 + 1 / 32) / 2):
-    """The 16 NF4 levels as Python floats, ascending from -1 to 1 with an exact 0.
+    """The 16 NF4 levels (a tuple of Python floats), ascending from -1 to 1 with an exact 0.
 
     Quantiles of N(0, 1) at 9 evenly spaced probabilities from ``offset`` down to 1/2 (the positive
     half) and at 8 from ``offset`` to 1/2 (the negative half, negated), the shared 0 kept once,
@@ -158,8 +158,10 @@ def normal_float_levels(offset=1 - (1 / 30 + 1 / 32) / 2):
     return tuple(sorted(v / top for v in positive + negative))
 
 
-#: The 16 NormalFloat4 levels of QLoRA, ascending from -1 to 1, ``NF4_LEVELS[7] == 0.0`` exactly.
-NF4_LEVELS = normal_float_levels()
+#: The 16 NormalFloat4 levels of QLoRA, ascending from -1 to 1, ``NF4_LEVELS[7] == 0.0`` exactly: a
+#: read-only NumPy float64 array (16,), so that it has a shape and converts to any float dtype.
+NF4_LEVELS = np.array(normal_float_levels(), np.float64)
+NF4_LEVELS.flags.writeable = False
 
 
 def quantize_nf4(w, *, block_size=64):

@@ -13,7 +13,7 @@ PUBLISHED = [-1.0, -0.6962, -0.5251, -0.3949, -0.2844, -0.1848, -0.0911, 0.0,
 
 
 def test_levels_match_the_published_table_and_have_an_exact_zero():
-    assert isinstance(NF4_LEVELS, tuple) and len(NF4_LEVELS) == 16
+    assert isinstance(NF4_LEVELS, np.ndarray) and NF4_LEVELS.shape == (16,) and not NF4_LEVELS.flags.writeable
     np.testing.assert_allclose(NF4_LEVELS, PUBLISHED, atol=6e-5)
     assert NF4_LEVELS[0] == -1.0 and NF4_LEVELS[7] == 0.0 and NF4_LEVELS[15] == 1.0
     assert all(a < b for a, b in zip(NF4_LEVELS, NF4_LEVELS[1:]))
@@ -28,7 +28,7 @@ def test_levels_rebuilt_with_scipy_from_the_papers_construction():
     negative = -norm.ppf(np.linspace(delta, 0.5, 8))[:-1]
     expected = np.sort(np.concatenate([positive, negative])) / positive[0]
     np.testing.assert_allclose(NF4_LEVELS, expected, rtol=0, atol=1e-12)
-    assert normal_float_levels() == NF4_LEVELS
+    assert np.array_equal(normal_float_levels(), NF4_LEVELS)
 
 
 @pytest.fixture(scope="module")
