@@ -16,7 +16,12 @@ CHAPTERS = (
     "transformers",
     "sequence_models",
     "graphs",
+    "generative",
     "diffusion",
+    "self_supervised",
+    "reinforcement",
     "uncertainty",
     "theory",
+    "efficiency",
+    "niche",
 )
