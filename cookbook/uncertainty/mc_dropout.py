@@ -35,7 +35,7 @@ Legend
      - ``(D,)``, scalar
    * - :math:`f`, :math:`W_l`
      - the network, a ReLU MLP; the weights of layer :math:`l`
-     - ``apply``, ``params[l]["W"]``
+     - ``apply``, ``layer["W"]`` for each ``layer`` of ``params``
      - ``(sizes[l], sizes[l + 1])``
    * - :math:`z_{t,l,j}`, :math:`p`
      - whether unit :math:`j` of layer :math:`l` is kept in pass :math:`t`; the drop rate
