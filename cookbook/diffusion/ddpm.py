@@ -358,6 +358,11 @@ def two_moons(key, num_points, noise=0.1):
     """``num_points`` points (num_points, 2) on two interleaved half circles with Gaussian jitter
     ``noise``, centred and scaled to about unit variance per axis (as scikit-learn's ``make_moons``,
     then ``(x - (0.5, 0.25)) / (0.87, 0.5)``)."""
+    return labelled_two_moons(key, num_points, noise)[0]
+
+
+def labelled_two_moons(key, num_points, noise=0.1):
+    """``(points, labels)``: the points of ``two_moons`` and the moon of each, 0 (upper) or 1."""
     num_points = _checks.size(num_points, "num_points")
     _checks.positive(noise, "noise", allow_zero=True)
     k_angle, k_moon, k_noise = jax.random.split(key, 3)
@@ -366,7 +371,8 @@ def two_moons(key, num_points, noise=0.1):
     x = jnp.where(upper, jnp.cos(angle), 1.0 - jnp.cos(angle))
     y = jnp.where(upper, jnp.sin(angle), 0.5 - jnp.sin(angle))
     points = jnp.stack([x, y], axis=-1) + noise * jax.random.normal(k_noise, (num_points, 2))
-    return (points - jnp.array([[0.5, 0.25]])) / jnp.array([[0.87, 0.5]])
+    points = (points - jnp.array([[0.5, 0.25]])) / jnp.array([[0.87, 0.5]])
+    return points, jnp.where(upper, 0, 1).astype(jnp.int32)
 
 
 def denoiser_init(key, data_dim, hidden=64):

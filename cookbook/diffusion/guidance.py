@@ -166,7 +166,7 @@ import jax.numpy as jnp
 from cookbook import _checks
 from cookbook._memo import cached
 from cookbook.diffusion.ddim import ddim_step
-from cookbook.diffusion.ddpm import _fit, _net, _rows, _schedule, q_sample
+from cookbook.diffusion.ddpm import _fit, _net, _rows, _schedule, labelled_two_moons, q_sample
 from cookbook.optimization.adam import adam
 
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
@@ -205,15 +205,7 @@ def classifier_guidance(eps, grad_log_prob, alpha_bar_t, scale):
 
 def labelled_moons(key, num_points, noise=0.1):
     """``(points, labels)``: the two moons of :doc:`ddpm` with the moon of each point, 0 or 1."""
-    num_points = _checks.size(num_points, "num_points")
-    _checks.positive(noise, "noise", allow_zero=True)
-    k_angle, k_moon, k_noise = jax.random.split(key, 3)
-    angle = jnp.pi * jax.random.uniform(k_angle, (num_points,))
-    upper = jax.random.bernoulli(k_moon, 0.5, (num_points,))
-    x = jnp.where(upper, jnp.cos(angle), 1.0 - jnp.cos(angle))
-    y = jnp.where(upper, jnp.sin(angle), 0.5 - jnp.sin(angle))
-    points = jnp.stack([x, y], axis=-1) + noise * jax.random.normal(k_noise, (num_points, 2))
-    return (points - jnp.array([[0.5, 0.25]])) / jnp.array([[0.87, 0.5]]), jnp.where(upper, 0, 1).astype(jnp.int32)
+    return labelled_two_moons(key, num_points, noise)
 
 
 def conditional_init(key, data_dim, num_classes, hidden=64):
