@@ -573,3 +573,37 @@ def doctest_setup() -> None:
 
     jax.config.update("jax_numpy_rank_promotion", "raise")
     np.set_printoptions(precision=4, suppress=True)
+    _atomic_compilation_cache_writes()
+
+
+def _atomic_compilation_cache_writes() -> None:
+    """Make JAX's persistent compilation cache write each entry whole or not at all.
+
+    Its file cache (JAX 0.10, without eviction) writes an entry in place, so a second process that
+    compiles the same program (two pytest workers, or Sphinx's doctest builder beside them) can read
+    a half-written file, and XLA aborts the process while deserialising it; this happened in a
+    ``make test`` run. Writing to a temporary file and renaming it over the entry's name, which is
+    atomic on one file system, leaves readers either no entry or a whole one. The cache with eviction
+    enabled locks instead, but scans the whole folder on every write, which is far slower here.
+    """
+    import os
+
+    from jax._src import lru_cache
+
+    if getattr(lru_cache.LRUCache.put, "atomic", False):
+        return
+    original = lru_cache.LRUCache.put
+
+    def put(self, key: str, value: bytes) -> None:
+        if not key or self.eviction_enabled:
+            return original(self, key, value)
+        path = os.fspath(self.path / f"{key}{lru_cache._CACHE_SUFFIX}")
+        if os.path.exists(path):
+            return
+        temporary = f"{path}.{os.getpid()}.partial"
+        with open(temporary, "wb") as f:
+            f.write(value)
+        os.replace(temporary, path)
+
+    put.atomic = True
+    lru_cache.LRUCache.put = put

@@ -66,3 +66,17 @@ def test_the_book_modules_a_recipe_imports_are_part_of_its_key():
     names = {s.decode() for s in sources[::2]}
     # unet imports conv2d and lenet's adam_step; lenet imports more in turn, and _memo itself counts.
     assert {"cookbook.convolution.unet", "cookbook.convolution.conv2d", "cookbook.convolution.lenet"} <= names
+
+
+def test_the_compilation_cache_writes_whole_entries(tmp_path):
+    # doctest_setup (run by conftest) replaces JAX's in-place write by a write-and-rename, so that a
+    # second process never reads a half-written entry.
+    from jax._src import lru_cache
+
+    assert getattr(lru_cache.LRUCache.put, "atomic", False)
+    cache = lru_cache.LRUCache(str(tmp_path), max_size=-1)
+    cache.put("k", b"value")
+    assert cache.get("k") == b"value"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["k-cache"]  # no temporary file is left
+    cache.put("k", b"other")  # an existing entry is kept, as before
+    assert cache.get("k") == b"value"
