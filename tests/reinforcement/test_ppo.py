@@ -7,6 +7,7 @@ import rlax
 from cookbook.reinforcement.actor_critic import gae
 from cookbook.reinforcement.dynamic_programming import grid_world
 from cookbook.reinforcement.ppo import clipped_surrogate_loss, ppo_policy_loss
+from rl_helpers import sample_episode
 
 T = 11
 loss = jax.jit(clipped_surrogate_loss)
@@ -72,13 +73,7 @@ def test_tabular_ppo_learns_the_grid_world():
     S, A = rewards_table.shape
 
     def episode(params, key):
-        def step(state, key):
-            k_a, k_s = jax.random.split(key)
-            action = jax.random.categorical(k_a, params["logits"][state])
-            next_state = jax.random.categorical(k_s, jnp.log(transitions[state, action]))
-            return next_state, (state, action, rewards_table[state, action])
-        last, (states, actions, rewards) = jax.lax.scan(step, 0, jax.random.split(key, steps))
-        return jnp.append(states, last), actions, rewards
+        return sample_episode(transitions, rewards_table, params["logits"], key, steps)
 
     def loss(params, states, actions, advantages, old_log_probs, targets):
         policy = ppo_policy_loss(params["logits"][states[:-1]], old_log_probs, actions, advantages, 0.2)
