@@ -89,6 +89,19 @@ def layers(params, name: str = "params"):
     return params[0]["W"].shape[0], width
 
 
+def scalar_or_per_row(t, x, x_name: str, unit: str):
+    """A ``ValueError`` unless ``t`` is a scalar or has one entry per row of ``x`` (named ``x_name``);
+    ``unit`` says what an entry is ("step", "time")."""
+    if t.ndim == 1 and x.ndim >= 1:
+        if t.shape[0] != x.shape[0]:
+            raise ValueError(f"t must be a scalar or have shape ({x.shape[0]},) (one {unit} for each row of "
+                             f"{x_name}, of shape {tuple(x.shape)}), got shape {tuple(t.shape)}")
+    elif t.ndim != 0:
+        raise ValueError(f"t must be a scalar or have shape (B,) (one {unit} for each row of {x_name}, "
+                         f"of shape {tuple(x.shape)}), got shape {tuple(t.shape)}")
+    return t
+
+
 def int_array(x, name: str, *, ndim=None, min_ndim=None, what: str = ""):
     """``x`` as an integer JAX array (labels, token ids, positions); a ``TypeError`` otherwise."""
     x = _as_array(x, name)

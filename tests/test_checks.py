@@ -109,3 +109,13 @@ def test_layers_reads_the_widths_and_names_the_broken_layer():
         _checks.layers([{"W": jnp.ones((3, 5)), "b": jnp.zeros(4)}])
     with pytest.raises(TypeError, match=r"params must be a non-empty list of \{'W', 'b'\} layers, got dict"):
         _checks.layers({"W": jnp.ones((3, 5))})
+
+
+def test_scalar_or_per_row_names_what_each_entry_is():
+    x = jnp.ones((4, 2))
+    _checks.scalar_or_per_row(jnp.array(3), x, "x0", "step")
+    _checks.scalar_or_per_row(jnp.arange(4), x, "x0", "step")
+    with pytest.raises(ValueError, match=r"t must be a scalar or have shape \(4,\) \(one time for each row of xt"):
+        _checks.scalar_or_per_row(jnp.arange(3), x, "xt", "time")
+    with pytest.raises(ValueError, match=r"t must be a scalar or have shape \(B,\)"):
+        _checks.scalar_or_per_row(jnp.ones((2, 2)), x, "x0", "step")

@@ -269,13 +269,7 @@ def alpha_bar_schedule(betas):
 def _steps(t, x, x_name, schedule_name, T, *, low=0):
     """``t`` as int indices, a scalar or one per row of ``x``, within ``[low, T)`` when concrete."""
     t = _checks.int_array(t, "t")
-    if t.ndim == 1 and x.ndim >= 1:
-        if t.shape[0] != x.shape[0]:
-            raise ValueError(f"t must be a scalar or have shape ({x.shape[0]},) (one step for each row of "
-                             f"{x_name}, of shape {tuple(x.shape)}), got shape {tuple(t.shape)}")
-    elif t.ndim != 0:
-        raise ValueError(f"t must be a scalar or have shape (B,) (one step for each row of {x_name}, "
-                         f"of shape {tuple(x.shape)}), got shape {tuple(t.shape)}")
+    _checks.scalar_or_per_row(t, x, x_name, "step")
     _checks.check_range(t, f"t (an index into {schedule_name} of length {T})", low, T)
     return t
 

@@ -172,13 +172,7 @@ JIT = {
 def _times(t, x, x_name):
     """``t`` as float times, a scalar or one per row of ``x``, within [0, 1] when concrete."""
     t = _checks.float_array(t, "t")
-    if t.ndim == 1 and x.ndim >= 1:
-        if t.shape[0] != x.shape[0]:
-            raise ValueError(f"t must be a scalar or have shape ({x.shape[0]},) (one time for each row of "
-                             f"{x_name}, of shape {tuple(x.shape)}), got shape {tuple(t.shape)}")
-    elif t.ndim != 0:
-        raise ValueError(f"t must be a scalar or have shape (B,) (one time for each row of {x_name}, "
-                         f"of shape {tuple(x.shape)}), got shape {tuple(t.shape)}")
+    _checks.scalar_or_per_row(t, x, x_name, "time")
     if _checks.is_concrete(t) and t.size:
         values = np.asarray(t)
         if not np.isnan(values).any() and (values.min() < 0 or values.max() > 1):
