@@ -574,6 +574,56 @@ def doctest_setup() -> None:
     jax.config.update("jax_numpy_rank_promotion", "raise")
     np.set_printoptions(precision=4, suppress=True)
     _atomic_compilation_cache_writes()
+    release_compiled_programs()
+
+
+# How many memory mappings this process may hold (Linux's vm.max_map_count), read once; None where
+# there is no /proc to tell.
+_MAX_MAPS: list[int | None] = []
+_MAPS_CHECKED_AT = [float("-inf")]
+
+
+def _memory_mappings() -> int | None:
+    try:
+        with open("/proc/self/maps", "rb") as f:
+            return f.read().count(b"\n")
+    except OSError:
+        return None
+
+
+def release_compiled_programs(*, fraction: float = 0.5, every_s: float = 5.0) -> bool:
+    """Drop JAX's in-memory caches of compiled programs when this process holds many of them.
+
+    Every program that XLA compiles for the CPU stays loaded for the life of the process (JAX keeps
+    it for the next call with the same shapes) and holds about three memory mappings. Linux caps the
+    mappings of one process (``vm.max_map_count``, 65530 by default); a long run that compiles tens
+    of thousands of programs, as a pytest worker does across the book's tests and bad-input replays,
+    reaches the cap, the next mapping fails inside XLA's compiler, and the process dies of a
+    segmentation fault. When the mappings pass ``fraction`` of the cap, this clears JAX's caches
+    (``jax.clear_caches``), which unloads the programs; later calls compile again, or read the
+    persistent compilation cache. Counting the mappings reads ``/proc/self/maps`` (about 30 ms at
+    30 000 of them), so it is done at most once every ``every_s`` seconds. Returns whether it cleared.
+    """
+    import gc
+    import time
+
+    now = time.monotonic()
+    if now - _MAPS_CHECKED_AT[0] < every_s:
+        return False
+    _MAPS_CHECKED_AT[0] = now
+    if not _MAX_MAPS:
+        try:
+            _MAX_MAPS.append(int(Path("/proc/sys/vm/max_map_count").read_text()))
+        except (OSError, ValueError):
+            _MAX_MAPS.append(None)
+    mappings = _memory_mappings()
+    if _MAX_MAPS[0] is None or mappings is None or mappings < fraction * _MAX_MAPS[0]:
+        return False
+    import jax
+
+    jax.clear_caches()
+    gc.collect()
+    return True
 
 
 def _atomic_compilation_cache_writes() -> None:
