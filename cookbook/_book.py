@@ -631,8 +631,10 @@ def _atomic_compilation_cache_writes() -> None:
 
     Its file cache (JAX 0.10, without eviction) writes an entry in place, so a second process that
     compiles the same program (two pytest workers, or Sphinx's doctest builder beside them) can read
-    a half-written file, and XLA aborts the process while deserialising it; this happened in a
-    ``make test`` run. Writing to a temporary file and renaming it over the entry's name, which is
+    a half-written file, and XLA may abort the process while deserialising it. (A worker that died
+    while deserialising an entry, in a ``make test`` run, is more likely to have met the mapping cap
+    of :func:`release_compiled_programs`; the race is real either way.) Writing to a temporary file
+    and renaming it over the entry's name, which is
     atomic on one file system, leaves readers either no entry or a whole one. The cache with eviction
     enabled locks instead, but scans the whole folder on every write, which is far slower here.
     """
