@@ -19,6 +19,7 @@ sets generated in code (two moons).
 
 #: The recipes in reading order.
 RECIPES = (
+    "autoencoder",
     "vae",
     "realnvp",
 )
