@@ -22,4 +22,5 @@ RECIPES = (
     "lora",
     "quantization",
     "nf4",
+    "speculative_decoding",
 )
