@@ -22,5 +22,6 @@ RECIPES = (
     "lora",
     "quantization",
     "nf4",
+    "distillation",
     "speculative_decoding",
 )
