@@ -21,5 +21,6 @@ sets generated in code (two moons).
 RECIPES = (
     "autoencoder",
     "vae",
+    "vq_vae",
     "realnvp",
 )
