@@ -23,5 +23,6 @@ RECIPES = (
     "quantization",
     "nf4",
     "distillation",
+    "pruning",
     "speculative_decoding",
 )
