@@ -22,5 +22,6 @@ RECIPES = (
     "autoencoder",
     "vae",
     "vq_vae",
+    "gan",
     "realnvp",
 )

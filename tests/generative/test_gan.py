@@ -1,0 +1,140 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from scipy.optimize import minimize
+from scipy.spatial.distance import jensenshannon
+from scipy.stats import norm
+
+from cookbook.generative.gan import (discriminate, discriminator_loss, fit, generate, generator_loss, init,
+                                     optimal_discriminator)
+
+# Two one-dimensional Gaussians: the data p and a generator's samples q.
+P, Q = norm(0.0, 1.0), norm(1.5, 0.7)
+
+
+def test_discriminator_loss_is_binary_cross_entropy_as_in_optax():
+    rng = np.random.default_rng(0)
+    real, fake = rng.normal(size=7).astype(np.float32) * 3, rng.normal(size=5).astype(np.float32) * 3
+    want = np.mean(optax.sigmoid_binary_cross_entropy(real, np.ones(7))) \
+        + np.mean(optax.sigmoid_binary_cross_entropy(fake, np.zeros(5)))
+    np.testing.assert_allclose(discriminator_loss(real, fake), want, rtol=1e-6)
+    # From logits it stays finite where probabilities would round to 0 or 1.
+    assert np.isfinite(float(discriminator_loss(np.array([-200.0], np.float32), np.array([200.0], np.float32))))
+
+
+def test_generator_gradients_saturate_for_the_minimax_loss_only():
+    logits = np.array([-12.0, -4.0, 0.0, 3.0, 9.0], np.float32)
+    ns = jax.grad(generator_loss)(logits)
+    mm = jax.grad(lambda l: generator_loss(l, non_saturating=False))(logits)
+    sigmoid = 1 / (1 + np.exp(-logits.astype(np.float64)))
+    np.testing.assert_allclose(ns, -(1 - sigmoid) / 5, rtol=1e-5)  # -sigma(-l) / B
+    np.testing.assert_allclose(mm, -sigmoid / 5, rtol=1e-5, atol=1e-12)  # -sigma(l) / B
+    assert abs(float(mm[0])) < 1e-5 < 0.19 < abs(float(ns[0]))  # a rejected sample: only ns has a gradient
+    # The same fixed point: both losses fall as the discriminator is fooled more.
+    assert float(generator_loss(logits + 1)) < float(generator_loss(logits))
+    assert float(generator_loss(logits + 1, non_saturating=False)) < float(generator_loss(logits, non_saturating=False))
+
+
+def test_logistic_regression_on_x_and_x_squared_recovers_the_optimal_discriminator():
+    rng = np.random.default_rng(1)
+    real = P.rvs(20_000, random_state=rng).astype(np.float32)
+    fake = Q.rvs(20_000, random_state=rng).astype(np.float32)
+    features = lambda x: jnp.stack([jnp.ones_like(x), x, x**2], axis=-1)  # noqa: E731
+
+    @jax.jit
+    def loss_and_grad(w):
+        return jax.value_and_grad(lambda w: discriminator_loss(features(real) @ w, features(fake) @ w))(w)
+
+    w = minimize(lambda w: [np.float64(a) if i == 0 else np.asarray(a, np.float64) for i, a in
+                            enumerate(loss_and_grad(jnp.asarray(w, jnp.float32)))],
+                 np.zeros(3), jac=True, method="L-BFGS-B").x
+    grid = np.linspace(-2.0, 3.0, 11).astype(np.float32)
+    trained = 1 / (1 + np.exp(-(np.stack([np.ones_like(grid), grid, grid**2], -1) @ w)))
+    best = optimal_discriminator(P.logpdf(grid).astype(np.float32), Q.logpdf(grid).astype(np.float32))
+    np.testing.assert_allclose(trained, best, atol=0.03)
+    np.testing.assert_allclose(best, P.pdf(grid) / (P.pdf(grid) + Q.pdf(grid)), rtol=1e-5, atol=1e-6)
+
+
+def test_value_at_the_optimal_discriminator_is_minus_log_4_plus_twice_the_jsd():
+    x = np.linspace(-8.0, 8.0, 4001)
+    dx = x[1] - x[0]
+    p, q = P.pdf(x), Q.pdf(x)
+    jsd = jensenshannon(p, q) ** 2  # scipy: the square root of the divergence, natural logarithm
+    D = np.asarray(optimal_discriminator(P.logpdf(x), Q.logpdf(x)), np.float64)  # float32 values
+    # Where D rounds to 0 or 1 in float32, the density that multiplies its logarithm is below 1e-7.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(D > 0, p * np.log(D), 0.0) + np.where(D < 1, q * np.log1p(-D), 0.0)
+    value = np.sum(terms) * dx
+    np.testing.assert_allclose(value, -np.log(4) + 2 * jsd, atol=1e-4)
+    # The same value, by Monte Carlo, from discriminator_loss at the optimal logits log p - log q.
+    rng = np.random.default_rng(2)
+    real, fake = P.rvs(100_000, random_state=rng), Q.rvs(100_000, random_state=rng)
+    logit = lambda x: (P.logpdf(x) - Q.logpdf(x)).astype(np.float32)  # noqa: E731
+    np.testing.assert_allclose(-float(discriminator_loss(logit(real), logit(fake))), value, atol=0.01)
+    # With q = p the value is -log 4 and the optimal discriminator is one half everywhere.
+    assert float(discriminator_loss(np.zeros(3, np.float32), np.zeros(5, np.float32))) == pytest.approx(np.log(4))
+
+
+def ring(n, seed, modes=8, radius=2.0, std=0.05):
+    rng = np.random.default_rng(seed)
+    angle = 2 * np.pi * rng.integers(0, modes, n) / modes
+    return (np.stack([radius * np.cos(angle), radius * np.sin(angle)], 1) + std * rng.normal(size=(n, 2))).astype(np.float32)
+
+
+def coverage(samples, modes=8, radius=2.0, std=0.05):
+    """Modes holding at least 2 % of the samples within 3 std, and the fraction of samples near any mode."""
+    angle = 2 * np.pi * np.arange(modes) / modes
+    centres = radius * np.stack([np.cos(angle), np.sin(angle)], 1)
+    distance = np.sqrt(((samples[:, None] - centres[None]) ** 2).sum(-1))  # (N, modes)
+    near = distance.min(1) < 3 * std
+    counts = np.bincount(distance.argmin(1)[near], minlength=modes)
+    return int((counts > 0.02 * len(samples)).sum()), float(near.mean())
+
+
+def numpy_init(seed, *, latent, hidden, data_dim):
+    """init's shapes and scales, drawn by NumPy: compiling init's random draws costs more than a run."""
+    rng = np.random.default_rng(seed)
+
+    def mlp(sizes):
+        return [{"W": (rng.normal(size=(a, b)) / np.sqrt(a)).astype(np.float32), "b": np.zeros(b, np.float32)}
+                for a, b in zip(sizes[:-1], sizes[1:])]
+
+    params = {"generator": mlp((latent, hidden, hidden, data_dim)), "discriminator": mlp((data_dim, hidden, hidden, 1))}
+    shapes = jax.eval_shape(lambda k: init(k, latent=latent, hidden=hidden, data_dim=data_dim), jax.random.key(0))
+    assert jax.tree.map(lambda s: s.shape, shapes) == jax.tree.map(np.shape, params)
+    return params
+
+
+def test_it_learns_a_ring_of_gaussians():
+    params0 = numpy_init(0, latent=2, hidden=16, data_dim=2)
+    params, d_losses, g_losses = fit(params0, jax.random.key(1), jnp.asarray(ring(4096, 0)),
+                                     steps=2000, batch=128, learning_rate=2e-3)
+    z = np.random.default_rng(5).normal(size=(2000, 2)).astype(np.float32)
+    sample = jax.jit(jax.vmap(generate, in_axes=(None, 0)))
+    modes0, near0 = coverage(np.asarray(sample(params0, z)))
+    modes, near = coverage(np.asarray(sample(params, z)))
+    assert modes0 == 0 and near0 < 0.01  # untrained: a blob at the centre
+    assert modes >= 7 and near > 0.5  # all 8 modes, about 67 % of the samples near one
+    # Near the equilibrium D is about 1/2: the losses approach log 4 and log 2.
+    assert abs(float(d_losses[-100:].mean()) - np.log(4)) < 0.06
+    assert abs(float(g_losses[-100:].mean()) - np.log(2)) < 0.06
+
+
+def test_bad_input_gets_a_clear_error():
+    params = numpy_init(0, latent=3, hidden=5, data_dim=2)
+    with pytest.raises(ValueError, match="z"):
+        generate(params, np.zeros(7, np.float32))
+    with pytest.raises(TypeError, match="x"):
+        discriminate(params, np.zeros(2, np.int32))
+    with pytest.raises(ValueError, match="real_logits"):
+        discriminator_loss(np.zeros((3, 1), np.float32), np.zeros(3, np.float32))
+    with pytest.raises(TypeError, match="non_saturating"):
+        generator_loss(np.zeros(3, np.float32), non_saturating=1)
+    with pytest.raises(ValueError, match="log_q"):
+        optimal_discriminator(np.zeros(3, np.float32), np.zeros(5, np.float32))
+    with pytest.raises(ValueError, match="discriminator"):
+        generate({**params, "discriminator": params["discriminator"][:1]}, np.zeros(3, np.float32))
+    with pytest.raises(TypeError, match="hidden"):
+        init(jax.random.key(0), latent=3, hidden=2.5, data_dim=2)
