@@ -22,6 +22,7 @@ RECIPES = (
     "lora",
     "quantization",
     "nf4",
+    "gptq",
     "distillation",
     "pruning",
     "speculative_decoding",
