@@ -26,4 +26,5 @@ RECIPES = (
     "distillation",
     "pruning",
     "speculative_decoding",
+    "mixed_precision",
 )
