@@ -107,11 +107,10 @@ ticket). The ticket's advantage over a fresh start appears at higher sparsity an
 
 .. plot::
 
-   import jax, jax.numpy as jnp
    from cookbook.efficiency.pruning import magnitude_mask, n_m_mask, wanda_mask
-   k_w, k_x = jax.random.split(jax.random.key(0))
-   W = jax.random.normal(k_w, (16, 12))
-   X = jax.random.normal(k_x, (32, 16)) * jnp.where(jnp.arange(16) % 5 == 0, 8.0, 1.0)[None, :]
+   rng = np.random.default_rng(0)
+   W = rng.standard_normal((16, 12)).astype(np.float32)
+   X = (rng.standard_normal((32, 16)) * np.where(np.arange(16) % 5 == 0, 8.0, 1.0)).astype(np.float32)
    masks = {"magnitude, 50 %": magnitude_mask(W, sparsity=0.5), "2:4": n_m_mask(W, n=2, m=4),
             "Wanda, 50 % (rows 0, 5, 10, 15: outlier inputs)": wanda_mask(W, X, sparsity=0.5)}
    fig, axes = plt.subplots(1, 3, figsize=(9, 3.2))
