@@ -23,5 +23,6 @@ RECIPES = (
     "vae",
     "vq_vae",
     "gan",
+    "wasserstein_gan",
     "realnvp",
 )

@@ -154,7 +154,7 @@ of the samples within 3 standard deviations of a mode (it asks for half), agains
 untrained generator; the two losses end within 0.06 of :math:`\log 4` and :math:`\log 2`, their
 values when :math:`D = 1/2`. The ring is the usual test of mode collapse
 :footcite:p:`metz2017unrolled`; here it does not happen, but with other sizes, rates and seeds a
-GAN often settles on a few modes, and unrolled GANs and the Wasserstein critic of the next page are
+GAN often settles on a few modes, and unrolled GANs and the critic of :doc:`wasserstein_gan` are
 two of the cures proposed.
 """
 
