@@ -43,4 +43,4 @@ the data.
 
 #: The recipes in reading order.
 RECIPES = ("ddpm", "ddim", "score_matching", "edm", "guidance", "flow_matching", "rectified_flow",
-           "consistency_models", "diffusion_transformer")
+           "consistency_models", "diffusion_transformer", "masked_diffusion")
