@@ -25,4 +25,5 @@ RECIPES = (
     "gan",
     "wasserstein_gan",
     "realnvp",
+    "autoregressive",
 )
