@@ -26,4 +26,5 @@ RECIPES = (
     "wasserstein_gan",
     "realnvp",
     "autoregressive",
+    "energy_based",
 )
