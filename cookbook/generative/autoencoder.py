@@ -172,9 +172,9 @@ def init(key, *, D, K, dtype=jnp.float32):
     """Encoder and decoder weights for ``D`` inputs and a code of ``K``: Gaussian with variance
     ``1 / fan_in``, biases zero."""
     D, K = _checks.size(D, "D"), _checks.size(K, "K")
-    k_e, k_d = jax.random.split(key)
-    return {"W_e": jax.random.normal(k_e, (D, K), dtype) / jnp.sqrt(D).astype(dtype), "b_e": jnp.zeros((K,), dtype),
-            "W_d": jax.random.normal(k_d, (K, D), dtype) / jnp.sqrt(K).astype(dtype), "b_d": jnp.zeros((D,), dtype)}
+    draw = jax.random.normal(key, (2, D * K), dtype)  # one draw for both weight matrices
+    return {"W_e": draw[0].reshape(D, K) / jnp.sqrt(D).astype(dtype), "b_e": jnp.zeros((K,), dtype),
+            "W_d": draw[1].reshape(K, D) / jnp.sqrt(K).astype(dtype), "b_d": jnp.zeros((D,), dtype)}
 
 
 def _check(params, x, activation, name="x"):

@@ -203,9 +203,16 @@ def optimal_discriminator(log_p, log_q):
 
 
 def _mlp_init(key, sizes, dtype):
-    keys = jax.random.split(key, len(sizes) - 1)
-    return [{"W": jax.random.normal(k, (n_in, n_out), dtype) / jnp.sqrt(n_in).astype(dtype),
-             "b": jnp.zeros((n_out,), dtype)} for k, n_in, n_out in zip(keys, sizes[:-1], sizes[1:])]
+    """Layers with Gaussian weights of variance ``1 / fan_in``, cut from one draw (one compiled
+    program, whatever the sizes), and zero biases."""
+    shapes = list(zip(sizes[:-1], sizes[1:]))
+    draw = jax.random.normal(key, (sum(a * b for a, b in shapes),), dtype)
+    layers, start = [], 0
+    for n_in, n_out in shapes:
+        W = draw[start:start + n_in * n_out].reshape(n_in, n_out) / jnp.sqrt(n_in).astype(dtype)
+        layers.append({"W": W, "b": jnp.zeros((n_out,), dtype)})
+        start += n_in * n_out
+    return layers
 
 
 def init(key, *, latent, hidden, data_dim, dtype=jnp.float32):

@@ -102,7 +102,7 @@ def test_it_learns_a_linear_autoencoder_spans_the_principal_subspace(digits, tra
     X = np.asarray(digits, np.float64)
     pca = PCA(3).fit(X)
     angles = np.degrees(subspace_angles(np.asarray(plain["W_d"], np.float64).T, pca.components_.T))
-    assert angles.max() < 3.0  # about 1.6 degrees after 400 steps
+    assert angles.max() < 3.0  # about 1.0 degree after 400 steps
     # Its error is PCA's: the variance of the discarded directions.
     pca_error = np.mean(np.sum((pca.inverse_transform(pca.transform(X)) - X) ** 2, axis=1))
     ae_error = np.mean(np.sum((_numpy_reconstruct(plain, X) - X) ** 2, axis=1))
