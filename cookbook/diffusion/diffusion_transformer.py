@@ -105,7 +105,7 @@ best and the cheapest. Zero-initialising the last scale of each residual branch 
 
 The loss is the noise prediction of :doc:`ddpm`, on images: draw a step, noise the image in
 closed form with ``q_sample``, and regress the noise (``loss``). Trained for 200 Adam steps on
-scikit-learn's digits (8 by 8 pixels, 16 patches of 2 by 2), a DiT of two blocks of width 32 brings
+scikit-learn's digits (8 by 8 pixels, 16 patches of 2 by 2), a DiT of one block of width 32 brings
 the loss from 1 (the mean square of the noise, which the untrained network leaves unexplained) to
 below 0.2.
 
@@ -439,5 +439,5 @@ def digits(split="train"):
         raise ValueError(f'split must be "train" or "test", got {split!r}')
     data = load_digits()
     rows = slice(0, 1500) if split == "train" else slice(1500, None)
-    images = jnp.asarray(data.images[rows] / 8.0 - 1.0, jnp.float32)[..., None]
+    images = jnp.asarray((data.images[rows] / 8.0 - 1.0)[..., None], jnp.float32)
     return images, jnp.asarray(data.target[rows], jnp.int32)

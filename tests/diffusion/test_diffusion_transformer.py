@@ -23,12 +23,17 @@ ALPHA_BAR = alpha_bar_schedule(linear_beta_schedule(100, 1e-3, 0.2))
 SMALL = dict(image_size=4, patch_size=2, channels=1, d_model=D, num_heads=H, num_layers=2, num_classes=3)
 
 
+def _rng(seed, *shape):
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
 def _random_block(seed):
-    """A block whose adaLN regression is not zero, so that every branch is open."""
-    k_block, k_w, k_b = jax.random.split(jax.random.key(seed), 3)
-    block = block_init(k_block, D, H)
-    block["W_ada"] = 0.3 * jax.random.normal(k_w, (D, 6 * D))
-    block["b_ada"] = 0.3 * jax.random.normal(k_b, (6 * D,))
+    """A block whose adaLN regression is not zero, so that every branch is open (NumPy draws: no
+    compilation for them)."""
+    block = block_init(jax.random.key(seed), D, H)
+    rng = np.random.default_rng(seed)
+    block["W_ada"] = (0.3 * rng.standard_normal((D, 6 * D))).astype(np.float32)
+    block["b_ada"] = (0.3 * rng.standard_normal(6 * D)).astype(np.float32)
     return block
 
 
@@ -61,8 +66,8 @@ def _np_block(p, x, c):
 
 
 def test_block_is_exactly_the_identity_at_initialisation():
-    x = jax.random.normal(jax.random.key(0), (N, D)) * 5.0
-    c = jax.random.normal(jax.random.key(1), (D,))
+    x = (5.0 * np.random.default_rng(0).standard_normal((N, D))).astype(np.float32)
+    c = np.random.default_rng(1).standard_normal(D).astype(np.float32)
     block = block_init(jax.random.key(2), D, H)
     np.testing.assert_array_equal(dit_block(block, x, c), x)  # bit for bit, for any condition
     assert not np.allclose(dit_block(_random_block(3), x, c), x)  # and not once the gates open
@@ -70,30 +75,30 @@ def test_block_is_exactly_the_identity_at_initialisation():
 
 def test_block_matches_a_numpy_float64_reference():
     block = _random_block(4)
-    x = jax.random.normal(jax.random.key(5), (N, D))
-    c = jax.random.normal(jax.random.key(6), (D,))
+    x = _rng(5, N, D)
+    c = _rng(6, D)
     np.testing.assert_allclose(dit_block(block, x, c), _np_block(block, x, c), rtol=1e-4, atol=1e-5)
 
 
 def test_block_is_equivariant_to_permuting_the_tokens():
     # Positions are added before the first block; the block itself treats the tokens as a set.
     block = _random_block(7)
-    x = jax.random.normal(jax.random.key(8), (N, D))
-    c = jax.random.normal(jax.random.key(9), (D,))
+    x = _rng(8, N, D)
+    c = _rng(9, D)
     perm = np.array([3, 0, 6, 1, 5, 2, 4])
     np.testing.assert_allclose(_block(block, x[perm], c), _block(block, x, c)[perm], rtol=1e-5, atol=1e-5)
 
 
 def test_patchify_and_unpatchify_are_inverse():
-    image = jax.random.normal(jax.random.key(10), (6, 6, 5))
+    image = _rng(10, 6, 6, 5)
     np.testing.assert_array_equal(unpatchify(patchify(image, 3), 6, 3, 5), image)
 
 
 def test_with_the_gates_shut_only_the_gates_get_a_gradient():
     block = block_init(jax.random.key(13), D, H)
-    x = jax.random.normal(jax.random.key(14), (N, D))
-    c = jax.random.normal(jax.random.key(15), (D,))
-    r = jax.random.normal(jax.random.key(16), (N, D))
+    x = _rng(14, N, D)
+    c = _rng(15, D)
+    r = _rng(16, N, D)
     grads = jax.grad(lambda p: jnp.sum(_block(p, x, c) * r))(block)
     flat = {jax.tree_util.keystr(path): g for path, g in jax.tree_util.tree_leaves_with_path(grads)}
     moving = {k for k, g in flat.items() if float(jnp.abs(g).max()) > 0}
@@ -104,7 +109,7 @@ def test_with_the_gates_shut_only_the_gates_get_a_gradient():
 def trained():
     images, labels = digits("train")
     params = init(jax.random.key(0), image_size=8, patch_size=2, channels=1, d_model=32, num_heads=2,
-                  num_layers=2, num_classes=10)
+                  num_layers=1, num_classes=10)  # one block: the smallest program
     trained, losses = train(params, images, labels, jax.random.key(1), alpha_bar=ALPHA_BAR, patch_size=2,
                             steps=200)
     return params, trained, losses
@@ -120,24 +125,25 @@ def test_it_learns_to_predict_the_noise_of_digits(trained):
 
 def test_bad_input_gets_a_clear_error():
     block = block_init(jax.random.key(0), D, H)
-    x, c = jnp.zeros((N, D)), jnp.zeros((D,))
+    x, c = np.zeros((N, D), np.float32), np.zeros(D, np.float32)
     with pytest.raises(ValueError, match="x must have shape"):
-        dit_block(block, jnp.zeros((N, D + 1)), c)
+        dit_block(block, np.zeros((N, D + 1), np.float32), c)
     with pytest.raises(ValueError, match="c must have shape"):
-        dit_block(block, x, jnp.zeros((D + 2,)))
+        dit_block(block, x, np.zeros(D + 2, np.float32))
     with pytest.raises(TypeError, match="x must be a floating-point array"):
-        dit_block(block, jnp.zeros((N, D), jnp.int32), c)
+        dit_block(block, np.zeros((N, D), np.int32), c)
     with pytest.raises(ValueError, match="num_heads must divide d_model"):
         block_init(jax.random.key(0), 10, 3)
-    params = init(jax.random.key(1), **SMALL)
-    image = jnp.zeros((4, 4, 1))
+    # zeros of the right shapes, traced but not compiled: the checks run before any computation
+    params = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), jax.eval_shape(lambda: init(jax.random.key(1), **SMALL)))
+    image = np.zeros((4, 4, 1), np.float32)
     with pytest.raises(ValueError, match="label must lie in"):
         dit(params, image, jnp.float32(0.5), 3, patch_size=2)
     with pytest.raises(ValueError, match="image must be square"):
-        dit(params, jnp.zeros((4, 6, 1)), jnp.float32(0.5), 0, patch_size=2)
+        dit(params, np.zeros((4, 6, 1), np.float32), jnp.float32(0.5), 0, patch_size=2)
     with pytest.raises(ValueError, match="params"):  # two channels, params made for one
-        dit(params, jnp.zeros((4, 4, 2)), jnp.float32(0.5), 0, patch_size=2)
+        dit(params, np.zeros((4, 4, 2), np.float32), jnp.float32(0.5), 0, patch_size=2)
     with pytest.raises(TypeError, match="patch_size must be an int"):
         dit(params, image, jnp.float32(0.5), 0, patch_size=2.0)
     with pytest.raises(ValueError, match="labels must have shape"):
-        loss(params, jnp.zeros((3, 4, 4, 1)), jnp.array([0, 1]), jax.random.key(0), ALPHA_BAR, 2)
+        loss(params, np.zeros((3, 4, 4, 1), np.float32), jnp.array([0, 1]), jax.random.key(0), ALPHA_BAR, 2)
