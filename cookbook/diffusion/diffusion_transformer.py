@@ -251,7 +251,7 @@ def _block(params, x, c):
 def dit_block(params, x, c):
     """One DiT block with adaLN-Zero on the tokens ``x`` (N, D), conditioned on ``c`` (D,).
 
-    Returns (N, D); with the parameters of :func:`block_init` (zero ``W_ada`` and ``b_ada``) it
+    Returns (N, D); with the parameters of ``block_init`` (zero ``W_ada`` and ``b_ada``) it
     returns ``x`` exactly.
     """
     D = _check_block(params)
@@ -320,7 +320,7 @@ def _init(key, patch_dim, d_model, num_heads, num_layers, num_classes):
 
 
 def _check_params(params, image_shape, patch_size):
-    """``params`` shaped as :func:`init` makes them for images of ``image_shape``."""
+    """``params`` shaped as ``init`` makes them for images of ``image_shape``."""
     try:
         (d_model, K), layers = params["E_y"].shape[::-1], params["blocks"]["W_ada"].shape[0]
         H = params["blocks"]["attn"]["W_q"].shape[2]
@@ -410,7 +410,7 @@ def loss(params, images, labels, key, alpha_bar, patch_size):
 
 @cached
 def train(params, images, labels, key, *, alpha_bar, patch_size, steps, batch_size=64, learning_rate=3e-3):
-    """``steps`` Adam steps on :func:`loss` over batches of ``batch_size`` images drawn with
+    """``steps`` Adam steps on ``loss`` over batches of ``batch_size`` images drawn with
     replacement, the step size decayed along a cosine (the training loop of :doc:`ddpm`).
 
     Returns the trained parameters and the loss of each step, shape (steps,).

@@ -157,8 +157,9 @@ three (a uniform draw has period three with probability :math:`7^{-6}`); the tes
 ``vocab_size + 1`` values while the network's logits have ``vocab_size``. The loss returned by
 ``weighted_masked_cross_entropy`` is in nats per sequence; ``loss`` divides by :math:`L` and
 averages over the batch. A concrete id out of range or a NaN level raises an error; under
-:func:`jax.jit` they cannot be checked, an id out of range reads NaN from ``jnp.take`` with
-``mode="fill"``, and a NaN level masks nothing.
+:func:`jax.jit` they cannot be checked: a clean token out of range reads a NaN log-probability
+(``jnp.take_along_axis`` with ``mode="fill"``), a masked token out of range enters the network as
+an all-zero one-hot row, and a NaN level masks nothing.
 
 **Other schedules.** Any decreasing :math:`\alpha_t` from 1 to 0 gives the same bound in
 continuous time with its own weight :math:`-\alpha_t'/(1 - \alpha_t)`; a change of variable from
@@ -313,7 +314,7 @@ def loss(params, x, key):
 
 @cached
 def train(params, data, key, *, steps, batch_size=128, learning_rate=3e-3):
-    """``steps`` Adam steps on :func:`loss`, each on ``batch_size`` sequences of ``data`` (N, L)
+    """``steps`` Adam steps on ``loss``, each on ``batch_size`` sequences of ``data`` (N, L)
     drawn with replacement, the step size decayed along a cosine (the loop of :doc:`ddpm`)."""
     data, L, K = _check_data(params, data, "data")
     steps, batch_size = _checks.size(steps, "steps"), _checks.size(batch_size, "batch_size")
