@@ -73,7 +73,10 @@ def sweep():
 
 
 def test_trained_models_follow_the_predicted_law(sweep):
-    np.testing.assert_allclose(sweep, predicted_loss(WIDTHS), rtol=0.01)  # the page: within 1 %
+    # The prediction assumes unlimited data and training. SGD's 300 steps on fresh batches of 256 leave
+    # the weights a little short of the teacher's, a gap that grows with the number of weights
+    # (0.8 % of the loss at the largest size, measured); 1 % is the page's figure.
+    np.testing.assert_allclose(sweep, predicted_loss(WIDTHS), rtol=0.01)
     assert np.all(np.diff(sweep) < 0)  # a bigger model, a lower loss
 
 
