@@ -121,7 +121,7 @@ def test_it_learns_a_two_mode_mixture(runs):
     before = wasserstein_distance(np.asarray(sample(params0, Z))[:, 0], np.asarray(both[:2000, 0]))
     after_samples = np.asarray(sample(params, Z))[:, 0]
     after = wasserstein_distance(after_samples, np.asarray(both[:2000, 0]))
-    assert before > 1.5 and after < 0.5  # about 1.6, then about 0.2
+    assert before > 1.5 and after < 0.8  # about 1.6, then about 0.2 (0.2 to 0.7 over other seeds)
     assert 0.3 < np.mean(after_samples < 0) < 0.7  # both modes, about half each
     assert float(estimates[:50].mean()) > float(estimates[-50:].mean())  # the critic's gap shrank too
 
