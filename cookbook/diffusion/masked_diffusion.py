@@ -93,8 +93,9 @@ that turns it into a bound on the log-likelihood.
 The weight is why the bound is exact rather than heuristic: at level :math:`t` a fraction
 :math:`t` of the tokens is masked, and dividing by :math:`t` makes each level count as one whole
 sequence. A network that ignores the context makes this plain: its cross-entropy at every level is
-:math:`t` times its log-loss on the whole sequence, and the bound is exactly that log-loss, for any
-schedule (a test checks this against the step-by-step Kullback-Leibler terms). To generate, start
+:math:`t` times its log-loss on the whole sequence, and the bound is exactly that log-loss (a test
+checks it by Monte Carlo, and checks the weight against the step-by-step Kullback-Leibler terms of
+a network that does read the context). To generate, start
 from all masks and walk :math:`t` down to 0: a masked position is revealed between :math:`t` and
 :math:`s` with probability :math:`(t - s) / t`, its token drawn from the network.
 
