@@ -85,17 +85,13 @@ def test_the_compilation_cache_writes_whole_entries(tmp_path):
 def test_compiled_programs_are_released_past_a_share_of_the_mapping_cap(monkeypatch):
     # Each loaded CPU program holds memory mappings; past a share of vm.max_map_count the caches are
     # cleared, which unloads the programs and gives their mappings back.
-    import jax
-    import jax.numpy as jnp
-    import pytest
-
     from cookbook import _book
 
     if _book._memory_mappings() is None:
         pytest.skip("no /proc/self/maps on this system")
-    functions = [jax.jit(lambda x, i=i: jnp.sin(x) * i + jnp.cumsum(x)) for i in range(60)]
+    functions = [jax.jit(lambda x, i=i: x + i) for i in range(20)]
     for i, f in enumerate(functions):
-        f(jnp.ones(i + 1)).block_until_ready()
+        f(np.ones(i + 1, np.float32)).block_until_ready()
     before = _book._memory_mappings()
     assert all(f._cache_size() == 1 for f in functions)
     # Under the threshold nothing is cleared, and a check within every_s seconds does not count again.
@@ -105,4 +101,4 @@ def test_compiled_programs_are_released_past_a_share_of_the_mapping_cap(monkeypa
     monkeypatch.setattr(_book, "_MAPS_CHECKED_AT", [float("-inf")])
     assert _book.release_compiled_programs(fraction=0.0, every_s=0.0)
     assert all(f._cache_size() == 0 for f in functions)
-    assert _book._memory_mappings() < before - 60  # about three mappings per program came back
+    assert _book._memory_mappings() < before - 20  # about three mappings per program came back
