@@ -31,6 +31,13 @@ whose paths no longer cross, and straightens the paths until one Euler step is e
 :doc:`consistency_models` reach one-step generation from the other side: a network distilled from
 the sampler of :doc:`edm` maps any point of a trajectory to its end.
 
+Two pages leave the plane. :doc:`diffusion_transformer` replaces the small network by the transformer
+that large image models use, conditioned on the noise level through layer normalisations whose
+gates start at zero, so that every block begins as the identity; it learns to denoise digits cut into
+patches. :doc:`masked_diffusion` carries the idea to text, where there is no Gaussian noise to add:
+tokens are replaced one by one by a mask, and the loss becomes a cross-entropy on the masked
+positions, weighted by how much was masked.
+
 The samplers compete on one task in :doc:`ddim`, whose figure draws the squared maximum mean
 discrepancy of 1000 samples to the data against the number of network evaluations: the
 deterministic DDIM update needs 20 evaluations to come within twice the discrepancy between two

@@ -34,10 +34,16 @@ hundreds of fits. :doc:`grokking` shows a small network that memorises a table o
 once and, thanks to weight decay, replaces the table by a circuit of waves hundreds of steps later,
 when its validation accuracy jumps from chance to above 99 %.
 
+:doc:`scaling_laws` closes the chapter with the empirical law that planned the large models: loss
+falls as a power of the parameters, the data and the compute, down to a floor that no model
+crosses, and a fixed compute budget is best split between a larger model and more data in
+proportions that follow from the fitted law. The page fits that law to a sweep of small models
+trained in one compiled program and reads back the exponent that their data were built with.
+
 The chapter's second reference is *The Principles of Deep Learning Theory* by Roberts and Yaida
 (Cambridge University Press, 2022), whose notation the pages follow where they can.
 """
 
 #: The recipes in reading order.
 RECIPES = ("universal_approximation", "nngp", "ntk", "criticality", "finite_width", "mup", "double_descent",
-           "grokking")
+           "grokking", "scaling_laws")
