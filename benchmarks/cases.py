@@ -257,6 +257,8 @@ def _recurrent_cases():
 
 
 def comparisons() -> list[Case]:
+    from benchmarks import cases_chapters_2
+
     return [
         *_activation_cases(),
         *_softmax_and_loss_cases(),
@@ -265,6 +267,7 @@ def comparisons() -> list[Case]:
         *_attention_cases(),
         *_optimizer_cases(),
         *_recurrent_cases(),
+        *cases_chapters_2.comparisons(),
     ]
 
 

@@ -49,3 +49,18 @@ def test_report_renders_every_part():
     for fragment in ("10.0 GFLOP/s", "``jax.nn.gelu``", "Median ratio over all rows: **1.00**", "1.00 [0.90, 1.25]", "10.0 %", "100 s"):
         assert fragment in text
     assert report.render({}).startswith("No results yet")
+
+
+def test_the_new_chapters_rows_compare_equal_computations():
+    # A row times a recipe against its library twin: both must first return the same values.
+    import jax
+
+    from benchmarks import cases_chapters_2
+
+    rows = cases_chapters_2.comparisons()
+    assert len(rows) == 6
+    for case in rows:
+        inputs = case.make(case.sizes[0])
+        mine, twin = jax.jit(case.recipe)(*inputs), jax.jit(case.twin)(*inputs)
+        assert np.shape(mine) == np.shape(twin), case.name
+        np.testing.assert_allclose(mine, twin, rtol=1e-5, atol=1e-5, err_msg=case.name)
