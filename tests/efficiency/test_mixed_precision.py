@@ -8,8 +8,8 @@ from cookbook.efficiency.mixed_precision import (LossScale, adjust_loss_scale, a
                                                  cast_floats, init_loss_scale, scaled_grad)
 from cookbook.foundations.training_loop import load_digits_split
 
-# jmp (DeepMind's mixed-precision library) is not installed in the book's environment, so the state
-# machine is checked against a trace computed by hand from its rules.
+# The state machine is checked against a trace computed by hand from its rules, and against jmp,
+# DeepMind's mixed-precision library, on a long random run.
 
 
 def test_loss_scale_state_machine_against_a_hand_trace():
@@ -24,6 +24,29 @@ def test_loss_scale_state_machine_against_a_hand_trace():
         trace.append((float(state.scale), int(state.count)))
     assert trace == expected
     assert state.scale.dtype == jnp.float32 and state.count.dtype == jnp.int32
+
+
+def test_loss_scale_follows_jmp_dynamic_loss_scale():
+    import jmp
+
+    flags = np.random.default_rng(0).random(300) > 0.05  # about one overflow in twenty steps
+    ours, theirs = init_loss_scale(2.0 ** 10), jmp.DynamicLossScale(jnp.float32(2.0 ** 10), period=7, factor=2,
+                                                                    min_loss_scale=jnp.float32(4.0))
+
+    @jax.jit
+    def run(ours, theirs):
+        def step(carry, finite):
+            ours, theirs = carry
+            ours = adjust_loss_scale(ours, finite, period=7, factor=2.0, min_scale=4.0)
+            theirs = theirs.adjust(finite)
+            return (ours, theirs), (ours.scale, ours.count, theirs.loss_scale, theirs.counter)
+
+        return jax.lax.scan(step, (ours, theirs), jnp.asarray(flags))[1]
+
+    scale, count, jmp_scale, jmp_count = map(np.asarray, run(ours, theirs))
+    np.testing.assert_array_equal(scale, jmp_scale)
+    np.testing.assert_array_equal(count, jmp_count)
+    assert scale.min() < 2.0 ** 10 < scale.max()  # the run both shrank and grew the scale
 
 
 def test_float16_and_bfloat16_facts_the_page_states():
