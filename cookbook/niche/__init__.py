@@ -26,4 +26,5 @@ RECIPES = (
     "hopfield",
     "kan",
     "nerf",
+    "echo_state",
 )
