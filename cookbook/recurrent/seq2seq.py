@@ -159,6 +159,8 @@ True
 ((3, 5), True)
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -180,6 +182,11 @@ FREE_LENGTH = {"loss": ("src", "tgt"), "greedy_decode": ("src",), "beam_search":
 def init(key, *, vocab, embed, hidden):
     """Parameters of a GRU encoder-decoder over ``vocab`` tokens (the start token is number ``vocab``)."""
     vocab, embed, hidden = (_checks.size(v, n) for v, n in ((vocab, "vocab"), (embed, "embed"), (hidden, "hidden")))
+    return _init(key, vocab, embed, hidden)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))  # one compiled program rather than a dozen eager ops
+def _init(key, vocab, embed, hidden):
     k_es, k_et, k_enc, k_dec, k_o = jax.random.split(key, 5)
     return {
         "embed_src": jax.random.normal(k_es, (vocab, embed)),
@@ -220,6 +227,10 @@ def _check_no_nan(params):
 def encode(params, src):
     """The encoder's last state (H,): the vector from which the decoder starts."""
     src = _check_tokens("src", src, _vocab(params))
+    return _encode(params, src)
+
+
+def _encode(params, src):
     return gru.apply(params["encoder"], params["embed_src"][src])[-1]
 
 
@@ -232,13 +243,20 @@ def decoder_step(params, h, token):
 def loss(params, src, tgt):
     """Mean cross-entropy of ``tgt`` (T,) given ``src`` (S,), with teacher forcing."""
     V = _vocab(params)
+    src = _check_tokens("src", src, V)
     tgt = _check_tokens("tgt", tgt, V, what=" (T,)")
+    return _loss(params, src, tgt)
+
+
+@jax.jit  # the checks above run in Python; the computation is one compiled program
+def _loss(params, src, tgt):
+    V = params["W_o"].shape[1]
     prev = jnp.concatenate([jnp.array([V], tgt.dtype), tgt[:-1]])  # (T,): start token, then y_1..y_{T-1}
 
     def step(h, token):
         return decoder_step(params, h, token)
 
-    _, logits = jax.lax.scan(step, encode(params, src), prev)  # (T, V)
+    _, logits = jax.lax.scan(step, _encode(params, src), prev)  # (T, V)
     log_p = jax.nn.log_softmax(logits)
     return -jnp.mean(jnp.take_along_axis(log_p, tgt[:, None], axis=1))
 
@@ -247,6 +265,12 @@ def greedy_decode(params, src, *, length):
     """The ``length`` tokens obtained by feeding back the most probable token at each step."""
     V, length = _vocab(params), _checks.size(length, "length")
     _check_no_nan(params)
+    return _greedy_decode(params, _check_tokens("src", src, V), length)
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _greedy_decode(params, src, length):
+    V = params["W_o"].shape[1]
 
     def step(carry, _):
         h, prev = carry
@@ -254,7 +278,7 @@ def greedy_decode(params, src, *, length):
         token = jnp.argmax(logits).astype(jnp.int32)
         return (h, token), token
 
-    _, tokens = jax.lax.scan(step, (encode(params, src), jnp.int32(V)), length=length)
+    _, tokens = jax.lax.scan(step, (_encode(params, src), jnp.int32(V)), length=length)
     return tokens
 
 
@@ -267,7 +291,13 @@ def beam_search(params, src, *, length, beam_width):
     _check_no_nan(params)
     if not 1 <= K <= V:
         raise ValueError(f"beam_width must be between 1 and the vocabulary size {V}, got {K}")
-    h0 = jnp.broadcast_to(encode(params, src), (K, params["W_o"].shape[0]))  # (K, H)
+    return _beam_search(params, _check_tokens("src", src, V), length, K)
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _beam_search(params, src, length, K):
+    V = params["W_o"].shape[1]
+    h0 = jnp.broadcast_to(_encode(params, src), (K, params["W_o"].shape[0]))  # (K, H)
     minus_inf = jnp.finfo(h0.dtype).min
     scores = jnp.full((K,), minus_inf, h0.dtype).at[0].set(0.0)  # one live beam at the start
     tokens = jnp.zeros((K, length), jnp.int32)
@@ -289,6 +319,11 @@ def beam_search(params, src, *, length, beam_width):
 def reversal_data(key, N, *, length, vocab):
     """``N`` random digit sequences (N, length) and their reversals."""
     N, length, vocab = _checks.size(N, "N"), _checks.size(length, "length"), _checks.size(vocab, "vocab")
+    return _reversal_data(key, N, length, vocab)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def _reversal_data(key, N, length, vocab):
     src = jax.random.randint(key, (N, length), 0, vocab, dtype=jnp.int32)
     return src, src[:, ::-1]
 
@@ -317,7 +352,12 @@ def train(params, key, src, tgt, *, steps, batch_size, learning_rate):
         raise ValueError(f"src and tgt must have shapes (N, S) and (N, T), got {src.shape} and {tgt.shape}")
     steps, batch_size = _checks.size(steps, "steps"), _checks.size(batch_size, "batch_size")
     learning_rate = _checks.positive(learning_rate, "learning_rate")
-    batch_loss = lambda p, s, t: jnp.mean(jax.vmap(loss, in_axes=(None, 0, 0))(p, s, t))
+    return _train(params, key, src, tgt, steps, batch_size, learning_rate)
+
+
+@functools.partial(jax.jit, static_argnums=(4, 5))
+def _train(params, key, src, tgt, steps, batch_size, learning_rate):
+    batch_loss = lambda p, s, t: jnp.mean(jax.vmap(_loss, in_axes=(None, 0, 0))(p, s, t))
     zeros = jax.tree.map(jnp.zeros_like, params)
 
     def step(state, k):
