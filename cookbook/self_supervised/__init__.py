@@ -19,5 +19,6 @@ its own instead of normalising over the batch.
 #: The recipes in reading order.
 RECIPES = (
     "simclr",
+    "barlow_twins",
     "clip",
 )

@@ -1,0 +1,180 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax.test_util import check_grads
+
+from cookbook.self_supervised.barlow_twins import EPS, barlow_twins_loss, cross_correlation
+from cookbook.self_supervised.simclr import augment, encode, init
+from test_simclr import knn_accuracy
+
+loss_jit = jax.jit(barlow_twins_loss)
+
+
+def numpy_barlow_twins(z1, z2, lam):
+    """A float64 loop over the entries of C, written from the definition."""
+    z1, z2 = np.asarray(z1, np.float64), np.asarray(z2, np.float64)
+    N, D = z1.shape
+    a = (z1 - z1.mean(0)) / np.sqrt(z1.var(0) + EPS)
+    b = (z2 - z2.mean(0)) / np.sqrt(z2.var(0) + EPS)
+    c = np.zeros((D, D))
+    for i in range(D):
+        for j in range(D):
+            c[i, j] = sum(a[n, i] * b[n, j] for n in range(N)) / N
+    loss = 0.0
+    for i in range(D):
+        for j in range(D):
+            loss += (1.0 - c[i, i]) ** 2 if i == j else lam * c[i, j] ** 2
+    return c, loss
+
+
+def views(seed, N=11, D=5, spread=0.5):
+    rng = np.random.default_rng(seed)
+    z1 = rng.standard_normal((N, D)).astype(np.float32)
+    z2 = (z1 + spread * rng.standard_normal((N, D))).astype(np.float32)
+    return z1, z2
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.2, 3.0])
+def test_against_a_float64_loop(lam):
+    z1, z2 = views(0)
+    c, reference = numpy_barlow_twins(z1, z2, lam)
+    np.testing.assert_allclose(jax.jit(cross_correlation)(z1, z2), c, atol=2e-6)
+    np.testing.assert_allclose(loss_jit(z1, z2, lam), reference, rtol=2e-5)
+
+
+def test_correlations_lie_in_minus_one_one_and_match_numpy():
+    z1, z2 = views(1, N=7, D=3)
+    c = np.asarray(cross_correlation(z1, z2))
+    assert np.abs(c).max() <= 1.0
+    # with EPS negligible, C is the Pearson correlation between the features of the two views
+    np.testing.assert_allclose(c, np.corrcoef(z1.T, z2.T)[:3, 3:], atol=1e-4)
+
+
+def test_invariances():
+    z1, z2 = views(2)
+    base = loss_jit(z1, z2, 0.2)
+    perm = np.random.default_rng(3).permutation(len(z1))
+    np.testing.assert_allclose(loss_jit(z1[perm], z2[perm], 0.2), base, rtol=1e-5)  # batch order
+    np.testing.assert_allclose(loss_jit(z2, z1, 0.2), base, rtol=1e-5)  # views swapped: C transposed
+    scale, shift = np.array([3.0, 0.5, 2.0, 7.0, 1.5], np.float32), np.float32(4.0)
+    np.testing.assert_allclose(loss_jit(scale * z1 + shift, z2, 0.2), base, rtol=1e-4)  # per-feature affine
+    # but a mismatched order of the two views (images paired wrongly) is not ignored
+    assert loss_jit(z1[perm], z2, 0.2) > base + 1.0
+
+
+def test_collapse_and_copied_features():
+    z1, z2 = views(4, N=64)
+    D = z1.shape[1]
+    constant = np.ones_like(z1)
+    np.testing.assert_allclose(loss_jit(constant, constant, 0.2), D, rtol=1e-6)  # the largest invariance term
+    copied = np.tile(z1[:, :1], (1, D))  # dimensional collapse: a perfect diagonal, every off-diagonal entry 1
+    np.testing.assert_allclose(loss_jit(copied, copied, 0.2), 0.2 * D * (D - 1), rtol=1e-4)
+    assert loss_jit(z1, z1, 0.2) < 0.2 * 0.5  # distinct features of one view: nearly the identity
+
+
+def test_gradients():
+    z1, z2 = views(5, N=7, D=3)
+    with jax.enable_x64(True):
+        check_grads(jax.jit(lambda a, b: barlow_twins_loss(a, b, 0.3)),
+                    (jnp.asarray(z1, jnp.float64), jnp.asarray(z2, jnp.float64)), order=1, modes=["rev"])
+
+
+def test_edge_cases():
+    z1, z2 = views(6)
+    # a constant feature: finite loss and finite gradients
+    flat = z1.copy()
+    flat[:, 0] = 2.0
+    assert np.isfinite(loss_jit(flat, z2, 0.2))
+    grads = jax.jit(jax.grad(barlow_twins_loss, argnums=(0, 1)))(flat, z2, 0.2)
+    assert all(np.isfinite(g).all() for g in grads)
+    # bfloat16 input: computed in float32, within the rounding of the inputs
+    _, reference = numpy_barlow_twins(z1, z2, 0.2)
+    got = loss_jit(jnp.asarray(z1, jnp.bfloat16), jnp.asarray(z2, jnp.bfloat16), 0.2)
+    assert got.dtype == jnp.float32
+    np.testing.assert_allclose(got, reference, rtol=3e-2, atol=3e-2)
+
+
+def test_bad_input():
+    z1, z2 = views(7)
+    with pytest.raises(ValueError, match="z2"):
+        barlow_twins_loss(z1, z2[:3])
+    with pytest.raises(ValueError, match="z1"):
+        barlow_twins_loss(z1[0], z2[0])
+    with pytest.raises(TypeError, match="z1"):
+        cross_correlation(z1.astype(np.int32), z2)
+    with pytest.raises(ValueError, match="off_diagonal_weight"):
+        barlow_twins_loss(z1, z2, -0.1)
+
+
+# ---- It learns: Barlow Twins on scikit-learn's digits, no labels --------------------------------
+
+@pytest.fixture(scope="module")
+def digits_runs():
+    """The SimCLR page's 64-128-8 MLP (its ``encode`` and ``augment``) trained with this loss, once
+    with the redundancy term (lambda = 1) and once without it (lambda = 0), by one compiled
+    lax.scan loop; starting weights and batches drawn with NumPy, embeddings read with NumPy."""
+    from sklearn.datasets import load_digits
+    X, y = load_digits(return_X_y=True)
+    X = (X / 16.0).astype(np.float32).reshape(-1, 8, 8)
+    X_train = jnp.asarray(X[:1000])
+    B, steps = 128, 400
+    rng = np.random.default_rng(0)
+    batches = np.stack([rng.permutation(1000)[:B] for _ in range(steps)])  # (steps, B), no repeats in a batch
+    params0 = [{"W": (rng.standard_normal((n, m)) * np.sqrt(2.0 / n)).astype(np.float32), "b": np.zeros(m, np.float32)}
+               for n, m in [(64, 128), (128, 8)]]  # as init(sizes=(64, 128, 8)) draws them
+    opt = optax.adam(1e-2)
+    views = jax.vmap(lambda k, x: augment(k, x, max_shift=1, noise=0.1, drop=0.2))
+    embed = jax.vmap(encode, in_axes=(None, 0))
+
+    @jax.jit
+    def train(params, key, batches, lam):
+        def step(carry, xs):
+            params, state = carry
+            key, batch = xs
+            k_1, k_2 = jax.random.split(key)
+            x = X_train[batch]
+            v1, v2 = views(jax.random.split(k_1, B), x), views(jax.random.split(k_2, B), x)
+            value, grads = jax.value_and_grad(lambda p: barlow_twins_loss(embed(p, v1), embed(p, v2), lam))(params)
+            updates, state = opt.update(grads, state, params)
+            return (optax.apply_updates(params, updates), state), value
+        (params, _), losses = jax.lax.scan(step, (params, opt.init(params)), (jax.random.split(key, steps), batches))
+        return params, losses
+
+    def numpy_encode(params, images):
+        h = np.maximum(images.reshape(len(images), -1) @ params[0]["W"] + params[0]["b"], 0.0)
+        return h @ params[1]["W"] + params[1]["b"]
+
+    def evaluate(params):
+        params = jax.tree.map(np.asarray, params)
+        a, b = numpy_encode(params, X[:1000]), numpy_encode(params, X[1000:1500])
+        mean, std = a.mean(0), a.std(0) + 1e-6  # standardised, as the loss sees each feature
+        return knn_accuracy((a - mean) / std, y[:1000], (b - mean) / std, y[1000:1500]), a
+
+    runs = {"untrained": evaluate(params0) + (None,)}
+    for lam in (1.0, 0.0):
+        params, losses = train(params0, jax.random.key(1), batches, lam)
+        runs[lam] = evaluate(params) + (np.asarray(losses),)
+    return runs
+
+
+def mean_abs_off_diagonal_correlation(z):
+    c = np.corrcoef(z.T)
+    D = len(c)
+    return (np.abs(c).sum() - D) / (D * (D - 1))
+
+
+def test_barlow_twins_learns_digits_without_labels(digits_runs):
+    trained_accuracy, _, losses = digits_runs[1.0]
+    untrained_accuracy = digits_runs["untrained"][0]
+    assert losses[-20:].mean() < losses[:20].mean() - 2.5
+    assert trained_accuracy >= 0.84, trained_accuracy
+    assert trained_accuracy >= untrained_accuracy + 0.10, (trained_accuracy, untrained_accuracy)
+
+
+def test_without_the_redundancy_term_the_features_correlate(digits_runs):
+    # the collapse detector: the mean absolute correlation between different features of the
+    # training embeddings; the invariance term alone lets the features repeat one another
+    assert mean_abs_off_diagonal_correlation(digits_runs[1.0][1]) < 0.15
+    assert mean_abs_off_diagonal_correlation(digits_runs[0.0][1]) > 0.9
