@@ -25,6 +25,7 @@ can show.
 RECIPES = (
     "hopfield",
     "kan",
+    "neural_ode",
     "nerf",
     "echo_state",
 )
