@@ -26,6 +26,7 @@ RECIPES = (
     "hopfield",
     "kan",
     "neural_ode",
+    "hypernetworks",
     "nerf",
     "echo_state",
 )
