@@ -20,5 +20,6 @@ its own instead of normalising over the batch.
 RECIPES = (
     "simclr",
     "barlow_twins",
+    "vicreg",
     "clip",
 )
