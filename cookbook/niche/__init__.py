@@ -28,5 +28,6 @@ RECIPES = (
     "neural_ode",
     "hypernetworks",
     "nerf",
+    "spiking",
     "echo_state",
 )
