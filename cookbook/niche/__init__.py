@@ -25,6 +25,7 @@ can show.
 RECIPES = (
     "hopfield",
     "kan",
+    "capsules",
     "neural_ode",
     "hypernetworks",
     "nerf",
