@@ -30,5 +30,6 @@ RECIPES = (
     "hypernetworks",
     "nerf",
     "spiking",
+    "liquid",
     "echo_state",
 )
