@@ -19,6 +19,7 @@ its own instead of normalising over the batch.
 #: The recipes in reading order.
 RECIPES = (
     "simclr",
+    "byol",
     "barlow_twins",
     "vicreg",
     "clip",
