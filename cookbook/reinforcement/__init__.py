@@ -24,4 +24,4 @@ of the KL-regularised objective, reached on a small bandit in its tests.
 """
 
 #: The recipes in reading order.
-RECIPES = ("dynamic_programming", "q_learning", "policy_gradient", "actor_critic", "ppo", "reward_model", "dpo", "grpo")
+RECIPES = ("dynamic_programming", "q_learning", "policy_gradient", "actor_critic", "ppo", "mcts", "reward_model", "dpo", "grpo")
