@@ -194,6 +194,13 @@ def bradley_terry_loss(chosen_rewards, rejected_rewards):
     B = chosen_rewards.shape[0]
     if B == 0:
         raise ValueError("chosen_rewards must hold at least one pair, got shape (0,)")
+    return _bradley_terry(chosen_rewards, rejected_rewards)
+
+
+@jax.jit
+def _bradley_terry(chosen_rewards, rejected_rewards):
+    """The loss on checked inputs, one compiled program."""
+    B = chosen_rewards.shape[0]
     half = chosen_rewards / 2 - rejected_rewards / 2  # half the margin: no overflow in the difference
     # -log sigmoid(2 h) = 2 relu(-h) + log(1 + exp(-2 |h|)), each term divided by B before it is doubled or summed
     per_pair = 2 * (jax.nn.relu(-half) / B) + jnp.log1p(jnp.exp(-2 * jnp.abs(half))) / B  # (B,)
@@ -221,6 +228,11 @@ def reward_model_loss(weights, chosen_features, rejected_features):
 def log_partition(reference_logits, rewards, beta):
     """``log Z = log sum_y pi_ref(y) exp(r(y) / beta)`` of a K-armed bandit, a scalar."""
     reference_logits, rewards, beta = _bandit(reference_logits, rewards, beta)
+    return _log_partition(reference_logits, rewards, beta)
+
+
+@jax.jit
+def _log_partition(reference_logits, rewards, beta):
     log_reference = jax.nn.log_softmax(reference_logits)
     return jax.nn.logsumexp(log_reference + rewards / beta)
 
@@ -230,6 +242,11 @@ def kl_regularised_objective(logits, reference_logits, rewards, beta):
     logits = _checks.float_array(logits, "logits", ndim=1, what=" (K,)")
     reference_logits, rewards, beta = _bandit(reference_logits, rewards, beta)
     _checks.same_shape(reference_logits, "reference_logits", logits.shape, expected_from="(K,) of logits")
+    return _objective(logits, reference_logits, rewards, beta)
+
+
+@jax.jit
+def _objective(logits, reference_logits, rewards, beta):
     log_pi, log_reference = jax.nn.log_softmax(logits), jax.nn.log_softmax(reference_logits)
     pi = jnp.exp(log_pi)
     kl = jnp.sum(jnp.where(pi > 0, pi * (log_pi - log_reference), 0.0))
