@@ -150,7 +150,11 @@ def discounted_returns(rewards, discounts):
     rewards = _checks.float_array(rewards, "rewards", ndim=1, what=" (T,)")
     discounts = _checks.float_array(discounts, "discounts", ndim=1, what=" (T,)")
     _checks.same_shape(discounts, "discounts", rewards.shape, expected_from="(T,) of rewards")
+    return _returns(rewards, discounts)
 
+
+@jax.jit
+def _returns(rewards, discounts):
     def back(following, step):
         reward, discount = step
         g = reward + discount * following
@@ -177,6 +181,13 @@ def reinforce_loss(logits, actions, returns, baselines, discount):
                                    "baselines", (T,), expected_from="(T,) of logits")
     if isinstance(discount, bool) or (isinstance(discount, numbers.Real) and not 0.0 <= discount <= 1.0):
         raise ValueError(f"discount must be a real number in [0, 1], got {discount!r}")
+    return _reinforce(logits, actions, returns, baselines, discount)
+
+
+@jax.jit
+def _reinforce(logits, actions, returns, baselines, discount):
+    """The surrogate on checked inputs, one compiled program."""
+    T = logits.shape[0]
     weights = discount ** jnp.arange(T, dtype=logits.dtype)  # gamma^t
     advantages = jax.lax.stop_gradient(weights * (returns - baselines))  # (T,)
     log_pi = jax.nn.log_softmax(logits, axis=-1)
