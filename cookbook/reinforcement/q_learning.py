@@ -145,6 +145,7 @@ Array([1.9, 2. ], dtype=float32)
 0.6561
 """
 
+import functools
 import numbers
 
 import jax
@@ -188,6 +189,11 @@ def q_learning_targets(rewards, discounts, next_q):
     """
     rewards, discounts = _rewards_discounts(rewards, discounts)
     next_q = _next_values(next_q, "next_q", rewards.shape[0])
+    return _q_targets(rewards, discounts, next_q)
+
+
+@jax.jit
+def _q_targets(rewards, discounts, next_q):
     return rewards + discounts * next_q.max(axis=1)
 
 
@@ -198,6 +204,11 @@ def double_q_learning_targets(rewards, discounts, next_q_online, next_q_target):
     next_q_target = _next_values(next_q_target, "next_q_target", rewards.shape[0])
     _checks.same_shape(next_q_target, "next_q_target", next_q_online.shape, expected_from="(B, A) of next_q_online")
     _checks.check_no_nan(next_q_online, "next_q_online")  # a NaN would silently pick the action
+    return _double_q_targets(rewards, discounts, next_q_online, next_q_target)
+
+
+@jax.jit
+def _double_q_targets(rewards, discounts, next_q_online, next_q_target):
     chosen = jnp.argmax(next_q_online, axis=1)  # (B,)
     return rewards + discounts * jnp.take_along_axis(next_q_target, chosen[:, None], axis=1)[:, 0]
 
@@ -211,10 +222,13 @@ def _tabular_model(transitions, rewards, discount):
     _checks.same_shape(rewards, "rewards", (S, A), expected_from="(S, A) of transitions")
     if isinstance(discount, bool) or not isinstance(discount, numbers.Real) or not 0.0 <= discount < 1.0:
         raise ValueError(f"discount must be a real number in [0, 1), got {discount!r}")
-    # an absorbing state that earns nothing ends an episode: its value is 0 (the grid world's goal)
+    return transitions, rewards, S, A
+
+
+def _terminal(transitions, rewards):
+    """(S,): an absorbing state that earns nothing ends an episode, its value 0 (the grid world's goal)."""
     stays = jnp.einsum("sas->sa", transitions)  # (S, A): probability of staying put
-    terminal = jnp.all(stays == 1.0, axis=1) & jnp.all(rewards == 0.0, axis=1)  # (S,)
-    return transitions, rewards, S, A, terminal
+    return jnp.all(stays == 1.0, axis=1) & jnp.all(rewards == 0.0, axis=1)
 
 
 def _uniform_index(u, n):
@@ -249,11 +263,19 @@ def tabular_q_learning(transitions, rewards, discount, key, num_episodes, episod
     absorbing state that earns nothing; actions are epsilon-greedy. All the randomness is drawn
     at once, before the loop, which keeps the compiled program small.
     """
-    transitions, rewards, S, A, terminal = _tabular_model(transitions, rewards, discount)
+    transitions, rewards, S, A = _tabular_model(transitions, rewards, discount)
     num_episodes = _checks.size(num_episodes, "num_episodes")
     episode_length = _checks.size(episode_length, "episode_length")
     learning_rate = _probability(learning_rate, "learning_rate")
     epsilon = _probability(epsilon, "epsilon")
+    return _tabular(transitions, rewards, discount, key, num_episodes, episode_length, learning_rate, epsilon)
+
+
+@functools.partial(jax.jit, static_argnames=("num_episodes", "episode_length"))
+def _tabular(transitions, rewards, discount, key, num_episodes, episode_length, learning_rate, epsilon):
+    """Tabular Q-learning on checked inputs, one compiled program."""
+    S, A = rewards.shape
+    terminal = _terminal(transitions, rewards)
     num_steps = num_episodes * episode_length
     u = jax.random.uniform(key, (num_steps + 1, 4))
 
@@ -321,7 +343,8 @@ def train_dqn(transitions, rewards, discount, key, num_steps, *, hidden_size=32,
     ``target_period`` steps. Episodes start in uniformly drawn states and last ``episode_length``
     steps or until they enter an absorbing state that earns nothing.
     """
-    transitions, rewards, S, A, terminal = _tabular_model(transitions, rewards, discount)
+    transitions, rewards, S, A = _tabular_model(transitions, rewards, discount)
+    terminal = _terminal(transitions, rewards)
     num_steps = _checks.size(num_steps, "num_steps")
     for value, name in ((batch_size, "batch_size"), (capacity, "capacity"), (target_period, "target_period"),
                         (episode_length, "episode_length"), (hidden_size, "hidden_size")):
