@@ -57,7 +57,7 @@ Legend
      - ``params["A"]``
      - ``(N,)``
    * - :math:`F`, :math:`G`, :math:`H`
-     - the CfC's three heads of :math:`(x, I)`: a rate, the state at :math:`t = 0`'s side and the state it moves to
+     - the CfC's three heads of :math:`(x, I)`: a rate, and the two states the cell moves between
      - ``F``, ``G``, ``H``
      - ``(N,)``
 
