@@ -76,8 +76,8 @@ a residual network this way, with fewer parameters than the network itself). Wit
 per *task*, one hypernetwork writes a specialised network for every task, and a new task's network
 is one forward pass away; this page does that. The tests train it on 32 sine waves
 :math:`y = \alpha \sin(x + \beta)`, each described by :math:`z = (\alpha, \beta)`, and it fits
-sine waves it never saw, from their description alone, to a mean squared error below a tenth of
-their variance.
+sine waves it never saw, from their description alone, to a mean squared error below a hundredth
+of their variance.
 
 The scale of the generated weights matters as in any initialisation: a target network whose weights
 come out far too large saturates its tanh units. Here :math:`c` starts at a normally initialised

@@ -90,7 +90,7 @@ def trained(params):
 
 def test_it_writes_networks_for_unseen_tasks(trained):
     before, after, variance = trained
-    assert after < 0.1 * variance < before, (before, after, variance)
+    assert after < 0.01 * variance < before, (before, after, variance)  # about 0.0005 against 0.64
 
 
 def test_bad_input_gets_a_clear_error(params):
