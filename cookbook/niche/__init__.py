@@ -19,6 +19,23 @@ frequencies, so that a plain ReLU network can fit fine detail, and a field of de
 is rendered along a ray as a differentiable weighted sum, the two ingredients of neural radiance
 fields. Like the spline edges of a KAN, the features fix in advance the scale of detail the network
 can show.
+
+:doc:`capsules` replace the single number a neuron outputs by a vector whose length says whether
+a part is present and whose direction says how it is posed, and route each part to the whole that
+agrees with it, by a few rounds of voting instead of max pooling. :doc:`hypernetworks` let one network
+write the weights of another from a description of the task, so that a new task is a new input
+rather than a new training run.
+
+Three pages make time continuous. :doc:`neural_ode` defines a layer by a differential equation that
+a solver integrates, and trains it with the adjoint method, which computes gradients by solving a
+second equation backwards instead of storing every step. :doc:`liquid` gives each neuron a time
+constant that depends on its input, integrated by a solver that stays stable at any step size, and
+its closed-form variant that needs no solver at all. :doc:`spiking` neurons integrate their input
+until a threshold and then fire; the spike has no useful derivative, and a smooth stand-in used
+only in the backward pass lets gradient descent train them anyway.
+
+:doc:`echo_state` ends the chapter with the cheapest recurrent network to train: a fixed random
+reservoir, scaled so that it forgets its starting state, and a linear readout fitted in closed form.
 """
 
 #: The recipes in reading order.
