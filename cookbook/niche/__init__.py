@@ -42,11 +42,11 @@ reservoir, scaled so that it forgets its starting state, and a linear readout fi
 RECIPES = (
     "hopfield",
     "kan",
-    "capsules",
-    "neural_ode",
-    "hypernetworks",
     "nerf",
-    "spiking",
+    "capsules",
+    "hypernetworks",
+    "neural_ode",
     "liquid",
+    "spiking",
     "echo_state",
 )
