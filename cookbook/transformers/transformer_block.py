@@ -168,6 +168,8 @@ True
 (3,)
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -239,9 +241,22 @@ def init(key, d_model, num_heads, d_ff, cross_attention=False):
     ``cross_attention=True`` adds a second attention sub-layer that reads a context (a decoder
     block, as in the encoder-decoder transformer).
     """
+    return _init(key, *_check_sizes(d_model, num_heads, d_ff), bool(cross_attention))
+
+
+def _check_sizes(d_model, num_heads, d_ff):
+    """The sizes as ints (hashable, for the static arguments of the programs below), or an error."""
     if _checks.size(d_ff, "d_ff", minimum=0) < 1:
         raise ValueError(f"d_ff must be a positive width, got d_ff={d_ff}")
     d_model, num_heads = _checks.size(d_model, "d_model"), _checks.size(num_heads, "num_heads")
+    if d_model % num_heads:
+        raise ValueError(f"num_heads must divide d_model, got d_model={d_model} and num_heads={num_heads}")
+    return d_model, num_heads, int(d_ff)
+
+
+# Not jitted: the random draws compile faster one by one (a compiled program holding them all took
+# longer to compile than the eager calls here), and eager draws keep the weights bit for bit.
+def _init(key, d_model, num_heads, d_ff, cross_attention):
     k_attn, k_cross, k_mlp = jax.random.split(key, 3)
     params = {
         "attn": multi_head.init(k_attn, d_model, num_heads),
@@ -264,7 +279,13 @@ def feed_forward(params, x):
     like = [{"W": jnp.zeros((d_model, d_ff)), "b": jnp.zeros((d_ff,))},
             {"W": jnp.zeros((d_ff, d_model)), "b": jnp.zeros((d_model,))}]
     _checks.same_tree(params, "params", like, "mlp.init((d_model, d_ff, d_model))")
-    x = _check_x(x, d_model)
+    return _feed_forward(params, _check_x(x, d_model))
+
+
+# The checks run in Python; each computation below is one compiled program rather than dozens of
+# eager operations that each compile on first use.
+@jax.jit
+def _feed_forward(params, x):
     return jax.vmap(mlp.apply, in_axes=(None, 0))(params, x)  # (T, d_model)
 
 
@@ -286,10 +307,15 @@ def apply(params, x, mask=None, *, norm="pre", context=None, context_mask=None):
     if ("cross" in params) != (context is not None):
         raise ValueError("context must be given exactly when the block has cross-attention, got "
                          f"cross_attention={'cross' in params} and context={'None' if context is None else context.shape}")
+    return _apply(params, x, mask, context, context_mask, norm)
+
+
+@functools.partial(jax.jit, static_argnums=5)
+def _apply(params, x, mask, context, context_mask, norm):
     sublayers = [("ln_attn", lambda h: multi_head.apply(params["attn"], h, mask=mask))]
     if context is not None:
         sublayers.append(("ln_cross", lambda h: multi_head.apply(params["cross"], h, context, context_mask)))
-    sublayers.append(("ln_mlp", lambda h: feed_forward(params["mlp"], h)))
+    sublayers.append(("ln_mlp", lambda h: _feed_forward(params["mlp"], h)))
     for ln, f in sublayers:
         if norm == "pre":
             x = x + f(_norm(params[ln], x))  # the residual stream is never normalised
@@ -303,8 +329,12 @@ def init_stack(key, num_layers, d_model, num_heads, d_ff):
     and the final layer norm that a pre-norm stack needs."""
     if _checks.size(num_layers, "num_layers", minimum=0) < 1:
         raise ValueError(f"num_layers must be at least 1, got num_layers={num_layers}")
+    return _init_stack(key, int(num_layers), *_check_sizes(d_model, num_heads, d_ff))
+
+
+def _init_stack(key, num_layers, d_model, num_heads, d_ff):
     keys = jax.random.split(key, num_layers)
-    blocks = jax.vmap(lambda k: init(k, d_model, num_heads, d_ff))(keys)
+    blocks = jax.vmap(lambda k: _init(k, d_model, num_heads, d_ff, False))(keys)
     return {"blocks": blocks, "ln_final": _init_norm(d_model)}
 
 
@@ -314,9 +344,13 @@ def apply_stack(params, x, mask=None, *, norm="pre"):
     _check_block(params, stacked=True)
     x = _check_x(x, params["ln_final"]["scale"].shape[0])
     mask = _check_mask(mask, "mask", (x.shape[0], x.shape[0]))
+    return _apply_stack(params, x, mask, norm)
 
+
+@functools.partial(jax.jit, static_argnums=3)
+def _apply_stack(params, x, mask, norm):
     def layer(h, block):
-        return apply(block, h, mask, norm=norm), None
+        return _apply(block, h, mask, None, None, norm), None
 
     x, _ = jax.lax.scan(layer, x, params["blocks"])
     return _norm(params["ln_final"], x) if norm == "pre" else x
@@ -333,9 +367,14 @@ def layer_gradient_norms(params, x, target, *, norm="pre"):
     target = _checks.float_array(target, "target")
     if target.shape != x.shape:
         raise ValueError(f"target must have the shape of x {x.shape}, got shape {target.shape}")
+    _check_norm(norm)
+    return _layer_gradient_norms(params, x, target, norm)
 
+
+@functools.partial(jax.jit, static_argnums=3)
+def _layer_gradient_norms(params, x, target, norm):
     def loss(p):
-        return jnp.mean((apply_stack(p, x, norm=norm) - target) ** 2)
+        return jnp.mean((_apply_stack(p, x, None, norm) - target) ** 2)
 
     grads = jax.grad(loss)(params)
     W = grads["blocks"]["mlp"][-1]["W"]  # (L, d_ff, d_model): the last weight of each layer's MLP

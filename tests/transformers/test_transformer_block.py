@@ -128,7 +128,7 @@ def test_stack_equals_blocks_applied_in_turn():
     x = _x(12)
     h = x
     for l in range(3):
-        h = apply(jax.tree.map(lambda w: w[l], stack["blocks"]), h, norm="post")
+        h = apply(jax.tree.map(lambda w: np.asarray(w)[l], stack["blocks"]), h, norm="post")  # NumPy: no compile
     np.testing.assert_allclose(apply_stack(stack, x, norm="post"), h, **TOL)
 
 
@@ -141,7 +141,7 @@ def test_pre_norm_last_layer_gradient_shrinks_with_depth_post_norm_does_not():
     x, target = jax.random.normal(k_x, (7, 16)), jax.random.normal(k_t, (7, 16))
     pool = init_stack(jax.random.key(0), 4 * 16, 16, 2, 32)
     deep = {
-        "blocks": jax.tree.map(lambda w: w.reshape(4, 16, *w.shape[1:]), pool["blocks"]),
+        "blocks": jax.tree.map(lambda w: np.asarray(w).reshape(4, 16, *w.shape[1:]), pool["blocks"]),
         "ln_final": jax.tree.map(lambda w: np.broadcast_to(w, (4, *w.shape)), pool["ln_final"]),
     }
     shallow = {"blocks": jax.tree.map(lambda w: w[:, :2], deep["blocks"]), "ln_final": deep["ln_final"]}
