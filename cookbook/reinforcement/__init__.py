@@ -9,18 +9,29 @@ there is to learn from is which of two answers a person preferred.
 Read it in order. :doc:`dynamic_programming` states the Bellman equations of a Markov decision
 process and solves them exactly on a small grid world: the value of a policy by one linear solve,
 the optimal values by value iteration and by policy iteration, which agree. Every later method keeps
-these equations and replaces the known model by samples. :doc:`actor_critic` learns from sampled
-episodes alone: an actor (the policy) is pushed towards actions that did better than a critic (a
-value function) expected, with generalised advantage estimation trading the critic's bias against
-the variance of sampled returns; on the same grid world its greedy policy reaches the optimal value
-that dynamic programming computes. :doc:`ppo` reuses each batch of episodes for several gradient
-steps and clips the probability ratio so that the policy cannot run far from the one that collected
-the data; with the same advantages it reaches the same optimum.
+these equations and replaces the known model by samples. :doc:`q_learning` does it first for the
+optimality equation: it moves each action's value towards a sampled one-step target, reaches the
+values that dynamic programming computes on the same grid world, and grows into the deep Q-network
+with a replay memory, a target network and the double estimator that removes the max's upward bias.
 
-The chapter ends where reinforcement learning meets language models. :doc:`dpo` skips the reward
-model and the sampling loop of RLHF altogether: it turns pairs of preferred and rejected answers into
-a logistic loss on log-probability ratios against a frozen reference, whose minimiser is the optimum
-of the KL-regularised objective, reached on a small bandit in its tests.
+The next pages learn the policy itself. :doc:`policy_gradient` differentiates the expected return
+through sampled episodes with the log-derivative trick, unbiased but noisy, and a baseline that
+removes most of the noise without moving the mean. :doc:`actor_critic` learns that baseline, a
+critic, beside the policy, an actor, with generalised advantage estimation trading the critic's bias
+against the variance of sampled returns. :doc:`ppo` reuses each batch of episodes for several
+gradient steps and clips the probability ratio so that the policy cannot run far from the one that
+collected the data. :doc:`mcts` plans instead of learning: on tic-tac-toe, a search tree guided by
+visit counts and a prior (AlphaZero's PUCT rule) finds the moves that the exact minimax solution
+calls optimal.
+
+The chapter ends where reinforcement learning meets language models, when all there is to learn
+from is which of two answers a person preferred. :doc:`reward_model` fits a Bradley–Terry reward to
+such preferences and solves the KL-regularised objective of RLHF in closed form: the best policy is
+the reference reweighted by the exponentiated reward. :doc:`dpo` skips the reward model and the
+sampling loop altogether and turns the pairs into a logistic loss on log-probability ratios against
+a frozen reference, whose minimiser is that same optimum. :doc:`grpo` keeps the sampling but drops
+the critic: each answer's advantage is its reward standardised within a group of answers to the same
+prompt.
 """
 
 #: The recipes in reading order.
