@@ -190,6 +190,8 @@ True
 ((9,), (8, 11))
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -259,6 +261,13 @@ def apply(params, tokens):
     tokens = _check_tokens(tokens, "tokens", V)
     if not 1 <= tokens.shape[0] <= max_len:
         raise ValueError(f"tokens must have shape (T,) with 1 <= T <= max_len={max_len}, got shape {tokens.shape}")
+    return _apply(params, tokens)
+
+
+# The checks run in Python; each computation below is one compiled program rather than dozens of
+# eager operations that each compile on first use.
+@jax.jit
+def _apply(params, tokens):
     T = tokens.shape[0]
     x = params["tok"][tokens] + learned_encoding(params["pos"], T)  # (T, d_model)
     causal = jnp.tril(jnp.ones((T, T), bool))
@@ -289,11 +298,17 @@ def decode_step(params, cache, token, position):
         raise ValueError(f"cache must be the dict of 'k' and 'v' that init_cache returns, got {type(cache).__name__}")
     L, _, H, D = params["stack"]["blocks"]["attn"]["W_k"].shape
     S = jnp.shape(cache["k"])[2] if jnp.ndim(cache["k"]) == 4 else 0
-    for name in ("k", "v"):
-        _checks.same_shape(_checks.float_array(cache[name], f"cache['{name}']"), f"cache['{name}']", (L, H, S, D),
-                           expected_from="(L, H, max_len, D) of init_cache")
+    cache = {name: _checks.same_shape(_checks.float_array(cache[name], f"cache['{name}']"), f"cache['{name}']",
+                                      (L, H, S, D), expected_from="(L, H, max_len, D) of init_cache")
+             for name in ("k", "v")}
     token = _check_tokens(token, "token", params["tok"].shape[0], ndim=0, what=" (a scalar)")
     position = _checks.check_range(_checks.int_array(position, "position", ndim=0, what=" (a scalar)"), "position", 0, S)
+    return _decode_step(params, cache, token, position)
+
+
+@jax.jit
+def _decode_step(params, cache, token, position):
+    S = cache["k"].shape[2]
     x = (params["tok"][token] + params["pos"]["P"][position])[None, :]  # (1, d_model)
     visible = (jnp.arange(S) <= position)[None, :]  # (1, S): the positions written so far
 
@@ -307,7 +322,7 @@ def decode_step(params, cache, token, position):
         y = scaled_dot_product_attention(q, k_cache, v_cache, visible)  # (H, 1, D)
         x = x + jnp.einsum("HTD,HDM->TM", y, a["W_o"]) + a["b_o"][None, :]
         h = layer_norm(x, block["ln_mlp"]["scale"], block["ln_mlp"]["bias"])
-        x = x + transformer_block.feed_forward(block["mlp"], h)
+        x = x + transformer_block._feed_forward(block["mlp"], h)
         return x, (k_cache, v_cache)
 
     x, (k, v) = jax.lax.scan(layer, x, (params["stack"]["blocks"], cache["k"], cache["v"]))
@@ -329,15 +344,24 @@ def generate(params, prompt, num_new):
     if P < 1 or total > params["pos"]["P"].shape[0]:
         raise ValueError(f"prompt must have shape (P,) with P >= 1 and P + num_new <= max_len="
                          f"{params['pos']['P'].shape[0]}, got prompt {prompt.shape} and num_new={num_new}")
+    return _generate(params, prompt, num_new)
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _generate(params, prompt, num_new):
+    P = prompt.shape[0]
+    total = P + num_new
+    L, _, H, D = params["stack"]["blocks"]["attn"]["W_k"].shape
     padded = jnp.zeros((total,), prompt.dtype).at[:P].set(prompt)
 
     def step(carry, t):
         cache, token = carry
-        logits, cache = decode_step(params, cache, token, t)
+        logits, cache = _decode_step(params, cache, token, t)
         nxt = jnp.where(t + 1 < P, padded[t + 1], jnp.argmax(logits).astype(prompt.dtype))
         return (cache, nxt), (nxt, logits)
 
-    _, (tokens, logits) = jax.lax.scan(step, (init_cache(params, total), prompt[0]), jnp.arange(total - 1))
+    cache = {"k": jnp.zeros((L, H, total, D)), "v": jnp.zeros((L, H, total, D))}  # init_cache(params, total)
+    _, (tokens, logits) = jax.lax.scan(step, (cache, prompt[0]), jnp.arange(total - 1))
     return jnp.concatenate([prompt[:1], tokens]), logits
 
 
@@ -348,6 +372,11 @@ def sorting_task(key, batch_size, n, vocab_size=10):
     """
     batch_size, n = _checks.size(batch_size, "batch_size"), _checks.size(n, "n")
     vocab_size = _checks.size(vocab_size, "vocab_size")
+    return _sorting_task(key, batch_size, n, vocab_size)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def _sorting_task(key, batch_size, n, vocab_size):
     digits = jax.random.randint(key, (batch_size, n), 0, vocab_size)
     sep = jnp.full((batch_size, 1), vocab_size, digits.dtype)
     return jnp.concatenate([digits, sep, jnp.sort(digits, axis=1)], axis=1)
@@ -363,7 +392,12 @@ def sequence_loss(params, tokens, n):
     if not 1 <= _checks.size(n, "n") < tokens.shape[1]:
         raise ValueError(f"n must be between 1 and T - 1 = {tokens.shape[1] - 1} for tokens of shape "
                          f"{tokens.shape}, got n={n}")
-    logits = jax.vmap(apply, in_axes=(None, 0))(params, tokens[:, :-1])  # (B, T - 1, V)
+    return _sequence_loss(params, tokens, n)
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _sequence_loss(params, tokens, n):
+    logits = jax.vmap(_apply, in_axes=(None, 0))(params, tokens[:, :-1])  # (B, T - 1, V)
     return cross_entropy(logits[:, -n:], tokens[:, -n:])
 
 
@@ -374,13 +408,19 @@ def train(key, params, *, steps, batch_size, n, learning_rate=3e-3):
     if 2 * n > params["pos"]["P"].shape[0]:
         raise ValueError(f"n must be at most max_len / 2 = {params['pos']['P'].shape[0] // 2} (the model reads "
                          f"2 n of the 2 n + 1 tokens), got n={n}")
+    adam(_checks.positive(learning_rate, "learning_rate"))  # checks the rate, which the program below holds
+    return _train(key, params, steps, batch_size, n, float(learning_rate))
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3, 4, 5))
+def _train(key, params, steps, batch_size, n, learning_rate):
     vocab_size = params["tok"].shape[0] - 1
-    opt = adam(_checks.positive(learning_rate, "learning_rate"))
+    opt = adam(learning_rate)
 
     def step(carry, k):
         params, state = carry
-        batch = sorting_task(k, batch_size, n, vocab_size)
-        value, grads = jax.value_and_grad(sequence_loss)(params, batch, n)
+        batch = _sorting_task(k, batch_size, n, vocab_size)
+        value, grads = jax.value_and_grad(_sequence_loss)(params, batch, n)
         updates, state = opt.update(grads, state)
         return (apply_updates(params, updates), state), value
 
