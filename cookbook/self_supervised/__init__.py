@@ -18,6 +18,7 @@ its own instead of normalising over the batch.
 
 #: The recipes in reading order.
 RECIPES = (
+    "word2vec",
     "simclr",
     "byol",
     "barlow_twins",
