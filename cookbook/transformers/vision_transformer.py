@@ -170,6 +170,8 @@ Example
 True
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -197,8 +199,11 @@ def patchify(image, patch_size):
     if image.ndim != 3 or image.shape[0] % patch_size or image.shape[1] % patch_size:
         raise ValueError(f"image must have shape (Hi, Wi, C) with Hi and Wi multiples of patch_size={patch_size}, "
                          f"got shape {image.shape}")
+    return _patches(image, patch_size)
+
+
+def _patches(image, P):
     Hi, Wi, C = image.shape
-    P = patch_size
     x = image.reshape(Hi // P, P, Wi // P, P, C).transpose(0, 2, 1, 3, 4)  # (Hi/P, Wi/P, P, P, C)
     return x.reshape((Hi // P) * (Wi // P), P * P * C)
 
@@ -230,9 +235,17 @@ def apply(params, image, patch_size):
                          f"{patches.shape[1]} values; params expect {params['pos'].shape[0] - 1} of "
                          f"{params['W_e'].shape[0]}")
     _check_params(params, patch_size, image.shape)
+    return _apply(params, image, patch_size)
+
+
+# The checks run in Python; each computation below is one compiled program rather than dozens of
+# eager operations that each compile on first use.
+@functools.partial(jax.jit, static_argnums=2)
+def _apply(params, image, patch_size):
+    patches = _patches(image, patch_size)  # (N, P*P*C)
     tokens = patches @ params["W_e"] + params["b_e"][None, :]  # (N, d_model)
     x = jnp.concatenate([params["cls"][None, :], tokens], axis=0) + params["pos"]  # (N + 1, d_model)
-    h = transformer_block.apply_stack(params["stack"], x, norm="pre")  # no mask: every patch sees all
+    h = transformer_block._apply_stack(params["stack"], x, None, "pre")  # no mask: every patch sees all
     return h[0] @ params["W_head"] + params["b_head"]  # read out the class token
 
 
@@ -264,16 +277,28 @@ def _check_batch(params, images, labels, patch_size):
 def loss(params, images, labels, patch_size):
     """Mean cross-entropy over a batch of ``images`` (B, Hi, Wi, C) with integer ``labels`` (B,)."""
     images, labels = _check_batch(params, images, labels, patch_size)
-    logits = jax.vmap(apply, in_axes=(None, 0, None))(params, images, patch_size)  # (B, K)
+    _check_params(params, patch_size, images.shape[1:])
+    return _loss(params, images, labels, patch_size)
+
+
+@functools.partial(jax.jit, static_argnums=3)
+def _loss(params, images, labels, patch_size):
+    logits = jax.vmap(_apply, in_axes=(None, 0, None))(params, images, patch_size)  # (B, K)
     return cross_entropy(logits, labels)
 
 
 def accuracy(params, images, labels, patch_size):
     """Fraction of ``images`` whose largest logit is the label (a NaN logit raises when concrete)."""
     images, labels = _check_batch(params, images, labels, patch_size)
-    logits = _checks.check_no_nan(jax.vmap(apply, in_axes=(None, 0, None))(params, images, patch_size),
+    _check_params(params, patch_size, images.shape[1:])
+    logits = _checks.check_no_nan(_batch_logits(params, images, patch_size),
                     "the logits computed from params and images")
     return jnp.mean(jnp.argmax(logits, axis=-1) == labels)
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _batch_logits(params, images, patch_size):
+    return jax.vmap(_apply, in_axes=(None, 0, None))(params, images, patch_size)  # (B, K)
 
 
 def train(key, params, images, labels, *, patch_size, steps, batch_size, learning_rate=3e-3):
@@ -288,12 +313,18 @@ def train(key, params, images, labels, *, patch_size, steps, batch_size, learnin
     steps, batch_size = _checks.size(steps, "steps"), _checks.size(batch_size, "batch_size")
     if batch_size > images.shape[0]:
         raise ValueError(f"batch_size must be at most the {images.shape[0]} images, got batch_size={batch_size}")
-    opt = adam(_checks.positive(learning_rate, "learning_rate"))
+    adam(_checks.positive(learning_rate, "learning_rate"))  # checks the rate, which the program below holds
+    return _train(key, params, images, labels, patch_size, steps, batch_size, float(learning_rate))
+
+
+@functools.partial(jax.jit, static_argnums=(4, 5, 6, 7))
+def _train(key, params, images, labels, patch_size, steps, batch_size, learning_rate):
+    opt = adam(learning_rate)
 
     def step(carry, k):
         params, state = carry
         idx = jax.random.choice(k, images.shape[0], (batch_size,), replace=False)
-        value, grads = jax.value_and_grad(loss)(params, images[idx], labels[idx], patch_size)
+        value, grads = jax.value_and_grad(_loss)(params, images[idx], labels[idx], patch_size)
         updates, state = opt.update(grads, state)
         return (apply_updates(params, updates), state), value
 
