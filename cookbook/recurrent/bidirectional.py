@@ -125,6 +125,8 @@ True
 (7, 10)
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -148,6 +150,13 @@ def bidirectional(layer, params, xs):
     xs = _checks.float_array(xs, "xs", ndim=2, what=" (T, D)")
     if not isinstance(params, dict) or set(params) != {"forward", "backward"}:
         raise ValueError(f"params must have the keys 'forward' and 'backward', got {sorted(params) if isinstance(params, dict) else type(params).__name__}")
+    return _bidirectional(layer, params, xs)
+
+
+# One compiled program per layer function and shapes: called eagerly, the layer's scan would trace
+# and compile again on every call (its step is a new closure each time).
+@functools.partial(jax.jit, static_argnums=0)
+def _bidirectional(layer, params, xs):
     forward = layer(params["forward"], xs)  # (T, H)
     backward = layer(params["backward"], xs[::-1])[::-1]  # (T, H), realigned with xs
     return jnp.concatenate([forward, backward], axis=-1)  # (T, 2H)
@@ -161,7 +170,11 @@ def stacked(layer, params, xs):
     """
     if len(params) == 0:
         raise ValueError("params must hold at least one layer, got an empty list")
-    ys = _checks.float_array(xs, "xs", ndim=2, what=" (T, D)")
+    return _stacked(layer, list(params), _checks.float_array(xs, "xs", ndim=2, what=" (T, D)"))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _stacked(layer, params, ys):
     for layer_params in params:  # over layers, not time: each layer is a different function
         if isinstance(layer_params, dict) and set(layer_params) == {"forward", "backward"}:
             ys = bidirectional(layer, layer_params, ys)
