@@ -1,10 +1,12 @@
 """Recipe/twin rows for the chapters written after the classic ones: generative models, efficiency,
-reinforcement learning and self-supervised learning.
+reinforcement learning, self-supervised learning and the niche chapter's neural ODE.
 
 Each twin is the library function that a practitioner would call for the same quantity: distrax's
 KL divergence between diagonal Gaussians, optax's binary and soft cross-entropies and its NT-Xent
-loss, rlax's generalised advantage estimation and PPO's clipped surrogate. Recipes written for one
-sequence (GAE) are batched with :func:`jax.vmap`, as a reader would use them. ``tests/test_benchmarks.py``
+loss, rlax's generalised advantage estimation and PPO's clipped surrogate, and diffrax's ODE solver
+(its Tsit5 method with the same constant step as the recipe's RK4; the two are different methods of
+high order, so they agree to the accuracy of either). Recipes written for one sequence or one state
+(GAE, the ODE) are batched with :func:`jax.vmap`, as a reader would use them. ``tests/test_benchmarks.py``
 checks that every row's recipe and twin return the same values before anyone times them.
 """
 
@@ -21,12 +23,14 @@ def _normal(shape, seed):
 
 
 def comparisons() -> list[Case]:
+    import diffrax
     import distrax
     import optax
     import rlax
 
     from cookbook.efficiency import distillation
     from cookbook.generative import gan, vae
+    from cookbook.niche import neural_ode
     from cookbook.reinforcement import actor_critic, ppo
     from cookbook.self_supervised import simclr
 
@@ -62,6 +66,21 @@ def comparisons() -> list[Case]:
         labels = jnp.concatenate([jnp.arange(B), jnp.arange(B)])
         return optax.losses.ntxent(jnp.concatenate([z1, z2]), labels, temperature=0.5)
 
+    def pendulum(t, h, args):  # a damped, driven pendulum (angle, angular velocity)
+        return jnp.stack([h[1], -4.0 * jnp.sin(h[0]) - 0.2 * h[1] + 0.3 * jnp.cos(t)])
+
+    ode_times = jnp.linspace(0.0, 3.0, 7)  # 6 intervals of 0.5, 32 steps each
+
+    def ode_inputs(B):
+        return (jnp.stack([jnp.linspace(-1.0, 1.0, B), jnp.zeros(B)], axis=1),)
+
+    def ode_twin(h0s):
+        def one(h0):
+            return diffrax.diffeqsolve(diffrax.ODETerm(pendulum), diffrax.Tsit5(), 0.0, 3.0, 0.5 / 32, h0,
+                                       saveat=diffrax.SaveAt(ts=ode_times), max_steps=256,
+                                       stepsize_controller=diffrax.ConstantStepSize()).ys
+        return jax.vmap(one)(h0s)
+
     def describe(fmt):
         return lambda s: fmt.format(*s) if isinstance(s, tuple) else fmt.format(s)
 
@@ -85,4 +104,7 @@ def comparisons() -> list[Case]:
         Case("simclr.nt_xent", lambda a, b: simclr.nt_xent(a, b, 0.5), ntxent_twin,
              lambda s: (_normal(s, 11), _normal(s, 12)), [(64, 32), (512, 128)],
              "cookbook.self_supervised.simclr.nt_xent", "optax.losses.ntxent", describe("B={}, D={}")),
+        Case("neural_ode.odeint", jax.vmap(lambda h0: neural_ode.odeint(pendulum, h0, ode_times, None, 32)), ode_twin,
+             ode_inputs, [16, 256], "cookbook.niche.neural_ode.odeint (RK4)",
+             "diffrax.diffeqsolve (Tsit5, constant step)", describe("B={} states, 192 steps")),
     ]

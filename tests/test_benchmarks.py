@@ -58,7 +58,7 @@ def test_the_new_chapters_rows_compare_equal_computations():
     from benchmarks import cases_chapters_2
 
     rows = cases_chapters_2.comparisons()
-    assert len(rows) == 6
+    assert len(rows) == 7
     for case in rows:
         inputs = case.make(case.sizes[0])
         mine, twin = jax.jit(case.recipe)(*inputs), jax.jit(case.twin)(*inputs)
