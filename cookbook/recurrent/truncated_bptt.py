@@ -182,7 +182,13 @@ def predict(params, xs, h0=None):
     """The predictions (T,) for the sequence ``xs`` (T, D), unrolled in full from ``h0``."""
     _, H = _sizes(params)
     xs = _checks.float_array(xs, "xs", ndim=2, what=" (T, D)")
-    h0 = _state(h0, H, xs.dtype)
+    return _predict(params, xs, _state(h0, H, xs.dtype))
+
+
+# The checks run in Python; each computation below is one compiled program (called eagerly, the
+# layer's scan would trace and compile again on every call, its step being a new closure).
+@jax.jit
+def _predict(params, xs, h0):
     return rnn.apply(params["rnn"], xs, h0) @ params["w"] + params["c"]
 
 
@@ -191,7 +197,11 @@ def window_loss(params, h0, xs, ys):
     _, H = _sizes(params)
     xs = _checks.float_array(xs, "xs", ndim=2, what=" (tau, D)")
     ys = _checks.same_shape(_checks.float_array(ys, "ys"), "ys", xs.shape[:1], expected_from="(tau,)")
-    h0 = _state(h0, H, xs.dtype)
+    return _window_loss(params, _state(h0, H, xs.dtype), xs, ys)
+
+
+@jax.jit
+def _window_loss(params, h0, xs, ys):
     hs = rnn.apply(params["rnn"], xs, h0)  # (tau, H)
     return jnp.mean((hs @ params["w"] + params["c"] - ys) ** 2), hs[-1]
 
@@ -209,12 +219,18 @@ def forward_windows(params, xs, *, window, h0=None):
     _, H = rnn._sizes(params["rnn"])
     xs = _checks.float_array(xs, "xs", ndim=2, what=" (T, D)")
     h0 = _state(h0, H, xs.dtype)
+    return _forward_windows(params, _windows(xs, window), h0)
+
+
+@jax.jit
+def _forward_windows(params, xs_windows, h0):
+    H = h0.shape[0]
 
     def step(h, xs_k):
         hs = rnn.apply(params["rnn"], xs_k, jax.lax.stop_gradient(h))  # (tau, H)
         return hs[-1], hs
 
-    _, hs = jax.lax.scan(step, h0, _windows(xs, window))  # (T / tau, tau, H)
+    _, hs = jax.lax.scan(step, h0, xs_windows)  # (T / tau, tau, H)
     return hs.reshape(-1, H)
 
 
@@ -230,14 +246,18 @@ def train(params, xs, ys, *, window, learning_rate, h0=None):
         raise ValueError(f"ys must have shape (T,) = ({xs.shape[0]},), got shape {ys.shape}")
     learning_rate = _checks.positive(learning_rate, "learning_rate")
     h0 = _state(h0, H, xs.dtype)
+    return _train(params, _windows(xs, window), _windows(ys, window), learning_rate, h0)
 
+
+@jax.jit
+def _train(params, xs_windows, ys_windows, learning_rate, h0):
     def step(carry, window_data):
         params, h = carry
         xs_k, ys_k = window_data
-        (loss, h), grads = jax.value_and_grad(window_loss, has_aux=True)(
+        (loss, h), grads = jax.value_and_grad(_window_loss, has_aux=True)(
             params, jax.lax.stop_gradient(h), xs_k, ys_k)
         params = jax.tree.map(lambda p, g: p - learning_rate * g, params, grads)
         return (params, h), loss
 
-    (params, _), losses = jax.lax.scan(step, (params, h0), (_windows(xs, window), _windows(ys, window)))
+    (params, _), losses = jax.lax.scan(step, (params, h0), (xs_windows, ys_windows))
     return params, losses
