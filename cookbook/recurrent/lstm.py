@@ -213,7 +213,17 @@ def apply(params, xs, carry0=None):
         raise ValueError(f"xs must have shape (T, D) with D = {D}, got shape {xs.shape}")
     if carry0 is None:
         carry0 = (jnp.zeros((H,), xs.dtype), jnp.zeros((H,), xs.dtype))
+    c0, h0 = carry0
+    c0, h0 = _checks.float_array(c0, "carry"), _checks.float_array(h0, "carry")
+    if c0.shape != (H,) or h0.shape != (H,):
+        raise ValueError(f"carry (c, h) must have shapes ({H},) and ({H},), got {c0.shape} and {h0.shape}")
+    return _apply(params, xs, (c0, h0))
 
+
+# The checks run in Python and the scan is one compiled program: called eagerly, the scan would
+# trace and compile again on every call (its step is a new closure each time).
+@jax.jit
+def _apply(params, xs, carry0):
     def step(carry, x):
         carry = cell(params, carry, x)
         return carry, carry[1]
