@@ -223,9 +223,9 @@ def init(key, *, latent, hidden, data_dim, dtype=jnp.float32):
     return {"generator": _mlp_init(k_g, (Z, H, H, X), dtype), "discriminator": _mlp_init(k_d, (X, H, H, 1), dtype)}
 
 
-def _mlp(layers, x):
+def _mlp(layers, x, activation=jnp.tanh):
     for layer in layers[:-1]:
-        x = jnp.tanh(x @ layer["W"] + layer["b"])
+        x = activation(x @ layer["W"] + layer["b"])
     return x @ layers[-1]["W"] + layers[-1]["b"]
 
 

@@ -166,6 +166,7 @@ import jax.numpy as jnp
 
 from cookbook import _checks
 from cookbook._memo import cached
+from cookbook.generative.gan import _adam, _mlp, _mlp_init  # the same MLPs and Adam (b1 = 0.5) as the GAN page
 
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
 JIT = {"critic_loss": (), "gradient_penalty": (), "critic": (), "clip_weights": ()}
@@ -187,19 +188,6 @@ def generator_loss(fake_scores):
     return -jnp.mean(fake_scores)
 
 
-def _mlp_init(key, sizes, dtype):
-    """Layers with Gaussian weights of variance ``1 / fan_in``, cut from one draw (one compiled
-    program, whatever the sizes), and zero biases."""
-    shapes = list(zip(sizes[:-1], sizes[1:]))
-    draw = jax.random.normal(key, (sum(a * b for a, b in shapes),), dtype)
-    layers, start = [], 0
-    for n_in, n_out in shapes:
-        W = draw[start:start + n_in * n_out].reshape(n_in, n_out) / jnp.sqrt(n_in).astype(dtype)
-        layers.append({"W": W, "b": jnp.zeros((n_out,), dtype)})
-        start += n_in * n_out
-    return layers
-
-
 def init(key, *, latent, hidden, data_dim, dtype=jnp.float32):
     """A generator and a critic, each an MLP with two layers of ``hidden`` units (``tanh`` for the
     generator, leaky ReLU for the critic): ``{"generator": [...], "critic": [...]}``, lists of
@@ -207,12 +195,6 @@ def init(key, *, latent, hidden, data_dim, dtype=jnp.float32):
     Z, H, X = _checks.size(latent, "latent"), _checks.size(hidden, "hidden"), _checks.size(data_dim, "data_dim")
     k_g, k_f = jax.random.split(key)
     return {"generator": _mlp_init(k_g, (Z, H, H, X), dtype), "critic": _mlp_init(k_f, (X, H, H, 1), dtype)}
-
-
-def _mlp(layers, x, activation=jnp.tanh):
-    for layer in layers[:-1]:
-        x = activation(x @ layer["W"] + layer["b"])
-    return x @ layers[-1]["W"] + layers[-1]["b"]
 
 
 def _check_params(params):
@@ -299,13 +281,6 @@ def fit(params, key, X, *, steps, batch, n_critic=5, penalty=10.0, clip=None, cr
     return _train(params, key, X, steps, batch, n_critic, penalty, clip, critic_rate, generator_rate)
 
 
-def _adam(params, grads, m, v, t, learning_rate, b1=0.5, b2=0.9, tiny=1e-8):
-    m = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, m, grads)
-    v = jax.tree.map(lambda v, g: b2 * v + (1 - b2) * g * g, v, grads)
-    scale = learning_rate * jnp.sqrt(1 - b2**t) / (1 - b1**t)
-    return jax.tree.map(lambda p, m, v: p - scale * m / (jnp.sqrt(v) + tiny), params, m, v), m, v
-
-
 @functools.partial(jax.jit, static_argnums=(3, 4, 5))
 def _train(params, key, X, steps, batch, n_critic, penalty, clip, critic_rate, generator_rate):
     Z = params["generator"][0]["W"].shape[0]
@@ -328,7 +303,7 @@ def _train(params, key, X, steps, batch, n_critic, penalty, clip, critic_rate, g
         z = jax.random.normal(k_z, (batch, Z), X.dtype)
         eps = jax.random.uniform(k_eps, (batch,), X.dtype)
         (_, value), grads = jax.value_and_grad(f_loss, has_aux=True)(f, g, real, z, eps)
-        f, m, v = _adam(f, grads, m, v, t, critic_rate)
+        f, m, v = _adam(f, grads, m, v, t, critic_rate, b2=0.9)
         f = jax.tree.map(lambda w: jnp.clip(w, -clip, clip), f)
         return (f, m, v, t + 1, g), value
 
@@ -337,7 +312,7 @@ def _train(params, key, X, steps, batch, n_critic, penalty, clip, critic_rate, g
         k_f, k_g = jax.random.split(k)
         (f, m_f, v_f, t_f, _), values = jax.lax.scan(critic_step, (f, m_f, v_f, t_f, g), jax.random.split(k_f, n_critic))
         _, grads = jax.value_and_grad(g_loss)(g, f, jax.random.normal(k_g, (batch, Z), X.dtype))
-        g, m_g, v_g = _adam(g, grads, m_g, v_g, t_g, generator_rate)
+        g, m_g, v_g = _adam(g, grads, m_g, v_g, t_g, generator_rate, b2=0.9)
         return ((g, f), (m_g, v_g), (m_f, v_f), t_f, t_g + 1), values[0]
 
     g, f = params["generator"], params["critic"]
