@@ -1,13 +1,11 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 from jax.test_util import check_grads
 
 from cookbook.self_supervised.barlow_twins import EPS, barlow_twins_loss, cross_correlation
-from cookbook.self_supervised.simclr import augment, encode, init
-from test_simclr import knn_accuracy
+from ssl_helpers import digits_and_views, knn_of, two_view_trainer
 
 loss_jit = jax.jit(barlow_twins_loss)
 
@@ -115,42 +113,11 @@ def digits_runs():
     """The SimCLR page's 64-128-8 MLP (its ``encode`` and ``augment``) trained with this loss, once
     with the redundancy term (lambda = 1) and once without it (lambda = 0), by one compiled
     lax.scan loop; starting weights and batches drawn with NumPy, embeddings read with NumPy."""
-    from sklearn.datasets import load_digits
-    X, y = load_digits(return_X_y=True)
-    X = (X / 16.0).astype(np.float32).reshape(-1, 8, 8)
-    B, steps = 128, 400
-    rng = np.random.default_rng(0)
-    batches = np.stack([rng.permutation(1000)[:B] for _ in range(steps)])  # (steps, B), no repeats in a batch
-    params0 = [{"W": (rng.standard_normal((n, m)) * np.sqrt(2.0 / n)).astype(np.float32), "b": np.zeros(m, np.float32)}
-               for n, m in [(64, 128), (128, 8)]]  # as init(sizes=(64, 128, 8)) draws them
-    opt = optax.adam(1e-2)
-    views = jax.vmap(lambda k, x: augment(k, x, max_shift=1, noise=0.1, drop=0.2))
-    embed = jax.vmap(encode, in_axes=(None, 0))
-
-    # every view of the run drawn at once, (steps, 2, B, 8, 8): a small program outside the training loop
-    all_views = jax.jit(views)(jax.random.split(jax.random.key(1), steps * 2 * B),
-                               jnp.asarray(np.repeat(X[batches], 2, axis=0).reshape(-1, 8, 8))).reshape(steps, 2, B, 8, 8)
-
-    @jax.jit
-    def train(params, all_views, lam):
-        def step(carry, v):
-            params, state = carry
-            v1, v2 = v[0], v[1]
-            value, grads = jax.value_and_grad(lambda p: barlow_twins_loss(embed(p, v1), embed(p, v2), lam))(params)
-            updates, state = opt.update(grads, state, params)
-            return (optax.apply_updates(params, updates), state), value
-        (params, _), losses = jax.lax.scan(step, (params, opt.init(params)), all_views)
-        return params, losses
-
-    def numpy_encode(params, images):
-        h = np.maximum(images.reshape(len(images), -1) @ params[0]["W"] + params[0]["b"], 0.0)
-        return h @ params[1]["W"] + params[1]["b"]
+    X, y, params0, all_views = digits_and_views()
+    train = two_view_trainer(barlow_twins_loss)
 
     def evaluate(params):
-        params = jax.tree.map(np.asarray, params)
-        a, b = numpy_encode(params, X[:1000]), numpy_encode(params, X[1000:1500])
-        mean, std = a.mean(0), a.std(0) + 1e-6  # standardised, as the loss sees each feature
-        return knn_accuracy((a - mean) / std, y[:1000], (b - mean) / std, y[1000:1500]), a
+        return knn_of(params, X, y, standardise=True)  # standardised, as the loss sees each feature
 
     runs = {"untrained": evaluate(params0) + (None,)}
     for lam in (1.0, 0.0):

@@ -1,13 +1,11 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 from jax.test_util import check_grads
 
-from cookbook.self_supervised.simclr import augment, encode
 from cookbook.self_supervised.vicreg import covariance_term, invariance_term, variance_term, vicreg_loss
-from test_simclr import knn_accuracy
+from ssl_helpers import digits_and_views, knn_of, two_view_trainer
 
 loss_jit = jax.jit(vicreg_loss)
 terms_jit = jax.jit(lambda z1, z2: (invariance_term(z1, z2), variance_term(z1), covariance_term(z1)))
@@ -146,42 +144,11 @@ def digits_runs():
     """The SimCLR page's 64-128-8 MLP (its ``encode`` and ``augment``) trained with VICReg at
     lambda = mu = nu = 25, once as is and once without the variance term (mu = 0), by one compiled
     lax.scan loop; starting weights and batches drawn with NumPy, embeddings read with NumPy."""
-    from sklearn.datasets import load_digits
-    X, y = load_digits(return_X_y=True)
-    X = (X / 16.0).astype(np.float32).reshape(-1, 8, 8)
-    B, steps = 128, 400
-    rng = np.random.default_rng(0)
-    batches = np.stack([rng.permutation(1000)[:B] for _ in range(steps)])  # (steps, B)
-    params0 = [{"W": (rng.standard_normal((n, m)) * np.sqrt(2.0 / n)).astype(np.float32), "b": np.zeros(m, np.float32)}
-               for n, m in [(64, 128), (128, 8)]]  # as init(sizes=(64, 128, 8)) draws them
-    opt = optax.adam(1e-2)
-    views = jax.vmap(lambda k, x: augment(k, x, max_shift=1, noise=0.1, drop=0.2))
-    embed = jax.vmap(encode, in_axes=(None, 0))
-
-    # every view of the run drawn at once, (steps, 2, B, 8, 8): a small program outside the training loop
-    all_views = jax.jit(views)(jax.random.split(jax.random.key(1), steps * 2 * B),
-                               jnp.asarray(np.repeat(X[batches], 2, axis=0).reshape(-1, 8, 8))).reshape(steps, 2, B, 8, 8)
-
-    @jax.jit
-    def train(params, all_views, var_weight):
-        def step(carry, v):
-            params, state = carry
-            v1, v2 = v[0], v[1]
-            value, grads = jax.value_and_grad(
-                lambda p: vicreg_loss(embed(p, v1), embed(p, v2), 25.0, var_weight, 25.0))(params)
-            updates, state = opt.update(grads, state, params)
-            return (optax.apply_updates(params, updates), state), value
-        (params, _), losses = jax.lax.scan(step, (params, opt.init(params)), all_views)
-        return params, losses
-
-    def numpy_encode(params, images):
-        h = np.maximum(images.reshape(len(images), -1) @ params[0]["W"] + params[0]["b"], 0.0)
-        return h @ params[1]["W"] + params[1]["b"]
+    X, y, params0, all_views = digits_and_views()
+    train = two_view_trainer(lambda z1, z2, var_weight: vicreg_loss(z1, z2, 25.0, var_weight, 25.0))
 
     def evaluate(params):
-        params = jax.tree.map(np.asarray, params)
-        a, b = numpy_encode(params, X[:1000]), numpy_encode(params, X[1000:1500])
-        return knn_accuracy(a, y[:1000], b, y[1000:1500]), a
+        return knn_of(params, X, y)
 
     runs = {"untrained": evaluate(params0) + (None,)}
     for var_weight in (25.0, 0.0):
