@@ -115,8 +115,9 @@ def render(results: dict) -> str:
     history = results.get("history", [])
     if history:
         out += ["The cold ``make test`` as the book grew (the figure above draws it):", ""]
-        out += _table(["Date", "Recipes", "Cold ``make test``"],
-                      [[h["date"], str(h["recipes"]), f"{h['make_test_s']:.0f} s"] for h in history])
+        out += _table(["Date", "Recipes", "Cold ``make test``", "Conditions"],
+                      [[h["date"], str(h["recipes"]), f"{h['make_test_s']:.0f} s", h.get("conditions", "machine idle")]
+                       for h in history])
     return "\n".join(out) + "\n"
 
 

@@ -64,3 +64,15 @@ def test_the_new_chapters_rows_compare_equal_computations():
         mine, twin = jax.jit(case.recipe)(*inputs), jax.jit(case.twin)(*inputs)
         assert np.shape(mine) == np.shape(twin), case.name
         np.testing.assert_allclose(mine, twin, rtol=1e-5, atol=1e-5, err_msg=case.name)
+
+
+def test_report_gives_the_conditions_of_each_history_point():
+    history = [{"date": "2026-11-24", "recipes": 57, "make_test_s": 490.1},
+               {"date": "2026-12-02", "recipes": 128, "make_test_s": 3574.4, "conditions": "machine loaded"}]
+    machine = {"cpu": "cpu", "cores": 2, "platform": "linux", "python": "3.11", "jax": "0.10.2", "backend": "cpu"}
+    text = report.render({"date": "2026-12-02T00:00:00+00:00", "machine": machine, "peak_matmul": {"n": 8, "flops_per_s": 1e10},
+                          "comparisons": [], "summary": {}, "growth": [], "utilisation": [],
+                          "build": {"html_cold_s": 1.0, "html_incremental_s": 1.0}, "history": history})
+    first, second = text.index("   * - 2026-11-24"), text.index("   * - 2026-12-02")
+    assert first < text.index("490 s") < text.index("machine idle") < second  # each row carries its conditions
+    assert second < text.index("3574 s") < text.index("machine loaded")
