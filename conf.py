@@ -17,6 +17,8 @@ sys.path.insert(0, str(ROOT))
 
 from cookbook import _book  # noqa: E402
 
+_book.simulate_devices()  # before any page computes: the parallelism chapter needs 8 devices
+
 project = "Deep Learning Cookbook"
 author = "The Deep Learning Cookbook authors"
 copyright = "2026, " + author

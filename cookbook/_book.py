@@ -571,10 +571,35 @@ def doctest_setup() -> None:
     import jax
     import numpy as np
 
+    simulate_devices()
     jax.config.update("jax_numpy_rank_promotion", "raise")
     np.set_printoptions(precision=4, suppress=True)
     _atomic_compilation_cache_writes()
     release_compiled_programs()
+
+
+# The parallelism chapter shards its arrays over this many devices. On a machine with one CPU, XLA
+# can present the CPU as several devices; a program that uses one device compiles and runs as it
+# would with one, so the rest of the book is unaffected.
+SIMULATED_DEVICES = 8
+
+
+def simulate_devices(count: int = SIMULATED_DEVICES) -> None:
+    """Present the CPU as ``count`` JAX devices, if JAX has not started its CPU backend yet.
+
+    JAX reads ``jax_num_cpu_devices`` once, when its first computation starts the backend; after that
+    this does nothing (the process keeps the devices it started with). The book's build (``conf.py``)
+    and its tests (``conftest.py``) call it before anything computes. A reader who runs the
+    parallelism chapter's code elsewhere calls ``jax.config.update("jax_num_cpu_devices", 8)``
+    right after ``import jax``.
+    """
+    import jax
+    from jax._src import xla_bridge
+
+    if xla_bridge.backends_are_initialized():
+        return
+    if jax.config.jax_num_cpu_devices < count:
+        jax.config.update("jax_num_cpu_devices", count)
 
 
 # How many memory mappings this process may hold (Linux's vm.max_map_count), read once; None where

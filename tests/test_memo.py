@@ -102,3 +102,30 @@ def test_compiled_programs_are_released_past_a_share_of_the_mapping_cap(monkeypa
     assert _book.release_compiled_programs(fraction=0.0, every_s=0.0)
     assert all(f._cache_size() == 0 for f in functions)
     assert _book._memory_mappings() < before - 20  # about three mappings per program came back
+
+
+_ONE_PROGRAM = """
+import jax, jax.numpy as jnp, numpy as np
+from cookbook.attention.scaled_dot_product import scaled_dot_product_attention
+x = np.random.default_rng(3).normal(size=(5, 7, 4)).astype(np.float32)
+print(jax.device_count(), np.asarray(scaled_dot_product_attention(x, x, x)).tobytes().hex())
+"""
+
+
+def test_the_book_sees_eight_devices_and_single_device_results_do_not_change():
+    """The suite presents the CPU as 8 devices (for the parallelism chapter); a recipe that uses one
+    device gives the same bits as in a process that has only one."""
+    import os
+    import subprocess
+    import sys
+
+    from cookbook import _book
+
+    assert jax.device_count() == _book.SIMULATED_DEVICES == 8
+    here = {}
+    exec(_ONE_PROGRAM.replace("print(", "here['out'] = ("), {"here": here})
+    env = {**os.environ, "JAX_NUM_CPU_DEVICES": "1"}
+    alone = subprocess.run([sys.executable, "-c", _ONE_PROGRAM], capture_output=True, text=True,
+                           env=env, check=True).stdout.split()
+    assert alone[0] == "1"
+    assert here["out"][0] == 8 and here["out"][1] == alone[1]
