@@ -1,4 +1,4 @@
-"""Self-supervised and contrastive learning
+r"""Self-supervised and contrastive learning
 =========================================
 
 Labels are scarce and images, sentences and their pairings are plentiful. The recipes of this
