@@ -27,6 +27,21 @@ def test_every_recipe_is_a_complete_page(name):
     assert not problems, f"{name} " + "; ".join(problems)
 
 
+def test_no_module_of_the_book_compiles_with_a_warning():
+    """An invalid escape such as ``\\log`` in a docstring that is not raw is a DeprecationWarning
+    today and a SyntaxWarning from Python 3.12: page docstrings with LaTeX must be raw strings."""
+    import warnings
+
+    noisy = []
+    for path in sorted((ROOT / "cookbook").rglob("*.py")):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            compile(path.read_text(), str(path), "exec")
+        noisy += [f"{path.relative_to(ROOT)}: {w.message}" for w in caught
+                  if issubclass(w.category, (SyntaxWarning, DeprecationWarning))]
+    assert not noisy, noisy
+
+
 @pytest.mark.parametrize("name", RECIPES)
 def test_every_recipe_declares_its_jit_functions(name):
     module = importlib.import_module(name)
