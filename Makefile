@@ -33,6 +33,7 @@ PYTEST_WORKERS ?= 2
 help:
 	@echo "make html     build the book into $(BUILD)/html"
 	@echo "make test     build the book, run the Sphinx doctests and the whole test suite"
+	@echo "              (what passed before with the same inputs is not run again; FRESH=1 runs all)"
 	@echo "make doctest  run the examples of every page with Sphinx's doctest builder"
 	@echo "make check RECIPE=attention/rope"
 	@echo "              one recipe: its page, its tests and examples, its jit, bad-input and page checks"
@@ -78,13 +79,25 @@ pytest: $(STAMP)
 # pass under Sphinx's doctest builder, and pytest passes (tests, docstring examples, and the book in
 # a browser). The doctest builder runs in one process, so it runs beside pytest's workers rather
 # than before them; its report is printed when both are done.
+#
+# A test or a page whose inputs (its code and every file of the repository it imports, the lock file,
+# the flags) are those it last passed with is not run again (cookbook/_passed.py keeps the record in
+# $(BUILD)/passed.json): after a change to one recipe, `make test` runs that recipe's tests and
+# examples and the book-wide tests. A fresh clone runs everything; so does `make test FRESH=1`.
+PASSED = $(if $(FRESH),,$(CURDIR)/$(BUILD)/passed.json)
+
 test: browser html
 	@echo "Sphinx's doctest builder runs in the background (report: $(BUILD)/doctest.log) while pytest runs."
-	@rm -f $(BUILD)/costs/doctest-*.tsv $(BUILD)/costs/pytest.json
-	@$(SPHINX) -b doctest $(SPHINXOPTS) -d $(BUILD)/doctrees . $(BUILD)/doctest > $(BUILD)/doctest.log 2>&1 & doctest=$$!; \
-	COOKBOOK_REQUIRE_BROWSER=1 COOKBOOK_PAGES_DOCTESTED=1 $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup --durations=10; \
+	@$(if $(FRESH),rm -f $(BUILD)/costs/doctest-*.tsv $(BUILD)/costs/pytest.json,true)
+	@pages=$$(COOKBOOK_PASSED=$(PASSED) $(BIN)/python -m cookbook._passed pages) || exit 1; \
+	if [ -n "$$pages" ]; then \
+	  $(SPHINX) -b doctest $(SPHINXOPTS) -d $(BUILD)/doctrees . $(BUILD)/doctest $$pages > $(BUILD)/doctest.log 2>&1 & \
+	else true > $(BUILD)/doctest.log & fi; doctest=$$!; \
+	COOKBOOK_PASSED=$(PASSED) COOKBOOK_REQUIRE_BROWSER=1 COOKBOOK_PAGES_DOCTESTED=1 \
+	  $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup --durations=10; \
 	pytest=$$?; wait $$doctest; doctest=$$?; \
 	if [ $$doctest -eq 0 ]; then sed -n '/^Doctest summary/,$$p' $(BUILD)/doctest.log; \
+	     COOKBOOK_PASSED=$(PASSED) $(BIN)/python -m cookbook._passed record-pages $$pages; \
 	else cat $(BUILD)/doctest.log; rm -f $(BUILD)/doctrees/environment.pickle; \
 	     echo "Sphinx's doctest builder failed with exit status $$doctest"; fi; \
 	$(BIN)/python -m benchmarks.costs; \
