@@ -46,4 +46,5 @@ one thing this chapter cannot measure.
 #: The recipes in reading order.
 RECIPES = (
     "data_parallel",
+    "fsdp",
 )
