@@ -47,4 +47,5 @@ one thing this chapter cannot measure.
 RECIPES = (
     "data_parallel",
     "fsdp",
+    "tensor_parallel",
 )
