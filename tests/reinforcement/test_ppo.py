@@ -1,3 +1,6 @@
+import inspect
+import time
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -6,7 +9,8 @@ import rlax
 
 from cookbook.reinforcement.actor_critic import gae
 from cookbook.reinforcement.dynamic_programming import grid_world
-from cookbook.reinforcement.ppo import clipped_surrogate_loss, ppo_policy_loss
+from cookbook.reinforcement.ppo import (
+    actor_critic, clipped_surrogate_loss, evaluate_cartpole, init_actor_critic, ppo_policy_loss, train_cartpole)
 from rl_helpers import sample_episode
 
 T = 11
@@ -104,3 +108,64 @@ def test_tabular_ppo_learns_the_grid_world():
     best = np.asarray(params["logits"]).argmax(axis=1)
     v_greedy = np.linalg.solve(np.eye(S) - gamma * P[np.arange(S), best], r[np.arange(S), best])
     np.testing.assert_allclose(v_greedy[0], gamma**4, rtol=1e-9)  # the optimum (dynamic_programming)
+
+
+# ---- CartPole ------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def cartpole_run():
+    """The page's run (the figure's, shared through cookbook._memo when the book is built)."""
+    start = time.perf_counter()
+    params, curve = train_cartpole(jax.random.key(0))
+    jax.block_until_ready(curve)
+    return params, np.asarray(curve), time.perf_counter() - start
+
+
+def test_ppo_solves_cartpole(cartpole_run):
+    """The issue's bar: a mean return of at least 450 over 10 evaluation episodes (greedy policy)."""
+    params, curve, seconds = cartpole_run
+    returns = np.asarray(evaluate_cartpole(params, jax.random.key(7), 10))
+    assert returns.shape == (10,) and returns.mean() >= 450, returns
+    # it learned: episodes of a few dozen steps at first, near the limit of 500 at the end
+    assert np.nanmean(curve[:5]) < 50 and np.nanmean(curve[-20:]) > 400
+    print(f"PPO on CartPole: evaluation returns {returns}, training {seconds:.1f} s (compile included)")
+
+
+def test_the_page_figures_are_the_defaults():
+    defaults = {k: p.default for k, p in inspect.signature(train_cartpole).parameters.items() if k != "key"}
+    assert defaults["envs"] * defaults["steps"] == 512
+    assert defaults["envs"] * defaults["steps"] * defaults["iterations"] == 76_800
+    assert defaults["iterations"] * defaults["epochs"] * defaults["minibatches"] == 2_400
+    assert (defaults["envs"], defaults["steps"], defaults["epochs"], defaults["minibatches"], defaults["hidden"],
+            defaults["iterations"]) == (8, 64, 4, 4, 64, 150)
+    assert (defaults["learning_rate"], defaults["value_weight"], defaults["entropy_weight"],
+            defaults["max_grad_norm"], defaults["epsilon"]) == (3e-3, 0.5, 0.01, 0.5, 0.2)
+
+
+def test_actor_critic_shapes_vmap_and_bad_input():
+    params = init_actor_critic(jax.random.key(2), hidden=7)
+    assert [layer["W"].shape for layer in params] == [(4, 7), (7, 3)]
+    observations = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
+    logits, values = jax.vmap(actor_critic, in_axes=(None, 0))(params, observations)
+    assert logits.shape == (5, 2) and values.shape == (5,)
+    np.testing.assert_allclose(jax.nn.softmax(logits), 0.5, atol=0.02)  # the first policy: near uniform
+    with pytest.raises(ValueError, match="observation must have shape"):
+        actor_critic(params, observations)
+    with pytest.raises(TypeError, match="observation must be a floating-point"):
+        actor_critic(params, np.zeros(4, np.int32))
+    with pytest.raises(ValueError, match="params must be the two layers"):
+        actor_critic(params[:1], observations[0])
+    with pytest.raises(TypeError, match="hidden must be an int"):
+        init_actor_critic(jax.random.key(0), hidden=6.5)
+    with pytest.raises(TypeError, match="key must be a single PRNG key"):
+        init_actor_critic(0)
+    with pytest.raises(ValueError, match="minibatches must divide"):
+        train_cartpole(jax.random.key(0), envs=3, steps=5, minibatches=4)
+    with pytest.raises(TypeError, match="iterations must be an int"):
+        train_cartpole(jax.random.key(0), iterations=10.0)
+    with pytest.raises(ValueError, match="learning_rate must be positive"):
+        train_cartpole(jax.random.key(0), learning_rate=-1.0)
+    with pytest.raises(ValueError, match=r"lam in \[0, 1\]"):
+        train_cartpole(jax.random.key(0), lam=1.5)
+    with pytest.raises(ValueError, match="episodes must be at least 1"):
+        evaluate_cartpole(params, jax.random.key(0), 0)
