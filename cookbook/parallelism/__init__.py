@@ -28,8 +28,9 @@ per device falls as :math:`1/N` at the price of gathering the parameters when th
 of the next, or the heads of attention, with one all-reduce per layer; on a 2 × 4 mesh it combines
 with data parallelism, and an MLP trained that way, or fully sharded over all eight devices,
 reproduces the single-device loss curve. The remaining pages cut the depth of the network into
-stages (pipeline parallelism), a long sequence into blocks (sequence parallelism) and a mixture of
-experts into its experts (expert parallelism), and trade memory for time without any other device:
+stages (pipeline parallelism), a long sequence into blocks that go round a ring of devices
+(:doc:`sequence_parallel`) and a mixture of experts into its experts, with all-to-alls that send
+each token to its expert's device (:doc:`expert_parallel`). The last pages trade memory for time without any other device:
 rematerialisation recomputes activations instead of storing them, and
 :doc:`gradient_accumulation` adds the gradients of micro-batches to reach a batch that does not
 fit at once, exactly, except where the examples of a batch meet, in batch normalisation.
@@ -48,4 +49,7 @@ RECIPES = (
     "data_parallel",
     "fsdp",
     "tensor_parallel",
+    "sequence_parallel",
+    "expert_parallel",
+    "gradient_accumulation",
 )
