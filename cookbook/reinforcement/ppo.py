@@ -112,7 +112,7 @@ policy's logits and the value (``actor_critic``); the full loss :math:`\mathcal{
 head's squared error and an entropy bonus that keeps the policy exploring. ``train_cartpole`` runs
 8 cart-poles of :doc:`environments` side by side under :func:`jax.vmap`, collects 64 steps of each,
 computes advantages with ``gae`` of :doc:`actor_critic`, and takes 4 epochs of 4 minibatch Adam steps
-on those 512 transitions; 150 such iterations (76 800 steps) are one :func:`jax.lax.scan`, compiled
+on those 512 transitions; 200 such iterations (102 400 steps) are one :func:`jax.lax.scan`, compiled
 once. The greedy policy then balances the pole for at least 450 of the 500 steps on average over 10
 episodes (the test).
 
@@ -182,8 +182,8 @@ gradients clipped to a global norm of 0.5, a learning rate of :math:`3 \times 10
 linearly to zero, a small last layer for the policy so that the first policy is nearly uniform. Two
 simplifications: the actor and the critic share their hidden layer, and the 500-step time limit is
 treated as a terminal state (its value is not bootstrapped; :doc:`environments` says how to tell the
-two apart). On a CPU, compiling the run costs far more than running its 76 800 environment steps
-and 2 400 gradient steps, so all the randomness of the run is drawn before the loop, in three
+two apart). On a CPU, compiling the run costs far more than running its 102 400 environment steps
+and 3 200 gradient steps, so all the randomness of the run is drawn before the loop, in three
 calls (each random call inside it would cost compile time), and an action is sampled by comparing
 one uniform number with the probability of pushing right.
 """
@@ -288,7 +288,7 @@ def _actor_critic(params, observation):
 
 
 @cached  # the page's figure and the test share this run when the book is built (cookbook/_memo.py)
-def train_cartpole(key, *, envs=8, steps=64, iterations=150, epochs=4, minibatches=4, hidden=64,
+def train_cartpole(key, *, envs=8, steps=64, iterations=200, epochs=4, minibatches=4, hidden=64,
                    learning_rate=3e-3, gamma=0.99, lam=0.95, epsilon=0.2, value_weight=0.5,
                    entropy_weight=0.01, max_grad_norm=0.5):
     """PPO on ``envs`` CartPoles, ``steps`` steps each per iteration, the whole run one compiled scan.

@@ -134,10 +134,10 @@ def test_ppo_solves_cartpole(cartpole_run):
 def test_the_page_figures_are_the_defaults():
     defaults = {k: p.default for k, p in inspect.signature(train_cartpole).parameters.items() if k != "key"}
     assert defaults["envs"] * defaults["steps"] == 512
-    assert defaults["envs"] * defaults["steps"] * defaults["iterations"] == 76_800
-    assert defaults["iterations"] * defaults["epochs"] * defaults["minibatches"] == 2_400
+    assert defaults["envs"] * defaults["steps"] * defaults["iterations"] == 102_400
+    assert defaults["iterations"] * defaults["epochs"] * defaults["minibatches"] == 3_200
     assert (defaults["envs"], defaults["steps"], defaults["epochs"], defaults["minibatches"], defaults["hidden"],
-            defaults["iterations"]) == (8, 64, 4, 4, 64, 150)
+            defaults["iterations"]) == (8, 64, 4, 4, 64, 200)
     assert (defaults["learning_rate"], defaults["value_weight"], defaults["entropy_weight"],
             defaults["max_grad_norm"], defaults["epsilon"]) == (3e-3, 0.5, 0.01, 0.5, 0.2)
 
