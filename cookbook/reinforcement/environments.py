@@ -115,6 +115,33 @@ upright (wrapped to :math:`[-\pi, \pi)`), the speed and the torque; the episode 
 cut after 200 steps. The observation is :math:`(\cos\theta, \sin\theta, \dot{\theta})`, which does
 not jump when the angle wraps around.
 
+.. plot::
+
+   import jax, jax.numpy as jnp, numpy as np
+   from cookbook.reinforcement.environments import PendulumState, pendulum_step
+
+   def episode(policy):
+       def step(state, _):
+           state = pendulum_step(state, policy(state))[0]
+           return state, state.theta
+       hanging = PendulumState(jnp.float32(jnp.pi), jnp.float32(0.0), jnp.int32(0))
+       return jax.lax.scan(step, hanging, length=200)[1]
+
+   runs = jax.jit(lambda: (episode(lambda s: jnp.full((1,), 2.0)),
+                           episode(lambda s: jnp.where(s.theta_dot >= 0, 2.0, -2.0)[None])))()
+   time = np.arange(1, 201) * 0.05
+   fig, ax = plt.subplots(figsize=(6, 2.8))
+   for theta, label in zip(runs, ["largest torque, held", "largest torque, with the motion"]):
+       ax.plot(time, np.cos(theta), lw=1, label=label)
+   ax.axhspan(0, 1.05, color="0.93")
+   ax.set(xlabel="time (s)", ylabel="height of the tip, cos θ", ylim=(-1.05, 1.05))
+   ax.legend(fontsize=7, loc="upper left")
+   fig.tight_layout()
+
+From hanging (height −1), a torque held one way only tilts the pendulum, never above the pivot
+(shaded); pushing in the direction of its motion pumps energy in, and it swings over the top
+(height 1) within the episode: the swing-up a learner must find, and then learn to hold.
+
 .. admonition:: Intuition
 
    A chess position written on a card is a pure state: give the card and a move to anyone and they

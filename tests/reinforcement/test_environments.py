@@ -155,10 +155,17 @@ def test_whole_episodes_under_scan_match_gymnax():
         # horizontal: 3u / (m L^2) = 6 is less than 3 g / (2 L) = 15 (it must swing up)
         hanging = PendulumState(jnp.float32(jnp.pi), jnp.float32(0.0), jnp.int32(0))
         _, (obs, _, _) = jax.lax.scan(mine_p, hanging, jnp.full((PENDULUM_STEPS, 1), 2.0))
-        return cart, pend, obs[:, 0]
 
-    (cart_mine, cart_theirs), (pend_mine, pend_theirs), cos_hanging = episodes(jax.random.key(3))
-    assert float(cos_hanging.max()) < 0.0
+        def pump(state, _):  # the largest torque, in the direction of the motion (the page's figure)
+            state, obs, _, _ = pendulum_step(state, jnp.where(state.theta_dot >= 0, 2.0, -2.0)[None])
+            return state, obs
+
+        _, pumped = jax.lax.scan(pump, hanging, length=PENDULUM_STEPS)
+        return cart, pend, obs[:, 0], pumped[:, 0]
+
+    (cart_mine, cart_theirs), (pend_mine, pend_theirs), cos_held, cos_pumped = episodes(jax.random.key(3))
+    assert float(cos_held.max()) < 0.0  # never past horizontal
+    assert float(cos_pumped.max()) > 0.99  # over the top
     for a, b in zip(cart_mine + pend_mine, cart_theirs + pend_theirs):
         np.testing.assert_array_equal(a, b)
     # the cart-pole fails under random actions long before the limit; the pendulum ends only there
