@@ -136,9 +136,9 @@ Example
 Implementation notes
 --------------------
 
-* **Measured here** (tests): on 1, 2, 4 and 8 devices the sharded MLP and attention equal the
-  single-device layers within :math:`10^{-6}` (gradients within :math:`10^{-5}`); each device's
-  weights take :math:`1/N` of the bytes; an MLP trained on a 2 × 4 mesh (data × model) follows
+* **Measured here** (tests): the sharded MLP on 1, 2, 4 and 8 devices and the sharded attention
+  on 2 and 8 equal the single-device layers within :math:`10^{-6}` (gradients, on 4 devices,
+  within :math:`10^{-5}`); each device's weights take :math:`1/N` of the bytes; an MLP trained on a 2 × 4 mesh (data × model) follows
   single-device gradient descent to within :math:`10^{-5}` in the loss.
 * **Beyond this page.** Megatron also cuts the embedding and the softmax over the vocabulary, and
   later work cuts the activations that tensor parallelism leaves whole (layer norms and dropout)
