@@ -228,6 +228,11 @@ def unflatten(flat, sizes):
     needed = padded_size(sizes, 1)
     if flat.shape[0] < needed:
         raise ValueError(f"flat must hold at least {needed} entries for sizes {sizes}, got {flat.shape[0]}")
+    return _unflatten(flat, sizes)
+
+
+@functools.partial(jax.jit, static_argnames=("sizes",))
+def _unflatten(flat, sizes):
     sharding = jax.typeof(flat).sharding
     if isinstance(sharding, NamedSharding) and any(a is not None for a in sharding.spec):
         flat = jax.reshard(flat, NamedSharding(sharding.mesh, P()))  # gather the shards first
@@ -243,8 +248,14 @@ def init(params, mesh, *, stage=3, axis="data"):
     """A :class:`State` for MLP ``params``: their flat vector, padded with zeros to a multiple of the
     devices along ``axis``, zero moments, and each field placed on the mesh as ``stage`` says."""
     _check_stage(stage)
-    n = axis_size(mesh, axis)
+    axis_size(mesh, axis)
     mlp._check_params(params)
+    return _init(params, mesh, stage, axis)
+
+
+@functools.partial(jax.jit, static_argnames=("mesh", "stage", "axis"))
+def _init(params, mesh, stage, axis):
+    n = axis_size(mesh, axis)
     flat = jnp.concatenate([jnp.concatenate([layer["W"].ravel(), layer["b"]]) for layer in params])
     flat = jnp.pad(flat, (0, -(-flat.shape[0] // n) * n - flat.shape[0]))  # (P,), P a multiple of N
     state = State(params=flat, m=jnp.zeros_like(flat), v=jnp.zeros_like(flat), count=jnp.zeros((), jnp.int32))

@@ -28,6 +28,7 @@ def compiled_grad(n):
     return jax.jit(grad, static_argnames=("mesh", "axis")).lower(params, X, Y, mesh).compile()
 
 
+@jax.jit
 def reference(params, X, Y):
     return jax.value_and_grad(mlp.loss)(params, X, Y, "tanh")
 
