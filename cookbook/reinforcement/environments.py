@@ -107,13 +107,13 @@ The first lines of the equation are the frictionless dynamics in the form that
 not failed; an episode ends when the pole or the cart leaves its range, or after 500 steps, so the
 best return is 500.
 
-*The pendulum* starts hanging at a random angle and must be swung up and held upright
+*The pendulum* starts at a random angle and speed and must be swung up and held upright
 (:math:`\theta = 0`) with a torque too weak to lift it directly: held from hanging, the largest
-torque never lifts it past horizontal, so it must swing back and forth to gain energy. The velocity is updated first and
-the angle moves with the new velocity (semi-implicit Euler). The reward penalises the angle from
-upright (wrapped to :math:`[-\pi, \pi)`), the speed and the torque; the episode never fails and is
-cut after 200 steps. The observation is :math:`(\cos\theta, \sin\theta, \dot{\theta})`, which does
-not jump when the angle wraps around.
+torque never lifts it past horizontal, so it must swing back and forth to gain energy. The velocity
+is updated first and the angle moves with the new velocity (semi-implicit Euler). The reward
+penalises the angle from upright (wrapped to :math:`[-\pi, \pi)`), the speed and the torque; the
+episode never fails and is cut after 200 steps. The observation is
+:math:`(\cos\theta, \sin\theta, \dot{\theta})`, which does not jump when the angle wraps around.
 
 .. plot::
 
@@ -364,7 +364,8 @@ def _pendulum_step(state, action):
     torque = jnp.clip(action, -MAX_TORQUE, MAX_TORQUE)  # (1,)
     reward = -(_wrap(theta) ** 2 + 0.1 * theta_dot**2 + 0.001 * torque**2)[0]
     gravity = 3 * PENDULUM_GRAVITY / (2 * PENDULUM_LENGTH)
-    new_theta_dot = theta_dot + (gravity * jnp.sin(theta) + 3.0 / (PENDULUM_MASS * PENDULUM_LENGTH**2) * torque) * PENDULUM_TAU
+    drive = 3.0 / (PENDULUM_MASS * PENDULUM_LENGTH**2)
+    new_theta_dot = theta_dot + (gravity * jnp.sin(theta) + drive * torque) * PENDULUM_TAU  # (1,)
     new_theta_dot = jnp.clip(new_theta_dot, -MAX_SPEED, MAX_SPEED)
     new_theta = theta + new_theta_dot * PENDULUM_TAU
     next_state = PendulumState(new_theta[0], new_theta_dot[0], time + 1)
