@@ -105,8 +105,10 @@ one all-reduce for the forward pass of each layer, two with the backward pass to
 Every device holds :math:`1/N` of the weights (the tests read it from the compiled program) and
 computes :math:`1/N` of the products, but the all-reduce carries the full activations
 :math:`(T, C)` at every layer, so tensor parallelism is kept within the fast links of one machine;
-across machines one uses :doc:`data_parallel` or :doc:`fsdp`. On a 2 × 4 mesh the two combine: the
-batch is cut over the first axis and the weights over the second.
+across machines one uses :doc:`data_parallel` or :doc:`fsdp`. On a 2 × 4 mesh they combine: the
+batch is cut over the first axis and the weights over the second, and with ``fully_sharded=True``
+each device's slice of the weights is cut again over the first axis and gathered just before use,
+as in :doc:`fsdp`, so that each of the eight devices holds an eighth of the weights.
 
 Inductive bias
 --------------
@@ -138,8 +140,9 @@ Implementation notes
 
 * **Measured here** (tests): the sharded MLP on 1, 2, 4 and 8 devices and the sharded attention
   on 2 and 8 equal the single-device layers within :math:`10^{-6}` (gradients, on 4 devices,
-  within :math:`10^{-5}`); each device's weights take :math:`1/N` of the bytes; an MLP trained on a 2 × 4 mesh (data × model) follows
-  single-device gradient descent to within :math:`10^{-5}` in the loss.
+  within :math:`10^{-5}`); each device's weights take :math:`1/N` of the bytes; an MLP trained on a 2 × 4 mesh (data × model), with its weights
+  cut over the model axis or fully sharded over both, follows single-device gradient descent to
+  within :math:`10^{-5}` in the loss over thirty steps.
 * **Beyond this page.** Megatron also cuts the embedding and the softmax over the vocabulary, and
   later work cuts the activations that tensor parallelism leaves whole (layer norms and dropout)
   along the sequence (the chapter's sequence-parallel page covers ring attention instead).
@@ -298,18 +301,32 @@ def parallel_attention(params, X, mesh, *, axis="model"):
     return _parallel_attention(params, X, mesh, axis)
 
 
-@functools.partial(jax.jit, static_argnames=("mesh", "data_axis", "model_axis", "steps"))
-def _train(params, X, Y, learning_rate, mesh, data_axis, model_axis, steps):
-    specs = _mlp_specs(model_axis)
+def _train_specs(data_axis, model_axis, fully_sharded):
+    """Weights cut over the model axis; with ``fully_sharded``, each device's block of hidden units
+    is cut again over the data axis (FSDP), the model axis major."""
+    if not fully_sharded:
+        return _mlp_specs(model_axis)
+    both = (model_axis, data_axis)
+    return {"W1": P(None, both), "b1": P(both), "W2": P(both, None), "b2": P()}
+
+
+@functools.partial(jax.jit, static_argnames=("mesh", "data_axis", "model_axis", "steps", "fully_sharded"))
+def _train(params, X, Y, learning_rate, mesh, data_axis, model_axis, steps, fully_sharded):
+    specs = _train_specs(data_axis, model_axis, fully_sharded)
 
     def on_device(params_k, X_k, Y_k):
         def loss(params_k):  # the mean squared error of the whole batch
+            if fully_sharded:  # gather this model shard's hidden units from the data axis
+                gather = lambda a, axis: jax.lax.all_gather(a, data_axis, axis=axis, tiled=True)
+                params_k = {"W1": gather(params_k["W1"], 1), "b1": gather(params_k["b1"], 0),
+                            "W2": gather(params_k["W2"], 0), "b2": params_k["b2"]}
             Z = jax.lax.psum(_hidden_times_rows(params_k, X_k), model_axis) + params_k["b2"][None, :]
             return jax.lax.pmean(jnp.mean((Z - Y_k) ** 2), data_axis)
 
         def step(params_k, _):
-            # Differentiation inserts the all-reduces of the backward pass: over the model axis for
-            # the input's gradient, over the data axis for the weights' gradients.
+            # Differentiation inserts the collectives of the backward pass: an all-reduce over the
+            # model axis for the input's gradient, over the data axis for the weights' gradients
+            # (a reduce-scatter, the derivative of the all-gather, when they are fully sharded).
             value, grads = jax.value_and_grad(loss)(params_k)
             return jax.tree.map(lambda p, g: p - learning_rate * g, params_k, grads), value
 
@@ -320,15 +337,22 @@ def _train(params, X, Y, learning_rate, mesh, data_axis, model_axis, steps):
                          out_specs=(specs, P()))(_placed(mesh, params, specs), X, Y)
 
 
-def train(params, X, Y, mesh, *, learning_rate, steps, data_axis="data", model_axis="model"):
+def train(params, X, Y, mesh, *, learning_rate, steps, data_axis="data", model_axis="model",
+          fully_sharded=False):
     """Gradient descent on the mean squared error of :func:`mlp`, with the batch cut over
-    ``data_axis`` and the weights over ``model_axis`` (data and tensor parallelism on a 2-D mesh).
-    Returns the parameters (sharded as in :func:`parallel_mlp`) and the loss before each step."""
+    ``data_axis`` and the weights over ``model_axis`` (data and tensor parallelism on a 2-D mesh);
+    with ``fully_sharded=True`` the weights are also cut over ``data_axis`` and gathered for use (fully
+    sharded data parallelism and tensor parallelism). Returns the parameters, sharded, and the loss
+    before each step."""
     X = _check_mlp(params, X)
     Y = _checks.float_array(Y, "Y", ndim=2, what=" (T, C)")
     _checks.same_shape(Y, "Y", (X.shape[0], params["W2"].shape[1]), expected_from="(T, C) to match X and params['W2']")
-    divisible(params["W1"].shape[1], axis_size(mesh, model_axis, "model_axis"), "params['W1']", "hidden width F")
-    divisible(X.shape[0], axis_size(mesh, data_axis, "data_axis"), "X", "batch size")
+    if not isinstance(fully_sharded, bool):
+        raise TypeError(f"fully_sharded must be a bool, got {fully_sharded!r}")
+    n_model = axis_size(mesh, model_axis, "model_axis")
+    n_data = axis_size(mesh, data_axis, "data_axis")
+    divisible(params["W1"].shape[1], n_model * n_data if fully_sharded else n_model, "params['W1']", "hidden width F")
+    divisible(X.shape[0], n_data, "X", "batch size")
     _checks.size(steps, "steps")
     _checks.positive(learning_rate, "learning_rate")
-    return _train(params, X, Y, learning_rate, mesh, data_axis, model_axis, steps)
+    return _train(params, X, Y, learning_rate, mesh, data_axis, model_axis, steps, fully_sharded)

@@ -76,27 +76,36 @@ def test_gradients_equal_and_the_backward_pass_adds_one_all_reduce(layer):
     assert collectives(program) == {"all-reduce": 2}  # Megatron's g (forward) and f (backward)
 
 
-def test_data_and_tensor_parallel_training_on_a_two_by_four_mesh_reproduces_the_loss_curve():
+@pytest.mark.parametrize("fully_sharded", [False, True])
+def test_training_on_a_two_by_four_mesh_reproduces_the_single_device_loss_curve(fully_sharded, single_device_run):
+    params, X, Y, want_params, want_losses = single_device_run
+    mesh = jax.make_mesh((2, 4), ("data", "model"))
+    got_params, got_losses = train(params, X, Y, mesh, learning_rate=LR, steps=STEPS, fully_sharded=fully_sharded)
+    np.testing.assert_allclose(got_losses, want_losses, rtol=0, atol=1e-5)
+    per_device = F // 8 if fully_sharded else F // 4  # hidden units of W1 on each device
+    assert got_params["W1"].sharding.shard_shape((D, F)) == (D, per_device)
+    for key in want_params:
+        np.testing.assert_allclose(np.asarray(got_params[key]), want_params[key], rtol=1e-4, atol=1e-5)
+    assert got_losses[-1] < 0.6 * got_losses[0]  # it learns
+
+
+STEPS, LR = 30, 0.1
+
+
+@pytest.fixture(scope="module")
+def single_device_run():
     params = mlp_params()
     X = rows(3, 16)
     Y = np.stack([np.sin(X[:, 0]), X[:, 1] * X[:, 2], np.cos(X[:, 3])], axis=1).astype(np.float32)
-    steps, lr = 30, 0.1
 
     @jax.jit
     def single(params):
         def step(params, _):
             value, grads = jax.value_and_grad(lambda p: jnp.mean((mlp(p, X) - Y) ** 2))(params)
-            return jax.tree.map(lambda p, g: p - lr * g, params, grads), value
-        return jax.lax.scan(step, params, length=steps)
+            return jax.tree.map(lambda p, g: p - LR * g, params, grads), value
+        return jax.lax.scan(step, params, length=STEPS)
 
-    want_params, want_losses = single(params)
-    mesh = jax.make_mesh((2, 4), ("data", "model"))
-    got_params, got_losses = train(params, X, Y, mesh, learning_rate=lr, steps=steps)
-    np.testing.assert_allclose(got_losses, want_losses, rtol=0, atol=1e-5)
-    assert got_params["W1"].sharding.shard_shape((D, F)) == (D, F // 4)
-    for key in want_params:
-        np.testing.assert_allclose(np.asarray(got_params[key]), want_params[key], rtol=1e-4, atol=1e-5)
-    assert got_losses[-1] < 0.6 * got_losses[0]  # it learns
+    return (params, X, Y) + tuple(single(params))
 
 
 def test_clear_errors():
@@ -117,3 +126,7 @@ def test_clear_errors():
     with pytest.raises(ValueError, match="X must have a batch size divisible by the 2"):
         train(params, rows(), np.zeros((T, C), np.float32), jax.make_mesh((2, 4), ("data", "model")),
               learning_rate=0.1, steps=1)
+    with pytest.raises(ValueError, match=r"params\['W1'\] must have a hidden width F divisible by the 8"):
+        train({**params, "W1": params["W1"][:, :20], "b1": params["b1"][:20], "W2": params["W2"][:20]},
+              rows(3, 16), np.zeros((16, C), np.float32), jax.make_mesh((2, 4), ("data", "model")),
+              learning_rate=0.1, steps=1, fully_sharded=True)
