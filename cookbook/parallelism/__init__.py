@@ -35,6 +35,41 @@ rematerialisation recomputes activations instead of storing them, and
 :doc:`gradient_accumulation` adds the gradients of micro-batches to reach a batch that does not
 fit at once, exactly, except where the examples of a batch meet, in batch normalisation.
 
+The forms compete on what each device holds and what it must send. As the pages' tests read them
+from the compiled programs:
+
+.. list-table::
+   :header-rows: 1
+
+   * - Page
+     - What is cut
+     - Each device holds
+     - Collectives in the compiled program
+   * - :doc:`data_parallel`
+     - the batch
+     - all parameters, gradients and optimiser state
+     - one all-reduce per step
+   * - :doc:`fsdp` (stage 3)
+     - the batch, and parameters, gradients and optimiser state
+     - :math:`1/N` of them, plus the gathered parameters while in use
+     - one all-gather, one reduce-scatter, one all-reduce of the loss per step
+   * - :doc:`tensor_parallel`
+     - the weight matrices of each layer, or its heads
+     - :math:`1/N` of the weights
+     - one all-reduce per layer forward, one backward
+   * - :doc:`sequence_parallel`
+     - the sequence
+     - one block of queries, keys and values
+     - two collective permutes per step of a ring of :math:`N - 1` steps
+   * - :doc:`expert_parallel`
+     - the experts
+     - :math:`1/N` of the experts
+     - two all-to-alls forward
+   * - :doc:`gradient_accumulation`
+     - the batch, in time
+     - the activations of one micro-batch
+     - none
+
 **Eight devices on one CPU.** The book's build and its tests present the CPU as eight JAX devices
 (``cookbook._book.simulate_devices`` sets ``jax_num_cpu_devices`` before anything computes), so
 every page runs, and is tested, on a laptop; a program that uses one device runs as it would on a
