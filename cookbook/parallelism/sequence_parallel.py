@@ -103,9 +103,10 @@ memory-efficient page with its key blocks on other devices.
    round once, every student has been compared with every sheet, and no examiner ever needed a
    desk larger than one bundle.
 
-**Memory and traffic.** A device stores :math:`T/N` rows of queries, keys and values, two blocks
-in flight and one :math:`(T/N) \times (T/N)` tile of scores per head: the memory per device
-falls as :math:`1/N` for the sequence and :math:`1/N^2` for the scores. The price is
+**Memory and traffic.** A device stores :math:`T/N` rows of queries, keys and values, the
+blocks in flight and one :math:`(T/N) \times (T/N)` tile of scores per head, never the
+:math:`T \times T` matrix: its inputs are :math:`1/N` of the sequence (the tests read the bytes
+from the compiled program). The price is
 :math:`N - 1` sends of a key block and a value block by every device. In the compiled program
 this is a loop of :math:`N - 1` steps holding exactly two collective permutes (the keys and the
 values), and no other collective; the tests read both from the HLO. On accelerators the send of
@@ -138,18 +139,15 @@ Example
 Twenty-four positions of two heads on the eight devices of a mesh (three positions each), equal
 to :func:`jax.nn.dot_product_attention` on one device:
 
->>> import jax, jax.numpy as jnp
+>>> import jax, numpy as np
 >>> from cookbook.parallelism.sequence_parallel import ring_attention
 >>> mesh = jax.make_mesh((8,), ("seq",))
->>> k_q, k_k, k_v = jax.random.split(jax.random.key(0), 3)
->>> q = jax.random.normal(k_q, (24, 2, 5))
->>> k = jax.random.normal(k_k, (24, 2, 5))
->>> v = jax.random.normal(k_v, (24, 2, 5))
+>>> q, k, v = np.random.default_rng(0).standard_normal((3, 24, 2, 5)).astype(np.float32)
 >>> y = ring_attention(q, k, v, mesh, axis="seq", causal=True)
 >>> y.shape, len(y.sharding.device_set)
 ((24, 2, 5), 8)
->>> full = jax.nn.dot_product_attention(q, k, v, is_causal=True)
->>> bool(jnp.allclose(y, full, atol=1e-5))
+>>> full = jax.jit(jax.nn.dot_product_attention, static_argnames="is_causal")(q, k, v, is_causal=True)
+>>> bool(np.allclose(y, full, atol=1e-5))
 True
 
 Implementation notes
