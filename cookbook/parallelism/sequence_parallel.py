@@ -120,6 +120,25 @@ before any block is skipped, and the running maximum is finite from the start. T
 blocks are still computed and masked here (all devices run the same program), so device 0 wastes
 :math:`N - 1` of its :math:`N` steps: see the implementation notes for the remedy.
 
+The figure shows the schedule on four devices: ``ring_schedule`` gives the block that each
+device holds at each step, and under a causal mask the blocks above the diagonal are computed and
+thrown away.
+
+.. plot::
+
+   from cookbook.parallelism.sequence_parallel import ring_schedule
+   blocks = ring_schedule(4)  # (steps, devices)
+   devices = np.arange(4)[None, :]
+   status = np.where(blocks < devices, 2, np.where(blocks == devices, 1, 0))
+   fig, ax = plt.subplots(figsize=(4.2, 2.6))
+   ax.imshow(status, cmap="Greens", vmin=-0.5, vmax=2.5)
+   for (step, i), j in np.ndenumerate(blocks):
+       ax.text(i, step, f"K{j}, V{j}", ha="center", va="center", fontsize=7)
+   ax.set_xticks(range(4), [f"device {i}" for i in range(4)], fontsize=7)
+   ax.set_yticks(range(4), [f"step {s}" for s in range(4)], fontsize=7)
+   ax.set_title("causal: dark visible, medium diagonal, light masked", fontsize=8)
+   plt.tight_layout()
+
 **The backward pass** is differentiated by JAX: the transpose of sending a block to the right is
 sending its gradient to the left, so the gradient program is a second ring running the other way
 (two more collective permutes, which the tests count).
@@ -172,6 +191,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -180,6 +200,14 @@ from cookbook.parallelism.data_parallel import axis_size, divisible
 
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
 JIT = {"ring_attention": ("mesh", "axis", "causal")}
+
+
+def ring_schedule(num_devices):
+    """The key and value block that each device holds at each step of the ring: a table (steps,
+    devices) whose entry (s, i) is (i - s) mod N, as ``on_device`` computes it."""
+    n = _checks.size(num_devices, "num_devices")
+    step, device = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    return (device - step) % n
 
 
 def ring_attention(q, k, v, mesh, *, axis="seq", causal=False):

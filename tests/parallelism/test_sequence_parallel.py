@@ -7,7 +7,7 @@ import pytest
 
 from cookbook.parallelism.data_parallel import collectives, memory_per_device
 from cookbook.parallelism import sequence_parallel
-from cookbook.parallelism.sequence_parallel import ring_attention
+from cookbook.parallelism.sequence_parallel import ring_attention, ring_schedule
 
 TOL = dict(rtol=1e-5, atol=1e-5)  # float32 ring against a float64 reference
 STATIC = ("mesh", "axis", "causal")
@@ -113,6 +113,18 @@ def test_memory_per_device_is_one_block(causal_program):
     assert memory["outputs"] == 4 * block * H * DV
     # Never the T x T scores of full attention (4608 bytes here), only tiles of (T/N)^2.
     assert memory["temporaries"] < 4 * T * T * H
+
+
+def test_ring_schedule_every_block_visits_every_device_once():
+    blocks = ring_schedule(5)
+    np.testing.assert_array_equal(blocks[0], np.arange(5))  # step 0: the device's own block
+    for column in blocks.T:
+        assert sorted(column) == list(range(5))
+    np.testing.assert_array_equal(blocks[1:], np.roll(blocks[:-1], 1, axis=1))  # passed to the right
+    # Causal: device i uses i + 1 of its N steps.
+    np.testing.assert_array_equal((blocks <= np.arange(5)).sum(axis=0), np.arange(1, 6))
+    with pytest.raises(TypeError, match=r"num_devices must be an int"):
+        ring_schedule(4.0)
 
 
 def test_bad_arguments_raise_clear_errors(mesh):
