@@ -143,7 +143,8 @@ Implementation notes
 * **Loss scaling.** Libraries that accumulate by calling ``backward`` repeatedly (PyTorch) add the
   gradients of the micro-batch *means*, so each micro-batch loss is divided by :math:`M`; with
   unequal micro-batches the weights must be their sizes instead. ``optax.MultiSteps`` wraps an
-  optimiser so that it applies an update only every :math:`M` calls.
+  optimiser so that it applies the mean of :math:`M` gradients every :math:`M` calls; with plain
+  gradient descent its steps equal these (the tests compare five steps).
 * **Cost.** The same arithmetic, :math:`M` times fewer examples in flight, so less parallel work
   per kernel launch: accumulation buys memory, not speed.
 """

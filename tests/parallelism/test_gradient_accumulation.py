@@ -3,6 +3,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from cookbook.parallelism.data_parallel import memory_per_device
@@ -93,6 +94,30 @@ def test_training_with_accumulation_follows_full_batch_training():
     for g, w in zip(jax.tree.leaves(got_params), jax.tree.leaves(want_params)):
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
     assert got_losses[-1] < 0.7 * got_losses[0]  # it learns
+
+
+def test_training_matches_optax_multisteps():
+    """optax.MultiSteps applies the mean of k micro-batch gradients every k calls: the same steps."""
+    params, X, Y = problem()
+    M, steps, lr = 4, 5, 0.1
+    opt = optax.MultiSteps(optax.sgd(lr), every_k_schedule=M)
+    micro = (X.reshape(M, B // M, D), Y.reshape(M, B // M, C))
+
+    @jax.jit
+    def run(params):
+        def call(carry, batch):
+            params, state = carry
+            grads = jax.grad(lambda p: loss(p, *batch))(params)
+            updates, state = opt.update(grads, state, params)
+            return (optax.apply_updates(params, updates), state), None
+        batches = jax.tree.map(lambda a: jnp.tile(a, (steps, 1, 1)), micro)  # the micro-batches, every step
+        (params, _), _ = jax.lax.scan(call, (params, opt.init(params)), batches)
+        return params
+
+    want = run(params)
+    got, _ = train(params, X, Y, micro_batches=M, learning_rate=lr, steps=steps)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
 
 
 def test_accumulation_needs_fewer_temporary_bytes():

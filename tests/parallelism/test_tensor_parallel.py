@@ -130,3 +130,17 @@ def test_clear_errors():
         train({**params, "W1": params["W1"][:, :20], "b1": params["b1"][:20], "W2": params["W2"][:20]},
               rows(3, 16), np.zeros((16, C), np.float32), jax.make_mesh((2, 4), ("data", "model")),
               learning_rate=0.1, steps=1, fully_sharded=True)
+
+
+def test_the_compilers_own_partitioning_from_the_same_shardings_also_holds_one_all_reduce():
+    """jax.jit on the single-device MLP, with the weights given the page's shardings (on a mesh whose
+    axes the compiler may partition over), finds the same plan: one all-reduce, the same values."""
+    from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+
+    mesh = jax.make_mesh((4,), ("model",), axis_types=(AxisType.Auto,))
+    specs = {"W1": P(None, "model"), "b1": P("model"), "W2": P("model", None), "b2": P()}
+    params = {k: jax.device_put(v, NamedSharding(mesh, specs[k])) for k, v in mlp_params().items()}
+    X = jax.device_put(rows(), NamedSharding(mesh, P()))
+    program = mlp_jit.lower(params, X).compile()
+    assert collectives(program) == {"all-reduce": 1}
+    np.testing.assert_allclose(program(params, X), compiled("mlp", 4)(mlp_params(), rows()), rtol=1e-6, atol=1e-6)
