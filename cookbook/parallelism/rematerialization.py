@@ -110,17 +110,19 @@ on accelerators whose memory, not arithmetic, limits the batch or the depth.
 Example
 -------
 
+The stack of the measurements, 64 layers of width 16 on a batch of 256:
+
 >>> import jax, jax.numpy as jnp
 >>> from cookbook.parallelism.rematerialization import init, loss, gradient
 >>> k_p, k_x = jax.random.split(jax.random.key(0))
->>> params = init(k_p, depth=8, width=4)
->>> x = jax.random.normal(k_x, (5, 4))
+>>> params = init(k_p, depth=64, width=16)
+>>> x = jax.random.normal(k_x, (256, 16))
 >>> loss(params, x).shape
 ()
 >>> plain = gradient(params, x, policy="none")
->>> remat = gradient(params, x, policy="nothing", segment=2)  # four segments of two layers
+>>> remat = gradient(params, x, policy="nothing", segment=4)  # 16 segments of 4 layers
 >>> plain["W"].shape, bool(jnp.allclose(plain["W"], remat["W"], atol=1e-7))
-((8, 4, 4), True)
+((64, 16, 16), True)
 
 Implementation notes
 --------------------
