@@ -40,6 +40,11 @@ def _program(mesh, k, capacity_factor):
     return expert_parallel._apply.lower(_params(0), _x(0), mesh=mesh, axis="expert", k=k, C=C).compile()
 
 
+def _dense(params, x):
+    """Every expert on every token, combined with the top-2 gates: the single-device reference."""
+    return jax.jit(moe.dense_reference, static_argnames="k")(params, x, k=2)
+
+
 @functools.cache
 def _per_group(groups, k, capacity_factor):
     """The single-device layer on each group of tokens, one compiled program."""
@@ -51,7 +56,7 @@ def test_with_room_for_every_token_it_equals_dense_routing(mesh):
     params, x = _params(1), _x(1)
     y, dropped = _program(mesh, 2, None)(params, x)
     assert not np.asarray(dropped).any()
-    np.testing.assert_allclose(y, jax.jit(moe.dense_reference, static_argnames="k")(params, x, k=2), **TOL)
+    np.testing.assert_allclose(y, _dense(params, x), **TOL)
 
 
 def test_with_capacity_it_equals_the_single_device_layer_on_each_group_drops_included(mesh):
@@ -94,12 +99,12 @@ def test_two_all_to_alls_and_one_slice_of_the_experts_per_device(mesh):
     assert memory["outputs"] == 4 * T * D // 8 + T * 2 // 8 + 2 * 8
 
 
-def test_four_devices_of_a_two_by_four_mesh_and_one_expert_each():
+def test_four_devices_of_a_two_by_four_mesh_and_four_experts_each():
     mesh = jax.make_mesh((2, 4), ("data", "expert"))
-    params, x = _params(5, M=4), _x(5, T=12)
-    y, dropped = apply(params, x, mesh, axis="expert", k=1, capacity_factor=None)
+    params, x = _params(5), _x(5)
+    y, dropped = apply(params, x, mesh, axis="expert", k=2, capacity_factor=None)
     assert not np.asarray(dropped).any()
-    np.testing.assert_allclose(y, jax.jit(moe.dense_reference, static_argnames="k")(params, x, k=1), **TOL)
+    np.testing.assert_allclose(y, _dense(params, x), **TOL)
 
 
 def test_bad_arguments_raise_clear_errors(mesh):
