@@ -128,3 +128,33 @@ def test_clear_errors():
     with pytest.raises(ValueError, match="n must be at most"):
         step_program(FIGURE, 16, stage=3)
     assert isinstance(state, State)
+
+
+def test_the_compilers_own_plan_from_the_same_shardings_gives_the_same_step():
+    """jax.jit on a single-device Adam step, with the state sharded as stage 3 says on a mesh whose
+    axes the compiler may partition over, computes the same step with a plan of its own: it gathers
+    the parameters too, but with more collectives than the hand-written step's three."""
+    from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+
+    from cookbook.parallelism import fsdp
+
+    params, X, Y = problem()
+    auto = jax.make_mesh((8,), ("data",), axis_types=(AxisType.Auto,))
+    state = init(params, auto, stage=3)
+    assert state.params.sharding.spec == P("data")
+    X_s, Y_s = (jax.device_put(a, NamedSharding(auto, P("data"))) for a in (X, Y))
+
+    def step(state, X, Y):
+        value, g = jax.value_and_grad(lambda flat: mlp.loss(unflatten(flat, SIZES), X, Y, "tanh"))(state.params)
+        theta, m, v = fsdp._adam(state.params, g, state.m, state.v, 1.0, LR)
+        return theta, value
+
+    program = jax.jit(step, out_shardings=(state.params.sharding, NamedSharding(auto, P()))).lower(
+        state, X_s, Y_s).compile()
+    counts = collectives(program)
+    assert counts.get("all-gather", 0) >= 1 and sum(counts.values()) > 3
+    theta, value = program(state, X_s, Y_s)
+    mesh = jax.make_mesh((8,), ("data",))
+    want, losses = train(init(params, mesh, stage=3), X, Y, mesh, sizes=SIZES, stage=3, learning_rate=LR, steps=1)
+    np.testing.assert_allclose(value, losses[0], rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(theta), np.asarray(want.params), rtol=1e-5, atol=1e-6)
