@@ -67,9 +67,15 @@ doctest_test_doctest_blocks = "default"
 MATHJAX_STATIC = ROOT / "_build" / "assets"
 MATHJAX_STATIC.mkdir(parents=True, exist_ok=True)
 mathjax_path = "mathjax/tex-chtml.js"
+# A display equation wider than the text column is broken over lines at its operators (MathJax 4's
+# line breaking), so that it fits a laptop's column and reads on a phone; mathjax-reflow.js breaks
+# it again when the column's width changes. The lines are kept to 98% of the column, because a glyph
+# may reach a pixel or two past its box, which would show a scroll bar. An equation that has no place
+# to break (a wide matrix) scrolls sideways in its own box.
 mathjax4_config = {
     "loader": {"paths": {"fonts": "[mathjax]/fonts"}},
     "options": {"menuOptions": {"settings": {"enrich": False}}},
+    "output": {"displayOverflow": "linebreak", "linebreaks": {"inline": True, "width": "98%"}},
 }
 
 # -- Citations -----------------------------------------------------------------------------------
@@ -90,6 +96,7 @@ plot_rcparams = {"figure.facecolor": "white", "savefig.facecolor": "white", "fig
 html_theme = "sphinx_book_theme"
 html_title = project
 html_css_files = ["cookbook.css"]
+html_js_files = ["mathjax-reflow.js"]
 html_favicon = "docs/_static/favicon.svg"
 html_context = {"default_mode": "auto"}
 html_additional_pages = {"index": "redirect.html"}  # the book starts at docs/index.html

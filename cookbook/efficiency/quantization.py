@@ -11,14 +11,14 @@ Equation
 .. math::
 
    \begin{aligned}
-   \text{absmax:}\quad & s = \frac{\max_{i \in S} \lvert x_i \rvert}{2^{b-1} - 1}, &
-   q_i &= \operatorname{round}\!\left(\frac{x_i}{s}\right), &
-   \hat{x}_i &= s\, q_i, \\
-   \text{zero-point:}\quad & s = \frac{\max_{i \in S} x_i - \min_{i \in S} x_i}{2^{b} - 1}, &
-   q_i &= \operatorname{clip}\!\left(\operatorname{round}\!\left(\frac{x_i}{s}\right) + z,\ 0,\ 2^{b} - 1\right), &
-   \hat{x}_i &= s\, (q_i - z), \\
-   & z = \operatorname{round}\!\left(-\frac{\min_{i \in S} x_i}{s}\right), &
-   \lvert x_i - \hat{x}_i \rvert &\le \frac{s}{2}
+   \text{absmax:}\quad & s = \frac{\max_{i \in S} \lvert x_i \rvert}{2^{b-1} - 1}, \quad
+   q_i = \operatorname{round}\!\left(\frac{x_i}{s}\right), \quad
+   \hat{x}_i = s\, q_i, \\
+   \text{zero-point:}\quad & s = \frac{\max_{i \in S} x_i - \min_{i \in S} x_i}{2^{b} - 1}, \quad
+   z = \operatorname{round}\!\left(-\frac{\min_{i \in S} x_i}{s}\right), \\
+   & q_i = \operatorname{clip}\!\left(\operatorname{round}\!\left(\frac{x_i}{s}\right) + z,\ 0,\ 2^{b} - 1\right), \quad
+   \hat{x}_i = s\, (q_i - z), \\
+   \text{both:}\quad & \lvert x_i - \hat{x}_i \rvert \le \frac{s}{2}
    \end{aligned}
 
 Legend

@@ -16,8 +16,8 @@ Equation
    \mathbb{E}\big[(y_0 - x_0^\top \hat\beta)^2\big] &=
    \begin{cases}
    \big(\|\beta_{\bar T}\|^2 + \sigma^2\big)\Big(1 + \dfrac{p}{n - p - 1}\Big), & p \le n - 2, \\
-   \|\beta_T\|^2\Big(1 - \dfrac{n}{p}\Big) + \big(\|\beta_{\bar T}\|^2 + \sigma^2\big)
-     \Big(1 + \dfrac{n}{p - n - 1}\Big), & p \ge n + 2
+   \|\beta_T\|^2\Big(1 - \dfrac{n}{p}\Big) & p \ge n + 2 \\
+   \qquad + \big(\|\beta_{\bar T}\|^2 + \sigma^2\big)\Big(1 + \dfrac{n}{p - n - 1}\Big), &
    \end{cases}
    \end{aligned}
 

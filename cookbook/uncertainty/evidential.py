@@ -12,14 +12,13 @@ Equation
 .. math::
 
    \begin{aligned}
-   &\text{classification:} & \alpha &= e + 1, \quad S = \textstyle\sum_{k=1}^{K} \alpha_k, \quad
+   \text{classification:}\quad & \alpha = e + 1, \quad S = \textstyle\sum_{k=1}^{K} \alpha_k, \quad
      \hat{p}_k = \alpha_k / S, \quad u = K / S, \\
-   && \mathcal{L} &= \textstyle\sum_k \left[(y_k - \hat{p}_k)^2 + \frac{\hat{p}_k (1 - \hat{p}_k)}{S + 1}\right]
-     + \lambda_t \operatorname{KL}\left(\operatorname{Dir}(\tilde{\alpha}) \,\Vert\, \operatorname{Dir}(1)\right),
-     \quad \tilde{\alpha} = y + (1 - y) \odot \alpha, \\
-   &\text{regression:} & p(z) &= \operatorname{St}\left(z;\; \gamma,\; \frac{\beta (1 + \nu)}{\nu a},\; 2a\right),
-     \quad \mathbb{E}[\sigma^2] = \frac{\beta}{a - 1}, \quad
-     \operatorname{Var}[\mu] = \frac{\beta}{\nu (a - 1)}
+   & \mathcal{L} = \textstyle\sum_k \left[(y_k - \hat{p}_k)^2 + \frac{\hat{p}_k (1 - \hat{p}_k)}{S + 1}\right]
+     + \lambda_t \operatorname{KL}\left(\operatorname{Dir}(\tilde{\alpha}) \,\Vert\, \operatorname{Dir}(1)\right), \\
+   & \tilde{\alpha} = y + (1 - y) \odot \alpha, \\
+   \text{regression:}\quad & p(z) = \operatorname{St}\left(z;\; \gamma,\; \frac{\beta (1 + \nu)}{\nu a},\; 2a\right), \\
+   & \mathbb{E}[\sigma^2] = \frac{\beta}{a - 1}, \quad \operatorname{Var}[\mu] = \frac{\beta}{\nu (a - 1)}
    \end{aligned}
 
 Legend

@@ -3,7 +3,9 @@
 The book in ``_build/html`` is served on 127.0.0.1 and every host name but that one resolves to
 nothing, so that a page which needs the network shows it. On the landing page and every recipe page
 the test checks that every math node was typeset with no MathJax error, every image loaded, no
-request left 127.0.0.1, and the console stayed free of errors. It also searches for each recipe,
+request left 127.0.0.1, and the console stayed free of errors; and, in the same visit, that every
+display equation fits its text column at the window's 1280 pixels and, on a 390-pixel phone
+(emulated), scrolls sideways in its own box if it must but is never cut. It also searches for each recipe,
 walks the "next" links of the built pages from the landing page through every chapter, and leaves
 screenshots of a recipe page in light and dark mode under ``_build/screenshots/`` for a person to
 look at.
@@ -29,7 +31,7 @@ import pytest
 from cookbook import _book
 
 ROOT = Path(__file__).resolve().parents[2]
-HTML = ROOT / "_build" / "html"
+HTML = Path(os.environ.get("COOKBOOK_HTML", ROOT / "_build" / "html"))  # another built copy of the book
 SHOTS = ROOT / "_build" / "screenshots"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -136,6 +138,74 @@ def _wait_for_mathjax(driver):
     )
 
 
+#: The window's width (see ``browser``) and a phone's, at which every display equation is measured.
+DESKTOP, PHONE = 1280, 390
+
+# Each display equation that MathJax typeset: its width against its text column's, whether it is
+# wider than the column (it scrolls sideways) and whether any of it is cut (its box reaches past the
+# column or the window, or it is wider than a box that does not scroll).
+_EQUATIONS = """
+const out = [];
+for (const item of MathJax.startup.document.math) {
+  if (!item.display || !item.typesetRoot || !item.typesetRoot.isConnected) continue;
+  const root = item.typesetRoot, box = root.getBoundingClientRect();
+  const column = root.parentElement.getBoundingClientRect();
+  const math = root.querySelector('mjx-math').getBoundingClientRect();
+  const wider = math.width > column.width + 1 || root.scrollWidth > root.clientWidth + 1;
+  const scrolls = ['auto', 'scroll'].includes(getComputedStyle(root).overflowX);
+  out.push({
+    tex: item.math.trim().replace(/\\s+/g, ' ').slice(0, 70),
+    width: Math.ceil(Math.max(math.width, root.scrollWidth)), column: Math.floor(column.width),
+    wider,
+    cut: (wider && !scrolls) || box.left < column.left - 1 || box.right > column.right + 1
+         || column.left < -1 || column.right > window.innerWidth + 1,
+  });
+}
+return out;
+"""
+
+
+def _equations_at(driver, width):
+    """The display equations, once the page has laid them out for a window ``width`` pixels wide.
+
+    The book lays its equations out again when the window's width changes (docs/_static/
+    mathjax-reflow.js) and says on ``<html data-math-width>`` for which width it last did. A phone
+    may widen its layout viewport a little past its screen to show a page that is wider, so at a
+    phone's width any width below the desktop's will do.
+    """
+    state = driver.execute_async_script(
+        """
+        const [width, done] = arguments, start = Date.now();
+        (function poll() {
+          const laid = document.documentElement.dataset.mathWidth, now = window.innerWidth;
+          if (laid === String(now) && (now === width || (width < 1000 && now < 1000))) done('laid out');
+          else if (Date.now() - start > 20000) done(`laid out for ${laid}, window ${now}`);
+          else setTimeout(poll, 10);
+        })();
+        """,
+        width,
+    )
+    assert state == "laid out", f"the equations were not laid out again for {width} pixels: {state}"
+    return driver.execute_script(_EQUATIONS)
+
+
+def _check_equations(driver, page):
+    """Every display equation fits its column at the desktop width, and on a phone is never cut."""
+    desktop = _equations_at(driver, DESKTOP)
+    driver.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride", {"width": PHONE, "height": 844, "deviceScaleFactor": 1, "mobile": True}
+    )
+    try:
+        phone = _equations_at(driver, PHONE)
+    finally:
+        driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+    wide = [f"{e['tex']!r} is {e['width']} px in a {e['column']} px column" for e in desktop if e["wider"]]
+    assert not wide, f"{page}: at {DESKTOP} px, display equations wider than the text column: {wide}"
+    cut = [f"{e['tex']!r} ({e['width']} px, column {e['column']} px)" for e in phone if e["cut"]]
+    assert not cut, f"{page}: at {PHONE} px, display equations cut off: {cut}"
+    return {"equations": len(desktop), "scroll_on_phone": sum(e["wider"] for e in phone)}
+
+
 def _check_page(driver, server, page):
     _drain_logs(driver)
     driver.get(f"{server}/{page}")
@@ -150,9 +220,12 @@ def _check_page(driver, server, page):
           broken_images: [...document.images].filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src),
           math: math.length,
           images: document.images.length,
+          display: document.querySelectorAll('div.math').length,
         };
         """
     )
+    if report["display"] and state == "typeset":
+        report.update(_check_equations(driver, page))
     # Let fonts and lazy resources requested by the typesetting arrive before reading the logs.
     driver.execute_async_script("const done = arguments[0]; document.fonts.ready.then(() => done());")
     time.sleep(0.2)
@@ -171,6 +244,14 @@ def _check_page(driver, server, page):
 def test_landing_page(browser, server):
     _check_page(browser, server, "docs/index.html")
     assert "Deep Learning Cookbook" in browser.title
+
+
+def test_every_display_equation_is_on_a_page_that_is_checked():
+    # _check_page measures the display equations of the pages it visits; no other page may hold one.
+    visited = {"docs/index.html", *RECIPE_PAGES}
+    others = [str(p.relative_to(HTML)) for p in (HTML / "docs").rglob("*.html")
+              if str(p.relative_to(HTML)) not in visited and '<div class="math' in p.read_text(encoding="utf-8")]
+    assert not others, f"pages with display equations that the browser test does not measure: {others}"
 
 
 def test_root_redirects_to_the_landing_page(browser, server):
