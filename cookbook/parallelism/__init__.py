@@ -31,7 +31,7 @@ reproduces the single-device loss curve. The remaining pages cut the depth of th
 stages (pipeline parallelism), a long sequence into blocks that go round a ring of devices
 (:doc:`sequence_parallel`) and a mixture of experts into its experts, with all-to-alls that send
 each token to its expert's device (:doc:`expert_parallel`). The last pages trade memory for time without any other device:
-rematerialisation recomputes activations instead of storing them, and
+:doc:`rematerialization` recomputes activations instead of storing them, and
 :doc:`gradient_accumulation` adds the gradients of micro-batches to reach a batch that does not
 fit at once, exactly, except where the examples of a batch meet, in batch normalisation.
 
@@ -86,5 +86,6 @@ RECIPES = (
     "tensor_parallel",
     "sequence_parallel",
     "expert_parallel",
+    "rematerialization",
     "gradient_accumulation",
 )
