@@ -28,9 +28,10 @@ per device falls as :math:`1/N` at the price of gathering the parameters when th
 of the next, or the heads of attention, with one all-reduce per layer; on a 2 × 4 mesh it combines
 with data parallelism, and an MLP trained that way, or fully sharded over all eight devices,
 reproduces the single-device loss curve. The remaining pages cut the depth of the network into
-stages (pipeline parallelism), a long sequence into blocks that go round a ring of devices
-(:doc:`sequence_parallel`) and a mixture of experts into its experts, with all-to-alls that send
-each token to its expert's device (:doc:`expert_parallel`). The last pages trade memory for time without any other device:
+stages that pass micro-batches down a line of devices (:doc:`pipeline_parallel`), a long sequence
+into blocks that go round a ring of devices (:doc:`sequence_parallel`) and a mixture of experts
+into its experts, with all-to-alls that send each token to its expert's device
+(:doc:`expert_parallel`). The last pages trade memory for time without any other device:
 :doc:`rematerialization` recomputes activations instead of storing them, and
 :doc:`gradient_accumulation` adds the gradients of micro-batches to reach a batch that does not
 fit at once, exactly, except where the examples of a batch meet, in batch normalisation.
@@ -57,6 +58,11 @@ from the compiled programs:
      - the weight matrices of each layer, or its heads
      - :math:`1/N` of the weights
      - one all-reduce per layer forward, one backward
+   * - :doc:`pipeline_parallel`
+     - the layers, into stages
+     - :math:`1/N` of the layers
+     - one collective permute per tick, in a loop of :math:`m + N - 1` ticks (:math:`m`
+       micro-batches), and one all-reduce of the outputs
    * - :doc:`sequence_parallel`
      - the sequence
      - one block of queries, keys and values
@@ -84,6 +90,7 @@ RECIPES = (
     "data_parallel",
     "fsdp",
     "tensor_parallel",
+    "pipeline_parallel",
     "sequence_parallel",
     "expert_parallel",
     "rematerialization",
