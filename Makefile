@@ -1,7 +1,8 @@
 # The two set-up commands of the README are `make html` and `make test`; each
 # installs what it needs into .venv from pyproject.toml and requirements/lock.txt.
 
-PYTHON     ?= python3
+# Python 3.11: python3.11 where it is on the PATH, else python3 (which must then be 3.11).
+PYTHON     ?= $(or $(shell command -v python3.11 2>/dev/null),python3)
 VENV       := .venv
 BIN        := $(VENV)/bin
 STAMP      := $(VENV)/.installed
@@ -31,21 +32,26 @@ PYTEST_WORKERS ?= 2
 .PHONY: help install browser html doctest pytest test check costs serve clean lock bench bench-test
 
 help:
-	@echo "make html     build the book into $(BUILD)/html"
-	@echo "make test     build the book, run the Sphinx doctests and the whole test suite"
-	@echo "              (what passed before with the same inputs is not run again; FRESH=1 runs all)"
-	@echo "make doctest  run the examples of every page with Sphinx's doctest builder"
+	@echo "make help       this list"
+	@echo "make html       build the book into $(BUILD)/html (installs what it needs first)"
+	@echo "make test       build the book, run the Sphinx doctests and the whole test suite"
+	@echo "make doctest    run the examples of every page with Sphinx's doctest builder"
+	@echo "make pytest     run pytest alone, on the environment that make install made"
 	@echo "make check RECIPE=attention/rope"
-	@echo "              one recipe: its page, its tests and examples, its jit, bad-input and page checks"
-	@echo "make costs    the ten most expensive recipes of the last make test"
-	@echo "make serve    build the book and serve it on http://127.0.0.1:8000"
-	@echo "make bench    time the recipes against their library twins (writes benchmarks/results.json)"
-	@echo "make clean    remove what builds made"
+	@echo "                one recipe: its page, its tests and examples, its jit, bad-input and page checks"
+	@echo "make costs      the ten most expensive recipes of the last make test"
+	@echo "make serve      build the book and serve it on http://127.0.0.1:8000 (search with snippets)"
+	@echo "make install    make .venv with the pinned packages (PYTHON=... picks the interpreter)"
+	@echo "make browser    install chromium and chromedriver for the browser tests, if missing"
+	@echo "make bench      time the recipes against their library twins (writes benchmarks/results.json)"
+	@echo "make bench-test time a cold build and a cold make test in fresh clones (the performance page)"
+	@echo "make lock       write the installed versions to requirements/lock.txt"
+	@echo "make clean      remove what builds made"
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml requirements/lock.txt
-	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required, found " + sys.version'
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required; $(PYTHON) is " + sys.version.split()[0] + ". Install python3.11 (see the README) or run make PYTHON=/path/to/python3.11")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements/lock.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .

@@ -15,6 +15,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
+import cookbook  # noqa: E402
 from cookbook import _book  # noqa: E402
 
 _book.simulate_devices()  # before any page computes: the parallelism chapter needs 8 devices
@@ -22,7 +23,7 @@ _book.simulate_devices()  # before any page computes: the parallelism chapter ne
 project = "Deep Learning Cookbook"
 author = "The Deep Learning Cookbook authors"
 copyright = "2026, " + author
-release = "0.1.0"
+release = cookbook.__version__
 
 root_doc = "docs/index"
 include_patterns = ["docs/**"]

@@ -4,6 +4,9 @@ Each chapter is a subpackage and each recipe a module of it. :data:`CHAPTERS` is
 the book presents the chapters; a chapter that exists but is not listed follows the listed ones.
 """
 
+#: The version of the book and of the package (pyproject.toml reads it from here).
+__version__ = "0.1.0"
+
 #: The chapters in reading order.
 CHAPTERS = (
     "foundations",

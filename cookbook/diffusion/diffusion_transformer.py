@@ -170,6 +170,7 @@ from cookbook.diffusion.ddpm import _fit, _schedule, q_sample
 from cookbook.normalization.layer_norm import layer_norm
 from cookbook.optimization.adam import adam
 from cookbook.transformers.vision_transformer import patchify
+from cookbook._extras import needs_extra
 
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
 JIT = {
@@ -433,7 +434,8 @@ def train(params, images, labels, key, *, alpha_bar, patch_size, steps, batch_si
 def digits(split="train"):
     """scikit-learn's 8 by 8 digits as images (B, 8, 8, 1) scaled to [-1, 1] and labels (B,): the
     first 1500 for ``"train"``, the other 297 for ``"test"``."""
-    from sklearn.datasets import load_digits
+    with needs_extra("data"):  # scikit-learn: pip install 'deep-learning-cookbook[data]'
+        from sklearn.datasets import load_digits
 
     if split not in ("train", "test"):
         raise ValueError(f'split must be "train" or "test", got {split!r}')

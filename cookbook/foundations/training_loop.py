@@ -216,6 +216,7 @@ import numpy as np
 from cookbook import _checks
 from cookbook.foundations.mlp import _check_params, apply, init
 from cookbook._memo import cached
+from cookbook._extras import needs_extra
 
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
 JIT = {
@@ -234,8 +235,9 @@ def load_digits_split(test_fraction=0.25, seed=0):
     Returns ``X_train (N, 64)``, ``X_test (M, 64)`` as float32 and ``y_train (N,)``, ``y_test (M,)``
     as integer labels 0 to 9. The data ship with scikit-learn: nothing is downloaded.
     """
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
+    with needs_extra("data"):  # scikit-learn: pip install 'deep-learning-cookbook[data]'
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
 
     X, y = load_digits(return_X_y=True)
     X_train, X_test, y_train, y_test = train_test_split(

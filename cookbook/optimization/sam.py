@@ -140,6 +140,7 @@ import jax.numpy as jnp
 from cookbook import _checks
 from cookbook._memo import cached
 from cookbook.optimization.sgd import check_hyperparameter
+from cookbook._extras import needs_extra
 
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
 JIT = {"sam_perturbation": ("rho",)}
@@ -195,7 +196,8 @@ def moons_sharpness_run(rhos=(0.0, 0.1), *, learning_rate=0.5, steps=600, every=
     plain gradient (``rho`` = 0) or SAM's; return the training losses per step and the sharpness
     every ``every`` steps, keyed "gradient descent" and "SAM, rho = ...". Shared by the figure and
     the tests."""
-    from sklearn.datasets import make_moons
+    with needs_extra("data"):  # scikit-learn: pip install 'deep-learning-cookbook[data]'
+        from sklearn.datasets import make_moons
 
     X, y = make_moons(200, noise=0.2, random_state=0)
     X, y = jnp.asarray(X, jnp.float32), jnp.asarray(y, jnp.float32)
