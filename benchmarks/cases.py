@@ -257,7 +257,7 @@ def _recurrent_cases():
 
 
 def comparisons() -> list[Case]:
-    from benchmarks import cases_chapters_2
+    from benchmarks import cases_chapters_2, cases_chapters_3
 
     return [
         *_activation_cases(),
@@ -268,6 +268,7 @@ def comparisons() -> list[Case]:
         *_optimizer_cases(),
         *_recurrent_cases(),
         *cases_chapters_2.comparisons(),
+        *cases_chapters_3.comparisons(),
     ]
 
 
@@ -281,10 +282,10 @@ def _attention_gradient(attend):
 
 
 def growth_studies() -> list[GrowthStudy]:
-    from benchmarks import cases_graphs, cases_sequence_models, cases_sequence_models_2
+    from benchmarks import cases_graphs, cases_parallelism, cases_sequence_models, cases_sequence_models_2
 
     return (_classic_growth_studies() + cases_sequence_models.growth_studies() + cases_sequence_models_2.growth_studies()
-            + cases_graphs.growth_studies())
+            + cases_graphs.growth_studies() + cases_parallelism.growth_studies())
 
 
 def _classic_growth_studies() -> list[GrowthStudy]:

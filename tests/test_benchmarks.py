@@ -55,10 +55,10 @@ def test_the_new_chapters_rows_compare_equal_computations():
     # A row times a recipe against its library twin: both must first return the same values.
     import jax
 
-    from benchmarks import cases_chapters_2
+    from benchmarks import cases_chapters_2, cases_chapters_3
 
-    rows = cases_chapters_2.comparisons()
-    assert len(rows) == 7
+    rows = cases_chapters_2.comparisons() + cases_chapters_3.comparisons()
+    assert len(rows) == 10
     for case in rows:
         inputs = case.make(case.sizes[0])
         mine, twin = jax.jit(case.recipe)(*inputs), jax.jit(case.twin)(*inputs)
