@@ -7,9 +7,11 @@ ring attention.
   next observation with the reward and the end-of-episode flag, which the tests find equal bit for
   bit.
 * Ring attention (:mod:`cookbook.parallelism.sequence_parallel`) over every device of the process
-  against :func:`jax.nn.dot_product_attention` on one. On the CPU the devices are simulated (the
-  book presents one processor as eight), so the ratio is what the ring's blocking and its
-  collective permutes cost on one processor, not the speed-up of real devices.
+  against :func:`jax.nn.dot_product_attention` on one. ``make bench`` runs with the one device of
+  the CPU, where the ring is a single block and the row measures what the recipe's loop and masks
+  cost against the library's fused attention; under the tests' eight simulated devices (one
+  processor presented as eight) it would measure the blocking and the collective permutes on one
+  processor, never the speed-up of real devices.
 
 ``tests/test_benchmarks.py`` checks that every row's recipe and twin return the same values.
 """
