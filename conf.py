@@ -101,6 +101,9 @@ html_js_files = ["mathjax-reflow.js"]
 html_favicon = "docs/_static/favicon.svg"
 html_context = {"default_mode": "auto"}
 html_additional_pages = {"index": "redirect.html"}  # the book starts at docs/index.html
+# On Read the Docs, every page names its canonical address (<link rel="canonical">), so that search
+# engines send readers to the default version rather than to a copy.
+html_baseurl = os.environ.get("READTHEDOCS_CANONICAL_URL", "")
 html_theme_options = {
     "show_toc_level": 2,
     "use_download_button": False,

@@ -97,3 +97,14 @@ def test_every_function_that_imports_an_extra_names_it():
         if lines:
             bare[str(path.relative_to(ROOT))] = lines
     assert not bare, f"functions import scikit-learn outside `with needs_extra(...)` (file: lines): {bare}"
+
+
+def test_package_metadata_that_read_the_docs_builds():
+    # An SPDX license expression, and the build backend pinned to the version the lock file installs.
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert meta["project"]["license"] == "MIT"
+    locked = re.search(r"^setuptools==(\S+)$", (ROOT / "requirements" / "lock.txt").read_text(), re.M).group(1)
+    assert meta["build-system"]["requires"] == [f"setuptools=={locked}"]
+    assert int(locked.split(".")[0]) >= 77, "setuptools reads an SPDX license expression from 77.0 on"
+    ignored = (ROOT / ".gitignore").read_text().split()
+    assert "/build/" in ignored or "build/" in ignored, "pip install . leaves build/, which git must ignore"
