@@ -18,9 +18,12 @@ The next pages learn the policy itself. :doc:`policy_gradient` differentiates th
 through sampled episodes with the log-derivative trick, unbiased but noisy, and a baseline that
 removes most of the noise without moving the mean. :doc:`actor_critic` learns that baseline, a
 critic, beside the policy, an actor, with generalised advantage estimation trading the critic's bias
-against the variance of sampled returns. :doc:`ppo` reuses each batch of episodes for several
-gradient steps and clips the probability ratio so that the policy cannot run far from the one that
-collected the data. :doc:`mcts` plans instead of learning: on tic-tac-toe, a search tree guided by
+against the variance of sampled returns. :doc:`environments` writes the cart-pole and the
+pendulum swing-up as pure JAX functions, identical bit for bit to gymnax's, so that thousands of
+copies step at once and a whole training run compiles into one program. :doc:`ppo` reuses each
+batch of episodes for several gradient steps and clips the probability ratio so that the policy
+cannot run far from the one that collected the data; after about a hundred thousand steps of
+experience it balances the pole for at least 450 of the 500 steps, on average over ten episodes. :doc:`mcts` plans instead of learning: on tic-tac-toe, a search tree guided by
 visit counts and a prior (AlphaZero's PUCT rule) finds the moves that the exact minimax solution
 calls optimal.
 
@@ -35,4 +38,5 @@ prompt.
 """
 
 #: The recipes in reading order.
-RECIPES = ("dynamic_programming", "q_learning", "policy_gradient", "actor_critic", "ppo", "mcts", "reward_model", "dpo", "grpo")
+RECIPES = ("dynamic_programming", "q_learning", "policy_gradient", "actor_critic", "environments", "ppo", "mcts",
+           "reward_model", "dpo", "grpo")
