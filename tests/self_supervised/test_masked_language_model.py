@@ -125,7 +125,7 @@ def test_bad_input(params):
 
 # ---- It learns: filling the gaps of the mirrored grammar ----------------------------------------
 
-STEPS, BATCH, LEARNING_RATE = 300, 64, 3e-3
+STEPS, BATCH, LEARNING_RATE = 150, 64, 6e-3
 
 
 @pytest.fixture(scope="module")
@@ -165,9 +165,9 @@ def grammar_run(params):
 def test_mlm_fills_the_gaps_of_the_grammar(grammar_run):
     _, losses, accuracy, unigram = grammar_run
     print(losses[:10].mean(), losses[-20:].mean(), accuracy, unigram)
-    assert 0.3 < unigram < 0.45  # the commonest token (id 0) at the selected positions: 0.37 in expectation, 0.38 here
+    assert 0.3 < unigram < 0.45  # the commonest token (id 0) at the selected positions: 0.37 in expectation, 0.36 here
     np.testing.assert_allclose(1 / np.sum(1 / np.arange(1, V + 1)), 0.368, atol=1e-3)  # the page's 37 %
-    assert accuracy >= 0.8, accuracy  # measured 0.93 (0.929)
+    assert accuracy >= 0.8, accuracy  # measured 0.92 (0.9225)
     assert losses[-20:].mean() < 0.5 * np.log(V)
 
 
