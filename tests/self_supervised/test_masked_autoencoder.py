@@ -107,7 +107,8 @@ def test_decoder_sees_a_set_not_the_shuffle_order(params):
     # the same visible patches presented in another shuffled order (with the matching restore)
     # give the same reconstruction: restore puts every token back at its own patch
     rng = np.random.default_rng(5)
-    params = jax.tree.map(lambda w: w + 0.1 * rng.standard_normal(w.shape).astype(w.dtype), params)  # head not zero
+    params = jax.tree.map(lambda w: (np.asarray(w) + 0.1 * rng.standard_normal(w.shape)).astype(np.float32),
+                          params)  # in NumPy (no eager compiles); the head no longer zero
     patches = rng.random((N, P)).astype(np.float32)
     visible, restore, masked = random_masking(jax.random.key(6), N)
     predictions = decode(params, encode(params, patches, visible), restore)

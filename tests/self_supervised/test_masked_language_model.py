@@ -75,7 +75,8 @@ def test_loss_against_a_numpy_loop_and_only_on_selected_positions():
 
 def test_the_encoder_reads_both_directions(params):
     rng = np.random.default_rng(2)
-    params = jax.tree.map(lambda w: w + 0.1 * rng.standard_normal(w.shape).astype(w.dtype), params)  # head not zero
+    params = jax.tree.map(lambda w: (np.asarray(w) + 0.1 * rng.standard_normal(w.shape)).astype(np.float32),
+                          params)  # in NumPy (no eager compiles); the head no longer zero
     tokens = rng.integers(0, V, T).astype(np.int32)
     tokens[2] = V  # a masked position
     logits = apply(params, tokens)
@@ -83,11 +84,6 @@ def test_the_encoder_reads_both_directions(params):
         changed = tokens.copy()
         changed[j] = (tokens[j] + 1) % V
         assert not np.allclose(apply(params, changed)[2], logits[2], atol=1e-4), j
-    # jit and vmap agree with one call per sentence
-    batch = rng.integers(0, V + 1, (3, T)).astype(np.int32)
-    batched = jax.vmap(_apply, in_axes=(None, 0))(params, batch)
-    for b in range(3):
-        np.testing.assert_allclose(batched[b], apply(params, batch[b]), rtol=1e-5, atol=1e-5)
 
 
 def test_mlm_loss_composes_the_pieces(params):
