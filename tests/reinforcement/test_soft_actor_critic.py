@@ -2,6 +2,7 @@ import distrax
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from cookbook.reinforcement.soft_actor_critic import (Batch, _sac_losses, actor_loss, critic_loss, critics, evaluate,
@@ -139,6 +140,9 @@ def test_polyak_update():
     out = jax.jit(polyak_update)(target, online, 0.1)
     np.testing.assert_allclose(out["W"], 0.1, rtol=1e-6)
     np.testing.assert_allclose(out["b"], 1.2, rtol=1e-6)
+    reference = optax.incremental_update(online, target, 0.1)  # optax's Polyak average (new tensors first)
+    for k in online:
+        np.testing.assert_allclose(out[k], reference[k], rtol=1e-6)
     copied = jax.jit(polyak_update)(target, online, 1.0)
     assert all(np.array_equal(copied[k], online[k]) for k in online)
 
