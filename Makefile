@@ -35,6 +35,7 @@ help:
 	@echo "make help       this list"
 	@echo "make html       build the book into $(BUILD)/html (installs what it needs first)"
 	@echo "make test       build the book, run the Sphinx doctests and the whole test suite"
+	@echo "                (what passed before with the same inputs is not run again; FRESH=1 runs all)"
 	@echo "make doctest    run the examples of every page with Sphinx's doctest builder"
 	@echo "make pytest     run pytest alone, on the environment that make install made"
 	@echo "make check RECIPE=attention/rope"

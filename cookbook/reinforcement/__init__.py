@@ -23,7 +23,10 @@ pendulum swing-up as pure JAX functions, identical bit for bit to gymnax's, so t
 copies step at once and a whole training run compiles into one program. :doc:`ppo` reuses each
 batch of episodes for several gradient steps and clips the probability ratio so that the policy
 cannot run far from the one that collected the data; after about a hundred thousand steps of
-experience it balances the pole for at least 450 of the 500 steps, on average over ten episodes. :doc:`mcts` plans instead of learning: on tic-tac-toe, a search tree guided by
+experience it balances the pole for at least 450 of the 500 steps, on average over ten episodes.
+:doc:`soft_actor_critic` turns to continuous actions: it maximises reward plus the policy's
+entropy, with twin critics, slowly moving target critics and a temperature tuned to an entropy
+target, and learns to swing the pendulum up and hold it. :doc:`mcts` plans instead of learning: on tic-tac-toe, a search tree guided by
 visit counts and a prior (AlphaZero's PUCT rule) finds the moves that the exact minimax solution
 calls optimal.
 
@@ -38,5 +41,6 @@ prompt.
 """
 
 #: The recipes in reading order.
-RECIPES = ("dynamic_programming", "q_learning", "policy_gradient", "actor_critic", "environments", "ppo", "mcts",
+RECIPES = ("dynamic_programming", "q_learning", "policy_gradient", "actor_critic", "environments", "ppo",
+           "soft_actor_critic", "mcts",
            "reward_model", "dpo", "grpo")

@@ -18,11 +18,21 @@ loss). The negatives are what keeps the embeddings apart: a batch of identical e
 chance level :math:`\log(2B - 1)` exactly. :doc:`byol` needs no negatives: an online network
 predicts the embedding that a slowly moving copy of itself gives the other view, and the
 stop-gradient on that target is what prevents collapse, which its test shows by removing it.
-:doc:`barlow_twins` and :doc:`vicreg` prevent collapse by a term in the loss instead: the first drives
-the cross-correlation of the two views' features to the identity, the second keeps every feature's
-spread above a floor and decorrelates the features. Each page trains the same small encoder on
+:doc:`dino` keeps the moving teacher but drops the predictor: the student matches the teacher's
+output distribution, which is centred (against collapse onto one output) and sharpened (against
+collapse onto the uniform distribution); its tests remove each in turn and watch the matching
+detector fire. :doc:`barlow_twins` and :doc:`vicreg` prevent collapse by a term in the loss instead:
+the first drives the cross-correlation of the two views' features to the identity, the second
+keeps every feature's spread above a floor and decorrelates the features. Each page trains the same small encoder on
 digits without labels and measures what a nearest-neighbour classifier reads from its embeddings,
 against the same encoder untrained.
+
+The masking methods invent the task by hiding part of the input. :doc:`masked_language_model` is
+BERT's: hide 15 % of the tokens of a sentence and predict them from both sides.
+:doc:`masked_autoencoder` does the same for images, hiding three quarters of the patches; its
+encoder sees only the visible ones, so hiding more makes it cheaper. :doc:`jepa` predicts not the
+hidden pixels but the hidden blocks' embeddings, given by a moving-average copy of the encoder, so
+that it need not spend capacity on detail that no embedding keeps.
 
 :doc:`clip` applies the contrastive loss across two modalities, images and their captions, and sets
 beside it SigLIP's sigmoid loss, which judges every image-text pair on its own instead of
@@ -34,7 +44,11 @@ RECIPES = (
     "word2vec",
     "simclr",
     "byol",
+    "dino",
     "barlow_twins",
     "vicreg",
+    "masked_language_model",
+    "masked_autoencoder",
+    "jepa",
     "clip",
 )
