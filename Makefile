@@ -95,7 +95,7 @@ PASSED = $(if $(FRESH),,$(CURDIR)/$(BUILD)/passed.json)
 
 test: browser html
 	@echo "Sphinx's doctest builder runs in the background (report: $(BUILD)/doctest.log) while pytest runs."
-	@$(if $(FRESH),rm -f $(BUILD)/costs/doctest-*.tsv $(BUILD)/costs/pytest.json,true)
+	@$(if $(FRESH),rm -f $(BUILD)/costs/doctest-*.tsv $(BUILD)/costs/pytest.json $(BUILD)/costs/pytest-tests.json,true)
 	@pages=$$(COOKBOOK_PASSED=$(PASSED) $(BIN)/python -m cookbook._passed pages) || exit 1; \
 	if [ -n "$$pages" ]; then \
 	  $(SPHINX) -b doctest $(SPHINXOPTS) -d $(BUILD)/doctrees . $(BUILD)/doctest $$pages > $(BUILD)/doctest.log 2>&1 & \

@@ -99,36 +99,42 @@ def _note_outcome(report):
 
 # ---- What each recipe costs (printed at the end of ``make test`` by ``benchmarks/costs.py``) --------
 
-_COSTS: dict[str, float] = {}
+_DURATIONS: dict[str, float] = {}  # node id -> seconds of its phases, for the recipes it belongs to
 
 
 def pytest_runtest_logreport(report):
-    """Add each test phase's duration to its recipe's total (on the controller under xdist too)."""
+    """Add each test phase's duration to its test's total (on the controller under xdist too)."""
     from benchmarks.costs import recipe_of_test
 
     _note_outcome(report)
-    recipe = recipe_of_test(report.nodeid)
-    if recipe is not None:
-        _COSTS[recipe] = _COSTS.get(recipe, 0.0) + report.duration
+    if recipe_of_test(report.nodeid) is not None:
+        _DURATIONS[report.nodeid] = _DURATIONS.get(report.nodeid, 0.0) + report.duration
 
 
 def pytest_sessionfinish(session):
     import json
 
-    from benchmarks.costs import COSTS
+    from benchmarks.costs import COSTS, recipe_of_test
 
     if hasattr(session.config, "workerinput"):
         return  # a worker: its reports reach the controller, which writes the files
     _record_what_passed()
-    if not _COSTS:
+    if not _DURATIONS:
         return
     COSTS.mkdir(parents=True, exist_ok=True)
-    if os.environ.get("COOKBOOK_PASSED"):  # a run that skipped what passed before keeps their costs
+    durations = dict(_DURATIONS)
+    if os.environ.get("COOKBOOK_PASSED"):  # a run that skipped what passed before keeps their times
         try:
-            _COSTS.update({k: v for k, v in json.loads((COSTS / "pytest.json").read_text()).items() if k not in _COSTS})
+            old = json.loads((COSTS / "pytest-tests.json").read_text())
+            durations = {**old, **_DURATIONS}
         except (OSError, ValueError):
             pass
-    (COSTS / "pytest.json").write_text(json.dumps(_COSTS, indent=1, sort_keys=True) + "\n")
+    (COSTS / "pytest-tests.json").write_text(json.dumps(durations, indent=0, sort_keys=True) + "\n")
+    costs: dict[str, float] = {}
+    for nodeid, seconds in durations.items():
+        recipe = recipe_of_test(nodeid)
+        costs[recipe] = costs.get(recipe, 0.0) + seconds
+    (COSTS / "pytest.json").write_text(json.dumps(costs, indent=1, sort_keys=True) + "\n")
 
 
 def _record_what_passed():
