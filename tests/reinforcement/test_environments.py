@@ -24,6 +24,21 @@ def _gymnax_step(env, params, key, state, action):
     return next_state, obs, reward, done, (info["final_observation"], reward_auto, terminated_auto | truncated_auto)
 
 
+def _episode_pair(step, reset, env, params, key, actions):
+    """One episode from the same start and actions, stepped by the recipe and by gymnax's
+    ``step_env``: each side's (observations, rewards, dones)."""
+
+    def mine(state, action):
+        state, obs, reward, done = step(state, action)
+        return state, (obs, reward, done)
+
+    def theirs(state, action):
+        obs, state, reward, terminated, _ = env.step_env(key, state, action, params)
+        return state, (obs, reward, terminated | env.is_truncated(state, params))
+
+    return (jax.lax.scan(mine, reset(key)[0], actions)[1], jax.lax.scan(theirs, env.reset(key, params)[1], actions)[1])
+
+
 @jax.jit
 def cartpole_both(states, actions):
     mine = jax.vmap(cartpole_step)(states, actions)
@@ -129,32 +144,13 @@ def test_whole_episodes_under_scan_match_gymnax():
         k_reset, k_actions, k_torques = jax.random.split(key, 3)
         actions = jax.random.bernoulli(k_actions, 0.5, (CARTPOLE_STEPS,)).astype(jnp.int32)
 
-        def mine(state, action):
-            state, obs, reward, done = cartpole_step(state, action)
-            return state, (obs, reward, done)
-
-        def theirs(state, action):
-            obs, state, reward, terminated, _ = CARTPOLE.step_env(k_reset, state, action, CARTPOLE_PARAMS)
-            return state, (obs, reward, terminated | CARTPOLE.is_truncated(state, CARTPOLE_PARAMS))
-
-        cart = (jax.lax.scan(mine, cartpole_reset(k_reset)[0], actions)[1],
-                jax.lax.scan(theirs, CARTPOLE.reset(k_reset, CARTPOLE_PARAMS)[1], actions)[1])
+        cart = _episode_pair(cartpole_step, cartpole_reset, CARTPOLE, CARTPOLE_PARAMS, k_reset, actions)
         torques = jax.random.uniform(k_torques, (PENDULUM_STEPS, 1), minval=-2.0, maxval=2.0)
-
-        def mine_p(state, torque):
-            state, obs, reward, done = pendulum_step(state, torque)
-            return state, (obs, reward, done)
-
-        def theirs_p(state, torque):
-            obs, state, reward, terminated, _ = PENDULUM.step_env(k_reset, state, torque, PENDULUM_PARAMS)
-            return state, (obs, reward, terminated | PENDULUM.is_truncated(state, PENDULUM_PARAMS))
-
-        pend = (jax.lax.scan(mine_p, pendulum_reset(k_reset)[0], torques)[1],
-                jax.lax.scan(theirs_p, PENDULUM.reset(k_reset, PENDULUM_PARAMS)[1], torques)[1])
+        pend = _episode_pair(pendulum_step, pendulum_reset, PENDULUM, PENDULUM_PARAMS, k_reset, torques)
         # from hanging at rest, the largest torque held for a whole episode never lifts it past
         # horizontal: 3u / (m L^2) = 6 is less than 3 g / (2 L) = 15 (it must swing up)
         hanging = PendulumState(jnp.float32(jnp.pi), jnp.float32(0.0), jnp.int32(0))
-        _, (obs, _, _) = jax.lax.scan(mine_p, hanging, jnp.full((PENDULUM_STEPS, 1), 2.0))
+        _, obs = jax.lax.scan(lambda state, u: pendulum_step(state, u)[:2], hanging, jnp.full((PENDULUM_STEPS, 1), 2.0))
 
         def pump(state, _):  # the largest torque, in the direction of the motion (the page's figure)
             state, obs, _, _ = pendulum_step(state, jnp.where(state.theta_dot >= 0, 2.0, -2.0)[None])
