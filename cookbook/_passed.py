@@ -36,8 +36,9 @@ ROOT = Path(__file__).resolve().parents[1]
 VARIABLE = "COOKBOOK_PASSED"
 #: Files that every test reads: its set-up and the book's machinery, the dependencies' versions.
 EVERY_TEST_READS = ("conftest.py", "tests/conftest.py", "pyproject.toml", "requirements/lock.txt",
-                    "cookbook/__init__.py", "cookbook/_book.py", "cookbook/_checks.py", "cookbook/_memo.py",
-                    "cookbook/_passed.py", "benchmarks/results.json")
+                    "cookbook/__init__.py", "cookbook/_checks.py", "cookbook/_memo.py", "cookbook/_passed.py",
+                    "benchmarks/results.json",
+                    *sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "cookbook" / "_book").glob("*.py")))
 #: Top-level test files whose tests are keyed per recipe or per page; the others always run.
 PER_RECIPE = ("tests/test_replay.py", "tests/browser/test_book_in_browser.py")
 HTML = ROOT / "_build" / "html"

@@ -252,3 +252,14 @@ def test_editing_a_module_makes_its_stub_newer_so_figures_are_redrawn(fake_book,
     os.utime(stub, (1_000_000, 1_000_000))
     _book.write_stubs(out, package="fakebook")
     assert stub.stat().st_mtime == 3_000_000
+
+
+def test_the_page_machinery_imports_neither_jax_nor_sphinx():
+    # conf.py and the tests read the book's shape before anything computes: importing the machinery
+    # must not start JAX (which would fix the device count) nor pull in Sphinx.
+    import subprocess
+
+    code = "import sys, cookbook._book; print(sorted(m for m in ('jax', 'sphinx') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip() == "[]"

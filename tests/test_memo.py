@@ -85,7 +85,7 @@ def test_the_compilation_cache_writes_whole_entries(tmp_path):
 def test_compiled_programs_are_released_past_a_share_of_the_mapping_cap(monkeypatch):
     # Each loaded CPU program holds memory mappings; past a share of vm.max_map_count the caches are
     # cleared, which unloads the programs and gives their mappings back.
-    from cookbook import _book
+    from cookbook._book import runtime as _book
 
     if _book._memory_mappings() is None:
         pytest.skip("no /proc/self/maps on this system")

@@ -39,7 +39,7 @@ RTOL, ATOL = 1e-4, 1e-5  # XLA may fuse and reorder float operations under jit
 #: whole training run, for no check that the recipe's own tests do not make (they check its shapes).
 SLOW_CALL_S, RERUNS = 1.0, ("a Python list", "a NaN", "an extra leading axis", "a trailing axis")
 RECIPES = _book.all_recipes()
-BOOK = Path(_book.__file__).resolve().parent
+BOOK = Path(_book.__file__).resolve().parents[1]  # the cookbook package
 
 
 def _signature(args, kwargs, static):
