@@ -29,7 +29,7 @@ export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS := 0
 export JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES := 0
 PYTEST_WORKERS ?= 2
 
-.PHONY: help install browser html doctest pytest test check costs serve clean lock bench bench-test
+.PHONY: help install browser html doctest pytest test check costs serve clean lock bench bench-test rtd
 
 help:
 	@echo "make help       this list"
@@ -44,6 +44,7 @@ help:
 	@echo "make serve      build the book and serve it on http://127.0.0.1:8000 (search with snippets)"
 	@echo "make install    make .venv with the pinned packages (PYTHON=... picks the interpreter)"
 	@echo "make browser    install chromium and chromedriver for the browser tests, if missing"
+	@echo "make rtd        build the book as Read the Docs does: fresh environment, non-editable install, no network"
 	@echo "make bench      time the recipes against their library twins (writes benchmarks/results.json)"
 	@echo "make bench-test time a cold build and a cold make test in fresh clones (the performance page)"
 	@echo "make lock       write the installed versions to requirements/lock.txt"
@@ -134,6 +135,12 @@ bench: $(STAMP) $(NODE_STAMP)
 
 bench-test: $(STAMP) $(NODE_STAMP) browser
 	$(BIN)/python -m benchmarks.build_times --with-test
+
+# The book built as Read the Docs builds it (cookbook/_book/readthedocs.py): the steps of
+# .readthedocs.yaml in a copy of the checkout, a fresh environment with a non-editable install, Read the
+# Docs' variables and command line, and no network during the build. CI runs it after make test.
+rtd: $(STAMP)
+	$(BIN)/python -m cookbook._book.readthedocs
 
 serve: html
 	@echo "Serving the book on http://127.0.0.1:8000/ (Ctrl-C to stop)"
