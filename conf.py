@@ -141,6 +141,21 @@ def _write_stubs(app):
     report.write(ROOT / "benchmarks" / "results.json", ROOT / "docs" / "chapters" / "performance_tables.txt")
 
 
+def _write_map(app):
+    from cookbook._book import bookmap
+
+    bookmap.write_map(Path(app.srcdir) / "docs" / "chapters" / "map.html")  # docs/map.rst includes it
+
+
+def _pages_with_new_connections(app, env, added, changed, removed):
+    """Recipe pages whose Connections section changed although their module did not (a recipe that
+    starts to import another changes the other's page too): Sphinx reads them again."""
+    from cookbook._book import bookmap
+
+    old, env.cookbook_connections = getattr(env, "cookbook_connections", {}), bookmap.connection_table()
+    return [doc for doc, lines in env.cookbook_connections.items() if old.get(doc) != lines and doc not in added | changed]
+
+
 def _add_page_parts(app, what, name, obj, options, lines):
     if what != "module":
         return
@@ -197,6 +212,8 @@ def setup(app):
     app.connect("source-read", _start_reading)
     app.connect("doctree-read", _done_reading)
     app.connect("builder-inited", _write_stubs)
+    app.connect("builder-inited", _write_map)
+    app.connect("env-get-outdated", _pages_with_new_connections)
     app.connect("builder-inited", _copy_mathjax)
     app.connect("autodoc-process-docstring", _add_page_parts)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

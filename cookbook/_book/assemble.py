@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cookbook._book.bookmap import connection_lines
 from cookbook._book.catalogue import recipes
 from cookbook._book.page import _headings, code_start_line, reading_minutes
 
@@ -31,6 +32,7 @@ def recipe_page_lines(lines: list[str], module_file: Path, srcdir: Path) -> list
     heads = _headings(lines)
     at = heads.get("Example", len(lines))
     lines[at:at] = code
+    lines += connection_lines(module_file)  # what it builds on and what builds on it, if anything
     lines += ["", "References", "----------", "", ".. footbibliography::", ""]
     # After the title (line 0) and its underline (line 1).
     lines[2:2] = ["", ".. rst-class:: reading-time", "", f"About {prose} min to read the prose and {code_minutes} min the code.", ""]

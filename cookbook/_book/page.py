@@ -14,7 +14,7 @@ from dataclasses import dataclass
 #: Headings every recipe docstring has, in this order. Other headings may sit between them.
 REQUIRED_SECTIONS = ("Equation", "Legend", "Explanation", "Inductive bias", "Example")
 #: Headings that the page machinery adds; a docstring must not write them itself.
-MACHINE_SECTIONS = ("Code", "References")
+MACHINE_SECTIONS = ("Code", "Connections", "References")
 #: The optional section of measured figures, library layouts and performance notes; it comes after
 #: the Example, so that the short-form prose above the code stays short.
 NOTES_SECTION = "Implementation notes"
