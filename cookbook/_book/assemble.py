@@ -11,6 +11,7 @@ from pathlib import Path
 
 from cookbook._book.bookmap import connection_lines
 from cookbook._book.catalogue import recipes
+from cookbook._book.notebooks import notebook_download
 from cookbook._book.page import _headings, code_start_line, reading_minutes
 
 
@@ -24,6 +25,7 @@ def recipe_page_lines(lines: list[str], module_file: Path, srcdir: Path) -> list
         "Code", "----", "",
         f"The module below is the code that runs, tests and builds this page "
         f"(:download:`download {Path(module_file).name} <{rel}>`).", "",
+        *notebook_download(module_file, srcdir),  # writes the page's notebook beside its stub
         f".. literalinclude:: {rel}",
         "   :language: python",
         f"   :lines: {code_start_line(source)}-",
