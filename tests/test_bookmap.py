@@ -67,7 +67,7 @@ def test_the_graph_holds_every_recipe_and_only_recipes_and_no_self_edges(graph):
 
 
 def _doc_targets(line: str) -> list[str]:
-    return re.findall(r":doc:`/docs/chapters/([\w/]+)`", line)
+    return re.findall(r":doc:`[^`<]+ </docs/chapters/([\w/]+)>`", line)
 
 
 def test_each_page_lists_exactly_the_recipes_of_the_graph(graph):
@@ -94,7 +94,7 @@ def test_the_section_comes_after_the_code_and_before_the_references():
     doc = importlib.import_module(recipe).__doc__.splitlines()
     text = "\n".join(recipe_page_lines(doc, _file(recipe), ROOT))
     assert text.index("\nCode\n----") < text.index("\nConnections\n-----------") < text.index("\nReferences\n----------")
-    assert ":doc:`/docs/chapters/foundations/mlp`" in text
+    assert ":doc:`Multilayer perceptron </docs/chapters/foundations/mlp>`" in text
 
 
 def test_a_module_outside_any_book_has_no_connections(tmp_path):
@@ -159,8 +159,9 @@ def test_a_fake_book_gives_the_graph_its_imports_say(fake):
 
 def test_the_fake_books_pages_link_their_connections(fake):
     lines = bookmap.connection_lines(fake / "advanced" / "third.py")
-    assert "This recipe's code builds on :doc:`/docs/chapters/basics/first` and :doc:`/docs/chapters/basics/second`." in lines
-    assert "The code of :doc:`/docs/chapters/advanced/fourth` builds on this recipe." in lines
+    # linked under their titles up to the colon
+    assert "This recipe's code builds on :doc:`First </docs/chapters/basics/first>` and :doc:`Second </docs/chapters/basics/second>`." in lines
+    assert "The code of :doc:`Fourth </docs/chapters/advanced/fourth>` builds on this recipe." in lines
     assert bookmap.connection_lines(fake / "advanced" / "sixth.py") == []
     assert bookmap.connection_lines(fake / "basics" / "_helper.py") == []  # a helper has no page
 
@@ -224,3 +225,8 @@ def test_the_map_file_is_rewritten_only_when_it_changes(tmp_path):
     assert bookmap.write_map(target) is True
     assert bookmap.write_map(target) is False
     assert target.read_text().count('class="bm-node') == len(all_recipes())
+
+
+def test_a_title_with_markup_characters_is_escaped_in_its_link():
+    lines = bookmap.section_lines(("book.ch.odd",), (), {"book.ch.odd": "Odd `quotes` <and> brackets: more"})
+    assert lines[4] == r"This recipe's code builds on :doc:`Odd \`quotes\` \<and\> brackets </docs/chapters/ch/odd>`."

@@ -223,20 +223,29 @@ def _module_name(module_file: Path) -> tuple[str, str] | None:
     return (parts[0], ".".join(parts)) if len(parts) > 1 else None
 
 
-def _links(recipes) -> str:
-    links = [f":doc:`/{docname(r)}`" for r in recipes]
+def short_title(title: str) -> str:
+    """A recipe's title up to its colon, if it has one: "Muon: momentum orthogonalised..." -> "Muon"."""
+    return title.split(":")[0].strip() if ":" in title else title
+
+
+def _links(recipes, titles: dict[str, str]) -> str:
+    def escaped(text):
+        return re.sub(r"([\\`<>])", r"\\\1", text)
+
+    links = [f":doc:`{escaped(short_title(titles[r]))} </{docname(r)}>`" for r in recipes]
     return links[0] if len(links) == 1 else ", ".join(links[:-1]) + " and " + links[-1]
 
 
-def section_lines(recipe: str, bases: tuple[str, ...], users: tuple[str, ...]) -> list[str]:
-    """The reStructuredText of a page's Connections section; no lines when it has no connections."""
+def section_lines(bases: tuple[str, ...], users: tuple[str, ...], titles: dict[str, str]) -> list[str]:
+    """The reStructuredText of a page's Connections section, each recipe linked under its short
+    title (``titles`` holds the full ones); no lines when the page has no connections."""
     if not bases and not users:
         return []
     lines = ["", CONNECTIONS, "-" * len(CONNECTIONS), ""]
     if bases:
-        lines += [f"This recipe's code builds on {_links(bases)}.", ""]
+        lines += [f"This recipe's code builds on {_links(bases, titles)}.", ""]
     if users:
-        lines += [f"The code of {_links(users)} builds on this recipe.", ""]
+        lines += [f"The code of {_links(users, titles)} builds on this recipe.", ""]
     lines += [f"The :doc:`map of the book </{MAP_DOCNAME}>` shows every recipe and its connections.", ""]
     return lines
 
@@ -248,18 +257,18 @@ def connection_lines(module_file: Path) -> list[str]:
     if found is None:
         return []
     package, name = found
-    graph = builds_on(package)
+    graph, titles = _read_book(package, _stamp(package))
     if name not in graph:
         return []
-    return section_lines(name, graph[name], built_on_by(graph)[name])
+    return section_lines(graph[name], built_on_by(graph)[name], titles)
 
 
 def connection_table(package: str = ROOT_PACKAGE) -> dict[str, tuple[str, ...]]:
     """Every recipe page's docname and the lines of its Connections section: a page whose lines
     change must be read again even when its own module did not change (``conf.py`` asks)."""
-    graph = builds_on(package)
+    graph, titles = _read_book(package, _stamp(package))
     users = built_on_by(graph)
-    return {docname(r): tuple(section_lines(r, graph[r], users[r])) for r in graph}
+    return {docname(r): tuple(section_lines(graph[r], users[r], titles)) for r in graph}
 
 
 # -- The map page --------------------------------------------------------------------------------
@@ -275,7 +284,7 @@ CHAPTER_CHARS, HEADER_LINE = 27, 16
 
 
 def _label(title: str) -> str:
-    short = title.split(":")[0].strip() if ":" in title else title
+    short = short_title(title)
     return short if len(short) <= LABEL_CHARS else short[: LABEL_CHARS - 1].rstrip() + "…"
 
 

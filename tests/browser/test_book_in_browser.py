@@ -331,3 +331,66 @@ def test_screenshots_in_light_and_dark_mode(browser, server):
         path = SHOTS / f"recipe-{mode}.png"
         browser.save_screenshot(str(path))
         assert path.stat().st_size > 10_000, f"the {mode} screenshot of {page} is empty"
+
+
+class _ConnectionLinks(html.parser.HTMLParser):
+    """The links of a recipe page's Connections section (``<section id="connections">``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.depth, self.hrefs = 0, []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "section" and (self.depth or attrs.get("id") == "connections"):
+            self.depth += 1
+        elif tag == "a" and self.depth and "headerlink" not in (attrs.get("class") or ""):
+            self.hrefs.append(attrs["href"])
+
+    def handle_endtag(self, tag):
+        if tag == "section" and self.depth:
+            self.depth -= 1
+
+
+def test_the_map_draws_every_recipe_and_its_links_resolve(browser, server):
+    from cookbook._book import bookmap
+
+    _check_page(browser, server, "docs/map.html")
+    nodes = browser.execute_script(
+        "return [...document.querySelectorAll('.bookmap .bm-node')]"
+        ".map(a => new URL(a.getAttribute('href'), document.baseURI).pathname)")
+    assert sorted(nodes) == sorted("/" + page for page in RECIPE_PAGES), "the map does not draw each recipe once"
+    links = browser.execute_script(
+        "return [...document.querySelectorAll('article a[href]')].map(a => new URL(a.getAttribute('href'), document.baseURI).href)")
+    host = urllib.parse.urlsplit(server).netloc
+    missing = [u for u in links if urllib.parse.urlsplit(u).netloc == host
+               and not (HTML / urllib.parse.unquote(urllib.parse.urlsplit(u).path).lstrip("/")).is_file()]
+    assert len(links) > len(nodes) and not missing, f"links of the map to no built page: {missing}"
+    # Pointing at a recipe marks the edges to the recipes it builds on and to those that build on it.
+    marked = browser.execute_script(
+        """
+        const edge = document.querySelector('.bookmap .bm-edge');
+        const node = document.getElementById(edge.dataset.user);
+        node.dispatchEvent(new MouseEvent('mouseenter'));
+        return [node.id, [...document.querySelectorAll('.bookmap .bm-edge.bm-base')].map(e => e.dataset.base),
+                document.getElementById(edge.dataset.base).classList.contains('bm-base')];
+        """)
+    assert marked[1] and marked[2], f"pointing at {marked[0]} marks no edge: {marked}"
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    for mode in ("light", "dark"):
+        browser.execute_script("document.documentElement.dataset.theme = arguments[0];", mode)
+        browser.save_screenshot(str(SHOTS / f"map-{mode}.png"))
+    # Each recipe page's Connections section, read from the built files: present exactly where the
+    # recipe has connections, and every link in it leads to a built page.
+    sections = bookmap.connection_table()
+    expected = {bookmap.docname(r) + ".html" for r in RECIPES if sections[bookmap.docname(r)]}
+    found = set()
+    for page in RECIPE_PAGES:
+        parser = _ConnectionLinks()
+        parser.feed((HTML / page).read_text(encoding="utf-8"))
+        if parser.hrefs:
+            found.add(page)
+        for href in parser.hrefs:
+            target = posixpath.normpath(posixpath.join(posixpath.dirname(page), urllib.parse.urlsplit(href).path))
+            assert (HTML / target).is_file(), f"the Connections section of {page} links to a missing page {target}"
+    assert found == expected, f"pages whose Connections section differs from the graph's: {sorted(found ^ expected)}"
