@@ -7,6 +7,8 @@ Nothing here is a recipe. Each job has its own module:
 * :mod:`~cookbook._book.page` reads a recipe's docstring: its sections, words and reading time;
 * :mod:`~cookbook._book.assemble` adds the machine-made parts of a page (reading time, code,
   references) when autodoc reads a module;
+* :mod:`~cookbook._book.bookmap` reads which recipe builds on which from the modules' imports: each
+  page's Connections section and the map of the book;
 * :mod:`~cookbook._book.check` checks that every recipe page has the shape the book promises;
 * :mod:`~cookbook._book.runtime` sets up every process that runs the book's code (devices, doctest
   flags, the compilation cache).
