@@ -20,6 +20,7 @@ import nbformat
 import pytest
 
 from cookbook._book import all_recipes, code_start_line
+from cookbook._book.bookmap import connection_lines
 from cookbook._book.notebooks import METADATA_KEY, NotebookError, notebook_path, recipe_notebook
 from cookbook._book.page import Page
 
@@ -69,6 +70,8 @@ def test_notebook_is_valid_and_follows_the_page(name, notebooks):
     headings = [line for md in _markdown(nb) for line in md.splitlines() if re.match(r"#{1,6} ", line)]
     sections = [s for s in page.order if s != page.lines[0]]
     expected = sections[: sections.index("Example")] + ["Code"] + sections[sections.index("Example"):]
+    if connection_lines(_file(name)):
+        expected.append("Connections")
     if ":footcite" in source:
         expected.append("References")
     assert headings == [f"# {page.lines[0]}"] + [f"## {s}" for s in expected]

@@ -5,7 +5,8 @@ a note on what the notebook needs and a set-up cell, then the title and the pros
 markdown cells, each ``.. plot::`` figure as a code cell that draws it, the module's code (what the
 page's *Code* section shows) as one code cell before the *Example*, each ``>>>`` session of the page
 as a code cell (prompts stripped; the expected output is kept in the cell's metadata, under
-``cookbook.expected_output``, for the tests), the *Implementation notes*, and the references.
+``cookbook.expected_output``, for the tests), the *Implementation notes*, the *Connections* to other
+recipes (:mod:`~cookbook._book.bookmap`), and the references.
 
 The docstring is parsed by docutils into a document tree, and the tree is written as Jupyter
 markdown: ``:math:`` becomes ``$...$``, ``.. math::`` becomes ``$$...$$`` (several equations in
@@ -32,6 +33,7 @@ from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
+from cookbook._book.bookmap import connection_lines
 from cookbook._book.page import _headings, code_start_line
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -610,6 +612,8 @@ def recipe_notebook(module_file: Path, *, srcdir: Path = ROOT, bib: Path | None 
     docstring = ast.get_docstring(ast.parse(source), clean=True)
     if not docstring:
         raise NotebookError(f"{module} has no docstring, so no page to make a notebook of")
+    # The Connections section that the page assembler adds after the docstring, when there is one.
+    docstring += "\n\n" + "\n".join(connection_lines(module_file))
     context = {"module": module, "docname": f"docs/chapters/{chapter}/{recipe}", "srcdir": srcdir,
                "bib": Path(bib) if bib else srcdir / "docs" / "references.bib", "base_url": base_url,
                "cited": [], "code": module_code(source)}
