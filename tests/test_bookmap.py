@@ -187,11 +187,11 @@ def test_the_fake_books_map(fake):
     assert re.findall(r'<a href="([^"]+)"><title>', page) == ["chapters/basics/index.html", "chapters/advanced/index.html"]
     edges = re.findall(r'data-user="([\w-]+)" data-base="([\w-]+)"', page)
     assert sorted(edges) == sorted([
-        ("bm-basics-second", "bm-basics-first"), ("bm-advanced-third", "bm-basics-first"),
-        ("bm-advanced-third", "bm-basics-second"), ("bm-advanced-fourth", "bm-advanced-third"),
-        ("bm-advanced-fifth", "bm-basics-first")])
+        ("bm-basics--second", "bm-basics--first"), ("bm-advanced--third", "bm-basics--first"),
+        ("bm-advanced--third", "bm-basics--second"), ("bm-advanced--fourth", "bm-advanced--third"),
+        ("bm-advanced--fifth", "bm-basics--first")])
     assert ">First</text>" in page and "<title>First: the base (builds on 0, built on by 3)</title>" in page
-    assert 'class="bm-node bm-alone" id="bm-advanced-sixth"' in page
+    assert 'class="bm-node bm-alone" id="bm-advanced--sixth"' in page
 
 
 # -- The drawing of the real book ----------------------------------------------------------------
@@ -210,6 +210,7 @@ def test_the_map_draws_every_recipe_inside_its_chapter_without_overlaps(graph):
             assert a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1], f"chapter boxes overlap: {a} {b}"
         assert 0 <= a[0] and a[2] <= width and 0 <= a[1] and a[3] <= height
     assert width <= 900  # about the text column; a narrower window scrolls the map in its own box
+    assert len({bookmap._ident(r) for r in graph}) == len(graph)  # each node's id is its own
 
 
 def test_the_map_uses_the_themes_colours_only():

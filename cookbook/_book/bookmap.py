@@ -304,7 +304,8 @@ def _title_lines(title: str) -> tuple[str, ...]:
 
 
 def _ident(recipe: str) -> str:
-    return "bm-" + re.sub(r"[^a-z0-9]+", "-", recipe.split(".", 1)[1].lower())
+    """The id of a recipe's node: ``root.chapter_name.recipe_name`` -> ``bm-chapter-name--recipe-name``."""
+    return "bm-" + "--".join(re.sub(r"[^a-z0-9]+", "-", part.lower()) for part in recipe.split(".")[1:])
 
 
 @dataclass(frozen=True)

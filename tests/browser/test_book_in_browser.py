@@ -8,7 +8,8 @@ display equation fits its text column at the window's 1280 pixels and, at a 390-
 width (emulated), scrolls sideways in its own box if it must but is never cut. It also searches for each recipe,
 walks the "next" links of the built pages from the landing page through every chapter, and leaves
 screenshots of a recipe page in light and dark mode under ``_build/screenshots/`` for a person to
-look at.
+look at. The map of the book must draw one node per recipe, and every link on it and in each recipe
+page's Connections section must lead to a built page (its screenshots are there too).
 
 ``make test`` builds the book first and sets ``COOKBOOK_REQUIRE_BROWSER=1``, so that a missing build
 or browser fails the run there; a bare ``pytest`` skips these tests when the book is not built.
