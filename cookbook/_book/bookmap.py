@@ -277,15 +277,26 @@ def connection_table(package: str = ROOT_PACKAGE) -> dict[str, tuple[str, ...]]:
 #: row by row, one recipe a line inside its chapter's box; edges run through the gutters and margin.
 COLUMNS, BOX_WIDTH, GUTTER, MARGIN = 3, 232, 48, 44
 HEADER, NODE_HEIGHT, NODE_GAP, PAD, ROW_GAP = 30, 20, 5, 8, 24
-#: The longest label drawn in full; a longer title is cut, and shown whole when pointed at.
-LABEL_CHARS = 31
+#: The room for a label, in pixels of 12-pixel text; a longer title is cut (its node clips what
+#: a wider font would still push out), and shown whole when pointed at.
+LABEL_WIDTH = 200
 #: The longest line of a chapter's title; a longer title takes two lines (HEADER_LINE apart).
 CHAPTER_CHARS, HEADER_LINE = 27, 16
 
 
+def _text_width(text: str) -> float:
+    """About how wide ``text`` is in a 12-pixel sans-serif font, in pixels (a generous guess)."""
+    narrow, wide = set("iljtfrI.,:;'!|()[] -"), set("mwMW")
+    return sum(4.5 if c in narrow else 10.5 if c in wide else 8.5 if c.isupper() else 7.0 for c in text)
+
+
 def _label(title: str) -> str:
     short = short_title(title)
-    return short if len(short) <= LABEL_CHARS else short[: LABEL_CHARS - 1].rstrip() + "…"
+    if _text_width(short) <= LABEL_WIDTH:
+        return short
+    while _text_width(short + "…") > LABEL_WIDTH:
+        short = short[:-1]
+    return short.rstrip() + "…"
 
 
 def _title_lines(title: str) -> tuple[str, ...]:
@@ -338,12 +349,30 @@ def layout(package: str = ROOT_PACKAGE) -> tuple[dict[str, _Box], dict[str, tupl
     return boxes, nodes, width, y - ROW_GAP + 1
 
 
-def _edge_path(user: tuple[float, float], base: tuple[float, float]) -> str:
-    """A curve from a recipe's node to the node of a recipe it builds on.
+def _rounded(points: list[tuple[float, float]], radius: float = 8.0) -> str:
+    """A path through ``points`` in straight runs, each corner rounded off."""
+    out = [f"M{points[0][0]:.1f},{points[0][1]:.1f}"]
+    for (ax, ay), (bx, by), (cx, cy) in zip(points, points[1:], points[2:]):
+        into, out_of = math.dist((ax, ay), (bx, by)), math.dist((bx, by), (cx, cy))
+        r = min(radius, into / 2, out_of / 2)
+        if r < 0.5:
+            out.append(f"L{bx:.1f},{by:.1f}")
+            continue
+        p = (bx + (ax - bx) * r / into, by + (ay - by) * r / into)
+        q = (bx + (cx - bx) * r / out_of, by + (cy - by) * r / out_of)
+        out.append(f"L{p[0]:.1f},{p[1]:.1f} Q{bx:.1f},{by:.1f} {q[0]:.1f},{q[1]:.1f}")
+    out.append(f"L{points[-1][0]:.1f},{points[-1][1]:.1f}")
+    return " ".join(out)
+
+
+def _edge_path(user: tuple[float, float], base: tuple[float, float], base_box: _Box, lane: int) -> str:
+    """The line from a recipe's node to the node of a recipe it builds on.
 
     Nodes in the same column are joined by an arc out into the gutter on their left, wider the
-    farther apart they are; nodes in different columns by an S-curve from the side of one that faces
-    the other.
+    farther apart they are. Otherwise the line leaves the side of the node that faces the other
+    column, runs up or down the gutter next to it (in one of a few ``lane``s, so that lines to
+    different recipes stay apart) and enters the other node from the side; a line that must pass a
+    column in between crosses it in the gap between the rows of boxes, next to the base's box.
     """
     node_width = BOX_WIDTH - 2 * PAD
     (ux, uy), (bx, by) = user, base
@@ -352,13 +381,18 @@ def _edge_path(user: tuple[float, float], base: tuple[float, float]) -> str:
         bulge = PAD + 6 + min(GUTTER - 14, abs(by - uy) * 0.05)
         c = ux - bulge * 4 / 3  # a cubic's apex lies 3/4 of the way to its control points
         return f"M{ux:.1f},{uy:.1f} C{c:.1f},{uy:.1f} {c:.1f},{by:.1f} {bx:.1f},{by:.1f}"
-    if bx > ux:
-        start, end = ux + node_width, bx
-    else:
-        start, end = ux, bx + node_width
-    bend = max(30.0, abs(end - start) * 0.35) * (1 if end > start else -1)
-    return (f"M{start:.1f},{uy:.1f} C{start + bend:.1f},{uy:.1f} {end - bend:.1f},{by:.1f} "
-            f"{end:.1f},{by:.1f}")
+    step = 1 if bx > ux else -1
+    start = ux + node_width if step > 0 else ux
+    end = bx if step > 0 else bx + node_width
+    offset = 4 * lane
+    near_user = start + step * (PAD + GUTTER / 2) + offset  # the middle of the gutter beside the user
+    near_base = end - step * (PAD + GUTTER / 2) + offset
+    if abs(near_user - near_base) < GUTTER:  # neighbouring columns share one gutter
+        return _rounded([(start, uy), (near_user, uy), (near_user, by), (end, by)])
+    top = base_box.y - ROW_GAP / 2
+    crossing = top if top > 0 else base_box.y + base_box.height + ROW_GAP / 2
+    return _rounded([(start, uy), (near_user, uy), (near_user, crossing), (near_base, crossing),
+                     (near_base, by), (end, by)])
 
 
 _STYLE = """
@@ -448,18 +482,20 @@ def map_html(package: str = ROOT_PACKAGE, href=_relative_href) -> str:
         out.append(f'<g class="bm-chapter"><rect x="{box.x:.0f}" y="{box.y:.0f}" width="{BOX_WIDTH}" '
                    f'height="{box.height:.0f}" rx="6"/><a href="{html.escape(href(doc))}">'
                    f'<title>{html.escape(titles[f"{package}.{chapter}"])}</title><text>{lines}</text></a></g>')
+    lanes = {recipe: k % 5 - 2 for k, recipe in enumerate(graph)}
     for user, bases in graph.items():
         for base in bases:
             out.append(f'<path class="bm-edge" data-user="{_ident(user)}" data-base="{_ident(base)}" '
-                       f'd="{_edge_path(nodes[user], nodes[base])}"/>')
+                       f'd="{_edge_path(nodes[user], nodes[base], boxes[base.split(".")[1]], lanes[base])}"/>')
     for recipe, (x, y) in nodes.items():
         title = titles[recipe]
         alone = "" if graph[recipe] or users[recipe] else " bm-alone"
         count = f"builds on {len(graph[recipe])}, built on by {len(users[recipe])}"
         out.append(f'<a class="bm-node{alone}" id="{_ident(recipe)}" href="{html.escape(href(docname(recipe)))}" '
                    f'aria-label="{html.escape(title)} ({count})"><title>{html.escape(title)} ({count})</title>'
-                   f'<rect x="{x:.0f}" y="{y:.0f}" width="{BOX_WIDTH - 2 * PAD}" height="{NODE_HEIGHT}" rx="4"/>'
-                   f'<text x="{x + 6:.0f}" y="{y + NODE_HEIGHT - 6:.0f}">{html.escape(_label(title))}</text></a>')
+                   f'<svg x="{x:.0f}" y="{y:.0f}" width="{BOX_WIDTH - 2 * PAD}" height="{NODE_HEIGHT}">'
+                   f'<rect x="0.5" y="0.5" width="{BOX_WIDTH - 2 * PAD - 1}" height="{NODE_HEIGHT - 1}" rx="4"/>'
+                   f'<text x="6" y="{NODE_HEIGHT - 6}">{html.escape(_label(title))}</text></svg></a>')
     out += ["</svg>", "</div>", f"<script>{_SCRIPT}</script>", ""]
     return "\n".join(out)
 
