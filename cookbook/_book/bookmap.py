@@ -435,6 +435,7 @@ _SCRIPT = """
       if (other === null) continue;
       const kind = edge.dataset.user === node.id ? "bm-base" : "bm-user";
       edge.classList.add(kind);
+      edge.parentNode.appendChild(edge);  // drawn over the other lines (still under the nodes)
       svg.getElementById(other).classList.add(kind);
     }
   }
@@ -483,10 +484,12 @@ def map_html(package: str = ROOT_PACKAGE, href=_relative_href) -> str:
                    f'height="{box.height:.0f}" rx="6"/><a href="{html.escape(href(doc))}">'
                    f'<title>{html.escape(titles[f"{package}.{chapter}"])}</title><text>{lines}</text></a></g>')
     lanes = {recipe: k % 5 - 2 for k, recipe in enumerate(graph)}
+    out.append('<g class="bm-edges">')
     for user, bases in graph.items():
         for base in bases:
             out.append(f'<path class="bm-edge" data-user="{_ident(user)}" data-base="{_ident(base)}" '
                        f'd="{_edge_path(nodes[user], nodes[base], boxes[base.split(".")[1]], lanes[base])}"/>')
+    out.append("</g>")
     for recipe, (x, y) in nodes.items():
         title = titles[recipe]
         alone = "" if graph[recipe] or users[recipe] else " bm-alone"
