@@ -254,9 +254,13 @@ def test_notebook_runs_and_prints_what_the_page_shows(name, kernel_manager, tmp_
     # to it without the atomic writes of cookbook/_book/runtime.py); PYTHONPATH finds this checkout.
     env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
-    client = NotebookClient(nb, km=kernel_manager(), timeout=300, allow_errors=True,
-                            resources={"metadata": {"path": str(tmp_path)}})
-    client.execute(env=env)
+    km = kernel_manager()
+    client = NotebookClient(nb, km=km, timeout=300, allow_errors=True, resources={"metadata": {"path": str(tmp_path)}})
+    try:
+        client.execute(env=env)
+    finally:  # a client given its kernel manager leaves the kernel running
+        if km.has_kernel:
+            km.shutdown_kernel(now=True)
     checker = doctest.OutputChecker()
     examples = [c for c in nb.cells if _role(c) == "example"]
     assert examples and all(c.execution_count for c in nb.cells if c.cell_type == "code")
