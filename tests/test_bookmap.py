@@ -5,7 +5,6 @@ import importlib
 import os
 import re
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -218,7 +217,10 @@ def test_the_map_uses_the_themes_colours_only():
     colours = re.findall(r"(?:fill|stroke|background|color)\s*:\s*([^;]+);", bookmap._STYLE)
     assert colours and all(re.fullmatch(r"none|var\(--pst-color-[\w-]+\)|color-mix\(in srgb, var\(--pst-color-[\w-]+\) \d+%, "
                                         r"var\(--pst-color-[\w-]+\)\)", c.strip()) for c in colours), colours
-    assert not re.search(r"#[0-9a-fA-F]{3,6}\b|\b(?:black|white|rgb)\b", bookmap.map_html())
+    page = bookmap.map_html()
+    assert not re.search(r"#[0-9a-fA-F]{3,6}\b|\b(?:black|white|rgb)\b", page)
+    # Offline: the script is inline, and no address leads off the built book.
+    assert "<script>" in page and not re.search(r'\b(?:src|href)="(?:[a-z]+:)?//', page)
 
 
 def test_the_map_file_is_rewritten_only_when_it_changes(tmp_path):

@@ -459,18 +459,16 @@ def _relative_href(doc: str) -> str:
     return (doc[len(base):] if doc.startswith(base) else "../" * MAP_DOCNAME.count("/") + doc) + ".html"
 
 
-def map_html(package: str = ROOT_PACKAGE, href=_relative_href) -> str:
-    """The map of the book as HTML to paste into its page: a legend, an SVG drawing and a small script.
-
-    ``href`` turns a Sphinx document name into the address of its page from the map's page.
-    """
+def map_html(package: str = ROOT_PACKAGE) -> str:
+    """The map of the book as HTML to paste into its page: a legend, an SVG drawing and a small
+    script, with nothing to fetch from anywhere."""
     graph = builds_on(package)
     users = built_on_by(graph)
     boxes, nodes, width, height = layout(package)
     titles = _read_book(package, _stamp(package))[1]
     out = [f"<style>{_STYLE}</style>",
            '<p class="bookmap-legend">Each box is a chapter and each line in it a recipe, linked to its page; '
-           'a curve joins a recipe to one it builds on. Point at a recipe to see the recipes it builds on'
+           'a line joins a recipe to each recipe it builds on. Point at a recipe to see the recipes it builds on'
            '<span class="bm-swatch bm-base"></span>and those that build on it<span class="bm-swatch bm-user"></span>.</p>',
            '<div class="bookmap">',
            f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width:.0f} {height:.0f}" '
@@ -481,7 +479,7 @@ def map_html(package: str = ROOT_PACKAGE, href=_relative_href) -> str:
         lines = "".join(f'<tspan x="{box.x + PAD:.0f}" y="{box.y + HEADER - 10 + k * HEADER_LINE:.0f}">{html.escape(line)}</tspan>'
                         for k, line in enumerate(box.title))
         out.append(f'<g class="bm-chapter"><rect x="{box.x:.0f}" y="{box.y:.0f}" width="{BOX_WIDTH}" '
-                   f'height="{box.height:.0f}" rx="6"/><a href="{html.escape(href(doc))}">'
+                   f'height="{box.height:.0f}" rx="6"/><a href="{html.escape(_relative_href(doc))}">'
                    f'<title>{html.escape(titles[f"{package}.{chapter}"])}</title><text>{lines}</text></a></g>')
     lanes = {recipe: k % 5 - 2 for k, recipe in enumerate(graph)}
     out.append('<g class="bm-edges">')
@@ -494,7 +492,7 @@ def map_html(package: str = ROOT_PACKAGE, href=_relative_href) -> str:
         title = titles[recipe]
         alone = "" if graph[recipe] or users[recipe] else " bm-alone"
         count = f"builds on {len(graph[recipe])}, built on by {len(users[recipe])}"
-        out.append(f'<a class="bm-node{alone}" id="{_ident(recipe)}" href="{html.escape(href(docname(recipe)))}" '
+        out.append(f'<a class="bm-node{alone}" id="{_ident(recipe)}" href="{html.escape(_relative_href(docname(recipe)))}" '
                    f'aria-label="{html.escape(title)} ({count})"><title>{html.escape(title)} ({count})</title>'
                    f'<svg x="{x:.0f}" y="{y:.0f}" width="{BOX_WIDTH - 2 * PAD}" height="{NODE_HEIGHT}">'
                    f'<rect x="0.5" y="0.5" width="{BOX_WIDTH - 2 * PAD - 1}" height="{NODE_HEIGHT - 1}" rx="4"/>'
