@@ -207,6 +207,63 @@ def test_bad_input_is_an_error(tmp_path):
         recipe_notebook(ROOT / "docs" / "index.rst")
 
 
+#: Node reads each formula with the book's own MathJax (node_modules, as the browser test does) and
+#: prints, as JSON, those that MathJax's TeX input marks as errors.
+MATHJAX_CHECK = """
+import fs from 'fs';
+const [script, formulas, mathjax] = process.argv.slice(1);
+const MathJax = (await import(mathjax)).default;
+await MathJax.init({loader: {load: ['input/tex']}, startup: {typeset: false}});
+const errors = [];
+for (const [where, display, tex] of JSON.parse(fs.readFileSync(formulas))) {
+  try {
+    const mml = await MathJax.tex2mmlPromise(tex, {display});
+    const error = mml.match(/<merror[^]*?<\\/merror>/);
+    if (error) errors.push([where, tex, error[0]]);
+  } catch (e) { errors.push([where, tex, String(e)]); }
+}
+console.log(JSON.stringify(errors));
+"""
+
+
+def _formulas(markdown: str) -> list[tuple[bool, str]]:
+    """The display (``$$``) and inline (``$``) formulas of a markdown cell."""
+    display = re.findall(r"^\$\$\n(.*?)\n\$\$$", markdown, re.S | re.M)
+    rest = re.sub(r"^\$\$\n.*?\n\$\$$", "", markdown, flags=re.S | re.M)
+    rest = re.sub(r"(`+).*?\1", "", rest.replace(r"\$", ""), flags=re.S)  # code spans and escaped signs
+    return [(True, f) for f in display] + [(False, f) for f in re.findall(r"\$([^$]+)\$", rest)]
+
+
+def test_every_formula_of_the_notebooks_reads_in_mathjax(notebooks, tmp_path):
+    """Every formula of every notebook goes through MathJax's TeX input (the version the book serves)
+    without an error: what the conversion does to ``:math:`` and ``.. math::`` (bars in tables, split
+    and aligned blocks) stays valid TeX for Jupyter's MathJax."""
+    import shutil
+    import subprocess
+
+    node, mathjax = shutil.which("node"), ROOT / "node_modules" / "mathjax" / "node-main.mjs"
+    if node is None or not mathjax.exists():
+        if os.environ.get("COOKBOOK_REQUIRE_BROWSER") == "1":
+            raise AssertionError("node and node_modules/mathjax are needed (make html installs them)")
+        pytest.skip("node or node_modules/mathjax is missing (make html installs them)")
+    formulas = [[name, display, tex] for name in RECIPES for md in _markdown(_notebook(notebooks, name))
+                for display, tex in _formulas(md)]
+    assert len(formulas) > 10 * len(RECIPES)
+    formulas.append(["a formula known to be wrong", False, r"\frac{1}{"])  # shows that the check can fail
+    (tmp_path / "formulas.json").write_text(json.dumps(formulas))
+    (tmp_path / "check.mjs").write_text(MATHJAX_CHECK)
+    run = subprocess.run([node, str(tmp_path / "check.mjs"), str(tmp_path / "formulas.json"), mathjax.as_uri()],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    errors = json.loads(run.stdout)
+    assert [where for where, _, _ in errors[-1:]] == ["a formula known to be wrong"]
+    assert not errors[:-1], "\n".join(f"{where}: {tex!r}: {error}" for where, tex, error in errors[:10])
+
+
+def test_the_formula_finder_sees_display_and_inline_math_only():
+    assert _formulas("a $x$ and `$y$` and \\$5\n\n$$\n\\frac{1}{2}\n$$") == [(True, "\\frac{1}{2}"), (False, "x")]
+
+
 # --------------------------------------------------------------------------------------------
 # A sample, run in a real kernel
 # --------------------------------------------------------------------------------------------
