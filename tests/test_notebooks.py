@@ -178,6 +178,9 @@ def test_markdown_of_each_construct(tmp_path):
     assert [c.source for c in nb.cells if c.cell_type == "code"][1:] == ["plt.plot([1, 2])", "X = 1", "1 + 1"]
     linked = recipe_notebook(module, srcdir=tmp_path, base_url="https://book.example/en/latest/")
     assert "[Notation](https://book.example/en/latest/docs/notation.html)" in "\n".join(_markdown(linked))
+    assert linked.cells[0].source.startswith(
+        "This notebook is the page [Sample](https://book.example/en/latest/docs/chapters/sample/recipe.html) ")
+    assert nb.cells[0].source.startswith("This notebook is the page *Sample* of the Deep Learning Cookbook")
 
 
 @pytest.mark.parametrize("snippet, message", [

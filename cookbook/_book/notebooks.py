@@ -45,9 +45,10 @@ NOTEBOOK_FOLDER = Path("docs") / "chapters"
 #: The Jupyter kernel a notebook names; any Python 3.11 kernel with the package installed runs it.
 KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
 
-#: What every notebook needs, before its first cell runs (``{title}`` is the page's title).
+#: What every notebook needs, before its first cell runs (``{title}`` is the page's title, a link to
+#: the page where the build knows the book's address).
 NOTE = """\
-This notebook is the page *{title}* of the Deep Learning Cookbook, made from the module \
+This notebook is the page {title} of the Deep Learning Cookbook, made from the module \
 `{module}`: the page's prose, its figures' code, the module's code and the page's examples, in the \
 page's order.
 
@@ -634,7 +635,10 @@ def recipe_notebook(module_file: Path, *, srcdir: Path = ROOT, bib: Path | None 
     nb = v4.new_notebook()
     nb.metadata.update({"kernelspec": dict(KERNELSPEC), "language_info": {"name": "python"},
                         METADATA_KEY: {"module": module}})
-    nb.cells.append(v4.new_markdown_cell(NOTE.format(title=title, module=module), id="note"))
+    page = f"*{_escape(title)}*"
+    if base_url:
+        page = f"[{_escape(title)}]({base_url.rstrip('/')}/{context['docname']}.html)"
+    nb.cells.append(v4.new_markdown_cell(NOTE.format(title=page, module=module), id="note"))
     nb.cells.append(v4.new_code_cell(SETUP, id="setup", metadata={METADATA_KEY: {"role": "setup"}}))
     for k, (kind, text, meta) in enumerate(writer.cells):
         if kind == "markdown":
