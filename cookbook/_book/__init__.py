@@ -9,6 +9,8 @@ Nothing here is a recipe. Each job has its own module:
   references) when autodoc reads a module;
 * :mod:`~cookbook._book.bookmap` reads which recipe builds on which from the modules' imports: each
   page's Connections section and the map of the book;
+* :mod:`~cookbook._book.notebooks` writes each recipe page as a Jupyter notebook, which the page
+  links;
 * :mod:`~cookbook._book.check` checks that every recipe page has the shape the book promises;
 * :mod:`~cookbook._book.runtime` sets up every process that runs the book's code (devices, doctest
   flags, the compilation cache).
