@@ -125,6 +125,8 @@ True
 (1.0, True)
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -192,6 +194,9 @@ def _forward(params, x, key, local):
     return a
 
 
+_forward_jit = jax.jit(_forward, static_argnums=3)  # the public functions check, then run compiled code
+
+
 def apply(params, x, key, *, local=True):
     """One pass for one input ``x`` (D,) with weights drawn from ``q`` (by sampling pre-activations when
     ``local``, whole weight matrices otherwise); ``key=None`` uses the means. Shape (sizes[-1],)."""
@@ -200,13 +205,18 @@ def apply(params, x, key, *, local=True):
         raise TypeError(f"local must be True or False, got {local!r}")
     x = _checks.same_shape(_checks.float_array(x, "x", ndim=1, what=" (D,)"), "x", (D,),
                            expected_from="D from params[0]['W_mu']")
-    return _forward(params, x, key, local)
+    return _forward_jit(params, x, key, local)
 
 
 def kl_divergence(params, *, prior_std):
     """``KL(q || p)`` between the factorised Gaussian ``params`` and the prior ``N(0, prior_std^2)`` per weight."""
     _check_params(params)
     _checks.positive(prior_std, "prior_std")
+    return _kl(params, prior_std)
+
+
+@jax.jit
+def _kl(params, prior_std):
     total = 0.0
     for layer in params:
         for mu, rho in ((layer["W_mu"], layer["W_rho"]), (layer["b_mu"], layer["b_rho"])):
@@ -228,13 +238,19 @@ def negative_elbo(params, X, y, key, *, noise, prior_std, local=True):
     """``L / N`` for a one-output network on ``X`` (N, D), ``y`` (N,) with Gaussian noise of variance
     ``noise``: one sample of the weights (or of each example's pre-activations) per example."""
     X, y = _check_data(params, X, y, noise)
+    _checks.positive(prior_std, "prior_std")
+    return _negative_elbo(params, X, y, key, noise, prior_std, local)
+
+
+@functools.partial(jax.jit, static_argnums=6)
+def _negative_elbo(params, X, y, key, noise, prior_std, local):
     N = X.shape[0]
     if local:  # independent pre-activations per example
         pred = jax.vmap(lambda x, k: _forward(params, x, k, True)[0])(X, jax.random.split(key, N))
     else:  # one weight sample shared by the batch, as in the original paper
         pred = jax.vmap(lambda x: _forward(params, x, key, False)[0])(X)
     nll = jnp.sum((y - pred) ** 2 / (2 * noise) + 0.5 * jnp.log(2 * jnp.pi * noise))
-    return (nll + kl_divergence(params, prior_std=prior_std)) / N
+    return (nll + _kl(params, prior_std)) / N
 
 
 def predict(params, x, key, *, num_samples, noise):
@@ -245,6 +261,11 @@ def predict(params, x, key, *, num_samples, noise):
                            expected_from="D from params[0]['W_mu']")
     num_samples = _checks.size(num_samples, "num_samples", minimum=2)
     _checks.positive(noise, "noise", allow_zero=True)
+    return _predict(params, x, key, noise, num_samples)
+
+
+@functools.partial(jax.jit, static_argnums=4)
+def _predict(params, x, key, noise, num_samples):
     samples = jax.vmap(lambda k: _forward(params, x, k, True)[0])(jax.random.split(key, num_samples))
     mean = jnp.mean(samples)
     return mean, noise + jnp.mean((samples - mean) ** 2)
@@ -258,11 +279,16 @@ def fit(params, X, y, key, *, noise, prior_std, steps, learning_rate=0.01):
     _checks.positive(learning_rate, "learning_rate")
     X, y = _check_data(params, X, y, noise)
     _checks.positive(prior_std, "prior_std")
+    return _fit(params, X, y, key, noise, prior_std, learning_rate, steps=steps)
+
+
+@functools.partial(jax.jit, static_argnames="steps")  # one compilation per shape, whatever the values
+def _fit(params, X, y, key, noise, prior_std, learning_rate, *, steps):
     optimizer = adam(1.0)  # the step size is applied below, so that it may be traced
 
     def step(carry, key):
         params, state = carry
-        value, grads = jax.value_and_grad(negative_elbo)(params, X, y, key, noise=noise, prior_std=prior_std)
+        value, grads = jax.value_and_grad(_negative_elbo)(params, X, y, key, noise, prior_std, True)
         updates, state = optimizer.update(grads, state, params)
         return (jax.tree.map(lambda p, u: p + learning_rate * u, params, updates), state), value
 
