@@ -119,6 +119,8 @@ True
 True
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -159,9 +161,17 @@ def _check_params(params):
 
 def apply(params, x):
     """The mixture at one input ``x`` (D,): log-weights, means and standard deviations, (K,) each."""
-    D, K = _check_params(params)
+    D, _ = _check_params(params)
     x = _checks.same_shape(_checks.float_array(x, "x", ndim=1, what=" (D,)"), "x", (D,),
                            expected_from="D from params[0]['W']")
+    return _apply(params, x)
+
+
+# The public functions check their input, then run these compiled cores: a repeated call with the
+# same shapes reuses one compilation instead of dispatching (or, for fit, compiling) afresh.
+@jax.jit
+def _apply(params, x):
+    K = params[-1]["W"].shape[1] // 3
     z = mlp_apply(params, x, activation="tanh")  # (3K,)
     z_alpha, z_mu, z_sigma = z[:K], z[K:2 * K], z[2 * K:]
     log_weights = jax.nn.log_softmax(z_alpha)
@@ -178,6 +188,11 @@ def log_likelihood(log_weights, means, scales, y):
     scales = _checks.same_shape(_checks.float_array(scales, "scales", ndim=1), "scales", log_weights.shape,
                                 expected_from="K from log_weights")
     y = _checks.float_array(y, "y", ndim=0, what=" (a scalar)")
+    return _log_likelihood(log_weights, means, scales, y)
+
+
+@jax.jit
+def _log_likelihood(log_weights, means, scales, y):
     log_components = (log_weights - jnp.log(scales) - 0.5 * jnp.log(2 * jnp.pi)
                       - 0.5 * ((y - means) / scales) ** 2)  # (K,)
     return jax.nn.logsumexp(log_components)  # the largest is subtracted inside
@@ -194,7 +209,12 @@ def _check_data(params, X, y):
 def negative_log_likelihood(params, X, y):
     """Mean ``-log p(y_i | x_i)`` over ``X`` (N, D), ``y`` (N,)."""
     X, y = _check_data(params, X, y)
-    per_example = jax.vmap(lambda x, t: log_likelihood(*apply(params, x), t))(X, y)  # (N,)
+    return _negative_log_likelihood(params, X, y)
+
+
+@jax.jit
+def _negative_log_likelihood(params, X, y):
+    per_example = jax.vmap(lambda x, t: _log_likelihood(*_apply(params, x), t))(X, y)  # (N,)
     return -jnp.mean(per_example)
 
 
@@ -202,14 +222,19 @@ def negative_log_likelihood(params, X, y):
 def fit(params, X, y, *, steps, learning_rate=0.01):
     """Full-batch Adam on :func:`negative_log_likelihood`. Returns the parameters and the loss before
     each step, (steps,)."""
-    _check_data(params, X, y)
+    X, y = _check_data(params, X, y)
     _checks.size(steps, "steps")
     _checks.positive(learning_rate, "learning_rate")
+    return _fit(params, X, y, learning_rate, steps)
+
+
+@functools.partial(jax.jit, static_argnums=4)
+def _fit(params, X, y, learning_rate, steps):
     optimizer = adam(1.0)  # the step size is applied below, so that it may be traced
 
     def step(carry, _):
         params, state = carry
-        value, grads = jax.value_and_grad(negative_log_likelihood)(params, X, y)
+        value, grads = jax.value_and_grad(_negative_log_likelihood)(params, X, y)
         updates, state = optimizer.update(grads, state, params)
         return (jax.tree.map(lambda p, u: p + learning_rate * u, params, updates), state), value
 
