@@ -20,6 +20,9 @@ from cookbook.recurrent.seq2seq import (
 )
 
 V, S = 10, 5
+# Every small model has the shape of the page's example (vocabulary 10, embeddings of 4, 8 hidden
+# units): each new shape would compile init, and the functions that it meets, once more.
+SMALL = dict(vocab=V, embed=4, hidden=8)
 
 
 @pytest.fixture(scope="module")
@@ -36,10 +39,20 @@ def trained():
     return params, losses, jnp.asarray(held_out)
 
 
+@jax.jit
+def _greedy_all(params, src):
+    return jax.vmap(lambda s: greedy_decode(params, s, length=S))(src)
+
+
+@jax.jit
+def _beam_one_all(params, src):
+    return jax.vmap(lambda s: beam_search(params, s, length=S, beam_width=1)[0][0])(src)
+
+
 def test_training_reverses_held_out_sequences(trained):
     params, losses, src = trained
     assert src.shape == (1000, S)
-    pred = jax.jit(jax.vmap(lambda s: greedy_decode(params, s, length=S)))(src)
+    pred = _greedy_all(params, src)
     tgt = src[:, ::-1]
     sequence_accuracy = float(jnp.mean(jnp.all(pred == tgt, axis=1)))
     token_accuracy = float(jnp.mean(pred == tgt))
@@ -52,9 +65,7 @@ def test_training_reverses_held_out_sequences(trained):
 
 def test_beam_width_one_is_greedy_decoding(trained):
     params, _, src = trained
-    greedy = jax.jit(jax.vmap(lambda s: greedy_decode(params, s, length=S)))(src[:50])
-    beam = jax.jit(jax.vmap(lambda s: beam_search(params, s, length=S, beam_width=1)[0][0]))(src[:50])
-    np.testing.assert_array_equal(beam, greedy)
+    np.testing.assert_array_equal(_beam_one_all(params, src), _greedy_all(params, src))  # 1000 sources
 
 
 @jax.jit
@@ -64,41 +75,45 @@ def _sequence_log_prob(params, src, tokens):
 
 def test_beam_search_is_exhaustive_search_when_the_beam_holds_everything():
     # With beam_width = V and 2 output steps, the beam keeps every prefix of length 1, so its best
-    # sequence is the best of all V^2 sequences, found here by brute force.
-    params = init(jax.random.key(1), vocab=5, embed=3, hidden=7)
+    # sequences are the best of all V^2 sequences, found here by brute force.
+    params = init(jax.random.key(1), **SMALL)
     src = jnp.array([1, 4, 2], jnp.int32)
-    tokens, scores = beam_search(params, src, length=2, beam_width=5)
-    everything = jnp.array(list(itertools.product(range(5), repeat=2)), jnp.int32)
-    log_p = jax.vmap(lambda t: _sequence_log_prob(params, src, t))(everything)
-    order = np.argsort(-np.asarray(log_p))
-    np.testing.assert_array_equal(tokens, everything[order[:5]])
-    np.testing.assert_allclose(scores, log_p[order[:5]], rtol=1e-5)
+    tokens, scores = beam_search(params, src, length=2, beam_width=V)
+    everything = np.array(list(itertools.product(range(V), repeat=2)), np.int32)  # (V^2, 2)
+    log_p = np.asarray(jax.vmap(_sequence_log_prob, in_axes=(None, None, 0))(params, src, everything))
+    order = np.argsort(-log_p)
+    np.testing.assert_array_equal(tokens, everything[order[:V]])
+    np.testing.assert_allclose(scores, log_p[order[:V]], rtol=1e-5)
 
 
 def test_beam_scores_are_the_model_log_probabilities_and_sorted(trained):
     params, _, src = trained
-    tokens, scores = jax.jit(beam_search, static_argnames=("length", "beam_width"))(
-        params, src[0], length=S, beam_width=4)
+    tokens, scores = beam_search(params, src[0], length=S, beam_width=4)
     assert np.all(np.diff(np.asarray(scores)) <= 0)
     assert len({tuple(t) for t in np.asarray(tokens)}) == 4  # distinct beams
     log_p = jax.vmap(_sequence_log_prob, in_axes=(None, None, 0))(params, src[0], tokens)
     np.testing.assert_allclose(scores, log_p, rtol=1e-4, atol=1e-5)
-    greedy = jax.jit(greedy_decode, static_argnames="length")(params, src[0], length=S)
+    greedy = _greedy_all(params, src)[0]
     assert float(scores[0]) >= float(_sequence_log_prob(params, src[0], greedy)) - 1e-5
 
 
 def test_teacher_forced_loss_matches_a_python_loop_and_optax():
-    params = init(jax.random.key(2), vocab=V, embed=3, hidden=7)
+    params = init(jax.random.key(2), **SMALL)
     src, tgt = jnp.array([3, 1, 4, 1, 5], jnp.int32), jnp.array([9, 2, 6, 5, 3, 5], jnp.int32)
-    h = gru.apply(params["encoder"], params["embed_src"][src])[-1]
-    prev, logits, step = V, [], jax.jit(decoder_step)
-    for token in tgt:  # feed the true previous token
-        h, lg = step(params, h, prev)
-        logits.append(lg)
-        prev = token
-    expected = optax.softmax_cross_entropy_with_integer_labels(jnp.stack(logits), tgt).mean()
+
+    @jax.jit  # the loop unrolls while tracing: one compiled program instead of one call per step
+    def reference(params, src, tgt):
+        h0 = gru.apply(params["encoder"], params["embed_src"][src])[-1]
+        h, prev, logits = h0, V, []
+        for t in range(tgt.shape[0]):  # feed the true previous token
+            h, lg = decoder_step(params, h, prev)
+            logits.append(lg)
+            prev = tgt[t]
+        return optax.softmax_cross_entropy_with_integer_labels(jnp.stack(logits), tgt).mean(), h0
+
+    expected, h0 = reference(params, src, tgt)
     np.testing.assert_allclose(loss(params, src, tgt), expected, rtol=1e-5)
-    np.testing.assert_allclose(encode(params, src), gru.apply(params["encoder"], params["embed_src"][src])[-1])
+    np.testing.assert_allclose(encode(params, src), h0)
 
 
 def test_inline_adam_matches_optax():
@@ -122,7 +137,7 @@ def test_inline_adam_matches_optax():
 
 
 def test_bad_input_raises_clear_errors():
-    params = init(jax.random.key(6), vocab=V, embed=3, hidden=5)
+    params = init(jax.random.key(6), **SMALL)
     with pytest.raises(ValueError, match=r"src must have 1 axes \(S,\), got shape \(2, 5\)"):
         encode(params, jnp.zeros((2, 5), jnp.int32))
     with pytest.raises(TypeError, match=r"tgt must be an integer array, got dtype float32"):
@@ -135,7 +150,7 @@ def test_bad_input_raises_clear_errors():
 
 
 def test_tokens_out_of_range_nan_parameters_and_bad_sizes_raise():
-    params = init(jax.random.key(7), vocab=V, embed=3, hidden=5)
+    params = init(jax.random.key(7), **SMALL)
     src = jnp.array([1, 2, 3, 4, 0], jnp.int32)
     with pytest.raises(ValueError, match=r"src must lie in \[0, 10\), got values from 0 to 10"):
         encode(params, src.at[0].set(10))
@@ -146,14 +161,14 @@ def test_tokens_out_of_range_nan_parameters_and_bad_sizes_raise():
         greedy_decode(nan_params, src, length=5)
     with pytest.raises(ValueError, match=r"params\['W_o'\] holds NaN"):
         beam_search(nan_params, src, length=5, beam_width=2)
-    with pytest.raises(ValueError, match=r"params\['W_o'\] must have shape \(5, 10\)"):
+    with pytest.raises(ValueError, match=r"params\['W_o'\] must have shape \(8, 10\)"):
         loss(params | {"W_o": params["W_o"][:, :1]}, src, src)
     with pytest.raises(TypeError, match=r"length must be an int"):
         greedy_decode(params, src, length=5.0)
     with pytest.raises(TypeError, match=r"beam_width must be an int"):
         beam_search(params, src, length=5, beam_width=2.0)
     with pytest.raises(ValueError, match=r"hidden must be at least 1"):
-        init(jax.random.key(8), vocab=V, embed=3, hidden=-1)
+        init(jax.random.key(8), vocab=V, embed=4, hidden=-1)
     with pytest.raises(TypeError, match=r"N must be an int"):
         reversal_data(jax.random.key(9), 4.0, length=5, vocab=V)
     assert float(loss(params, src.tolist(), src[::-1].tolist())) == pytest.approx(float(loss(params, src, src[::-1])))
