@@ -211,6 +211,8 @@ frequencies; training uses Adam with its step size decayed along a cosine.
 "linear"``, ``variance_type="fixed_small"`` for :math:`\tilde\beta_t`); it indexes from 0 as here.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -359,6 +361,11 @@ def labelled_two_moons(key, num_points, noise=0.1):
     """``(points, labels)``: the points of ``two_moons`` and the moon of each, 0 (upper) or 1."""
     num_points = _checks.size(num_points, "num_points")
     _checks.positive(noise, "noise", allow_zero=True)
+    return _labelled_two_moons(key, noise, num_points)
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _labelled_two_moons(key, noise, num_points):
     k_angle, k_moon, k_noise = jax.random.split(key, 3)
     angle = jnp.pi * jax.random.uniform(k_angle, (num_points,))
     upper = jax.random.bernoulli(k_moon, 0.5, (num_points,))
@@ -373,6 +380,11 @@ def denoiser_init(key, data_dim, hidden=64):
     """A three-layer MLP from a point (data_dim,) and its time features to a vector (data_dim,)."""
     data_dim = _checks.size(data_dim, "data_dim")
     hidden = _checks.size(hidden, "hidden")
+    return _denoiser_init(key, data_dim, hidden)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _denoiser_init(key, data_dim, hidden):
     sizes = (data_dim + 2 * _FREQUENCIES, hidden, hidden, hidden, data_dim)
     keys = jax.random.split(key, len(sizes) - 1)
     return [{"W": jax.random.normal(k, (n_in, n_out)) / jnp.sqrt(n_in), "b": jnp.zeros((n_out,))}
@@ -407,7 +419,13 @@ def denoiser(params, x, s):
     D = _check_params(params)
     x = _checks.same_shape(_checks.float_array(x, "x"), "x", (D,), expected_from="the data dimension of params")
     s = _checks.float_array(s, "s", ndim=0, what=" (a scalar time)")
-    return _net(params, x, s)
+    return _net_jit(params, x, s)
+
+
+# The public functions check their input, then run compiled cores like these: a repeated call with
+# the same shapes (the tests', the bad-input replay's) reuses one compilation instead of dispatching
+# op by op, or compiling a fresh lax.scan, each time.
+_net_jit = jax.jit(_net)
 
 
 def _check_data(params, x0, name="x0", params_name="params"):
@@ -432,7 +450,10 @@ def loss(params, x0, key, alpha_bar):
     point, the squared error averaged over points and coordinates (so 1 for a network that says 0)."""
     x0 = _check_data(params, x0)
     alpha_bar = _schedule(alpha_bar, "alpha_bar")
-    return _loss(params, x0, key, alpha_bar)
+    return _loss_jit(params, x0, key, alpha_bar)
+
+
+_loss_jit = jax.jit(_loss)
 
 
 @cached  # the page's figure and the tests share this run when the book is built (cookbook/_memo.py)
@@ -446,8 +467,13 @@ def train(params, data, key, *, alpha_bar, steps, batch_size=128, learning_rate=
     alpha_bar = _schedule(alpha_bar, "alpha_bar")
     steps = _checks.size(steps, "steps")
     batch_size = _checks.size(batch_size, "batch_size")
-    optimizer = adam(learning_rate)
-    return _fit(params, data, key, steps, batch_size, optimizer,
+    adam(learning_rate)  # its checks of the step size, before anything is traced
+    return _train(params, data, key, alpha_bar, learning_rate, steps, batch_size)
+
+
+@functools.partial(jax.jit, static_argnums=(4, 5, 6))  # the step size too: adam checks it
+def _train(params, data, key, alpha_bar, learning_rate, steps, batch_size):
+    return _fit(params, data, key, steps, batch_size, adam(learning_rate),
                 lambda p, x0, k: _loss(p, x0, k, alpha_bar))
 
 
@@ -475,10 +501,15 @@ def _fit(params, data, key, steps, batch_size, optimizer, batch_loss):
 def sample(params, key, num_samples, betas):
     """``num_samples`` points (num_samples, D) by ancestral sampling from :math:`x_T \\sim \\mathcal{N}(0, I)`
     through every step of ``betas``, one ``lax.scan`` step each."""
-    D = _check_params(params)
+    _check_params(params)
     num_samples = _checks.size(num_samples, "num_samples")
     betas = _schedule(betas, "betas")
-    T = betas.shape[0]
+    return _sample(params, key, betas, num_samples)
+
+
+@functools.partial(jax.jit, static_argnums=3)
+def _sample(params, key, betas, num_samples):
+    D, T = params[-1]["W"].shape[1], betas.shape[0]
     k_start, k_steps = jax.random.split(key)
     x = jax.random.normal(k_start, (num_samples, D))
 
@@ -505,7 +536,11 @@ def mmd2(x, y, bandwidths=(0.1, 0.2, 0.5, 1.0)):
     _checks.same_shape(y, "y", (y.shape[0], x.shape[1]), expected_from="(M, D) with D as in x")
     for h in bandwidths:
         _checks.positive(h, "bandwidths")
+    return _mmd2(x, y, tuple(bandwidths))
 
+
+@functools.partial(jax.jit, static_argnums=2)
+def _mmd2(x, y, bandwidths):
     def kernel(a, b):
         d2 = jnp.sum((a[:, None, :] - b[None, :, :]) ** 2, axis=-1)  # (N, M)
         return sum(jnp.exp(-d2 / (2.0 * h * h)) for h in bandwidths)
