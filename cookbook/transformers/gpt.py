@@ -134,12 +134,8 @@ prompts). The figure shows its loss.
 
 .. plot::
 
-   import jax
-   from cookbook.transformers.gpt import init, train
-   k_init, k_train = jax.random.split(jax.random.key(0))
-   params = init(k_init, vocab_size=11, max_len=13, d_model=32, num_heads=4, num_layers=2, d_ff=64)
-   _, losses = jax.jit(train, static_argnames=("steps", "batch_size", "n"))(
-       k_train, params, steps=300, batch_size=32, n=6)
+   from cookbook.transformers.gpt import sorting_run
+   _, losses = sorting_run()  # the tests check this very run (shared when the book is built)
    plt.figure(figsize=(5, 3.2))
    plt.semilogy(np.asarray(losses))
    plt.xlabel("Adam step")
@@ -196,6 +192,7 @@ import jax
 import jax.numpy as jnp
 
 from cookbook import _checks
+from cookbook._memo import cached
 from cookbook.attention.multi_head import project
 from cookbook.attention.positional_encoding import init_learned, learned_encoding
 from cookbook.attention.scaled_dot_product import scaled_dot_product_attention
@@ -410,6 +407,16 @@ def train(key, params, *, steps, batch_size, n, learning_rate=3e-3):
                          f"2 n of the 2 n + 1 tokens), got n={n}")
     adam(_checks.positive(learning_rate, "learning_rate"))  # checks the rate, which the program below holds
     return _train(key, params, steps, batch_size, n, float(learning_rate))
+
+
+@cached  # the page's figure and the tests share this run when the book is built (cookbook/_memo.py)
+def sorting_run():
+    """The run of the figure and of the tests: the two-layer model (``d_model = 32``, 4 heads,
+    ``d_ff = 64``) initialised from ``jax.random.key(0)`` and trained for 300 Adam steps on batches of
+    32 sequences of 6 digits drawn from ``jax.random.key(1)``. Returns the trained parameters and the
+    loss of each step."""
+    params = init(jax.random.key(0), vocab_size=11, max_len=13, d_model=32, num_heads=4, num_layers=2, d_ff=64)
+    return train(jax.random.key(1), params, steps=300, batch_size=32, n=6)
 
 
 @functools.partial(jax.jit, static_argnums=(2, 3, 4, 5))

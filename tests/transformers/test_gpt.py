@@ -13,13 +13,16 @@ from cookbook.transformers.gpt import (
     init,
     init_cache,
     sequence_loss,
+    sorting_run,
     sorting_task,
-    train,
 )
 
 N = 6  # digits to sort; sequences have 2 N + 1 = 13 tokens over 11 token values
 V, MAX_LEN = 11, 13
 TOL = dict(rtol=1e-4, atol=1e-5)  # cached decoding against the full forward pass
+# The tests draw their batches with few distinct shapes, (3, 2 N + 1) and (3, 11) above all: each
+# new shape compiles sorting_task, apply and what they meet once more.
+B = 3
 batched_generate = jax.jit(jax.vmap(generate, in_axes=(None, 0, None)), static_argnums=2)
 batched_apply = jax.jit(jax.vmap(apply, in_axes=(None, 0)))
 
@@ -30,27 +33,28 @@ def untrained():
 
 
 @pytest.fixture(scope="module")
-def trained(untrained):
-    fit = jax.jit(train, static_argnames=("steps", "batch_size", "n"))
-    params, losses = fit(jax.random.key(1), untrained, steps=300, batch_size=32, n=N)
+def trained():
+    """The page's run (its figure shows the losses): 300 Adam steps of 32 sequences of N = 6 digits,
+    read from the training cache when the book's build has made it (cookbook/_memo.py)."""
+    params, losses = sorting_run()
     return params, np.asarray(losses)
 
 
 def test_sorting_task_layout():
-    batch = sorting_task(jax.random.key(2), 5, N)
-    assert batch.shape == (5, 2 * N + 1)
+    batch = sorting_task(jax.random.key(2), B, N)
+    assert batch.shape == (B, 2 * N + 1)
     assert np.all(batch[:, N] == V - 1)  # the separator
     np.testing.assert_array_equal(batch[:, N + 1:], np.sort(batch[:, :N], axis=1))
     assert batch[:, :N].max() <= 9 and batch[:, :N].min() >= 0
 
 
 def test_initial_loss_is_about_log_vocabulary(untrained):
-    batch = sorting_task(jax.random.key(3), 16, N)
+    batch = sorting_task(jax.random.key(3), B, N)
     assert abs(float(sequence_loss(untrained, batch, N)) - np.log(V)) < 0.1
 
 
 def test_sequence_loss_matches_optax(untrained):
-    batch = sorting_task(jax.random.key(4), 3, N)
+    batch = sorting_task(jax.random.key(4), B, N)
     logits = batched_apply(untrained, batch[:, :-1])[:, -N:]
     ref = optax.softmax_cross_entropy_with_integer_labels(logits, batch[:, -N:]).mean()
     np.testing.assert_allclose(sequence_loss(untrained, batch, N), ref, rtol=1e-5)
@@ -68,9 +72,9 @@ def test_it_learns_to_sort_unseen_sequences(trained):
 
 def test_cached_generation_gives_the_logits_of_the_full_forward_pass(trained):
     params, _ = trained
-    prompts = sorting_task(jax.random.key(6), 4, N)[:, : N + 1]
+    prompts = sorting_task(jax.random.key(6), B, N)[:, : N + 1]
     tokens, step_logits = batched_generate(params, prompts, N)
-    assert tokens.shape == (4, 2 * N + 1) and step_logits.shape == (4, 2 * N, V)
+    assert tokens.shape == (B, 2 * N + 1) and step_logits.shape == (B, 2 * N, V)
     np.testing.assert_array_equal(tokens[:, : N + 1], prompts)
     np.testing.assert_allclose(step_logits, batched_apply(params, tokens[:, :-1]), **TOL)  # every step
     np.testing.assert_array_equal(tokens[:, N + 1:], np.argmax(step_logits[:, N:], axis=-1))  # greedy
@@ -90,9 +94,9 @@ def test_decode_steps_by_hand_match_apply(untrained):
 
 @pytest.mark.parametrize("t", [0, 3, 7])
 def test_a_later_token_never_changes_an_earlier_output(untrained, t):
-    seq = sorting_task(jax.random.key(7), 1, 5)[0]  # 11 tokens
+    seq = sorting_task(jax.random.key(7), B, 5)[0]  # 11 tokens
     changed = seq.at[t].set((seq[t] + 3) % V)
-    a, b = batched_apply(untrained, jnp.stack([seq, changed]))
+    a, b, _ = batched_apply(untrained, jnp.stack([seq, changed, seq]))  # B rows, as elsewhere
     np.testing.assert_allclose(a[:t], b[:t], **TOL)
     assert not np.allclose(a[t:], b[t:], atol=1e-4)
 
@@ -100,13 +104,13 @@ def test_a_later_token_never_changes_an_earlier_output(untrained, t):
 def test_length_one_sequence_and_vmap_agree(untrained):
     logits = apply(untrained, jnp.array([4]))
     assert logits.shape == (1, V) and np.all(np.isfinite(logits))
-    batch = sorting_task(jax.random.key(8), 3, 5)
+    batch = sorting_task(jax.random.key(8), B, 5)
     batched = batched_apply(untrained, batch)
-    for b in range(3):
+    for b in range(B):
         np.testing.assert_allclose(batched[b], apply(untrained, batch[b]), **TOL)
 
 
-def test_train_step_decreases_the_loss_from_the_start(untrained, trained):
+def test_train_step_decreases_the_loss_from_the_start(trained):
     _, losses = trained
     assert losses.shape == (300,) and np.all(np.isfinite(losses))
     assert losses[-1] < losses[0]
@@ -130,8 +134,8 @@ def test_bad_inputs_raise_clear_errors(untrained):
 def test_loss_is_the_equation_of_the_page(untrained):
     # L = -1/(B n) sum_b sum_{t=T-n}^{T-1} log p(w_{t+1} | w_1..w_t), positions counted from 1. Row
     # t - 1 of apply on the first T - 1 tokens is the prediction from w_1 .. w_t (causal, tested below).
-    tokens = np.asarray(sorting_task(jax.random.key(9), 3, N))  # (B, T) = (3, 13)
-    B, T = tokens.shape
+    tokens = np.asarray(sorting_task(jax.random.key(9), B, N))  # (B, T) = (3, 13)
+    T = tokens.shape[1]
     log_p = np.asarray(jax.nn.log_softmax(batched_apply(untrained, tokens[:, :-1])))  # (B, T - 1, V)
     total = sum(-log_p[b, t - 1, tokens[b, t]] for b in range(B) for t in range(T - N, T))  # w_{t+1}
     np.testing.assert_allclose(sequence_loss(untrained, tokens, N), total / (B * N), rtol=1e-5)
