@@ -271,6 +271,14 @@ def batch_indices(key, N, batch_size):
     N, batch_size = _checks.size(N, "N"), _checks.size(batch_size, "batch_size")
     if not 1 <= batch_size <= N:
         raise ValueError(f"batch_size must be between 1 and N = {N}, got {batch_size}")
+    return _batch_indices(key, N, batch_size)
+
+
+# The public functions check their input, then run compiled cores like this one: a repeated call
+# with the same shapes (the tests', the bad-input replay's) reuses one compilation instead of
+# dispatching op by op.
+@partial(jax.jit, static_argnums=(1, 2))
+def _batch_indices(key, N, batch_size):
     num_batches = N // batch_size
     order = jax.random.permutation(key, N)  # (N,)
     return order[: num_batches * batch_size].reshape(num_batches, batch_size)
@@ -282,6 +290,11 @@ def batch_loss(params, X, y):
     A label outside [0, K) raises when ``y`` is concrete; under :func:`jax.jit` it makes the loss NaN.
     """
     X, y = _check_data(X, y, params=params)
+    return _batch_loss(params, X, y)
+
+
+@jax.jit
+def _batch_loss(params, X, y):
     logits = jax.vmap(apply, in_axes=(None, 0))(params, X)  # (B, K)
     log_norm = jax.nn.logsumexp(logits, axis=-1)  # subtracts the max before exp
     valid = (y >= 0) & (y < logits.shape[-1])
@@ -313,9 +326,14 @@ def train_epoch(params, key, X, y, *, batch_size, learning_rate):
 def evaluate(params, X, y):
     """Accuracy and mean cross-entropy of ``params`` on ``X`` (M, D), ``y`` (M,)."""
     X, y = _check_data(X, y, params=params)
+    return _evaluate(params, X, y)
+
+
+@jax.jit
+def _evaluate(params, X, y):
     logits = jax.vmap(apply, in_axes=(None, 0))(params, X)  # (M, K)
     accuracy = jnp.mean(jnp.argmax(logits, axis=-1) == y)
-    return accuracy, batch_loss(params, X, y)
+    return accuracy, _batch_loss(params, X, y)
 
 
 @cached  # the page's figure and the tests share this run when the book is built (cookbook/_memo.py)
