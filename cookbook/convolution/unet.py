@@ -178,6 +178,11 @@ def make_shapes(key, n, *, size=16, noise=0.4):
     """``n`` noisy images (n, size, size, 1) each holding one disc and one rectangle, and their
     foreground masks (n, size, size), 1.0 inside a shape."""
     n, size = _checks.size(n, "n"), _checks.size(size, "size", minimum=8)
+    return _make_shapes(key, n, size, noise)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))  # one compilation per (n, size), not one per operation
+def _make_shapes(key, n, size, noise):
     k_disc, k_rect, k_noise, k_bg = jax.random.split(key, 4)
     rows, cols = jnp.meshgrid(jnp.arange(size), jnp.arange(size), indexing="ij")  # (size, size)
 
@@ -204,6 +209,16 @@ def _conv_init(key, k, c_in, c_out):
 
 def init(key, *, in_channels=1, widths=(8, 16, 32)):
     """Parameters of a two-level U-Net with the given channel widths per level."""
+    _checks.size(in_channels, "in_channels")
+    if not (isinstance(widths, tuple) and len(widths) == 3):
+        raise ValueError(f"widths must be a tuple of three channel counts, got {widths!r}")
+    for w in widths:
+        _checks.size(w, "widths[...]")
+    return _init(key, in_channels, widths)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))  # one compilation, not one per random draw
+def _init(key, in_channels, widths):
     a, b, c = widths
     keys = jax.random.split(key, 8)
     return {

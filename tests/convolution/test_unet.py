@@ -17,7 +17,8 @@ def trained():
 
 @pytest.fixture(scope="module")
 def held_out():
-    return make_shapes(jax.random.key(3), 200)
+    # As many images as the training set, so that make_shapes is not compiled for another shape.
+    return make_shapes(jax.random.key(3), 512)
 
 
 def test_segments_held_out_shapes_with_iou_above_0_8(trained, held_out):
@@ -26,7 +27,7 @@ def test_segments_held_out_shapes_with_iou_above_0_8(trained, held_out):
     assert float(losses[-10:].mean()) < 0.2 * float(losses[0])
     pred = jax.jit(jax.vmap(predict, in_axes=(None, 0)))(params, x)
     score = float(iou(pred, t))
-    assert score >= 0.8, score  # 0.887 with these seeds
+    assert score >= 0.8, score  # 0.884 with these seeds
     # Thresholding each pixel on its own does much worse: the network uses the context.
     baseline = max(float(iou((x[..., 0] > th).astype(jnp.float32), t)) for th in (0.3, 0.5, 0.7))
     assert baseline < score - 0.1, (baseline, score)
@@ -35,12 +36,13 @@ def test_segments_held_out_shapes_with_iou_above_0_8(trained, held_out):
 
 
 def test_synthetic_data_is_well_formed():
-    x, t = make_shapes(jax.random.key(4), 7, size=16)
-    assert x.shape == (7, 16, 16, 1) and t.shape == (7, 16, 16)
+    # Four images, as in the page's example and the other small tests: one compilation for them all.
+    x, t = make_shapes(jax.random.key(4), 4, size=16)
+    assert x.shape == (4, 16, 16, 1) and t.shape == (4, 16, 16)
     assert set(np.unique(np.asarray(t))) <= {0.0, 1.0}
     frac = np.asarray(t).mean(axis=(1, 2))
     assert np.all(frac > 0.03) and np.all(frac < 0.8)
-    x2, t2 = make_shapes(jax.random.key(4), 7, size=16)
+    x2, t2 = make_shapes(jax.random.key(4), 4, size=16)
     np.testing.assert_array_equal(x, x2)  # deterministic given the key
 
 
@@ -67,7 +69,7 @@ def test_iou_and_loss_by_hand():
     assert float(iou(jnp.zeros(4), jnp.zeros(4))) == 0.0
     params = init(jax.random.key(10))
     params["head"]["w"] = jnp.zeros_like(params["head"]["w"])  # logits all 0: loss = log 2
-    x, t = make_shapes(jax.random.key(11), 3)
+    x, t = make_shapes(jax.random.key(11), 4)
     np.testing.assert_allclose(jax.jit(loss)(params, x, t), np.log(2.0), rtol=1e-5)
 
 
@@ -85,11 +87,17 @@ def test_bad_input_raises():
         loss(params, jnp.ones((2, 16, 16, 1)), jnp.ones((2, 16, 15)))
     with pytest.raises(ValueError, match="same shape"):
         iou(jnp.ones((3, 4)), jnp.ones((4, 3)))
+    with pytest.raises(ValueError, match=r"widths must be a tuple of three channel counts, got \[8, 16, 32\]"):
+        init(jax.random.key(13), widths=[8, 16, 32])
+    with pytest.raises(TypeError, match=r"widths\[\.\.\.\] must be an int of at least 1, got"):
+        init(jax.random.key(13), widths=(8, 16.0, 32))
+    with pytest.raises(TypeError, match=r"in_channels must be an int of at least 1, got"):
+        init(jax.random.key(13), in_channels=1.0)
 
 
 def test_bad_arrays_and_parameters_raise_clear_errors():
     params = init(jax.random.key(14))
-    X, masks = make_shapes(jax.random.key(15), 2)
+    X, masks = make_shapes(jax.random.key(15), 4)
     with pytest.raises(TypeError, match=r"X must be a floating-point array"):
         loss(params, X.astype(jnp.int32), masks)
     with pytest.raises(ValueError, match=r"X must have C = 1 channels"):
