@@ -127,6 +127,7 @@ True
 True
 """
 
+import functools
 import math
 
 import jax
@@ -202,8 +203,15 @@ def apply(params, x, positions=None):
     d_model, H, head_dim, _ = _check_params(params)
     x = _checks.float_array(x, "x", ndim=2, what=" (T, d_model)")
     _checks.same_shape(x, "x", (x.shape[0], d_model), expected_from="d_model from params")
+    positions = jnp.arange(x.shape[0]) if positions is None else positions
+    return _apply(params, x, positions, head_dim)
+
+
+# The checks run in Python; the block is one compiled program rather than a score of eager operations
+# that each compile on first use, for every new shape.
+@functools.partial(jax.jit, static_argnums=3)
+def _apply(params, x, positions, head_dim):
     T = x.shape[0]
-    positions = jnp.arange(T) if positions is None else positions
     a = rms(x, params["attn_norm"])
     q = jnp.einsum("tm,mhd->htd", a, params["W_q"])  # (H, T, head_dim)
     k = jnp.einsum("tm,mhd->htd", a, params["W_k"])

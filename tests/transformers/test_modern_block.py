@@ -80,6 +80,7 @@ def test_causal_and_bias_free(params):
 
 def test_two_blocks_learn_to_sort():
     # Embeddings, two blocks and a tied read-out on gpt's sorting task (5 digits of 6, then sorted).
+    # 200 Adam steps of 32: measured 0.99 token accuracy for three seeds (0.99 to 1.0 with 400 steps).
     n, V, d = 5, 7, 32
     k_e, k_1, k_2 = jax.random.split(jax.random.key(5), 3)
     params = {"emb": 0.5 * jax.random.normal(k_e, (V, d)),
@@ -103,7 +104,7 @@ def test_two_blocks_learn_to_sort():
         return (jax.tree.map(jnp.add, p, u), s), None
 
     def train_and_score():
-        (p, _), _ = jax.lax.scan(step, (params, opt.init(params)), jax.random.split(jax.random.key(6), 400))
+        (p, _), _ = jax.lax.scan(step, (params, opt.init(params)), jax.random.split(jax.random.key(6), 200))
         test = sorting_task(jax.random.key(7), 256, n, vocab_size=V - 1)
         predicted = jnp.argmax(jax.vmap(lambda t: logits(p, t))(test[:, :-1])[:, -n:], axis=-1)
         return jnp.mean(predicted == test[:, -n:])
