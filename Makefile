@@ -11,8 +11,8 @@ BUILD      := _build
 SPHINX     := $(BIN)/python -m sphinx
 SPHINXOPTS ?= -n -W --keep-going -j 2
 export JAX_PLATFORMS := cpu
-# One persistent compilation cache for the whole suite: the figures of the build, Sphinx's doctests
-# and pytest compile many of the same functions, and each compiles once. It lives outside the
+# One persistent compilation cache for the whole suite: the figures of the build, the examples
+# and the tests compile many of the same functions, and each compiles once. It lives outside the
 # checkout, so that it outlives `make clean` and serves every clone; JAX keys each entry on the
 # computation, the JAX version and the flags, so a warm cache cannot change a result. Override it
 # with JAX_COMPILATION_CACHE_DIR=... (an empty folder measures a cold run).
@@ -34,7 +34,7 @@ PYTEST_WORKERS ?= 2
 help:
 	@echo "make help       this list"
 	@echo "make html       build the book into $(BUILD)/html (installs what it needs first)"
-	@echo "make test       build the book, run the Sphinx doctests and the whole test suite"
+	@echo "make test       build the book, run every page's examples and the whole test suite"
 	@echo "                (what passed before with the same inputs is not run again; FRESH=1 runs all)"
 	@echo "make doctest    run the examples of every page with Sphinx's doctest builder"
 	@echo "make pytest     run pytest alone, on the environment that make install made"
@@ -83,33 +83,23 @@ doctest: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/python -m pytest
 
-# The whole suite with one exit status: the book builds with no warnings, every page's examples
-# pass under Sphinx's doctest builder, and pytest passes (tests, docstring examples, and the book in
-# a browser). The doctest builder runs in one process, so it runs beside pytest's workers rather
-# than before them; its report is printed when both are done.
+# The whole suite with one exit status: the book builds with no warnings, and pytest passes: the
+# tests, every page's examples and every function's examples, and the book in a browser. A recipe's
+# examples run once, in the same worker as its jit and bad-input checks, which replay the calls the
+# examples made (conftest.py, tests/replay.py); `make doctest` runs the same examples under Sphinx's
+# doctest builder instead.
 #
-# A test or a page whose inputs (its code and every file of the repository it imports, the lock file,
-# the flags) are those it last passed with is not run again (cookbook/_passed.py keeps the record in
-# $(BUILD)/passed.json): after a change to one recipe, `make test` runs that recipe's tests and
+# A test or an example whose inputs (its code and every file of the repository it imports, the lock
+# file, the flags) are those it last passed with is not run again (cookbook/_passed.py keeps the record
+# in $(BUILD)/passed.json): after a change to one recipe, `make test` runs that recipe's tests and
 # examples and the book-wide tests. A fresh clone runs everything; so does `make test FRESH=1`.
 PASSED = $(if $(FRESH),,$(CURDIR)/$(BUILD)/passed.json)
 
 test: browser html
-	@echo "Sphinx's doctest builder runs in the background (report: $(BUILD)/doctest.log) while pytest runs."
-	@$(if $(FRESH),rm -f $(BUILD)/costs/doctest-*.tsv $(BUILD)/costs/pytest.json $(BUILD)/costs/pytest-tests.json,true)
-	@pages=$$(COOKBOOK_PASSED=$(PASSED) $(BIN)/python -m cookbook._passed pages) || exit 1; \
-	if [ -n "$$pages" ]; then \
-	  $(SPHINX) -b doctest $(SPHINXOPTS) -d $(BUILD)/doctrees . $(BUILD)/doctest $$pages > $(BUILD)/doctest.log 2>&1 & \
-	else true > $(BUILD)/doctest.log & fi; doctest=$$!; \
-	COOKBOOK_PASSED=$(PASSED) COOKBOOK_REQUIRE_BROWSER=1 COOKBOOK_PAGES_DOCTESTED=1 \
+	@$(if $(FRESH),rm -f $(BUILD)/costs/pytest-tests.json,true)
+	@COOKBOOK_PASSED=$(PASSED) COOKBOOK_REQUIRE_BROWSER=1 \
 	  $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup --durations=10; \
-	pytest=$$?; wait $$doctest; doctest=$$?; \
-	if [ $$doctest -eq 0 ]; then sed -n '/^Doctest summary/,$$p' $(BUILD)/doctest.log; \
-	     COOKBOOK_PASSED=$(PASSED) $(BIN)/python -m cookbook._passed record-pages $$pages; \
-	else cat $(BUILD)/doctest.log; rm -f $(BUILD)/doctrees/environment.pickle; \
-	     echo "Sphinx's doctest builder failed with exit status $$doctest"; fi; \
-	$(BIN)/python -m benchmarks.costs; \
-	[ $$pytest -eq 0 ] && [ $$doctest -eq 0 ]
+	pytest=$$?; $(BIN)/python -m benchmarks.costs; exit $$pytest
 
 costs: $(STAMP)
 	@$(BIN)/python -m benchmarks.costs

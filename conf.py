@@ -187,28 +187,7 @@ def _done_reading(app, doctree):
             f.write(f"{docname}\t{time.perf_counter() - _read_started.pop(docname):.3f}\n")
 
 
-def _time_doctests():
-    """Time each page's examples under Sphinx's doctest builder."""
-    from sphinx.ext.doctest import DocTestBuilder
-
-    if getattr(DocTestBuilder.test_doc, "_timed", False):
-        return
-    untimed = DocTestBuilder.test_doc
-
-    def test_doc(self, docname, doctree):
-        start = time.perf_counter()
-        try:
-            return untimed(self, docname, doctree)
-        finally:
-            with _cost_file("doctest").open("a") as f:
-                f.write(f"{docname}\t{time.perf_counter() - start:.3f}\n")
-
-    test_doc._timed = True
-    DocTestBuilder.test_doc = test_doc
-
-
 def setup(app):
-    _time_doctests()
     app.connect("source-read", _start_reading)
     app.connect("doctree-read", _done_reading)
     app.connect("builder-inited", _write_stubs)

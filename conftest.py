@@ -1,6 +1,8 @@
 """Pytest set-up shared by the tests and the doctests of every recipe module."""
 
 import os
+import re
+import zlib
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
@@ -18,36 +20,95 @@ def _book_numerics():
     yield
 
 
-def _xdist_group(item) -> str:
-    """The unit that one pytest worker runs whole (``--dist loadgroup``).
+def work_unit(nodeid: str) -> str:
+    """The unit of tests that one pytest worker runs whole under ``make test`` (``--dist loadgroup``).
 
     A test module is one unit, as with ``--dist loadfile``, so that what it compiles once serves all
-    its tests; but the book-wide checks, which hold one test per recipe, are spread: the jit and the
-    bad-input checks of a recipe form a unit (they share its recorded calls), and the browser's
-    visits to the pages form two halves, one browser each.
+    its tests; but the book-wide checks, which hold one test per recipe, are spread: a recipe's
+    examples (its page's and its functions', collected from its module) and its jit and bad-input
+    checks form a unit, in that order (the examples record the calls that the checks replay), and
+    the browser's visits to the pages form two halves, one browser each. It reads the node id
+    alone, because pytest-xdist's scheduler, which asks, sees no more.
     """
-    path = item.nodeid.split("::")[0]
-    callspec = getattr(item, "callspec", None)
-    if path == "tests/test_replay.py" and callspec is not None:
-        return f"replay-{callspec.params['name']}"
+    path = nodeid.split("::")[0]
+    if path == "tests/test_replay.py":
+        m = re.search(r"\[(cookbook\.\w+\.\w+)\]$", nodeid)
+        if m:
+            return f"replay-{m.group(1)}"
+    m = re.fullmatch(r"cookbook/(\w+)/(\w+)\.py", path)
+    if m and not m.group(2).startswith("_"):
+        return f"replay-cookbook.{m.group(1)}.{m.group(2)}"
     if path == "tests/browser/test_book_in_browser.py":
-        index = next(iter(callspec.indices.values())) if callspec is not None else 0
-        return f"browser-{index % 2}"
+        m = re.search(r"\[(.+)\]$", nodeid)
+        return f"browser-{zlib.crc32(m.group(1).encode()) % 2}" if m else "browser-0"
     return path
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Under ``--dist loadgroup``, hand each worker whole units (:func:`work_unit`). (pytest-xdist
+    3.8's own loadgroup writes a test's group into an attribute that pytest 9.2 no longer reads, so
+    with these versions it would hand out every test on its own.)"""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class BookUnits(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    return BookUnits(config, log)
+
+
+def _recipe_of_examples(item) -> str | None:
+    """The recipe module (``cookbook.chapter.concept``) whose docstring examples ``item`` runs, if it
+    is such a doctest of a recipe that declares functions for the replay checks (``JIT``)."""
+    if type(item).__name__ != "DoctestItem" or not item.name.startswith("cookbook."):
+        return None
+    from cookbook import _book
+
+    name = ".".join(item.name.split(".")[:3])
+    if not _book.is_recipe(name):
+        return None
+    import importlib
+
+    return name if getattr(importlib.import_module(name), "JIT", None) else None
+
+
+def _replay():
+    """``tests/replay.py``, imported once under the name the replay checks import it by."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    if "replay" not in sys.modules:
+        path = Path(__file__).resolve().parent / "tests" / "replay.py"
+        spec = importlib.util.spec_from_file_location("replay", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["replay"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["replay"]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    """Run a recipe's examples with its declared functions recording their calls (tests/replay.py),
+    so that its replay checks need not run the examples a second time."""
+    recipe = _recipe_of_examples(item)
+    if recipe is None:
+        return (yield)
+    with _replay().recording(recipe, item.name):
+        return (yield)
 
 
 @pytest.hookimpl(trylast=True)  # after -k and -m have deselected theirs
 def pytest_collection_modifyitems(config, items):
-    """Group the tests for the workers (see :func:`_xdist_group`); under ``make test``, leave the page
-    examples (module docstrings) to Sphinx's doctest builder.
+    """Under ``COOKBOOK_PAGES_DOCTESTED=1`` (``make check``, which has just run the page's examples under
+    Sphinx's doctest builder), leave out the page examples (module docstrings).
 
-    ``make test`` runs that builder over every page before pytest and then sets
-    ``COOKBOOK_PAGES_DOCTESTED=1``; running the same examples again here would only double their
-    time. Function docstring examples, which are not on the pages as examples, always run here, and
-    a plain ``pytest`` runs every example.
+    Function docstring examples, which are not on the pages as examples, always run here, and
+    ``make test`` and a plain ``pytest`` run every example.
     """
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(_xdist_group(item)))
     if os.environ.get("COOKBOOK_PAGES_DOCTESTED") == "1":
         kept, skipped = [], []
         for item in items:
@@ -114,7 +175,7 @@ def pytest_runtest_logreport(report):
 def pytest_sessionfinish(session):
     import json
 
-    from benchmarks.costs import COSTS, recipe_of_test
+    from benchmarks.costs import COSTS
 
     if hasattr(session.config, "workerinput"):
         return  # a worker: its reports reach the controller, which writes the files
@@ -130,11 +191,6 @@ def pytest_sessionfinish(session):
         except (OSError, ValueError):
             pass
     (COSTS / "pytest-tests.json").write_text(json.dumps(durations, indent=0, sort_keys=True) + "\n")
-    costs: dict[str, float] = {}
-    for nodeid, seconds in durations.items():
-        recipe = recipe_of_test(nodeid)
-        costs[recipe] = costs.get(recipe, 0.0) + seconds
-    (COSTS / "pytest.json").write_text(json.dumps(costs, indent=1, sort_keys=True) + "\n")
 
 
 def _record_what_passed():

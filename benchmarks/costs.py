@@ -5,13 +5,12 @@
 ``make test`` prints this table at its end, so that no recipe quietly takes a minute. It reads what
 the last run wrote under ``_build/costs/``:
 
-* ``pytest.json``: seconds of pytest time (set-up, call and tear-down, summed over workers) per recipe:
-  its test file, the examples of its function docstrings, and its share of the book-wide checks
-  (page check, jit check, bad input, the browser's visit to its page); written by the plugin in
-  ``conftest.py``;
-* ``doctest-*.tsv`` and ``read-*.tsv``: seconds that Sphinx's doctest builder spent on each page's
-  examples, and that the html build spent reading each page (its figures are drawn then); written
-  by the hooks in ``conf.py``, one file per process.
+* ``pytest-tests.json``: seconds of pytest time (set-up, call and tear-down, summed over workers) per
+  test, written by the plugin in ``conftest.py``. A recipe's share is its test file, the examples of
+  its page (its module's docstring: the *examples* column) and of its functions, and its part of the
+  book-wide checks (page check, jit check, bad input, the browser's visit to its page);
+* ``read-*.tsv``: seconds that the html build spent reading each page (its figures are drawn then),
+  written by the hooks in ``conf.py``, one file per process.
 
 Pure Python with no JAX.
 """
@@ -37,7 +36,7 @@ def recipe_of_test(nodeid: str) -> str | None:
     if m and m.group(2) != "index":
         return f"{m.group(1)}.{m.group(2)}"
     m = re.match(r"tests/(\w+)/test_(\w+)\.py::", nodeid) or re.match(r"cookbook/(\w+)/(\w+)\.py::", nodeid)
-    if m and not m.group(2).startswith("_"):
+    if m and not m.group(2).startswith("_") and (ROOT / "cookbook" / m.group(1) / f"{m.group(2)}.py").is_file():
         return f"{m.group(1)}.{m.group(2)}"
     return None
 
@@ -60,11 +59,26 @@ def _read_tsv(pattern: str) -> dict[str, float]:
     return latest
 
 
+def is_page_example(nodeid: str) -> bool:
+    """Whether a pytest node id runs a recipe page's examples (its module docstring)."""
+    m = re.fullmatch(r"cookbook/(\w+)/(\w+)\.py::cookbook\.(\w+)\.(\w+)", nodeid)
+    return bool(m) and m.group(1, 2) == m.group(3, 4)
+
+
 def table(top: int = 10) -> list[tuple[str, float, float, float]]:
-    pytest_s = json.loads((COSTS / "pytest.json").read_text()) if (COSTS / "pytest.json").exists() else {}
-    doctest_s, read_s = _read_tsv("doctest-*.tsv"), _read_tsv("read-*.tsv")
-    recipes = set(pytest_s) | set(doctest_s) | set(read_s)
-    rows = [(r, pytest_s.get(r, 0.0), doctest_s.get(r, 0.0), read_s.get(r, 0.0)) for r in recipes]
+    """``(recipe, seconds of its tests, of its page's examples, of its page's build)``, costliest first."""
+    path = COSTS / "pytest-tests.json"
+    per_test = json.loads(path.read_text()) if path.exists() else {}
+    tests_s: dict[str, float] = {}
+    examples_s: dict[str, float] = {}
+    for nodeid, seconds in per_test.items():
+        recipe = recipe_of_test(nodeid)
+        if recipe is not None:
+            into = examples_s if is_page_example(nodeid) else tests_s
+            into[recipe] = into.get(recipe, 0.0) + seconds
+    read_s = _read_tsv("read-*.tsv")
+    recipes = set(tests_s) | set(examples_s) | set(read_s)
+    rows = [(r, tests_s.get(r, 0.0), examples_s.get(r, 0.0), read_s.get(r, 0.0)) for r in recipes]
     rows.sort(key=lambda row: -(row[1] + row[2] + row[3]))
     return rows[:top] if top else rows
 

@@ -1,5 +1,5 @@
-"""Which tests and pages have passed with exactly the inputs they have now, so that ``make test``
-runs only the others.
+"""Which tests have passed with exactly the inputs they have now, so that ``make test`` runs only
+the others.
 
 A test's inputs are the files it can read code from, found by reading import statements (no test is
 run to find them): its own file, every module of the repository that it imports, and theirs in turn;
@@ -15,8 +15,8 @@ Tests of the book as a whole (the page check's book-wide parts, the benchmarks, 
 set-up) read too much to list, and always run. So does everything in a fresh clone: the record lives
 in ``_build/`` (``make clean`` removes it), and ``make test FRESH=1`` ignores it.
 
-Sphinx's doctest builder is treated the same way, page by page: a page's key is its module and what
-that imports (or, for a page written in reStructuredText, its file), with ``conf.py``.
+A recipe's examples are pytest items too (its module's docstrings), keyed by its module and what
+that imports.
 
 ``COOKBOOK_PASSED`` names the record; without it nothing is skipped (a plain ``pytest`` runs all).
 Pure Python with no JAX.
@@ -34,8 +34,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIABLE = "COOKBOOK_PASSED"
-#: Files that every test reads: its set-up and the book's machinery, the dependencies' versions.
-EVERY_TEST_READS = ("conftest.py", "tests/conftest.py", "pyproject.toml", "requirements/lock.txt",
+#: Files that every test reads: its set-up (conftest.py loads tests/replay.py to record what a recipe's
+#: examples call) and the book's machinery, the dependencies' versions.
+EVERY_TEST_READS = ("conftest.py", "tests/conftest.py", "tests/replay.py", "pyproject.toml", "requirements/lock.txt",
                     "cookbook/__init__.py", "cookbook/_checks.py", "cookbook/_memo.py", "cookbook/_passed.py",
                     "benchmarks/results.json",
                     *sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "cookbook" / "_book").glob("*.py")))
@@ -55,7 +56,7 @@ def load() -> dict:
         data = json.loads(path.read_text()) if path else {}
     except (OSError, ValueError):
         data = {}
-    return {"tests": data.get("tests", {}), "pages": data.get("pages", {})}
+    return {"tests": data.get("tests", {})}
 
 
 def save(record: dict) -> None:
@@ -207,47 +208,3 @@ def test_key(path: Path, params: dict) -> str | None:
     # The record is kept per node id, which names the parameters; their reprs are not used (a
     # function's holds its address, which changes from run to run).
     return _key(files)
-
-
-def page_key(docname: str) -> str:
-    """The key of one page's examples under Sphinx's doctest builder."""
-    parts = docname.split("/")
-    source = None
-    if parts[:2] == ["docs", "chapters"] and len(parts) == 4:
-        chapter, page = parts[2], parts[3]
-        source = _module_file(f"cookbook.{chapter}" if page == "index" else f"cookbook.{chapter}.{page}")
-    files = set(closure(source)) if source else {ROOT / f"{docname}.rst"}
-    return _key(files | {ROOT / "conf.py"}, docname)
-
-
-def _all_pages() -> list[str]:
-    """Every page of the book, by Sphinx's name (the stubs under ``docs/chapters`` are written by the
-    html build, which ``make test`` runs first)."""
-    docs = ROOT / "docs"
-    return sorted(p.relative_to(ROOT).with_suffix("").as_posix() for p in docs.rglob("*.rst")
-                  if not {"_static", "_templates"} & set(p.relative_to(docs).parts))
-
-
-def main(argv: list[str]) -> int:
-    """``python -m cookbook._passed pages``: the source files of the pages whose examples must run
-    (all of them without a record); ``... record-pages FILE...``: those pages passed."""
-    record = load()
-    if argv[:1] == ["pages"]:
-        pages = _all_pages()
-        todo = [p for p in pages if record["pages"].get(p) != page_key(p)]
-        print(" ".join(f"{p}.rst" for p in todo))
-        print(f"{len(pages) - len(todo)} of {len(pages)} pages' examples passed with these inputs before; "
-              f"Sphinx's doctest builder runs the other {len(todo)}", file=sys.stderr)
-        return 0
-    if argv[:1] == ["record-pages"]:
-        for name in argv[1:]:
-            page = name.removesuffix(".rst")
-            record["pages"][page] = page_key(page)
-        save(record)
-        return 0
-    print(main.__doc__, file=sys.stderr)
-    return 2
-
-
-if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))

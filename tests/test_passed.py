@@ -54,11 +54,6 @@ def test_book_wide_tests_are_keyed_per_recipe_or_always_run():
     assert _passed.test_key(ROOT / "tests" / "test_memo.py", {}) is None
 
 
-def test_page_keys_follow_the_module_behind_the_page():
-    gan, wgan = _passed.page_key("docs/chapters/generative/gan"), _passed.page_key("docs/chapters/generative/wasserstein_gan")
-    assert gan != wgan and _passed.page_key("docs/contributing") != gan
-
-
 def test_a_test_that_passed_is_not_run_again_until_an_input_changes(tmp_path):
     record = tmp_path / "passed.json"
     env = {**os.environ, "COOKBOOK_PASSED": str(record)}

@@ -42,15 +42,6 @@ RECIPES = _book.all_recipes()
 BOOK = Path(_book.__file__).resolve().parents[1]  # the cookbook package
 
 
-def _signature(args, kwargs, static):
-    """What jit compiles for: the shapes and dtypes of the arrays, and the values of the rest."""
-    def leaf(x):
-        return (x.shape, str(x.dtype)) if isinstance(x, (jax.Array, np.ndarray)) else repr(x)
-
-    dynamic = {k: v for k, v in kwargs.items() if k not in static}
-    return repr((jax.tree.map(leaf, (args, dynamic)), {k: kwargs[k] for k in static if k in kwargs}))
-
-
 def _leaves(tree):
     leaves, treedef = jax.tree.flatten(tree)
     out = []
@@ -85,7 +76,7 @@ def test_declared_functions_agree_under_jit(name):
         # at most three.
         distinct = {}
         for args, kwargs, eager in calls[fn_name]:
-            distinct.setdefault(_signature(args, kwargs, static), (args, kwargs, eager))
+            distinct.setdefault(replay.signature(args, kwargs, static), (args, kwargs, eager))
         for args, kwargs, eager in list(distinct.values())[:3]:
             _assert_same(eager, jitted(*args, **kwargs), f"{name}.{fn_name}")
 
@@ -140,8 +131,38 @@ def _raised_here(error):
     return bool(frames) and Path(frames[-1].filename).resolve().is_relative_to(BOOK)
 
 
+_UNDECIDED = object()
+
+
+def _verdict_from_shapes(arg, mutated_call, expected):
+    """The verdict that tracing alone gives (``jax.eval_shape``: nothing compiles and nothing runs),
+    or ``_UNDECIDED`` where only values can tell.
+
+    The call's inputs are closed over, so they stay concrete and the book's checks on them run as
+    they do eagerly; only what the function computes from them is traced. A clear error from those
+    checks, or a result of other shapes than the unmutated call's, is the verdict the eager call
+    would get. Anything else (a result of the same shapes, whose values must be compared; an error
+    that only tracing raises, such as a Python ``if`` on a computed value) is left to the eager call.
+    """
+    try:
+        got = jax.eval_shape(mutated_call)
+    except (ValueError, TypeError) as error:
+        clear = _raised_here(error) and re.search(rf"(?<![\w.]){re.escape(arg)}(?!\w)", str(error))
+        return None if clear else _UNDECIDED
+    except Exception:  # noqa: BLE001 - left to the eager call, which judges it
+        return _UNDECIDED
+    got_leaves, got_def = jax.tree.flatten(got)
+    want_leaves, want_def = _leaves(expected)
+    if got_def != want_def or any(a.shape != b.shape for a, b in zip(got_leaves, want_leaves)):
+        return None  # other shapes: visibly a different answer
+    return _UNDECIDED
+
+
 def _verdict(arg, what, mutated_call, expected):
     """None if the mutated call behaved (a clear error or no silent wrong answer), else why not."""
+    quick = _verdict_from_shapes(arg, mutated_call, expected)
+    if quick is not _UNDECIDED:
+        return quick
     try:
         got = mutated_call()
     except (ValueError, TypeError) as error:
