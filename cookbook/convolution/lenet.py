@@ -149,8 +149,20 @@ JIT = {"apply": (), "loss": (), "accuracy": ()}
 
 def init(key, *, in_channels=1, channels=(16, 32), hidden=(120, 84), num_classes=10, image_size=8):
     """LeNet-5 parameters for square images of ``image_size`` pixels (divisible by 4)."""
+    for name, value in (("in_channels", in_channels), ("num_classes", num_classes), ("image_size", image_size)):
+        _checks.size(value, name)
+    for name, pair in (("channels", channels), ("hidden", hidden)):
+        if not (isinstance(pair, tuple) and len(pair) == 2):
+            raise ValueError(f"{name} must be a tuple of two sizes, got {pair!r}")
+        for value in pair:
+            _checks.size(value, f"{name}[...]")
     if image_size % 4:
         raise ValueError(f"image_size must be divisible by 4 (two 2x2 poolings), got {image_size}")
+    return _init(key, in_channels, channels, hidden, num_classes, image_size)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4, 5))  # one compilation, not one per random draw
+def _init(key, in_channels, channels, hidden, num_classes, image_size):
     k1, k2, k3, k4, k5 = jax.random.split(key, 5)
     c1, c2 = channels
     flat = (image_size // 4) ** 2 * c2

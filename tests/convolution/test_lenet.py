@@ -44,11 +44,12 @@ def test_shapes_and_parameter_count():
     counts = {k: sum(p.size for p in jax.tree.leaves(v)) for k, v in params.items()}
     assert counts == {"conv1": 9 * 16 + 16, "conv2": 9 * 16 * 32 + 32, "fc1": 128 * 120 + 120,
                       "fc2": 120 * 84 + 84, "out": 84 * 10 + 10}
-    assert init(jax.random.key(1), image_size=16)["fc1"]["w"].shape == (4 * 4 * 32, 120)
+    # Its shapes only: nothing compiled for a second image size.
+    assert jax.eval_shape(lambda k: init(k, image_size=16), jax.random.key(1))["fc1"]["w"].shape == (4 * 4 * 32, 120)
 
 
 def test_loss_matches_optax_cross_entropy(digits):
-    X, y = digits[0][:7], digits[1][:7]
+    X, y = digits[0][:4], digits[1][:4]  # four images in every small test: one shape to compile
     params = init(jax.random.key(2))
     logits = jax.jit(jax.vmap(apply, in_axes=(None, 0)))(params, X)
     ref = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
@@ -72,7 +73,7 @@ def test_adam_step_matches_optax():
 
 def test_prediction_is_batched_by_vmap_and_jit(digits):
     params = init(jax.random.key(3))
-    X = digits[0][:5]
+    X = digits[0][:4]
     batched = jax.jit(jax.vmap(apply, in_axes=(None, 0)))(params, X)
     np.testing.assert_allclose(jax.jit(apply)(params, X[3]), batched[3], rtol=1e-5, atol=1e-5)
 
@@ -83,6 +84,12 @@ def test_bad_input_raises():
         loss(params, jnp.ones((5, 8, 8)), jnp.zeros(5, jnp.int32))
     with pytest.raises(ValueError, match="image_size must be divisible by 4"):
         init(jax.random.key(0), image_size=10)
+    with pytest.raises(TypeError, match=r"image_size must be an int of at least 1, got"):
+        init(jax.random.key(0), image_size=8.0)
+    with pytest.raises(ValueError, match=r"channels must be a tuple of two sizes, got \[16, 32\]"):
+        init(jax.random.key(0), channels=[16, 32])
+    with pytest.raises(TypeError, match=r"hidden\[\.\.\.\] must be an int of at least 1, got"):
+        init(jax.random.key(0), hidden=(120, 84.0))
     with pytest.raises(ValueError, match=r"x has C_in = 3"):
         apply(params, jnp.ones((8, 8, 3)))
 
