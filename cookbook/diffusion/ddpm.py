@@ -252,7 +252,15 @@ def linear_beta_schedule(num_steps, beta_start=1e-4, beta_end=2e-2):
         _checks.positive(value, name)
         if _checks.is_concrete(value) and not float(value) < 1.0:
             raise ValueError(f"{name} must lie in (0, 1), got {value}")
-    return jnp.linspace(beta_start, beta_end, num_steps, dtype=jnp.float32)
+    return _linspace(beta_start, beta_end, num_steps)
+
+
+# The public functions check their input, then run compiled cores like this one: a repeated call with
+# the same shapes (the tests', the bad-input replay's) reuses one compilation instead of dispatching
+# op by op, or compiling a fresh lax.scan, each time.
+@functools.partial(jax.jit, static_argnums=2)
+def _linspace(start, stop, num):
+    return jnp.linspace(start, stop, num, dtype=jnp.float32)
 
 
 def _schedule(values, name, minimum=2):
@@ -265,6 +273,11 @@ def _schedule(values, name, minimum=2):
 def alpha_bar_schedule(betas):
     """The signal variance left after each step, :math:`\\bar\\alpha_t = \\prod_{s \\le t} (1 - \\beta_s)`."""
     betas = _schedule(betas, "betas", minimum=1)
+    return _alpha_bar(betas)
+
+
+@jax.jit
+def _alpha_bar(betas):
     return jnp.cumprod(1.0 - betas)
 
 
@@ -303,6 +316,11 @@ def q_sample(x0, t, noise, alpha_bar):
     noise = _same_as(noise, "noise", x0, "x0")
     alpha_bar = _schedule(alpha_bar, "alpha_bar", minimum=1)
     t = _steps(t, x0, "x0", "alpha_bar", alpha_bar.shape[0])
+    return _q_sample(x0, t, noise, alpha_bar)
+
+
+@jax.jit
+def _q_sample(x0, t, noise, alpha_bar):
     a = _rows(_at(alpha_bar, t), x0)
     return jnp.sqrt(a) * x0 + jnp.sqrt(1.0 - a) * noise
 
@@ -317,6 +335,11 @@ def posterior_mean_variance(x0, xt, t, betas):
     xt = _same_as(xt, "xt", x0, "x0")
     betas = _schedule(betas, "betas", minimum=1)
     t = _steps(t, x0, "x0", "betas", betas.shape[0])
+    return _posterior_mean_variance(x0, xt, t, betas)
+
+
+@jax.jit
+def _posterior_mean_variance(x0, xt, t, betas):
     # 1 - alpha_bar from a sum of logs: 1 - cumprod(1 - beta) would lose most digits of a small beta
     # to cancellation in float32 (at t = 0 the mean's weight on x0 came out 0.99983, not 1).
     log_alpha_bar = jnp.cumsum(jnp.log1p(-betas))
@@ -342,9 +365,14 @@ def ancestral_step(xt, eps, t, betas, noise):
     noise = _same_as(noise, "noise", xt, "xt")
     betas = _schedule(betas, "betas", minimum=1)
     t = _steps(t, xt, "xt", "betas", betas.shape[0])
+    return _ancestral_step(xt, eps, t, betas, noise)
+
+
+@jax.jit
+def _ancestral_step(xt, eps, t, betas, noise):
     a_t = _rows(_at(jnp.cumprod(1.0 - betas), t), xt)
     x0_hat = (xt - jnp.sqrt(1.0 - a_t) * eps) / jnp.sqrt(a_t)
-    mean, variance = posterior_mean_variance(x0_hat, xt, t, betas)
+    mean, variance = _posterior_mean_variance(x0_hat, xt, t, betas)
     return mean + _rows(jnp.sqrt(variance), xt) * noise
 
 
@@ -422,9 +450,6 @@ def denoiser(params, x, s):
     return _net_jit(params, x, s)
 
 
-# The public functions check their input, then run compiled cores like these: a repeated call with
-# the same shapes (the tests', the bad-input replay's) reuses one compilation instead of dispatching
-# op by op, or compiling a fresh lax.scan, each time.
 _net_jit = jax.jit(_net)
 
 
