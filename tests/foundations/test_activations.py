@@ -29,14 +29,25 @@ def x():
 
 
 def _value_and_derivative(f):
-    # one compilation per function: eager evaluation would compile every primitive separately
-    return jax.jit(lambda x: (f(x), jax.vmap(jax.grad(f))(x)))
+    return lambda x: (f(x), jax.vmap(jax.grad(f))(x))
+
+
+@jax.jit
+def _evaluate_all(x):
+    """Every pair's values and derivatives and every closed-form derivative, in one compilation
+    (eager evaluation would compile every primitive separately, one jit per function once each)."""
+    pairs = {name: (_value_and_derivative(ours)(x), _value_and_derivative(ref)(x)) for name, (ours, ref) in PAIRS.items()}
+    return pairs, {name: d(x) for name, d in act.DERIVATIVES.items()}
 
 
 @pytest.fixture(scope="module")
-def evaluated(x):
-    return {name: (_value_and_derivative(ours)(x), _value_and_derivative(ref)(x))
-            for name, (ours, ref) in PAIRS.items()}
+def evaluated_with_closed_forms(x):
+    return _evaluate_all(x)
+
+
+@pytest.fixture(scope="module")
+def evaluated(evaluated_with_closed_forms):
+    return evaluated_with_closed_forms[0]
 
 
 @pytest.mark.parametrize("name", list(PAIRS))
@@ -49,16 +60,18 @@ def test_matches_jax_nn_values_and_gradients(name, evaluated):
 
 
 @pytest.mark.parametrize("name", list(act.DERIVATIVES))
-def test_gradient_matches_closed_form_derivative(name, x, evaluated):
+def test_gradient_matches_closed_form_derivative(name, evaluated_with_closed_forms):
+    evaluated, closed_forms = evaluated_with_closed_forms
     _, g_ours = evaluated[name][0]
-    np.testing.assert_allclose(g_ours, jax.jit(act.DERIVATIVES[name])(x), rtol=1e-5, atol=1e-6, err_msg=name)
+    np.testing.assert_allclose(g_ours, closed_forms[name], rtol=1e-5, atol=1e-6, err_msg=name)
 
 
 def test_huge_inputs_are_finite_and_exact():
     # beyond 1e12 the cube in the tanh form of GELU overflows, so +-1e30 only for the others
     x = jnp.array([-1e30, -1e4, -100.0, 100.0, 1e4, 1e30])
-    for name, (ours, _) in PAIRS.items():
-        y, g = _value_and_derivative(ours)(x if name != "gelu_tanh" else x[1:-1])
+    everything = jax.jit(lambda x: {name: _value_and_derivative(ours)(x if name != "gelu_tanh" else x[1:-1])
+                                    for name, (ours, _) in PAIRS.items()})  # one compilation
+    for name, (y, g) in everything(x).items():
         assert np.all(np.isfinite(y)) and np.all(np.isfinite(g)), name
     np.testing.assert_array_equal(act.sigmoid(x), [0, 0, 0, 1, 1, 1])
     np.testing.assert_allclose(act.softplus(x), [0, 0, 0, 100.0, 1e4, 1e30], rtol=1e-7, atol=1e-30)
@@ -97,29 +110,26 @@ def test_identities_claimed_on_the_page(x, evaluated):
 
 
 def test_derivatives_at_the_kink():
-    zero = jnp.array(0.0)
-    assert float(jax.grad(act.relu)(zero)) == 0.0
-    assert float(jax.grad(act.leaky_relu)(zero)) == 1.0
-    assert float(jax.grad(act.elu)(zero)) == 1.0
-    assert float(jax.grad(act.softplus)(zero)) == 0.5
-    assert float(jax.grad(act.tanh)(zero)) == 1.0
-    assert float(jax.grad(act.sigmoid)(zero)) == 0.25
+    names = ("relu", "leaky_relu", "elu", "softplus", "tanh", "sigmoid")
+    at_zero = jax.jit(lambda v: {name: jax.grad(getattr(act, name))(v) for name in names})(jnp.array(0.0))
+    assert {name: float(g) for name, g in at_zero.items()} == {
+        "relu": 0.0, "leaky_relu": 1.0, "elu": 1.0, "softplus": 0.5, "tanh": 1.0, "sigmoid": 0.25}
 
 
 def test_dead_relu_gets_no_gradient():
     # a unit whose input is negative for every example: no gradient reaches its weights
     X = jnp.asarray(np.abs(np.random.default_rng(1).standard_normal((11, 3))), jnp.float32)  # positive inputs
     w, b = jnp.ones(3), jnp.array(-100.0)
-    grads = jax.grad(lambda w, b: jnp.sum(act.relu(X @ w + b)), argnums=(0, 1))(w, b)
+    unit_grads = lambda f: jax.grad(lambda w, b: jnp.sum(f(X @ w + b)), argnums=(0, 1))(w, b)
+    grads, leaky = jax.jit(lambda: (unit_grads(act.relu), unit_grads(act.leaky_relu)))()  # one compilation
     assert float(jnp.abs(grads[0]).sum() + jnp.abs(grads[1])) == 0.0
-    leaky = jax.grad(lambda w, b: jnp.sum(act.leaky_relu(X @ w + b)), argnums=(0, 1))(w, b)
     assert float(jnp.abs(leaky[1])) > 0.0  # the leaky unit still learns
 
 
 def test_shapes_preserved_and_jit_vmap_agree():
     x = jnp.asarray(np.random.default_rng(0).standard_normal((3, 5, 7)), jnp.float32)
     everything = lambda v: {name: ours(v) for name, (ours, _) in PAIRS.items()}
-    eager, jitted, mapped = everything(x), jax.jit(everything)(x), jax.vmap(everything)(x)
+    eager, jitted, mapped = everything(x), jax.jit(everything)(x), jax.jit(jax.vmap(everything))(x)
     for name, y in eager.items():
         assert y.shape == x.shape and y.dtype == x.dtype, name
         np.testing.assert_allclose(jitted[name], y, rtol=1e-6, atol=1e-6, err_msg=name)
@@ -136,19 +146,27 @@ def test_integer_input_raises_and_lists_are_accepted(name):
 
 def test_the_numbers_on_the_page():
     x = jnp.linspace(-6.0, 6.0, 1201)
-    d_sigmoid = jax.vmap(jax.grad(act.sigmoid))(x)
-    d_tanh = jax.vmap(jax.grad(act.tanh))(x)
-    assert float(d_sigmoid.max()) == pytest.approx(0.25, abs=1e-6)  # sigma' is at most 1/4
-    assert float(d_tanh.max()) == pytest.approx(1.0, abs=1e-6)  # tanh' is at most 1
-    np.testing.assert_allclose(act.tanh(x), 2 * act.sigmoid(2 * x) - 1, atol=1e-6)  # tanh(x) = 2 sigma(2x) - 1
+    derivative = lambda f: jax.vmap(jax.grad(f))(x)
+
+    @jax.jit  # one compilation for all the numbers below
+    def numbers(x):
+        return {"d_sigmoid": derivative(act.sigmoid), "d_tanh": derivative(act.tanh), "tanh": act.tanh(x),
+                "tanh_from_sigmoid": 2 * act.sigmoid(2 * x) - 1, "d_gelu": derivative(act.gelu),
+                "d_silu": derivative(act.silu), "gelu": act.gelu(x), "silu": act.silu(x),
+                "gelu_tanh": act.gelu(x, approximate=True)}
+
+    n = numbers(x)
+    assert float(n["d_sigmoid"].max()) == pytest.approx(0.25, abs=1e-6)  # sigma' is at most 1/4
+    assert float(n["d_tanh"].max()) == pytest.approx(1.0, abs=1e-6)  # tanh' is at most 1
+    np.testing.assert_allclose(n["tanh"], n["tanh_from_sigmoid"], atol=1e-6)  # tanh(x) = 2 sigma(2x) - 1
     # float32 exp overflows just above log(max float32) = 88.72: the thresholds the page quotes
     with np.errstate(over="ignore"):
         assert np.isinf(np.exp(np.float32(88.73))) and np.isfinite(np.exp(np.float32(88.72)))
     # GELU's and SiLU's derivatives overshoot 1 slightly, and both functions dip below zero
-    for f in (act.gelu, act.silu):
-        assert 1.0 < float(jax.vmap(jax.grad(f))(x).max()) < 1.15
-        assert -0.3 < float(f(x).min()) < 0.0
-    assert float(act.gelu(x, approximate=True)[0]) == pytest.approx(float(act.gelu(x)[0]), abs=1e-3)
+    for f in ("gelu", "silu"):
+        assert 1.0 < float(n[f"d_{f}"].max()) < 1.15
+        assert -0.3 < float(n[f].min()) < 0.0
+    assert float(n["gelu_tanh"][0]) == pytest.approx(float(n["gelu"][0]), abs=1e-3)
 
 
 def test_nan_propagates_like_jax_nn():
