@@ -142,6 +142,8 @@ True
 True
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -183,7 +185,11 @@ def mse_loss(params, X, y):
 
 def fit_closed_form(X, y):
     """Least-squares weights and bias, solved without forming ``X.T @ X``."""
-    X, y = _check_data(X, y)
+    return _solve(*_check_data(X, y))
+
+
+@jax.jit  # one compilation per shape of X, not one per operation of the solver
+def _solve(X, y):
     N, D = X.shape
     X_tilde = jnp.concatenate([X, jnp.ones((N, 1), X.dtype)], axis=1)  # (N, D + 1)
     theta, *_ = jnp.linalg.lstsq(X_tilde, y)  # minimum-norm solution, stable when ill-conditioned
@@ -201,7 +207,11 @@ def fit_gradient_descent(X, y, *, learning_rate, steps, params=None):
     if params is None:
         params = {"w": jnp.zeros(X.shape[1], X.dtype), "b": jnp.zeros((), X.dtype)}
     _check_data(X, y, _check_params(params))
+    return _descend(X, y, learning_rate, params, steps)
 
+
+@functools.partial(jax.jit, static_argnums=4)  # one compilation per shape and step count, any learning rate
+def _descend(X, y, learning_rate, params, steps):
     def step(params, _):
         loss, grads = jax.value_and_grad(mse_loss)(params, X, y)
         params = jax.tree.map(lambda p, g: p - learning_rate * g, params, grads)
