@@ -212,6 +212,13 @@ def init(key, *, image_size, patch_size, channels, d_model, num_heads, num_layer
     """Patch embedding, class token, learned positions, a pre-norm block stack and a linear head."""
     if _checks.size(image_size, "image_size") % _checks.size(patch_size, "patch_size"):
         raise ValueError(f"patch_size must divide image_size, got image_size={image_size} and patch_size={patch_size}")
+    return _init(key, image_size, patch_size, channels, d_model, num_heads, num_layers, d_ff, num_classes)
+
+
+# One compiled program for every draw, rather than a compilation of each eager draw (the sizes are
+# checked while tracing, as Python integers).
+@functools.partial(jax.jit, static_argnums=tuple(range(1, 9)))
+def _init(key, image_size, patch_size, channels, d_model, num_heads, num_layers, d_ff, num_classes):
     N = (image_size // patch_size) ** 2
     patch_dim = patch_size * patch_size * channels
     k_embed, k_cls, k_pos, k_blocks, k_head = jax.random.split(key, 5)

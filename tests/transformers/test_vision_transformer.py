@@ -48,7 +48,7 @@ def test_it_learns_digits_to_90_percent_held_out(digits, trained):
     _, X_test, _, y_test = digits
     params, losses = trained
     assert np.all(np.isfinite(losses)) and losses[-20:].mean() < 0.2 * losses[:5].mean()
-    assert float(accuracy(params, X_test, y_test, 4)) >= 0.90  # measured 0.933 on 450 test images
+    assert float(accuracy(params, X_test, y_test, 4)) >= 0.90  # measured 0.927 on 450 test images
 
 
 def test_class_token_output_depends_on_position_embeddings(trained):
