@@ -110,6 +110,7 @@ True
 (10,)
 """
 
+import functools
 import math
 
 import jax
@@ -186,6 +187,12 @@ def init(key, in_channels, num_classes, widths=(96, 192, 384, 768), depths=(3, 3
     for w, d in zip(widths, depths):
         _checks.size(w, "widths[...]", minimum=1)
         _checks.size(d, "depths[...]", minimum=1)
+    _checks.size(kernel_size, "kernel_size", minimum=1)
+    return _init(key, in_channels, num_classes, widths, depths, patch, kernel_size)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4, 5, 6))  # one compilation, not one per random draw
+def _init(key, in_channels, num_classes, widths, depths, patch, kernel_size):
     keys = iter(jax.random.split(key, 2 + len(widths) + sum(depths)))
     dense = lambda k, shape, fan_in: jax.random.normal(k, shape) / math.sqrt(fan_in)
     params = {"stem_w": dense(next(keys), (patch, patch, in_channels, widths[0]), patch * patch * in_channels),
