@@ -162,6 +162,8 @@ per block of 32 to 128 consecutive weights) are the usual 4-bit one. Quantisatio
 straight through the rounding, so that the network learns weights that survive it.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -206,7 +208,7 @@ def _prepare(x, bits, axis):
     if bits > 8:
         raise ValueError(f"bits must be from 2 to 8 (the integers are stored as 8-bit), got {bits}")
     axes = _axes(axis, x.ndim)
-    return x.astype(jnp.promote_types(x.dtype, jnp.float32)), bits, axes
+    return x, bits, axes
 
 
 def _safe(scale):
@@ -220,7 +222,14 @@ def quantize_absmax(x, *, bits=8, axis=None):
 
     An all-zero group gets ``scale = 0`` and ``q = 0``. ``scale`` is at least float32.
     """
-    x, bits, axes = _prepare(x, bits, axis)
+    return _absmax(*_prepare(x, bits, axis))
+
+
+# The checks above run in Python; the arithmetic runs as one compiled program per shape, bits and axes
+# (operation by operation, each new shape would compile every operation on its own).
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _absmax(x, bits, axes):
+    x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
     q_max = 2 ** (bits - 1) - 1
     scale = jnp.max(jnp.abs(x), axis=axes, keepdims=True) / q_max  # reduced axes of size 1
     q = jnp.clip(jnp.round(x / _safe(scale)), -q_max, q_max)  # the clip only absorbs rounding of x / s
@@ -238,7 +247,11 @@ def _integers_and_scale(q, scale, name_q="q"):
 
 def dequantize(q, scale):
     """``q * scale``: the values that absmax integers ``q`` stand for, in the dtype of ``scale``."""
-    q, scale = _integers_and_scale(q, scale)
+    return _dequantize(*_integers_and_scale(q, scale))
+
+
+@jax.jit
+def _dequantize(q, scale):
     return q.astype(scale.dtype) * scale
 
 
@@ -248,7 +261,12 @@ def quantize_zeropoint(x, *, bits=8, axis=None):
     The range ``[min(x, 0), max(x, 0)]`` of each group is cut into ``2**bits - 1`` steps;
     ``zero`` (int32, the shape of ``scale``) is the integer standing for the real 0.
     """
-    x, bits, axes = _prepare(x, bits, axis)
+    return _zeropoint(*_prepare(x, bits, axis))
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _zeropoint(x, bits, axes):
+    x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
     levels = 2 ** bits - 1
     low = jnp.minimum(jnp.min(x, axis=axes, keepdims=True), 0)
     high = jnp.maximum(jnp.max(x, axis=axes, keepdims=True), 0)
@@ -263,4 +281,9 @@ def dequantize_zeropoint(q, scale, zero):
     q, scale = _integers_and_scale(q, scale)
     zero = _checks.int_array(zero, "zero")
     _checks.same_shape(zero, "zero", scale.shape, expected_from="the shape of scale")
+    return _dequantize_zeropoint(q, scale, zero)
+
+
+@jax.jit
+def _dequantize_zeropoint(q, scale, zero):
     return (q.astype(jnp.int32) - zero).astype(scale.dtype) * scale
