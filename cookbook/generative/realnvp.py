@@ -154,8 +154,16 @@ def init(key, *, dim, num_layers, hidden, dtype=jnp.float32):
     ``tanh`` layer of ``hidden`` units; the output weights are zero, so the flow starts as the identity."""
     sizes = {"D": _checks.size(dim, "dim"), "L": _checks.size(num_layers, "num_layers"),
              "H": _checks.size(hidden, "hidden")}
+    return _init(key, sizes["D"], sizes["L"], sizes["H"], jnp.dtype(dtype))
+
+
+# Each public function checks its arguments in Python, then runs one module-level jitted program
+# (operation by operation, every operation would compile on its own for each new shape).
+@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))
+def _init(key, D, L, H, dtype):
+    sizes = {"D": D, "L": L, "H": H}
     shape = lambda name: tuple(sizes[s] for s in _SHAPES[name])  # noqa: E731
-    W1 = jax.random.normal(key, shape("W1"), dtype) / jnp.sqrt(sizes["D"]).astype(dtype)
+    W1 = jax.random.normal(key, shape("W1"), dtype) / jnp.sqrt(D).astype(dtype)
     return {"W1": W1, **{name: jnp.zeros(shape(name), dtype) for name in _SHAPES if name != "W1"}}
 
 
@@ -186,15 +194,20 @@ def _scale_shift(layer, m, x):
 
 
 def _check_point(params, x, name):
-    L, D, _ = _sizes(params)
+    _, D, _ = _sizes(params)
     x = _checks.float_array(x, name, ndim=1, what=" (D,)")
     _checks.same_shape(x, name, (D,), expected_from="dim of params")
-    return x, _masks(L, D, x.dtype)
+    return x
 
 
 def forward(params, x):
     """The latent ``z = f(x)`` (D,) of one example ``x`` (D,) and ``log |det df/dx|``, a scalar."""
-    x, masks = _check_point(params, x, "x")
+    return _forward(params, _check_point(params, x, "x"))
+
+
+@jax.jit
+def _forward(params, x):
+    masks = _masks(*params["W1"].shape[:2], x.dtype)
 
     def layer_step(carry, inputs):
         y, log_det = carry
@@ -208,7 +221,12 @@ def forward(params, x):
 
 def inverse(params, z):
     """The example ``x = f^{-1}(z)`` (D,) of one latent ``z`` (D,): the layers undone in reverse."""
-    z, masks = _check_point(params, z, "z")
+    return _inverse(params, _check_point(params, z, "z"))
+
+
+@jax.jit
+def _inverse(params, z):
+    masks = _masks(*params["W1"].shape[:2], z.dtype)
 
     def layer_step(y, inputs):
         layer, m = inputs
@@ -221,16 +239,25 @@ def inverse(params, z):
 
 def log_prob(params, x):
     """The exact log-density of one example ``x`` (D,) under the flow with a standard Gaussian base."""
-    z, log_det = forward(params, x)
+    return _log_prob(params, _check_point(params, x, "x"))
+
+
+@jax.jit
+def _log_prob(params, x):
+    z, log_det = _forward(params, x)
     return -0.5 * jnp.sum(z**2) - 0.5 * z.shape[0] * jnp.log(2 * jnp.pi) + log_det
 
 
 def sample(params, key, num):
     """``num`` samples (num, D): standard Gaussian draws mapped through ``inverse``."""
-    _, D, _ = _sizes(params)
-    num = _checks.size(num, "num")
-    z = jax.random.normal(key, (num, D), params["W1"].dtype)
-    return jax.vmap(inverse, in_axes=(None, 0))(params, z)
+    _sizes(params)  # checks params
+    return _sample(params, key, _checks.size(num, "num"))
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _sample(params, key, num):
+    z = jax.random.normal(key, (num, params["W1"].shape[1]), params["W1"].dtype)
+    return jax.vmap(_inverse, in_axes=(None, 0))(params, z)
 
 
 @cached  # a figure and the tests share this run when the book is built (cookbook/_memo.py)
@@ -248,7 +275,7 @@ def fit(params, X, *, steps, learning_rate=1e-2):
 
 
 def _nll(params, X):
-    return -jnp.mean(jax.vmap(log_prob, in_axes=(None, 0))(params, X))
+    return -jnp.mean(jax.vmap(log_prob, in_axes=(None, 0))(params, X))  # the checks run once, at tracing
 
 
 @functools.partial(jax.jit, static_argnums=(2,))
