@@ -179,12 +179,24 @@ def critic_loss(real_scores, fake_scores):
     samples (B',): minus the critic's estimate of the Wasserstein distance."""
     real_scores = _checks.float_array(real_scores, "real_scores", ndim=1, what=" (B,)")
     fake_scores = _checks.float_array(fake_scores, "fake_scores", ndim=1, what=" (B,)")
+    return _critic_loss(real_scores, fake_scores)
+
+
+# Each public function checks its arguments in Python, then runs one module-level jitted program
+# (operation by operation, every operation would compile on its own for each new shape).
+@jax.jit
+def _critic_loss(real_scores, fake_scores):
     return jnp.mean(fake_scores) - jnp.mean(real_scores)
 
 
 def generator_loss(fake_scores):
     """``-mean f(G(z))`` from the critic's scores on a batch of samples (B,)."""
     fake_scores = _checks.float_array(fake_scores, "fake_scores", ndim=1, what=" (B,)")
+    return _generator_loss(fake_scores)
+
+
+@jax.jit
+def _generator_loss(fake_scores):
     return -jnp.mean(fake_scores)
 
 
@@ -211,14 +223,24 @@ def generate(params, z):
     """The sample ``G(z)`` (X,) for one noise vector ``z`` (Z,)."""
     Z, _ = _check_params(params)
     z = _checks.same_shape(_checks.float_array(z, "z", ndim=1, what=" (Z,)"), "z", (Z,), expected_from="latent of params")
-    return _mlp(params["generator"], z)
+    return _generate(params["generator"], z)
+
+
+@jax.jit
+def _generate(layers, z):
+    return _mlp(layers, z)
 
 
 def critic(params, x):
     """The critic's score ``f(x)``, a scalar, of one point ``x`` (X,)."""
     _, X = _check_params(params)
     x = _checks.same_shape(_checks.float_array(x, "x", ndim=1, what=" (X,)"), "x", (X,), expected_from="data_dim of params")
-    return _critic_mlp(params["critic"], x)[0]
+    return _critic(params["critic"], x)
+
+
+@jax.jit
+def _critic(layers, x):
+    return _critic_mlp(layers, x)[0]
 
 
 def _critic_mlp(layers, x):
@@ -249,6 +271,7 @@ def gradient_penalty(params, real, fake, eps):
     return _penalty(params["critic"], real, fake, eps)
 
 
+@jax.jit
 def _penalty(layers, real, fake, eps):
     x_hat = eps[:, None] * real + (1 - eps[:, None]) * fake  # (B, X)
     return jnp.mean((_slopes(layers, x_hat) - 1.0) ** 2)
@@ -258,7 +281,12 @@ def clip_weights(params, c):
     """``params`` with every weight and bias of the critic clipped to ``[-c, c]`` (the original WGAN)."""
     _check_params(params)
     _checks.positive(c, "c")
-    return {**params, "critic": jax.tree.map(lambda w: jnp.clip(w, -c, c), params["critic"])}
+    return {**params, "critic": _clip(params["critic"], c)}
+
+
+@jax.jit
+def _clip(layers, c):
+    return jax.tree.map(lambda w: jnp.clip(w, -c, c), layers)
 
 
 @cached  # the tests' runs are stored when the book is built (cookbook/_memo.py)
