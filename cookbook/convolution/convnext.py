@@ -159,6 +159,11 @@ def block(params, x):
     for name, shape in shapes.items():
         where = f'params["{name}"]'
         _checks.same_shape(_checks.float_array(params[name], where), where, shape, expected_from="C from x")
+    return _block(params, x)
+
+
+@jax.jit  # one compilation per shape, not one per operation when called eagerly
+def _block(params, x):
     h = depthwise_conv2d(x, params["dw"])  # spatial mixing, channel by channel
     h = layer_norm(h, params["ln_scale"], params["ln_bias"])
     h = jax.nn.gelu(h @ params["W1"] + params["b1"][None, None, :], approximate=False)  # (H, W, 4C)
@@ -242,6 +247,12 @@ def apply(params, x, patch=4):
     _checks.same_shape(stem_w, 'params["stem_w"]', (patch, patch, x.shape[-1], stem_w.shape[-1]),
                        expected_from="patch and the channels of x")
     _check_params(params)
+    return _apply(params, x, patch)
+
+
+@functools.partial(jax.jit, static_argnums=2)  # one compilation per shape, not one per operation
+def _apply(params, x, patch):
+    stem_w = params["stem_w"]
     h = layer_norm(_patchify(x, stem_w, params["stem_b"], patch), *params["stem_ln"])
     for stage in params["stages"]:
         if "down_w" in stage:
