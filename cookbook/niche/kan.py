@@ -180,7 +180,8 @@ def uniform_knots(grid_size, order, lo=-1.0, hi=1.0):
     if not hi > lo:
         raise ValueError(f"hi must be greater than lo, got lo={lo} and hi={hi}")
     h = (hi - lo) / G
-    return lo + h * jnp.arange(-k, G + k + 1, dtype=jnp.float32)
+    # float32 arithmetic in NumPy (as jnp would do it, without compiling three operations per size)
+    return jnp.asarray(np.float32(lo) + np.float32(h) * np.arange(-k, G + k + 1, dtype=np.float32))
 
 
 def _check_knots(knots, order, name="knots"):
