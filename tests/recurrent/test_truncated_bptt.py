@@ -2,10 +2,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.flatten_util import ravel_pytree
 from jax.test_util import check_grads
 
 from cookbook.recurrent import rnn
 from cookbook.recurrent.truncated_bptt import forward_windows, init, predict, train, window_loss
+
+
+# The full unroll as one compiled program per shape (called eagerly, the layer's scan would compile
+# again on every call, its step being a new closure).
+full_unroll = jax.jit(rnn.apply)
 
 
 def _data(key, T, D=3):
@@ -18,7 +24,7 @@ def test_forward_states_equal_the_full_unroll(T, window):
     params = init(k_p, 3, 5)
     xs = _data(k_x, T)
     hs = jax.jit(forward_windows, static_argnames="window")(params, xs, window=window)
-    np.testing.assert_allclose(hs, rnn.apply(params["rnn"], xs), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(hs, full_unroll(params["rnn"], xs), rtol=1e-6, atol=1e-6)
 
 
 def test_gradient_before_the_window_is_exactly_zero_and_full_bptt_is_not():
@@ -37,14 +43,16 @@ def test_the_parameter_gradient_of_a_window_ignores_earlier_windows():
     k_p, k_x, k_y = jax.random.split(jax.random.key(1), 3)
     params = init(k_p, 3, 5)
     xs, ys = _data(k_x, 14), jax.random.normal(k_y, (14,))
-    h7 = rnn.apply(params["rnn"], xs[:7])[-1]
+    h7 = full_unroll(params["rnn"], xs[:7])[-1]
     grads, _ = jax.grad(window_loss, has_aux=True)(params, h7, xs[7:], ys[7:])
 
-    def windowed(p):  # the loss of window 2 through forward_windows, as a function of the parameters
+    @jax.jit  # one compiled program rather than a compilation of each eager operation of the gradient
+    @jax.grad
+    def expected(p):  # the loss of window 2 through forward_windows, as a function of the parameters
         hs = forward_windows(p, xs, window=7)[7:]
         return jnp.mean((hs @ p["w"] + p["c"] - ys[7:]) ** 2)
 
-    expected = jax.grad(windowed)(params)
+    expected = expected(params)
     for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(expected)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
@@ -54,11 +62,15 @@ def test_train_equals_a_python_loop_of_window_updates():
     params = init(k_p, 3, 5)
     xs, ys = _data(k_x, 21), jax.random.normal(k_y, (21,))
     got, losses = jax.jit(train, static_argnames="window")(params, xs, ys, window=7, learning_rate=0.05)
+
+    @jax.jit  # one window's update, compiled once for the three calls of the loop
+    def update(p, h, xs_k, ys_k):
+        (loss, h), g = jax.value_and_grad(window_loss, has_aux=True)(p, h, xs_k, ys_k)
+        return jax.tree.map(lambda p, g: p - 0.05 * g, p, g), h, loss
+
     ref, h, ref_losses = params, jnp.zeros(5), []
-    grad = jax.jit(jax.value_and_grad(window_loss, has_aux=True))
     for k in range(3):
-        (loss, h), g = grad(ref, h, xs[7 * k: 7 * k + 7], ys[7 * k: 7 * k + 7])
-        ref = jax.tree.map(lambda p, g: p - 0.05 * g, ref, g)
+        ref, h, loss = update(ref, h, xs[7 * k: 7 * k + 7], ys[7 * k: 7 * k + 7])
         ref_losses.append(loss)
     np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(ref)):
@@ -71,8 +83,11 @@ def test_window_loss_gradients_pass_check_grads():
         params = jax.tree.map(lambda a: a.astype(jnp.float64), init(k_p, 3, 5))
         xs, ys = _data(k_x, 7).astype(jnp.float64), jax.random.normal(k_y, (7,), jnp.float64)
         h0 = 0.5 * jax.random.normal(k_h, (5,), jnp.float64)
-        check_grads(jax.jit(lambda p, h0, xs: window_loss(p, h0, xs, ys)[0]), (params, h0, xs),
-                    order=1, modes=("rev", "fwd"))
+        # Every input (the parameters, h0 and xs) as one vector: check_grads perturbs and compares one
+        # array, instead of compiling its eager operations for each of seven shapes.
+        flat, unravel = ravel_pytree((params, h0, xs))
+        assert flat.shape == (3 * 5 + 5 * 5 + 5 + 5 + 1 + 5 + 7 * 3,) and flat.dtype == jnp.float64
+        check_grads(jax.jit(lambda v: window_loss(*unravel(v), ys)[0]), (flat,), order=1, modes=("rev", "fwd"))
 
 
 def _echo_data(key, T, delay):
@@ -98,7 +113,7 @@ def test_predict_is_the_readout_of_the_full_unroll():
     k_p, k_x = jax.random.split(jax.random.key(4))
     params = init(k_p, 3, 5)
     xs = _data(k_x, 7)
-    np.testing.assert_allclose(predict(params, xs), rnn.apply(params["rnn"], xs) @ params["w"] + params["c"],
+    np.testing.assert_allclose(predict(params, xs), full_unroll(params["rnn"], xs) @ params["w"] + params["c"],
                                rtol=1e-6)
 
 
