@@ -299,6 +299,11 @@ def loss(params, X, masks):
         raise ValueError(f"X must have C = {params['enc1']['w'].shape[2]} channels (those of params['enc1']), "
                          f"got shape {X.shape}")
     _check_params(params, X.shape[3])
+    return _loss(params, X, masks)
+
+
+@jax.jit  # one compilation per shape, not one per operation when called eagerly
+def _loss(params, X, masks):
     logits = jax.vmap(apply, in_axes=(None, 0))(params, X)  # (N, H, W)
     # -[t log sigma(a) + (1 - t) log(1 - sigma(a))] = softplus(a) - t a, stable for large |a|
     return jnp.mean(jax.nn.softplus(logits) - masks * logits)
