@@ -217,7 +217,12 @@ def unpatchify(patches, image_shape, patch_size):
         raise ValueError(f"image_shape {image_shape} must divide into patches of patch_size={patch_size}")
     _checks.same_shape(patches, "patches", ((Hi // patch_size) * (Wi // patch_size), patch_size * patch_size * C),
                        expected_from=f"image_shape={image_shape}, patch_size={patch_size}")
-    p = patch_size
+    return _unpatchify(patches, (Hi, Wi, C), patch_size)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))  # one compiled program, not one per operation
+def _unpatchify(patches, image_shape, p):
+    Hi, Wi, C = image_shape
     x = patches.reshape(Hi // p, Wi // p, p, p, C).transpose(0, 2, 1, 3, 4)  # (Hi/p, p, Wi/p, p, C)
     return x.reshape(Hi, Wi, C)
 
