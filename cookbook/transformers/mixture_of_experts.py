@@ -212,6 +212,7 @@ from the compiled program). This is why GShard routes tokens in groups of fixed 
 systems replace the one-hot tensors by sorting the tokens by expert and gathering them.
 """
 
+import functools
 import math
 
 import jax
@@ -260,12 +261,23 @@ def _check_params(params):
 
 def route(params, x, k):
     """Router probabilities (T, M) and, per token, the ``k`` largest of them (T, k) and their experts (T, k)."""
+    return _route(params, _check_route(params, x, k), k)
+
+
+def _check_route(params, x, k):
     _check_params(params)
     d_model, M = params["W_r"].shape
     x = _checks.float_array(x, "x", ndim=2, what=f" (T, d_model) = (T, {d_model})")
     _checks.same_shape(x, "x", (x.shape[0], d_model), expected_from="(T, d_model)")
     if not 1 <= _checks.size(k, "k") <= M:
         raise ValueError(f"k must be between 1 and the number of experts {M}, got k={k}")
+    return x
+
+
+# The checks run in Python; each computation below is one compiled program rather than dozens of
+# eager operations that each compile on first use, for every new shape.
+@functools.partial(jax.jit, static_argnums=2)
+def _route(params, x, k):
     logits = x.astype(jnp.float32) @ params["W_r"].astype(jnp.float32)  # (T, M)
     probs = jax.nn.softmax(logits, axis=-1)
     gates, experts = jax.lax.top_k(probs, k)  # (T, k), largest first; not renormalised over the k
@@ -278,6 +290,12 @@ def load_balancing_loss(probs, k):
     M = probs.shape[1]
     if not 1 <= _checks.size(k, "k") <= M:
         raise ValueError(f"k must be between 1 and the number of experts M = {M} (probs.shape[1]), got k={k}")
+    return _load_balancing_loss(probs, k)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _load_balancing_loss(probs, k):
+    M = probs.shape[1]
     _, experts = jax.lax.top_k(probs, k)  # (T, k): the routing of route
     f = jnp.mean(jax.nn.one_hot(experts, M), axis=(0, 1))  # (M,): share of the T k assignments
     P = jnp.mean(probs, axis=0)  # (M,)
@@ -296,10 +314,15 @@ def apply(params, x, *, k=1, capacity_factor=1.25):
     experts were full). ``aux`` holds ``balance_loss``, ``capacity``, ``wanted`` and ``load`` (tokens
     routed to and processed by each expert, (M,)) and ``dropped`` ((T, k), an assignment over capacity).
     """
-    x = _checks.float_array(x, "x", ndim=2, what=" (T, d_model)")
-    probs, gates, experts = route(params, x, k)
+    x = _check_route(params, _checks.float_array(x, "x", ndim=2, what=" (T, d_model)"), k)
+    C = expert_capacity(x.shape[0], params["W_r"].shape[1], k, capacity_factor)
+    return _apply(params, x, k, C)
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _apply(params, x, k, C):
+    probs, gates, experts = _route(params, x, k)
     T, M = probs.shape
-    C = expert_capacity(T, M, k, capacity_factor)
     choice = jax.nn.one_hot(experts, M, dtype=jnp.int32)  # (T, k, M)
     in_order = choice.transpose(1, 0, 2).reshape(k * T, M)  # first choices of all tokens, then second...
     slot = (jnp.cumsum(in_order, axis=0) - 1).reshape(k, T, M).transpose(1, 0, 2)  # (T, k, M)
@@ -311,7 +334,7 @@ def apply(params, x, *, k=1, capacity_factor=1.25):
     expert_out = _experts_apply(params["experts"], expert_in)  # (M, C, d_model)
     y = jnp.einsum("tmc,mcd->td", combine, expert_out.astype(jnp.float32)).astype(x.dtype)
     aux = {
-        "balance_loss": load_balancing_loss(probs, k),
+        "balance_loss": _load_balancing_loss(probs, k),
         "capacity": jnp.asarray(C),
         "wanted": choice.sum(axis=(0, 1)),
         "load": kept.sum(axis=(0, 1)),
@@ -322,8 +345,13 @@ def apply(params, x, *, k=1, capacity_factor=1.25):
 
 def dense_reference(params, x, k):
     """Every expert on every token, combined with the top-k gates (zero for the others): (T, d_model)."""
-    x = _checks.float_array(x, "x", ndim=2, what=" (T, d_model)")
-    probs, gates, experts = route(params, x, k)
+    x = _check_route(params, _checks.float_array(x, "x", ndim=2, what=" (T, d_model)"), k)
+    return _dense_reference(params, x, k)
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _dense_reference(params, x, k):
+    probs, gates, experts = _route(params, x, k)
     T, M = probs.shape
     G = jnp.zeros((T, M)).at[jnp.arange(T)[:, None], experts].set(gates)  # (T, M)
     all_out = jax.vmap(feed_forward, in_axes=(0, None))(params["experts"], x)  # (M, T, d_model)

@@ -187,7 +187,17 @@ def test_one_hot_dispatch_memory_is_quadratic_in_the_tokens():
     p = init(jax.random.key(0), 16, 32, 4)
     x = jax.random.normal(jax.random.key(1), (64, 16))
     jaxpr = jax.make_jaxpr(functools.partial(apply, k=2, capacity_factor=1.25))(p, x)
-    sizes = [v.aval.size for e in jaxpr.jaxpr.eqns for v in e.outvars]
+
+    def sizes_in(jaxpr):  # the sizes of every intermediate array, inside the jitted parts too
+        for e in jaxpr.eqns:
+            yield from (v.aval.size for v in e.outvars)
+            for value in e.params.values():
+                inner = getattr(value, "jaxpr", value)  # a ClosedJaxpr holds its Jaxpr
+                if hasattr(inner, "eqns"):
+                    yield from sizes_in(inner)
+
+    sizes = list(sizes_in(jaxpr.jaxpr))
+    assert len(sizes) > 20  # the layer's operations, not only the call of its compiled program
     C = expert_capacity(64, 4, 2, 1.25)
     assert C == 40 and 64 * 4 * C == 1.25 * 2 * 64**2 == 10240
     assert max(sizes) == 64 * 2 * 4 * C == 20480
