@@ -5,6 +5,7 @@ chapter and recipe under ``docs/chapters/`` when the build starts, and adds the 
 each page (reading time, code, references) when autodoc reads a module's docstring.
 """
 
+import hashlib
 import os
 import shutil
 import sys
@@ -42,6 +43,12 @@ extensions = [
 ]
 
 # -- Pages from modules --------------------------------------------------------------------------
+# The modules that shape every page (cookbook/_book): when their code changes, every page is read
+# again, as Sphinx does for any changed configuration value of this kind (see setup below), so that
+# no page, notebook or connections list is left as the old code made it.
+PAGE_MACHINERY = ("catalogue", "stubs", "page", "assemble", "notebooks", "bookmap")
+cookbook_page_machinery = hashlib.sha256(
+    b"".join((ROOT / "cookbook" / "_book" / f"{name}.py").read_bytes() for name in PAGE_MACHINERY)).hexdigest()
 autodoc_default_options = {"members": False}
 autodoc_member_order = "bysource"
 nitpicky = True
@@ -188,6 +195,7 @@ def _done_reading(app, doctree):
 
 
 def setup(app):
+    app.add_config_value("cookbook_page_machinery", "", "env")
     app.connect("source-read", _start_reading)
     app.connect("doctree-read", _done_reading)
     app.connect("builder-inited", _write_stubs)
