@@ -10,6 +10,11 @@ from cookbook.convolution.convnext import _patchify, apply, block, init, init_bl
 from cookbook.optimization.adamw import adamw
 
 
+def normal(seed, shape):
+    """Test inputs drawn with NumPy: jax.random would compile a sampler for every new shape."""
+    return jnp.asarray(np.random.default_rng(seed).standard_normal(shape), jnp.float32)
+
+
 def gelu_np(z):
     return 0.5 * z * (1 + np.vectorize(math.erf)(z / math.sqrt(2)))
 
@@ -39,20 +44,20 @@ def trained_block():
 
 
 def test_block_matches_the_equation_in_float64(trained_block):
-    x = jax.random.normal(jax.random.key(1), (9, 8, 6))
+    x = normal(1, (9, 8, 6))
     np.testing.assert_allclose(np.asarray(block(trained_block, x)), block_reference(trained_block, x), rtol=1e-4, atol=1e-5)
 
 
 def test_layer_scale_makes_a_new_block_the_identity():
     # The shapes of the other block tests, so that no new computation is compiled.
-    x = jax.random.normal(jax.random.key(2), (9, 8, 6))
+    x = normal(2, (9, 8, 6))
     p = init_block(jax.random.key(3), channels=6)
     assert float(jnp.max(jnp.abs(block(p, x) - x))) < 1e-4
     assert float(jnp.max(jnp.abs(block(p | {"gamma": jnp.ones(6)}, x) - x))) > 0.1
 
 
 def test_block_is_translation_equivariant_away_from_the_border(trained_block):
-    x = jnp.zeros((21, 21, 6)).at[3:9, 4:10].set(jax.random.normal(jax.random.key(4), (6, 6, 6)))
+    x = jnp.zeros((21, 21, 6)).at[3:9, 4:10].set(normal(4, (6, 6, 6)))
     shifted = jnp.roll(x, (2, 3), axis=(0, 1))
     np.testing.assert_allclose(np.asarray(block(trained_block, shifted)),
                                np.asarray(jnp.roll(block(trained_block, x), (2, 3), axis=(0, 1))), atol=1e-5)
@@ -64,8 +69,8 @@ def test_a_large_depthwise_kernel_has_fewer_weights_than_a_small_dense_one_above
 
 
 def test_patchify_stem_is_a_strided_convolution():
-    x = jax.random.normal(jax.random.key(5), (8, 6, 3))
-    w = jax.random.normal(jax.random.key(6), (2, 2, 3, 5))
+    x = normal(5, (8, 6, 3))
+    w = normal(6, (2, 2, 3, 5))
     ref = jax.lax.conv_general_dilated(x[None], w, (2, 2), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))[0]
     np.testing.assert_allclose(np.asarray(_patchify(x, w, jnp.zeros(5), 2)), np.asarray(ref), rtol=1e-5, atol=1e-5)
 
