@@ -1,5 +1,6 @@
 """Pytest set-up shared by the tests and the doctests of every recipe module."""
 
+import functools
 import os
 import re
 import zlib
@@ -97,8 +98,15 @@ def pytest_runtest_call(item):
     recipe = _recipe_of_examples(item)
     if recipe is None:
         return (yield)
-    with _replay().recording(recipe, item.name):
-        return (yield)
+    # A recorded call may hold a function that the examples defined (a loss as a lambda over their
+    # arrays), which reads the examples' names when it runs: keep them, instead of letting doctest
+    # clear them when the examples end.
+    item.runner.run = functools.partial(type(item.runner).run, item.runner, clear_globs=False)
+    try:
+        with _replay().recording(recipe, item.name):
+            return (yield)
+    finally:
+        del item.runner.run
 
 
 @pytest.hookimpl(trylast=True)  # after -k and -m have deselected theirs
