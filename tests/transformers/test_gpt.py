@@ -40,6 +40,14 @@ def trained():
     return params, np.asarray(losses)
 
 
+@pytest.fixture(scope="module")
+def generated(trained):
+    """200 unseen prompts and the trained model's cached greedy continuations (one compiled call)."""
+    test = sorting_task(jax.random.key(5), 200, N)
+    tokens, step_logits = batched_generate(trained[0], test[:, : N + 1], N)
+    return test, tokens, step_logits
+
+
 def test_sorting_task_layout():
     batch = sorting_task(jax.random.key(2), B, N)
     assert batch.shape == (B, 2 * N + 1)
@@ -60,21 +68,20 @@ def test_sequence_loss_matches_optax(untrained):
     np.testing.assert_allclose(sequence_loss(untrained, batch, N), ref, rtol=1e-5)
 
 
-def test_it_learns_to_sort_unseen_sequences(trained):
-    params, losses = trained
+def test_it_learns_to_sort_unseen_sequences(trained, generated):
+    _, losses = trained
     assert losses[-20:].mean() < 0.1 * losses[:5].mean()
     assert 300 * 32 / 10**N < 0.01  # the page: 9600 training sequences, under 1% of 10^6 prompts
-    test = sorting_task(jax.random.key(5), 200, N)
-    tokens, _ = batched_generate(params, test[:, : N + 1], N)
+    test, tokens, _ = generated
     accuracy = float((tokens[:, -N:] == test[:, -N:]).mean())
     assert accuracy >= 0.95  # measured 0.9925 (whole sequences: 0.96)
 
 
-def test_cached_generation_gives_the_logits_of_the_full_forward_pass(trained):
+def test_cached_generation_gives_the_logits_of_the_full_forward_pass(trained, generated):
     params, _ = trained
-    prompts = sorting_task(jax.random.key(6), B, N)[:, : N + 1]
-    tokens, step_logits = batched_generate(params, prompts, N)
-    assert tokens.shape == (B, 2 * N + 1) and step_logits.shape == (B, 2 * N, V)
+    test, tokens, step_logits = generated
+    assert tokens.shape == (200, 2 * N + 1) and step_logits.shape == (200, 2 * N, V)
+    prompts, tokens, step_logits = test[:B, : N + 1], tokens[:B], step_logits[:B]  # B of them, as elsewhere
     np.testing.assert_array_equal(tokens[:, : N + 1], prompts)
     np.testing.assert_allclose(step_logits, batched_apply(params, tokens[:, :-1]), **TOL)  # every step
     np.testing.assert_array_equal(tokens[:, N + 1:], np.argmax(step_logits[:, N:], axis=-1))  # greedy
@@ -94,7 +101,7 @@ def test_decode_steps_by_hand_match_apply(untrained):
 
 @pytest.mark.parametrize("t", [0, 3, 7])
 def test_a_later_token_never_changes_an_earlier_output(untrained, t):
-    seq = sorting_task(jax.random.key(7), B, 5)[0]  # 11 tokens
+    seq = sorting_task(jax.random.key(7), B, N)[0, :11]  # 11 tokens
     changed = seq.at[t].set((seq[t] + 3) % V)
     a, b, _ = batched_apply(untrained, jnp.stack([seq, changed, seq]))  # B rows, as elsewhere
     np.testing.assert_allclose(a[:t], b[:t], **TOL)
@@ -104,7 +111,7 @@ def test_a_later_token_never_changes_an_earlier_output(untrained, t):
 def test_length_one_sequence_and_vmap_agree(untrained):
     logits = apply(untrained, jnp.array([4]))
     assert logits.shape == (1, V) and np.all(np.isfinite(logits))
-    batch = sorting_task(jax.random.key(8), B, 5)
+    batch = sorting_task(jax.random.key(8), B, N)[:, :11]  # 11 tokens
     batched = batched_apply(untrained, batch)
     for b in range(B):
         np.testing.assert_allclose(batched[b], apply(untrained, batch[b]), **TOL)
