@@ -4,8 +4,8 @@ the others.
 A test's inputs are the files it can read code from, found by reading import statements (no test is
 run to find them): its own file, every module of the repository that it imports, and theirs in turn;
 for a book-wide check of one recipe (a test parametrised by the recipe's module name), that recipe's
-module and what it imports; for the browser's visit to a page, the built page, the search index and
-the book's static files. To those add the files that every test reads (the pytest set-up, the
+module and what it imports; for the browser's visit to a page, the built page and the book's static
+files. To those add the files that every test reads (the pytest set-up, the
 book's private modules, ``pyproject.toml`` and the lock file of exact versions), the Python version
 and the ``JAX_*`` and ``XLA_*`` variables of the environment. The key of a test is a hash of all of
 it; ``make test`` skips a test whose key is the one it had when it last passed, and says how many it
@@ -202,7 +202,9 @@ def test_key(path: Path, params: dict) -> str | None:
         elif "page" in params and relative.startswith("tests/browser/"):
             static = HTML / "_static"
             extra = _tree_hash(static) if static.is_dir() else "no static"
-            return _key(files | {HTML / params["page"], HTML / "searchindex.js"}, extra)
+            # The visit reads the page and the static files it loads; the search index is read only
+            # by the search test, which always runs.
+            return _key(files | {HTML / params["page"]}, extra)
         else:
             return None
     # The record is kept per node id, which names the parameters; their reprs are not used (a
