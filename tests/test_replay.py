@@ -1,7 +1,9 @@
 """Book-wide checks on the calls that each recipe's own examples make (see ``replay.py``).
 
 * **Under jit**: every function that a recipe declares in ``JIT`` gives the same values under
-  :func:`jax.jit` as eagerly, on one call per distinct signature (at most three).
+  :func:`jax.jit` as eagerly, on one call per distinct signature (at most three). A function that
+  traces to a single call of a compiled core, with its inputs and outputs passed straight through,
+  ran that same compiled program eagerly: it is traced under jit, and not compiled a second time.
 * **Bad input** (the policy of the contributing page): the first recorded call of each declared
   function is repeated with one argument mutated at a time: a float array given an integer dtype,
   an extra leading axis, a trailing axis of another size, a Python list instead of an array, a NaN
@@ -78,7 +80,43 @@ def test_declared_functions_agree_under_jit(name):
         for args, kwargs, eager in calls[fn_name]:
             distinct.setdefault(replay.signature(args, kwargs, static), (args, kwargs, eager))
         for args, kwargs, eager in list(distinct.values())[:3]:
+            if _calls_one_compiled_core(jitted, args, kwargs):
+                continue  # traced under jit, and by construction the program its eager call ran
             _assert_same(eager, jitted(*args, **kwargs), f"{name}.{fn_name}")
+
+
+def _calls_one_compiled_core(jitted, args, kwargs):
+    """Whether the declared function, traced under jit on this call (which fails if its Python needs
+    concrete values), is nothing but one call of a compiled core (a ``jax.jit`` function) that takes
+    the function's inputs as they come and returns its outputs as they are.
+
+    Its eager call then ran that same compiled core on the same inputs after the same checks, so its
+    values under jit are the eager values by construction, and compiling the core again inside
+    another program would only repeat them. A function that computes anything around its core, or
+    passes it other inputs, is compiled and compared.
+    """
+    jaxpr = jitted.trace(*args, **kwargs).jaxpr.jaxpr
+    return (len(jaxpr.eqns) == 1 and jaxpr.eqns[0].primitive.name in ("jit", "pjit")
+            and list(jaxpr.eqns[0].invars) == list(jaxpr.invars)
+            and list(jaxpr.eqns[0].outvars) == list(jaxpr.outvars))
+
+
+def test_only_a_function_that_passes_straight_through_to_one_compiled_core_skips_the_compile():
+    core = jax.jit(lambda x, y: (x * y, x + y))
+
+    def checked(x, y):  # checks in Python, then the core: the program its eager call ran
+        if x.shape != y.shape:
+            raise ValueError("x and y must have the same shape")
+        return core(x, y)
+
+    x, y = jnp.ones(3), jnp.arange(3.0)
+    assert _calls_one_compiled_core(jax.jit(checked), (x, y), {})
+    assert not _calls_one_compiled_core(jax.jit(lambda x, y: core(y, x)), (x, y), {})  # other inputs
+    assert not _calls_one_compiled_core(jax.jit(lambda x, y: core(x, y)[0]), (x, y), {})  # part of it
+    assert not _calls_one_compiled_core(jax.jit(lambda x, y: core(2 * x, y)), (x, y), {})  # work around it
+    assert not _calls_one_compiled_core(jax.jit(lambda x, y: (x * y, x + y)), (x, y), {})  # no core
+    with pytest.raises(jax.errors.ConcretizationTypeError):  # Python that needs values fails the trace
+        _calls_one_compiled_core(jax.jit(lambda x, y: core(x, y) if x.sum() > 0 else None), (x, y), {})
 
 
 # ---- Bad input ---------------------------------------------------------------------------------
