@@ -120,7 +120,7 @@ check: $(STAMP) $(NODE_STAMP)
 	  || { rm -f $(BUILD)/doctrees/environment.pickle; exit 1; }
 	$(SPHINX) -b doctest -n -W --keep-going -q -d $(BUILD)/doctrees . $(BUILD)/doctest docs/chapters/$(RECIPE).rst
 	COOKBOOK_PAGES_DOCTESTED=1 $(BIN)/python -m pytest -q -p no:xdist tests/$(dir $(RECIPE))test_$(notdir $(RECIPE)).py \
-	  cookbook/$(RECIPE).py tests/test_book.py tests/test_replay.py -k "$(subst /,.,$(RECIPE)) or test_$(notdir $(RECIPE)) or $(notdir $(RECIPE)).py"
+	  cookbook/$(RECIPE).py tests/_book/test_check.py tests/test_replay.py -k "$(subst /,.,$(RECIPE)) or test_$(notdir $(RECIPE)) or $(notdir $(RECIPE)).py"
 
 # Benchmarks: not part of `make test`; they write benchmarks/results.json, shown on a page of the book.
 bench: $(STAMP) $(NODE_STAMP)

@@ -11,9 +11,11 @@ and the ``JAX_*`` and ``XLA_*`` variables of the environment. The key of a test 
 it; ``make test`` skips a test whose key is the one it had when it last passed, and says how many it
 skipped. A test that failed, or that never ran, has no key stored, so it runs.
 
-Tests of the book as a whole (the page check's book-wide parts, the benchmarks, the memo and the
-set-up) read too much to list, and always run. So does everything in a fresh clone: the record lives
-in ``_build/`` (``make clean`` removes it), and ``make test FRESH=1`` ignores it.
+Tests of the book as a whole (the top-level test files: the benchmarks, the memo, the set-up) and the
+tests of the book's machinery (``tests/_book/``: the page check of every recipe, the notebooks, the
+map) read too much to list, or read every recipe without importing it, and always run. So does
+everything in a fresh clone: the record lives in ``_build/`` (``make clean`` removes it), and
+``make test FRESH=1`` ignores it.
 
 A recipe's examples are pytest items too (its module's docstrings), keyed by its module and what
 that imports.
@@ -189,7 +191,7 @@ def test_key(path: Path, params: dict) -> str | None:
     path = Path(path).resolve()
     relative = path.relative_to(ROOT).as_posix()
     top_level = relative.startswith("tests/") and relative.count("/") == 1
-    if (top_level or relative.startswith("tests/browser/")) and relative not in PER_RECIPE:
+    if (top_level or relative.startswith(("tests/browser/", "tests/_book/"))) and relative not in PER_RECIPE:
         return None
     files = set(closure(path))
     name = params.get("name")

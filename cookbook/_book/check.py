@@ -1,6 +1,6 @@
 """The page check: what every recipe page must hold, read mechanically from its module.
 
-``tests/test_book.py`` runs :func:`check_recipe` on every recipe of the book.
+``tests/_book/test_check.py`` runs :func:`check_recipe` on every recipe of the book.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import pytest
 
 from cookbook._book import all_recipes, bookmap, recipe_page_lines
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _file(recipe: str) -> Path:

@@ -24,7 +24,7 @@ from cookbook._book.bookmap import connection_lines
 from cookbook._book.notebooks import METADATA_KEY, NotebookError, notebook_path, recipe_notebook
 from cookbook._book.page import Page
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RECIPES = all_recipes()
 HTML = Path(os.environ.get("COOKBOOK_HTML", ROOT / "_build" / "html"))
 # reStructuredText that must not survive into a markdown cell: a role, a directive, a literal.
