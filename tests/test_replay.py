@@ -130,6 +130,13 @@ def _is_float_array(x):
     return _is_array(x) and jnp.issubdtype(x.dtype, jnp.floating)
 
 
+def _to_int32(x):
+    """``x.astype(int32)`` as XLA converts: NaN to 0, and values beyond int32's range (an infinite
+    best loss, say) to its nearest end; NumPy's cast leaves those undefined."""
+    wide = np.nan_to_num(x.astype(np.float64), nan=0.0, posinf=2.0**31 - 1, neginf=-2.0**31)
+    return np.clip(wide, -2.0**31, 2.0**31 - 1).astype(np.int32)
+
+
 def mutations(value, static: bool, free_length: bool = False):
     """``(what, mutated value)`` for each mutation that applies to an argument's ``value``.
 
@@ -137,18 +144,22 @@ def mutations(value, static: bool, free_length: bool = False):
     size (a token sequence): another size there is another valid input, so it is not tried.
     """
     if _is_array(value):
-        x = jnp.asarray(value)
+        # Built with NumPy on the host and then placed on the device as JAX arrays: with jax.numpy each
+        # mutation would be an eager operation compiled for this shape (about 1,500 programs in all).
+        x = np.array(value)
         if jnp.issubdtype(x.dtype, jnp.floating):
-            yield "an integer dtype", x.astype(jnp.int32)
+            yield "an integer dtype", jax.device_put(_to_int32(x))
         if x.ndim >= 1 and x.size:
-            yield "an extra leading axis", jnp.stack([x, x])
-            other = x[..., :1] if x.shape[-1] > 1 else jnp.concatenate([x, x], axis=-1)
+            yield "an extra leading axis", jax.device_put(np.stack([x, x]))
+            other = x[..., :1] if x.shape[-1] > 1 else np.concatenate([x, x], axis=-1)
             if not free_length:
-                yield f"a trailing axis of size {other.shape[-1]} instead of {x.shape[-1]}", other
+                yield f"a trailing axis of size {other.shape[-1]} instead of {x.shape[-1]}", jax.device_put(other)
             if x.size <= 4096:
-                yield "a Python list", np.asarray(x).tolist()
+                yield "a Python list", x.tolist()
         if jnp.issubdtype(x.dtype, jnp.floating) and x.size:
-            yield "a NaN", x.at[(0,) * x.ndim].set(jnp.nan)
+            nan = x.copy()
+            nan[(0,) * x.ndim] = np.nan
+            yield "a NaN", jax.device_put(nan)
     elif static and isinstance(value, int) and not isinstance(value, bool):
         yield "a float where an integer belongs", value + 0.5
     elif isinstance(value, (dict, tuple, list)):
