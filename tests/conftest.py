@@ -22,4 +22,3 @@ def fake_book(tmp_path, monkeypatch):
     yield pkg
     for mod in [m for m in sys.modules if m == "fakebook" or m.startswith("fakebook.")]:
         del sys.modules[mod]
-
