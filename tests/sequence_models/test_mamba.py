@@ -203,26 +203,31 @@ def train(kind, seed=0):
     tokens, data = selective_copying(np.random.default_rng(0), STEPS * BATCH)
     batches = (tokens.reshape(STEPS, BATCH, -1), data.reshape(STEPS, BATCH, M))
     params = _model(kind, jax.random.key(seed))
-    size = sum(x.size for x in jax.tree.leaves(params))
-    return float(_train(kind, params, batches, selective_copying(np.random.default_rng(1), 1000))), size
+    return float(_train(kind, params, batches, selective_copying(np.random.default_rng(1), 1000)))
 
 
-@pytest.fixture(scope="module")
-def copying():
-    return {kind: train(kind) for kind in ("mamba", "s4d")}
+def test_the_two_models_have_the_same_size():
+    # S4D's 14 complex modes per channel against Mamba's 16 real states: 8240 and 7856 parameters.
+    mamba_size, s4d_size = (sum(x.size for x in jax.tree.leaves(jax.eval_shape(
+        functools.partial(_model, kind), jax.random.key(0)))) for kind in ("mamba", "s4d"))
+    assert (mamba_size, s4d_size) == (7856, 8240)
+    assert abs(mamba_size - s4d_size) < 0.05 * mamba_size
 
 
-def test_mamba_solves_selective_copying_where_a_time_invariant_layer_cannot(copying):
-    # Two layers each, 400 Adam steps of 64 sequences, token accuracy on 1000 held-out sequences
-    # (chance 1/32). Measured: Mamba 0.995, the same model with S4D in place of the selective scan
-    # 0.486; 7856 and 8240 parameters (S4D has the more). Mamba's training depends on the seed: with
-    # 600 steps, model seed 1 stopped at 0.85, one of the four positions half learned (S4D 0.553).
-    # Halving the batch or Mamba's N stops Mamba near 0.79. Gu and Dao's gap (99.8 % against 57 % for
-    # S4 with the same gate) is on sequences of 4096 tokens.
-    (mamba_accuracy, mamba_size), (s4d_accuracy, s4d_size) = copying["mamba"], copying["s4d"]
-    assert abs(mamba_size - s4d_size) < 0.05 * mamba_size  # models of the same size
-    assert mamba_accuracy >= 0.95
-    assert s4d_accuracy < 0.60
+# Two layers each, 400 Adam steps of 64 sequences, token accuracy on 1000 held-out sequences (chance
+# 1/32). Measured: Mamba 0.995, the same model with S4D in place of the selective scan 0.486. Mamba's
+# training depends on the seed: with 600 steps, model seed 1 stopped at 0.85, one of the four
+# positions half learned (S4D 0.553). Halving the batch or Mamba's N stops Mamba near 0.79; so do 300
+# steps (0.84 and 0.68 for model seeds 0 and 1), one layer (0.69) and 16 positions of context for
+# seed 1 (0.77). Gu and Dao's gap (99.8 % against 57 % for S4 with the same gate) is on sequences of
+# 4096 tokens. The two runs are two tests, so that two workers can run them side by side.
+
+def test_mamba_solves_selective_copying():
+    assert train("mamba") >= 0.95
+
+
+def test_a_time_invariant_layer_of_the_same_size_cannot():
+    assert train("s4d") < 0.60
 
 
 # ---- Bad input ------------------------------------------------------------------------------------
