@@ -10,6 +10,12 @@ an empty build folder and an empty compilation cache, less the installation; the
 with the cache kept, ``make test`` again after touching one recipe, and ``make check`` on one
 recipe (a contributor's loop). Each run with ``--with-test`` adds a point to ``history``: the cold
 ``make test`` time against the number of recipes, which the performance page draws.
+
+The machine is a shared virtual machine whose speed changes from hour to hour, so each point also
+carries a compile probe, taken just before and just after the cold ``make test``: the milliseconds
+that a fresh process takes to compile each of 100 tiny programs with the suite's flags (compiling is
+most of what a cold run spends). ``--probe`` prints the probe alone, to check the machine before
+measuring.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import argparse
 import datetime
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -38,6 +45,36 @@ def _timed(cmd, cwd):
     return seconds
 
 
+# Compile n tiny programs, each new to the process, and print the milliseconds per program.
+_PROBE = """
+import sys, time
+import jax, jax.numpy as jnp
+n = int(sys.argv[1])
+jnp.ones(3).block_until_ready()  # the backend starts outside the timing
+start = time.perf_counter()
+for i in range(n):
+    jax.jit(lambda x, i=i: x * 2 + i)(jnp.ones(5)).block_until_ready()
+print((time.perf_counter() - start) * 1e3 / n)
+"""
+
+
+def suite_xla_flags(makefile=ROOT / "Makefile"):
+    """The XLA flags that the Makefile gives the build and the tests (``export XLA_FLAGS ?= ...``)."""
+    m = re.search(r"^export XLA_FLAGS \?= (.*)$", makefile.read_text(), re.MULTILINE)
+    if m is None:
+        raise ValueError(f"{makefile} sets no XLA_FLAGS with 'export XLA_FLAGS ?= ...'")
+    return m.group(1).strip()
+
+
+def compile_probe_ms(programs=100, python=sys.executable):
+    """Milliseconds per program to compile ``programs`` tiny programs in a fresh process, with the
+    suite's flags and no compilation cache: how fast this machine compiles at the moment."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
+    env |= {"JAX_PLATFORMS": "cpu", "XLA_FLAGS": suite_xla_flags()}
+    out = subprocess.run([str(python), "-c", _PROBE, str(programs)], env=env, check=True, capture_output=True, text=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
 def _recipe_count(clone):
     return len([p for p in (clone / "cookbook").glob("*/*.py") if not p.name.startswith("_")])
 
@@ -53,7 +90,11 @@ def _clone(path):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--with-test", action="store_true", help="also time `make test`")
+    parser.add_argument("--probe", action="store_true", help="only print the compile probe (ms per tiny program)")
     args = parser.parse_args(argv)
+    if args.probe:
+        print(f"compile probe: {compile_probe_ms():.1f} ms per tiny program")
+        return 0
 
     build = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     env_make = ["make", "--no-print-directory", "-o", ".venv/.installed", "-o", "node_modules/.installed"]
@@ -70,8 +111,12 @@ def main(argv=None):
             clone = _clone(Path(tmp) / "book")
             cache = ["JAX_COMPILATION_CACHE_DIR=" + str(Path(tmp) / "jax-cache")]
             build["recipes"] = _recipe_count(clone)
+            probe = [compile_probe_ms()]
             build["make_test_s"] = _timed(env_make + ["test"] + cache, clone)
-            print(f"make test, cold ({build['recipes']} recipes): {build['make_test_s']:.1f} s", flush=True)
+            probe.append(compile_probe_ms())
+            build["compile_probe_ms"] = [round(ms, 1) for ms in probe]
+            print(f"make test, cold ({build['recipes']} recipes): {build['make_test_s']:.1f} s "
+                  f"(compile probe {probe[0]:.0f} ms before, {probe[1]:.0f} ms after)", flush=True)
             (clone / "cookbook" / "attention" / "rope.py").touch()
             build["make_test_one_changed_s"] = _timed(env_make + ["test"] + cache, clone)
             print(f"make test, one recipe touched, cache warm: {build['make_test_one_changed_s']:.1f} s", flush=True)
@@ -82,14 +127,16 @@ def main(argv=None):
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     previous = results.get("build", {})
     if not args.with_test:
-        for key in ("recipes", "make_test_s", "make_test_one_changed_s", "make_check_s", "make_test_date"):
+        for key in ("recipes", "make_test_s", "compile_probe_ms", "make_test_one_changed_s", "make_check_s",
+                    "make_test_date"):
             if key in previous:
                 build[key] = previous[key]
         build.setdefault("make_test_date", previous.get("date"))
     else:
         build["make_test_date"] = build["date"]
         results.setdefault("history", []).append(
-            {"date": build["date"][:10], "recipes": build["recipes"], "make_test_s": round(build["make_test_s"], 1)})
+            {"date": build["date"][:10], "recipes": build["recipes"], "make_test_s": round(build["make_test_s"], 1),
+             "compile_probe_ms": build["compile_probe_ms"]})
     results["build"] = build
     RESULTS.write_text(json.dumps(results, indent=1) + "\n")
     return 0

@@ -115,10 +115,18 @@ def render(results: dict) -> str:
     history = results.get("history", [])
     if history:
         out += ["The cold ``make test`` as the book grew (the figure above draws it):", ""]
-        out += _table(["Date", "Recipes", "Cold ``make test``", "Conditions"],
-                      [[h["date"], str(h["recipes"]), f"{h['make_test_s']:.0f} s", h.get("conditions", "machine idle")]
-                       for h in history])
+        out += _table(["Date", "Recipes", "Cold ``make test``", "Compile probe", "Conditions"],
+                      [[h["date"], str(h["recipes"]), f"{h['make_test_s']:.0f} s", _probe(h),
+                        h.get("conditions", "machine idle")] for h in history])
     return "\n".join(out) + "\n"
+
+
+def _probe(point: dict) -> str:
+    """The compile probe of a history point, before and after its run (``benchmarks.build_times``)."""
+    if "compile_probe_ms" not in point:
+        return "not taken"
+    before, after = point["compile_probe_ms"]
+    return f"{before:.0f} ms before, {after:.0f} ms after"
 
 
 def write(results_path: Path, out_path: Path) -> None:

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from benchmarks import harness, report
+from benchmarks import build_times, harness, report
 
 
 def test_fit_exponent_recovers_known_powers():
@@ -76,3 +76,26 @@ def test_report_gives_the_conditions_of_each_history_point():
     first, second = text.index("   * - 2026-11-24"), text.index("   * - 2026-12-02")
     assert first < text.index("490 s") < text.index("machine idle") < second  # each row carries its conditions
     assert second < text.index("3574 s") < text.index("machine loaded")
+
+
+def test_report_gives_the_compile_probe_of_each_history_point():
+    history = [{"date": "2026-11-24", "recipes": 57, "make_test_s": 490.1},
+               {"date": "2026-12-03", "recipes": 171, "make_test_s": 1100.0, "compile_probe_ms": [57.3, 61.6]}]
+    machine = {"cpu": "cpu", "cores": 2, "platform": "linux", "python": "3.11", "jax": "0.10.2", "backend": "cpu"}
+    text = report.render({"date": "2026-12-03T00:00:00+00:00", "machine": machine, "peak_matmul": {"n": 8, "flops_per_s": 1e10},
+                          "comparisons": [], "summary": {}, "growth": [], "utilisation": [],
+                          "build": {"html_cold_s": 1.0, "html_incremental_s": 1.0}, "history": history})
+    first, second = text.index("   * - 2026-11-24"), text.index("   * - 2026-12-03")
+    assert "Compile probe" in text
+    assert first < text.index("not taken") < second < text.index("57 ms before, 62 ms after")
+
+
+def test_the_compile_probe_uses_the_suites_flags_and_measures_a_compile(tmp_path):
+    makefile = tmp_path / "Makefile"
+    makefile.write_text("PYTHON ?= python3\nexport XLA_FLAGS ?= --xla_a=1 --xla_b=2\nexport OTHER := 1\n")
+    assert build_times.suite_xla_flags(makefile) == "--xla_a=1 --xla_b=2"
+    makefile.write_text("export JAX_PLATFORMS := cpu\n")
+    with pytest.raises(ValueError, match="sets no XLA_FLAGS"):
+        build_times.suite_xla_flags(makefile)
+    assert build_times.suite_xla_flags().startswith("--xla_")  # the real Makefile's
+    assert 0.1 < build_times.compile_probe_ms(programs=3) < 10_000  # a compile takes milliseconds, not none
