@@ -76,7 +76,10 @@ def compile_probe_ms(programs=100, python=sys.executable):
 
 
 def _recipe_count(clone):
-    return len([p for p in (clone / "cookbook").glob("*/*.py") if not p.name.startswith("_")])
+    """The recipes of a checkout: ``cookbook/<chapter>/<concept>.py``, neither name private (the
+    book's machinery, ``cookbook/_book/``, is a package too)."""
+    return len([p for p in (clone / "cookbook").glob("*/*.py")
+                if not p.name.startswith("_") and not p.parent.name.startswith("_")])
 
 
 def _clone(path):

@@ -105,7 +105,8 @@ def render(results: dict) -> str:
                 ["``make html``, one recipe touched", f"{b['html_incremental_s']:.0f} s"]]
         if "make_test_s" in b:
             recipes = f", {b['recipes']} recipes" if "recipes" in b else ""
-            rows.append([f"``make test``, cold (fresh clone, empty compilation cache{recipes}; installing not counted)",
+            probe = f"; compile probe {_probe(b)}" if "compile_probe_ms" in b else ""
+            rows.append([f"``make test``, cold (fresh clone, empty compilation cache{recipes}; installing not counted{probe})",
                          f"{b['make_test_s']:.0f} s"])
         if "make_test_one_changed_s" in b:
             rows.append(["``make test``, one recipe touched, compilation cache warm", f"{b['make_test_one_changed_s']:.0f} s"])

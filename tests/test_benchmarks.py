@@ -84,10 +84,12 @@ def test_report_gives_the_compile_probe_of_each_history_point():
     machine = {"cpu": "cpu", "cores": 2, "platform": "linux", "python": "3.11", "jax": "0.10.2", "backend": "cpu"}
     text = report.render({"date": "2026-12-03T00:00:00+00:00", "machine": machine, "peak_matmul": {"n": 8, "flops_per_s": 1e10},
                           "comparisons": [], "summary": {}, "growth": [], "utilisation": [],
-                          "build": {"html_cold_s": 1.0, "html_incremental_s": 1.0}, "history": history})
+                          "build": {"html_cold_s": 1.0, "html_incremental_s": 1.0, "make_test_s": 1100.0,
+                                    "compile_probe_ms": [57.3, 61.6]}, "history": history})
+    assert "cold (fresh clone, empty compilation cache; installing not counted; compile probe 57 ms before" in text
     first, second = text.index("   * - 2026-11-24"), text.index("   * - 2026-12-03")
     assert "Compile probe" in text
-    assert first < text.index("not taken") < second < text.index("57 ms before, 62 ms after")
+    assert first < text.index("not taken") < second < text.rindex("57 ms before, 62 ms after")
 
 
 def test_the_compile_probe_uses_the_suites_flags_and_measures_a_compile(tmp_path):
@@ -99,3 +101,9 @@ def test_the_compile_probe_uses_the_suites_flags_and_measures_a_compile(tmp_path
         build_times.suite_xla_flags(makefile)
     assert build_times.suite_xla_flags().startswith("--xla_")  # the real Makefile's
     assert 0.1 < build_times.compile_probe_ms(programs=3) < 10_000  # a compile takes milliseconds, not none
+
+
+def test_the_recipe_count_of_a_measurement_is_the_catalogues():
+    from cookbook import _book
+
+    assert build_times._recipe_count(build_times.ROOT) == len(_book.all_recipes())
