@@ -123,7 +123,8 @@ def render(results: dict) -> str:
 
 
 def _probe(point: dict) -> str:
-    """The compile probe of a history point, before and after its run (``benchmarks.build_times``)."""
+    """The compile probe of a measured cold ``make test`` (a history point, or the latest run), taken
+    before and after the run (``benchmarks.build_times``)."""
     if "compile_probe_ms" not in point:
         return "not taken"
     before, after = point["compile_probe_ms"]
