@@ -91,6 +91,9 @@ on :math:`A` and the simpler Euler rule :math:`\Delta_t B_t` on the input, as in
 recurrence is still linear in :math:`h`, so :doc:`linear_recurrence`'s associative scan applies
 with :math:`a_t = \exp(\Delta_t A)` and :math:`b_t = (\Delta_t \otimes B_t) \odot x_t`;
 ``selective_scan`` does exactly that, ``selective_scan_sequential`` is the step-by-step reference.
+That form discretises and reads out inside each step, so it holds one :math:`E \times N` state at a
+time, where the associative scan writes out all :math:`T` of them (the tests compare the scratch
+memory of the two compiled programs); the tests train with it.
 What is lost is the convolution: the kernel now changes with every token, so training cannot use
 an FFT, and the paper's kernel keeps the :math:`T \times E \times N` states in on-chip memory
 instead of writing them out.
@@ -207,22 +210,23 @@ def _selective_scan(u, delta, A, B, C, D):
 
 
 def selective_scan_sequential(u, delta, A, B, C, D):
-    """The same, one step at a time with :func:`jax.lax.scan`: the reference form."""
+    """The same, one step at a time with :func:`jax.lax.scan`: the reference form. Each step forms
+    its own ``a_t`` and ``b_t`` and reads out ``y_t``, so one (E, N) state is held at a time."""
     u, delta, A, B, C, D = _check_scan(u, delta, A, B, C, D)
     return _selective_scan_sequential(u, delta, A, B, C, D)
 
 
 @jax.jit
 def _selective_scan_sequential(u, delta, A, B, C, D):
-    a, b = _discretise(u, delta, A, B)
+    u32, delta, A, B, C = (z.astype(jnp.float32) for z in (u, delta, A, B, C))
 
-    def step(h, ab):
-        a_t, b_t = ab
-        h = a_t * h + b_t  # (E, N)
-        return h, h
+    def step(h, inputs):  # a_t, b_t and the readout inside the step: no (T, E, N) array is formed
+        u_t, delta_t, B_t, C_t = inputs
+        h = jnp.exp(delta_t[:, None] * A) * h + delta_t[:, None] * B_t[None, :] * u_t[:, None]  # (E, N)
+        return h, h @ C_t
 
-    _, h = jax.lax.scan(step, jnp.zeros(a.shape[1:], a.dtype), (a, b))
-    return _readout(h, u, C, D)
+    _, y = jax.lax.scan(step, jnp.zeros(A.shape, jnp.float32), (u32, delta, B, C))
+    return (y + u32 * D[None, :]).astype(u.dtype)  # (T, E)
 
 
 # ---- The Mamba block -----------------------------------------------------------------------------

@@ -51,6 +51,17 @@ def test_both_forms_match_a_numpy_loop():
     np.testing.assert_allclose(selective_scan(*args), _loop(*args), **TOL)
 
 
+def test_the_sequential_form_holds_one_state_at_a_time():
+    # The page: the step-by-step form never writes out the T states of (E, N) that the associative
+    # scan does. Scratch memory of the compiled programs at T = 256, E = N = 16 (one state: 1 KiB).
+    args = _inputs(10, T=256, E=16, N=16)
+    scratch = {f: f.lower(*args).compile().memory_analysis().temp_size_in_bytes
+               for f in (mamba._selective_scan_sequential, mamba._selective_scan)}
+    one_state, all_states = 16 * 16 * 4, 256 * 16 * 16 * 4
+    assert scratch[mamba._selective_scan_sequential] < 4 * one_state
+    assert scratch[mamba._selective_scan] >= all_states
+
+
 def test_a_small_step_skips_a_token_and_a_large_step_resets_the_state():
     u, delta, A, B, C, D = _inputs(2)
     D = np.zeros_like(D)
