@@ -172,6 +172,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from cookbook import _checks
 from cookbook.attention import multi_head
@@ -276,8 +277,9 @@ def feed_forward(params, x):
         d_ff, d_model = params[1]["W"].shape
     except (KeyError, IndexError, TypeError, ValueError, AttributeError) as error:
         raise ValueError(f"params must be the two layers of mlp.init, got {type(params).__name__} ({error!r})")
-    like = [{"W": jnp.zeros((d_model, d_ff)), "b": jnp.zeros((d_ff,))},
-            {"W": jnp.zeros((d_ff, d_model)), "b": jnp.zeros((d_model,))}]
+    # NumPy zeros: only their shapes are compared, and they add nothing to a trace under jax.jit.
+    like = [{"W": np.zeros((d_model, d_ff)), "b": np.zeros((d_ff,))},
+            {"W": np.zeros((d_ff, d_model)), "b": np.zeros((d_model,))}]
     _checks.same_tree(params, "params", like, "mlp.init((d_model, d_ff, d_model))")
     return _feed_forward(params, _check_x(x, d_model))
 
