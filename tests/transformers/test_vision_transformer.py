@@ -20,9 +20,9 @@ def digits():
 @pytest.fixture(scope="module")
 def trained(digits):
     X_train, _, y_train, _ = digits
+    # The run of the page's example: train calls one compiled program, which the example compiles too.
     params = init(jax.random.key(0), patch_size=4, **CONFIG)
-    fit = jax.jit(train, static_argnames=("patch_size", "steps", "batch_size"))
-    return fit(jax.random.key(1), params, X_train, y_train, patch_size=4, steps=400, batch_size=64)
+    return train(jax.random.key(1), params, X_train, y_train, patch_size=4, steps=400, batch_size=64)
 
 
 def test_patchify_matches_numpy_blocks():
@@ -36,7 +36,7 @@ def test_patchify_matches_numpy_blocks():
 
 def test_patch_embedding_is_a_strided_convolution():
     params = init(jax.random.key(2), patch_size=4, **CONFIG)
-    image = jax.random.normal(jax.random.key(3), (8, 8, 1))
+    image = np.random.default_rng(3).standard_normal((8, 8, 1)).astype(np.float32)
     ours = patchify(image, 4) @ params["W_e"]  # (4, 32)
     kernel = params["W_e"].reshape(4, 4, 1, 32)  # (P, P, C, d_model), HWIO
     conv = jax.lax.conv_general_dilated(image[None], kernel, (4, 4), "VALID",
@@ -48,12 +48,13 @@ def test_it_learns_digits_to_90_percent_held_out(digits, trained):
     _, X_test, _, y_test = digits
     params, losses = trained
     assert np.all(np.isfinite(losses)) and losses[-20:].mean() < 0.2 * losses[:5].mean()
-    assert float(accuracy(params, X_test, y_test, 4)) >= 0.90  # measured 0.927 on 450 test images
+    assert float(accuracy(params, X_test, y_test, 4)) >= 0.90  # measured 0.922 on 450 test images
+    # (0.931 and 0.933 with the init and train keys 2, 3 and 4, 5)
 
 
 def test_class_token_output_depends_on_position_embeddings(trained):
     params, _ = trained
-    image = jax.random.normal(jax.random.key(4), (8, 8, 1))
+    image = np.random.default_rng(4).standard_normal((8, 8, 1)).astype(np.float32)
     swapped = dict(params, pos=params["pos"][jnp.array([0, 2, 1, 3, 4])])
     assert not np.allclose(apply(params, image, 4), apply(swapped, image, 4), atol=1e-4)
     # Without positions the model sees a set: permuting the patches leaves the logits unchanged.
@@ -108,8 +109,8 @@ def test_under_jit_a_label_out_of_range_gives_a_nan_loss_and_a_wrong_answer():
     params = init(jax.random.key(0), patch_size=4, **CONFIG)
     images, labels = jnp.ones((2, 8, 8, 1)), jnp.array([3, 10])
     assert np.isnan(float(jax.jit(loss, static_argnums=3)(params, images, labels, 4)))
-    logits = jax.vmap(apply, in_axes=(None, 0, None))(params, images, 4)
-    right = float(jnp.argmax(logits[0]) == 3)
+    logits = np.asarray(apply(params, images[0], 4))  # both images are the same
+    right = float(np.argmax(logits) == 3)
     assert float(jax.jit(accuracy, static_argnums=3)(params, images, labels, 4)) == right / 2
 
 
