@@ -161,29 +161,30 @@ regularity that a task-specific model would have built in.
 Example
 -------
 
-Train a tiny model for a few steps, check that the loss went down, and generate with the cache:
+Train the page's model (the run of the figure and of the tests, ``sorting_run``), check that the
+loss went down, decode with the cache, and let the trained model sort six digits:
 
 >>> import jax, jax.numpy as jnp
 >>> from cookbook.transformers.gpt import (
 ...     init, apply, init_cache, decode_step, generate, sorting_task, sequence_loss, train)
->>> k_init, k_data, k_train = jax.random.split(jax.random.key(0), 3)
->>> params = init(k_init, vocab_size=11, max_len=9, d_model=16, num_heads=2, num_layers=1, d_ff=32)
->>> batch = sorting_task(k_data, batch_size=2, n=4)
->>> batch[0]  # four digits, the separator 10, the digits sorted
-Array([ 2,  2,  6,  5, 10,  2,  2,  5,  6], dtype=int32)
+>>> params = init(jax.random.key(0), vocab_size=11, max_len=13, d_model=32, num_heads=4, num_layers=2,
+...               d_ff=64)
+>>> batch = sorting_task(jax.random.key(2), batch_size=3, n=6)
+>>> batch[0]  # six digits, the separator 10, the digits sorted
+Array([ 9,  2,  3,  3,  7,  6, 10,  2,  3,  3,  6,  7,  9], dtype=int32)
 >>> apply(params, batch[0]).shape
-(9, 11)
->>> float(sequence_loss(params, batch, n=4)) > 2.0  # about log(11) = 2.4 at the start
+(13, 11)
+>>> float(sequence_loss(params, batch, n=6)) > 2.0  # about log(11) = 2.4 at the start
 True
->>> trained, losses = train(k_train, params, steps=30, batch_size=16, n=4)
->>> bool(losses[-1] < losses[0])
-True
->>> logits, cache = decode_step(params, init_cache(params, max_len=9), batch[0, 0], 0)
+>>> trained, losses = train(jax.random.key(1), params, steps=300, batch_size=32, n=6)
+>>> round(float(losses[0]), 2), round(float(losses[-1]), 3)
+(2.4, 0.021)
+>>> logits, cache = decode_step(params, init_cache(params, max_len=7), batch[0, 0], 0)
 >>> bool(jnp.allclose(logits, apply(params, batch[0, :1])[0], atol=1e-5))
 True
->>> tokens, step_logits = generate(trained, batch[0, :5], num_new=4)
->>> tokens.shape, step_logits.shape
-((9,), (8, 11))
+>>> tokens, step_logits = generate(trained, batch[0, :7], num_new=6)  # prompt: the digits, the separator
+>>> tokens[7:], step_logits.shape
+(Array([2, 3, 3, 6, 7, 9], dtype=int32), (12, 11))
 """
 
 import functools
