@@ -124,6 +124,8 @@ continuation.
 (Array([1, 0], dtype=int32), Array([2, 3], dtype=int32), 0.4)
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -167,7 +169,15 @@ def beam_search(logits_fn, prompt, *, beam_width, num_new, eos_id=None, alpha=0.
         if eos_id >= V:
             raise ValueError(f"eos_id must be a token in [0, {V}), got {eos_id}")
     _checks.check_range(prompt, "prompt", 0, V)
+    return _beam_search(logits_fn, prompt, K, N, V, eos_id, float(alpha))
 
+
+# The checks run in Python; the search below is one compiled program per logits_fn, shape, beam width
+# and eos_id, rather than a compiled scan among dozens of eager operations that each compile on first
+# use. logits_fn is a static argument: a function is hashed by its identity.
+@functools.partial(jax.jit, static_argnums=(0, 2, 3, 4, 5))  # alpha is traced: one program for all
+def _beam_search(logits_fn, prompt, K, N, V, eos_id, alpha):
+    P = prompt.shape[0]
     # Every beam starts as the prompt; only the first is live, so the first step does not pick the
     # same extension K times.
     tokens = jnp.zeros((K, N), jnp.int32)
