@@ -125,13 +125,19 @@ def test_cross_attention_block_reads_the_context():
         apply(p, x)
 
 
-def test_stack_equals_blocks_applied_in_turn():
+@pytest.mark.parametrize("norm", ["pre", "post"])
+def test_stack_equals_blocks_applied_in_turn(norm):
+    # With the example's causal mask: the pre-norm stack and the blocks are the example's programs.
     stack = init_stack(jax.random.key(11), 3, D_MODEL, H, D_FF)
-    x = _x(12)
+    x, causal = _x(12), np.tril(np.ones((T, T), bool))
     h = x
     for l in range(3):
-        h = apply(jax.tree.map(lambda w: np.asarray(w)[l], stack["blocks"]), h, norm="post")  # NumPy: no compile
-    np.testing.assert_allclose(apply_stack(stack, x, norm="post"), h, **TOL)
+        h = apply(jax.tree.map(lambda w: np.asarray(w)[l], stack["blocks"]), h, causal, norm=norm)  # NumPy: no compile
+    if norm == "pre":  # a pre-norm stack ends with its final layer norm (eps 1e-6), here in NumPy
+        h = np.asarray(h, np.float64)
+        ln = jax.tree.map(np.asarray, stack["ln_final"])
+        h = (h - h.mean(-1, keepdims=True)) / np.sqrt(h.var(-1, keepdims=True) + 1e-6) * ln["scale"] + ln["bias"]
+    np.testing.assert_allclose(apply_stack(stack, x, causal, norm=norm), h, **TOL)
 
 
 def test_pre_norm_last_layer_gradient_shrinks_with_depth_post_norm_does_not():
