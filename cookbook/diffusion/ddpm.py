@@ -579,6 +579,5 @@ def trained_moons_model():
     steps on 4096 points of :func:`two_moons` with 100 steps from :math:`\\beta = 10^{-3}` to 0.2."""
     alpha_bar = alpha_bar_schedule(linear_beta_schedule(100, 1e-3, 0.2))
     data = jax.jit(two_moons, static_argnums=1)(jax.random.key(7), 4096)
-    params = jax.jit(denoiser_init, static_argnums=1)(jax.random.key(0), 2)
-    return jax.jit(train.uncached, static_argnames=("steps", "batch_size", "learning_rate"))(
-        params, data, jax.random.key(1), alpha_bar=alpha_bar, steps=8000)
+    params = denoiser_init(jax.random.key(0), 2)  # the program of the page's example
+    return train.uncached(params, data, jax.random.key(1), alpha_bar=alpha_bar, steps=8000)

@@ -151,8 +151,8 @@ def test_two_moons_matches_scikit_learns_make_moons():
     other = _moons(jax.random.key(1), 1000)
     # the two generators differ by no more than two draws of ours do (up to sampling noise)
     assert float(_mmd2(ours, theirs)) < 2 * float(_mmd2(ours, other))
-    np.testing.assert_allclose(jnp.std(ours, axis=0), [1.0, 1.0], atol=0.1)
-    np.testing.assert_allclose(jnp.mean(ours, axis=0), [0.0, 0.0], atol=0.1)
+    np.testing.assert_allclose(np.std(np.asarray(ours), axis=0), [1.0, 1.0], atol=0.1)
+    np.testing.assert_allclose(np.mean(np.asarray(ours), axis=0), [0.0, 0.0], atol=0.1)
 
 
 def test_mmd2_matches_a_numpy_reference_and_is_zero_on_identical_sets():
@@ -172,9 +172,9 @@ def _params(D, H, seed=13):
 
 
 def test_denoiser_init_shapes():
-    params = denoiser_init(jax.random.key(0), 3, hidden=11)
-    assert [p["W"].shape for p in params] == [(15, 11), (11, 11), (11, 11), (11, 3)]
-    assert all(float(jnp.abs(p["b"]).max()) == 0.0 for p in params)
+    params = denoiser_init(jax.random.key(0), 2)  # the sizes of the page's example: the same program
+    assert [p["W"].shape for p in params] == [(14, 64), (64, 64), (64, 64), (64, 2)]
+    assert all(np.abs(np.asarray(p["b"])).max() == 0.0 for p in params)
 
 
 def test_denoiser_shapes_and_vmap_agree():
@@ -198,8 +198,8 @@ def test_it_learns_two_moons_within_twice_the_data_baseline(trained):
     generated = jax.jit(sample, static_argnums=2)(params, jax.random.key(2), 1000, betas)
     data, other = _moons(jax.random.key(3), 1000), _moons(jax.random.key(4), 1000)
     model, baseline = float(_mmd2(generated, data)), float(_mmd2(other, data))
-    noise = float(_mmd2(jax.random.normal(jax.random.key(5), (1000, 2)), data))
-    # measured: model 0.0092, data against data 0.0080, a standard normal 0.084
+    noise = float(_mmd2(_rng(5, 1000, 2).astype(np.float32), data))
+    # measured: model 0.0090, data against data 0.0080, a standard normal (drawn with NumPy) 0.089
     assert model < 2 * baseline < noise / 4
 
 
