@@ -129,12 +129,12 @@ Example
 >>> c = jax.random.normal(jax.random.key(2), (12,))
 >>> bool(jnp.all(dit_block(block, x, c) == x))  # adaLN-Zero: exactly the identity at init
 True
->>> params = init(jax.random.key(3), image_size=4, patch_size=2, channels=1, d_model=12,
-...               num_heads=3, num_layers=2, num_classes=3)
->>> image = jax.random.normal(jax.random.key(4), (4, 4, 1))
+>>> params = init(jax.random.key(3), image_size=8, patch_size=2, channels=1, d_model=32,
+...               num_heads=2, num_layers=1, num_classes=10)  # the DiT trained on the digits
+>>> image = jax.random.normal(jax.random.key(4), (8, 8, 1))
 >>> eps = dit(params, image, jnp.float32(0.5), 2, patch_size=2)  # time 0.5, class 2
 >>> eps.shape, float(jnp.abs(eps).max())  # the last layer starts at zero: no noise predicted
-((4, 4, 1), 0.0)
+((8, 8, 1), 0.0)
 
 Implementation notes
 --------------------

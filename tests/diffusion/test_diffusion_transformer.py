@@ -99,9 +99,9 @@ def test_with_the_gates_shut_only_the_gates_get_a_gradient():
     x = _rng(14, N, D)
     c = _rng(15, D)
     r = _rng(16, N, D)
-    grads = jax.grad(lambda p: jnp.sum(_block(p, x, c) * r))(block)
-    flat = {jax.tree_util.keystr(path): g for path, g in jax.tree_util.tree_leaves_with_path(grads)}
-    moving = {k for k, g in flat.items() if float(jnp.abs(g).max()) > 0}
+    grads = jax.jit(jax.grad(lambda p: jnp.sum(_block(p, x, c) * r)))(block)  # one program, not one per operation
+    flat = {jax.tree_util.keystr(path): np.asarray(g) for path, g in jax.tree_util.tree_leaves_with_path(grads)}
+    moving = {k for k, g in flat.items() if np.abs(g).max() > 0}
     assert moving == {"['W_ada']", "['b_ada']"}  # attention and perceptron: exactly zero
 
 
@@ -109,7 +109,7 @@ def test_with_the_gates_shut_only_the_gates_get_a_gradient():
 def trained():
     images, labels = digits("train")
     params = init(jax.random.key(0), image_size=8, patch_size=2, channels=1, d_model=32, num_heads=2,
-                  num_layers=1, num_classes=10)  # one block: the smallest program
+                  num_layers=1, num_classes=10)  # one block: the smallest program; the page's example's sizes
     trained, losses = train(params, images, labels, jax.random.key(1), alpha_bar=ALPHA_BAR, patch_size=2,
                             steps=200)
     return params, trained, losses
@@ -120,7 +120,7 @@ def test_it_learns_to_predict_the_noise_of_digits(trained):
     # Each step draws fresh steps and noises, so the training loss estimates the population loss.
     assert abs(float(losses[0]) - 1.0) < 0.1  # the mean square of the noise: the untrained net says zero
     assert float(losses[-50:].mean()) < 0.2, float(losses[-50:].mean())  # the page: below 0.2
-    assert float(jnp.abs(fitted["blocks"]["W_ada"]).max()) > 0.01  # the gates opened
+    assert np.abs(np.asarray(fitted["blocks"]["W_ada"])).max() > 0.01  # the gates opened
 
 
 def test_bad_input_gets_a_clear_error():
