@@ -42,12 +42,15 @@ def _exact(x, t, c):
     eps = lambda m, s, w: -np.sqrt(1 - a) * mixture_score(x, m, s, w)  # eps = -sqrt(1 - abar) score
     eps_uncond = eps(means, stds, PRIOR)
     eps_cond = eps(means[c:c + 1], stds[c:c + 1], np.ones(1))
+    return eps_uncond, eps_cond, _grad_log_posterior(x, means, stds, c), a
 
-    def log_posterior(y):  # log p_t(c | y) by Bayes' rule over the two components
-        logits = jnp.log(PRIOR) - 2 * jnp.log(stds) - 0.5 * jnp.sum((y[None] - means) ** 2, -1) / stds**2
-        return jax.nn.log_softmax(logits)[c]
 
-    return eps_uncond, eps_cond, jax.grad(log_posterior)(x), a
+@jax.jit  # one program for every step and class, not one per operation
+@jax.grad
+def _grad_log_posterior(y, means, stds, c):
+    """The gradient in y of log p_t(c | y), by Bayes' rule over the two components."""
+    logits = jnp.log(PRIOR) - 2 * jnp.log(stds) - 0.5 * jnp.sum((y[None] - means) ** 2, -1) / stds**2
+    return jax.nn.log_softmax(logits)[c]
 
 
 @pytest.mark.parametrize("t", [0, 50, 99])
@@ -70,17 +73,17 @@ def test_the_label_reaches_the_network_and_the_empty_label_is_its_own():
     params = conditional_init(jax.random.key(0), 3, 4, hidden=7)
     assert params[0]["W"].shape == (3 + 5 + 12, 7)
     x, s = jnp.asarray(_rng(3, 3), jnp.float32), jnp.float32(0.3)
-    outs = [conditional_denoiser(params, x, s, c) for c in range(5)]
-    assert all(float(jnp.max(jnp.abs(outs[i] - outs[j]))) > 1e-4 for i in range(5) for j in range(i))
+    outs = [np.asarray(conditional_denoiser(params, x, s, c)) for c in range(5)]
+    assert all(np.max(np.abs(outs[i] - outs[j])) > 1e-4 for i in range(5) for j in range(i))
     with pytest.raises(ValueError, match=r"label must lie in \[0, 5\)"):
         conditional_denoiser(params, x, s, 5)
 
 
 def test_labelled_moons_labels_each_moon():
-    points, labels = labelled_moons(jax.random.key(0), 500)
+    points, labels = map(np.asarray, labelled_moons(jax.random.key(0), 2000))  # the fixture's size: one program
     # the first moon (label 0) is the upper one: its points lie higher on average
-    assert float(points[labels == 0, 1].mean()) > float(points[labels == 1, 1].mean()) + 1.0
-    assert 0.4 < float(labels.mean()) < 0.6
+    assert points[labels == 0, 1].mean() > points[labels == 1, 1].mean() + 1.0
+    assert 0.4 < labels.mean() < 0.6
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +93,7 @@ def trade_off():
     points, labels = labelled_moons(jax.random.key(3), 2000)
     sample = jax.jit(guided_sample)
 
-    first_moon = points[np.asarray(labels) == 0]  # about 1000 points
+    first_moon = np.asarray(points)[np.asarray(labels) == 0]  # about 1000 points, picked in NumPy
 
     @jax.jit
     def scores(x):
