@@ -119,7 +119,7 @@ array([2, 0, 0, 0, 4, 4, 0, 0, 0, 2])
 2
 >>> bool((inputs[~selected] == tokens[~selected]).all())  # the others never change
 True
->>> params = init(jax.random.key(2), vocab_size=8, max_len=10, d_model=8, num_heads=2, num_layers=1)
+>>> params = init(jax.random.key(2), vocab_size=8, max_len=10, d_model=32, num_heads=4, num_layers=2)
 >>> logits = apply(params, inputs)
 >>> logits.shape
 (10, 8)
