@@ -133,32 +133,32 @@ two-dimensional space except through the learned position embeddings.
 Example
 -------
 
-An image of 4 x 4 pixels in four patches of 2 x 2, three of them hidden; a loss that ignores the
-visible patch, and a small model's loss on one image:
+An image of 8 x 8 pixels (a digit's size) in 16 patches of 2 x 2, twelve of them hidden; a loss
+that ignores the visible patches, and the loss on one image of the model that the tests train:
 
 >>> import jax, numpy as np
 >>> from cookbook.self_supervised.masked_autoencoder import (
 ...     init, decode, encode, mae_loss, masked_patch_loss, random_masking, unpatchify)
 >>> from cookbook.transformers.vision_transformer import patchify
->>> image = np.arange(16, dtype=np.float32).reshape(4, 4, 1)
+>>> image = np.arange(64, dtype=np.float32).reshape(8, 8, 1)
 >>> patches = patchify(image, 2)
 >>> patches[0]
-Array([0., 1., 4., 5.], dtype=float32)
->>> bool((unpatchify(patches, (4, 4, 1), 2) == image).all())
+Array([0., 1., 8., 9.], dtype=float32)
+>>> bool((unpatchify(patches, (8, 8, 1), 2) == image).all())
 True
->>> visible, restore, masked = random_masking(jax.random.key(0), 4, mask_ratio=0.75)
+>>> visible, restore, masked = random_masking(jax.random.key(0), 16, mask_ratio=0.75)
 >>> visible.shape, int(masked.sum())
-((1,), 3)
+((4,), 12)
 >>> wrong_where_seen = patches.at[visible].add(100.0)
 >>> float(masked_patch_loss(wrong_where_seen, patches, masked))
 0.0
->>> params = init(jax.random.key(1), num_patches=4, patch_dim=4, d_model=8, num_layers=1,
-...               num_heads=2, decoder_d_model=4, decoder_layers=1)
+>>> params = init(jax.random.key(1), num_patches=16, patch_dim=4, d_model=32, num_layers=2,
+...               num_heads=4, decoder_d_model=32, decoder_layers=1)
 >>> encoded = encode(params, patches, visible)
 >>> encoded.shape
-(1, 8)
+(4, 32)
 >>> decode(params, encoded, restore).shape
-(4, 4)
+(16, 4)
 >>> float(mae_loss(params, jax.random.key(0), patches, mask_ratio=0.75)) > 0
 True
 

@@ -10,7 +10,8 @@ from cookbook.self_supervised.masked_autoencoder import (
 from cookbook.transformers.vision_transformer import patchify
 
 N, P = 16, 4  # digits: 8 x 8 pixels in 16 patches of 2 x 2
-SIZES = dict(num_patches=N, patch_dim=P, d_model=32, num_layers=2, num_heads=4, decoder_d_model=32, decoder_layers=1)
+SIZES = dict(num_patches=N, patch_dim=P, d_model=32, num_layers=2, num_heads=4, decoder_d_model=32,
+             decoder_layers=1)  # the page's example's: the example and the tests compile the same programs
 loss_jit = jax.jit(masked_patch_loss, static_argnames="normalize")
 
 
