@@ -286,6 +286,6 @@ def heun_sample(params, key, num_samples, num_steps, sigma_min=0.002, sigma_max=
 def trained_moons_edm():
     """The EDM of the tests: the network, data and training length of ``trained_moons_model``."""
     data = jax.jit(two_moons, static_argnums=1)(jax.random.key(7), 4096)
-    params = jax.jit(denoiser_init, static_argnums=1)(jax.random.key(0), 2)
+    params = denoiser_init(jax.random.key(0), 2)  # the program of the page's example
     return jax.jit(train.uncached, static_argnames=("steps", "batch_size", "learning_rate"))(
         params, data, jax.random.key(1), steps=8000)
