@@ -129,7 +129,7 @@ def test_mask_tokens_masks_a_fraction_t_and_leaves_the_rest():
 def trained():
     data = periodic_sequences(jax.random.key(0), 2048, length=L, vocab_size=K)
     params = denoiser_init(jax.random.key(1), length=L, vocab_size=K)
-    return train(params, data, jax.random.key(2), steps=1000)
+    return train(params, data, jax.random.key(2), steps=500)
 
 
 def test_it_learns_the_language(trained):
@@ -140,8 +140,11 @@ def test_it_learns_the_language(trained):
     assert float(losses[0]) > 1.7  # about log 7 = 1.95 before training
     assert entropy < bound + 0.02 and bound < 0.75, bound  # the page: below 0.75 nats per token
     samples = sample(params, jax.random.key(7), 500, 100)
-    assert int(jnp.sum(samples == K)) == 0  # every mask revealed
-    assert float(jnp.mean(is_periodic(samples))) > 0.8  # the page: more than 80 % have period three
+    assert np.sum(np.asarray(samples) == K) == 0  # every mask revealed
+    # the page: more than 80 % have period three. Measured after 500 steps: bound 0.679, 87.8 % periodic
+    # (0.672 and 88.2 %, 0.675 and 85.6 % with keys 10-12 and 20-22 for data, init and training;
+    # 0.675 and 90.8 % after 1000 steps)
+    assert np.mean(np.asarray(is_periodic(samples))) > 0.8
 
 
 def test_bad_input_gets_a_clear_error():
