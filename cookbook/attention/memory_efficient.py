@@ -281,14 +281,24 @@ def memory_efficient_attention(q, k, v, mask=None, *, causal=False, block_size=1
     block_size = _checks.size(block_size, "block_size")
     if not isinstance(causal, bool):
         raise TypeError(f"causal must be a bool, got {causal!r}")
-    num_blocks = -(-S // block_size)  # ceil(S / block_size)
-    pad = num_blocks * block_size - S
     if mask is not None:
         mask = jnp.asarray(mask)
         if mask.dtype != jnp.bool_:
             raise TypeError(f"mask must be boolean (True = may attend), got dtype {mask.dtype}")
         if mask.shape not in ((T, S), (1, S)):
             raise ValueError(f"mask must have shape (T, S) = {(T, S)} or (1, S) = {(1, S)}, got shape {mask.shape}")
+    return _blocked(q, k, v, mask, causal, block_size)
+
+
+# The checks run in Python, the rest is one compiled program per set of shapes: called eagerly, the
+# scan would trace and compile again on every call (its step is a new closure each time).
+@functools.partial(jax.jit, static_argnames=("causal", "block_size"))
+def _blocked(q, k, v, mask, causal, block_size):
+    """Pad and block the checked inputs, then attend; the result in v's dtype."""
+    (T, D), (S, _) = q.shape, v.shape
+    num_blocks = -(-S // block_size)  # ceil(S / block_size)
+    pad = num_blocks * block_size - S
+    if mask is not None:
         mask = jnp.pad(jnp.broadcast_to(mask, (T, S)), ((0, 0), (0, pad)))  # (T, num_blocks * block)
         mask = mask.reshape(T, num_blocks, block_size).transpose(1, 0, 2)  # (num_blocks, T, block)
 
