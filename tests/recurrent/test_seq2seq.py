@@ -28,12 +28,12 @@ SMALL = dict(vocab=V, embed=4, hidden=8)
 @pytest.fixture(scope="module")
 def trained():
     """A model trained once to reverse 5 digits (600 Adam steps of 64), and held-out test pairs."""
-    k_p, k_d, k_t, k_e = jax.random.split(jax.random.key(0), 4)
+    k_p, k_d, k_t = jax.random.split(jax.random.key(0), 3)
     params = init(k_p, vocab=V, embed=16, hidden=64)
     src, tgt = reversal_data(k_d, 5000, length=S, vocab=V)
     fit = jax.jit(train, static_argnames=("steps", "batch_size"))
     params, losses = fit(params, k_t, src, tgt, steps=600, batch_size=64, learning_rate=0.01)
-    test_src, _ = reversal_data(k_e, 1200, length=S, vocab=V)
+    test_src = np.random.default_rng(0).integers(0, V, (1200, S), dtype=np.int32)  # NumPy: no sampler compiled
     seen = {tuple(r) for r in np.asarray(src)}
     held_out = np.array([r for r in np.asarray(test_src) if tuple(r) not in seen][:1000])
     return params, losses, jnp.asarray(held_out)
@@ -52,15 +52,17 @@ def _beam_one_all(params, src):
 def test_training_reverses_held_out_sequences(trained):
     params, losses, src = trained
     assert src.shape == (1000, S)
-    pred = _greedy_all(params, src)
-    tgt = src[:, ::-1]
-    sequence_accuracy = float(jnp.mean(jnp.all(pred == tgt, axis=1)))
-    token_accuracy = float(jnp.mean(pred == tgt))
-    # Measured (seed 0, H = 64): 84.3% of sequences and 94.2% of tokens; chance is 0.001% and 10%.
+    pred = np.asarray(_greedy_all(params, src))
+    tgt = np.asarray(src)[:, ::-1]
+    sequence_accuracy = float(np.mean(np.all(pred == tgt, axis=1)))
+    token_accuracy = float(np.mean(pred == tgt))
+    # Measured (seed 0, H = 64): 84.9% of sequences and 94.9% of tokens; chance is 0.001% and 10%.
+    # Held-out sets drawn from NumPy seeds 1 and 2: 84.1% and 94.3%, 85.5% and 94.8%.
     # The page: "about 85% of held-out sequences entirely and 95% of their digits".
     assert abs(sequence_accuracy - 0.85) < 0.03
     assert abs(token_accuracy - 0.95) < 0.02
-    assert float(losses[-20:].mean()) < 0.1 * float(losses[:20].mean())
+    losses = np.asarray(losses)
+    assert losses[-20:].mean() < 0.1 * losses[:20].mean()
 
 
 def test_beam_width_one_is_greedy_decoding(trained):
@@ -91,10 +93,11 @@ def test_beam_scores_are_the_model_log_probabilities_and_sorted(trained):
     tokens, scores = beam_search(params, src[0], length=S, beam_width=4)
     assert np.all(np.diff(np.asarray(scores)) <= 0)
     assert len({tuple(t) for t in np.asarray(tokens)}) == 4  # distinct beams
-    log_p = jax.vmap(_sequence_log_prob, in_axes=(None, None, 0))(params, src[0], tokens)
-    np.testing.assert_allclose(scores, log_p, rtol=1e-4, atol=1e-5)
+    # The greedy sequence scored in the same vmapped program as the beams, as a fifth row.
     greedy = _greedy_all(params, src)[0]
-    assert float(scores[0]) >= float(_sequence_log_prob(params, src[0], greedy)) - 1e-5
+    log_p = jax.vmap(_sequence_log_prob, in_axes=(None, None, 0))(params, src[0], jnp.vstack([tokens, greedy]))
+    np.testing.assert_allclose(scores, log_p[:4], rtol=1e-4, atol=1e-5)
+    assert float(scores[0]) >= float(log_p[4]) - 1e-5
 
 
 def test_teacher_forced_loss_matches_a_python_loop_and_optax():
@@ -117,10 +120,10 @@ def test_teacher_forced_loss_matches_a_python_loop_and_optax():
 
 
 def test_inline_adam_matches_optax():
-    k_a, k_b, k_g = jax.random.split(jax.random.key(3), 3)
-    params = {"W": jax.random.normal(k_a, (3, 5)), "b": jax.random.normal(k_b, (7,))}
+    rng = np.random.default_rng(3)  # NumPy draws: jax.random.normal would compile a sampler per shape
+    params = {"W": rng.standard_normal((3, 5)).astype(np.float32), "b": rng.standard_normal(7).astype(np.float32)}
     opt = optax.adam(0.01)
-    zeros = jax.tree.map(jnp.zeros_like, params)
+    zeros = jax.tree.map(np.zeros_like, params)
 
     @jax.jit
     def both(got, state, ref, ref_state, grads):
@@ -128,9 +131,9 @@ def test_inline_adam_matches_optax():
         updates, ref_state = opt.update(grads, ref_state, ref)
         return got, state, optax.apply_updates(ref, updates), ref_state
 
-    got, state, ref, ref_state = params, (zeros, zeros, jnp.zeros(())), params, opt.init(params)
-    for k in jax.random.split(k_g, 3):
-        grads = {"W": jax.random.normal(k, (3, 5)), "b": jnp.linspace(-1.0, 1.0, 7)}
+    got, state, ref, ref_state = params, (zeros, zeros, np.zeros((), np.float32)), params, opt.init(params)
+    for _ in range(3):
+        grads = {"W": rng.standard_normal((3, 5)).astype(np.float32), "b": np.linspace(-1.0, 1.0, 7, dtype=np.float32)}
         got, state, ref, ref_state = both(got, state, ref, ref_state, grads)
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(ref)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
@@ -151,18 +154,20 @@ def test_bad_input_raises_clear_errors():
 
 def test_tokens_out_of_range_nan_parameters_and_bad_sizes_raise():
     params = init(jax.random.key(7), **SMALL)
-    src = jnp.array([1, 2, 3, 4, 0], jnp.int32)
+    src = np.array([1, 2, 3, 4, 0], np.int32)
     with pytest.raises(ValueError, match=r"src must lie in \[0, 10\), got values from 0 to 10"):
-        encode(params, src.at[0].set(10))
+        encode(params, np.where(np.arange(5) == 0, 10, src))
     with pytest.raises(ValueError, match=r"tgt must lie in \[0, 10\), got values from -1 to 4"):
-        loss(params, src, src.at[0].set(-1))
-    nan_params = params | {"W_o": params["W_o"].at[0, 0].set(jnp.nan)}
+        loss(params, src, np.where(np.arange(5) == 0, -1, src))
+    W_o = np.array(params["W_o"])
+    W_o[0, 0] = np.nan
+    nan_params = params | {"W_o": W_o}
     with pytest.raises(ValueError, match=r"params\['W_o'\] holds NaN"):
         greedy_decode(nan_params, src, length=5)
     with pytest.raises(ValueError, match=r"params\['W_o'\] holds NaN"):
         beam_search(nan_params, src, length=5, beam_width=2)
     with pytest.raises(ValueError, match=r"params\['W_o'\] must have shape \(8, 10\)"):
-        loss(params | {"W_o": params["W_o"][:, :1]}, src, src)
+        loss(params | {"W_o": np.asarray(params["W_o"])[:, :1]}, src, src)
     with pytest.raises(TypeError, match=r"length must be an int"):
         greedy_decode(params, src, length=5.0)
     with pytest.raises(TypeError, match=r"beam_width must be an int"):
