@@ -128,12 +128,13 @@ a mask; with :math:`N \gg B` the difference is negligible.
 parameters, so :func:`jax.jit` compiles it once and every later call reuses the compiled program;
 ``train_epoch`` runs it over the batches with :func:`jax.lax.scan`, and ``fit`` scans over
 the epochs, so a whole training run is one compiled program with no Python in the inner loop (the
-three are decorated with :func:`jax.jit`; sizes such as the batch size are static, because they fix
-array shapes, while the learning rate is traced and changing it does not recompile). Batches are
-gathered from the device-resident arrays by index. Shapes and dtypes are checked as each function
-is traced; labels are values, so ``batch_loss`` and ``evaluate`` check their range when called
-eagerly, while inside the compiled functions a label outside :math:`0, \dots, K - 1` makes the loss
-NaN.
+first two are decorated with :func:`jax.jit`, and ``fit`` checks its input and then calls a jitted
+core; sizes such as the batch size are static, because they fix array shapes, while the learning
+rate is traced and changing it does not recompile). Batches are gathered from the device-resident
+arrays by index. Shapes and dtypes are checked before anything is computed (as each function is
+traced, or in ``fit`` before its core); labels are values, so ``batch_loss`` and ``evaluate``
+check their range when called eagerly, while inside the compiled functions a label outside
+:math:`0, \dots, K - 1` makes the loss NaN.
 
 **Held-out evaluation.** The data are split once, with a fixed seed, into 75% for training and 25%
 held out, stratified by class; features are standardised with the mean and standard deviation of
@@ -337,7 +338,6 @@ def _evaluate(params, X, y):
 
 
 @cached  # the page's figure and the tests share this run when the book is built (cookbook/_memo.py)
-@partial(jax.jit, static_argnames=("hidden", "epochs", "batch_size", "num_classes"))
 def fit(key, X_train, y_train, X_test, y_test, *, hidden, epochs, batch_size, learning_rate, num_classes=10):
     """Initialise a D-``hidden``-``num_classes`` network and train it for ``epochs`` epochs of minibatch SGD.
 
@@ -351,6 +351,13 @@ def fit(key, X_train, y_train, X_test, y_test, *, hidden, epochs, batch_size, le
     _checks.size(epochs, "epochs")
     if X_test.shape[1] != X_train.shape[1]:
         raise ValueError(f"X_test must have {X_train.shape[1]} features like X_train, got shape {X_test.shape}")
+    return _fit(key, X_train, y_train, X_test, y_test, hidden, epochs, batch_size, learning_rate, num_classes)
+
+
+# Checked in Python first, so that a list of labels is an array before it meets jax.jit, which
+# would otherwise take each number of the list as an argument of its own and compile again.
+@partial(jax.jit, static_argnums=(5, 6, 7, 9))
+def _fit(key, X_train, y_train, X_test, y_test, hidden, epochs, batch_size, learning_rate, num_classes):
     k_init, k_epochs = jax.random.split(key)
     params = init(k_init, (X_train.shape[1], hidden, num_classes))
 
