@@ -162,6 +162,8 @@ Example
 True
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -243,6 +245,13 @@ def fit(params, X, Y, *, learning_rate, steps, momentum=0.9, activation="relu"):
     X, Y = _check_data(params, X, Y)
     _checks.size(steps, "steps")
     _checks.positive(learning_rate, "learning_rate")
+    return _fit(params, X, Y, learning_rate, momentum, steps, activation)
+
+
+# The checks run in Python and the loop is one compiled program per set of shapes: run eagerly, the
+# scan would trace and compile again at every call (its step is a new closure each time).
+@functools.partial(jax.jit, static_argnums=(5, 6))
+def _fit(params, X, Y, learning_rate, momentum, steps, activation):
     velocity = jax.tree.map(jnp.zeros_like, params)
 
     def step(carry, _):
