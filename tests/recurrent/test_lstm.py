@@ -218,7 +218,8 @@ def test_without_a_forget_gate_the_cell_drifts_both_ways_by_less_than_one_a_step
     assert np.all(np.abs(cs - np.asarray(c0)) < np.arange(1, T + 1)[:, None])
     # Driven one way (input gate open, candidate -1) it falls by about one a step without bound.
     zero = jax.tree.map(np.zeros_like, params)
-    drive = zero | {"b": np.concatenate([1e4 * np.ones(H), 1e4 * np.ones(H), -1e4 * np.ones(H), np.zeros(H)]).astype(np.float32)}
+    b = np.concatenate([1e4 * np.ones(H), 1e4 * np.ones(H), -1e4 * np.ones(H), np.zeros(H)]).astype(np.float32)
+    drive = zero | {"b": b}
     np.testing.assert_allclose(cells(drive, xs, c0)[-1], c0 - T, rtol=1e-5)
 
 
@@ -228,7 +229,8 @@ def test_forget_gate_starts_at_sigmoid_of_the_bias():
     for bias, expected in ((0.0, 0.5), (1.0, 0.7311)):
         params = init(jax.random.key(21), 3, 5, forget_bias=bias)
         params["W_x"], params["W_h"] = np.zeros((3, 20), np.float32), np.zeros((5, 20), np.float32)
-        c, _ = cell(params, (np.ones(5, np.float32), np.zeros(5, np.float32)), np.zeros(3, np.float32))  # i g = 0.5 tanh(0) = 0
+        carry = (np.ones(5, np.float32), np.zeros(5, np.float32))
+        c, _ = cell(params, carry, np.zeros(3, np.float32))  # i g = 0.5 tanh(0) = 0
         np.testing.assert_allclose(c, expected, atol=1e-4)
 
 
