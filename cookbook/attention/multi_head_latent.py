@@ -133,12 +133,12 @@ cache's size compares as the page says:
 
 >>> import jax, jax.numpy as jnp
 >>> from cookbook.attention import multi_head_latent as mla
->>> params = mla.init(jax.random.key(0), d_model=16, num_heads=4, head_dim=8, latent_dim=6,
-...                   query_latent_dim=10, rope_dim=4)
->>> x = jax.random.normal(jax.random.key(1), (7, 16))
+>>> params = mla.init(jax.random.key(0), d_model=11, num_heads=3, head_dim=5, latent_dim=7,
+...                   query_latent_dim=9, rope_dim=4)
+>>> x = jax.random.normal(jax.random.key(1), (7, 11))
 >>> y = mla.apply(params, x)
 >>> y.shape, bool(jnp.allclose(mla.apply_absorbed(params, x), y, atol=1e-5))
-((7, 16), True)
+((7, 11), True)
 >>> cache = mla.init_cache(params, max_len=7)
 >>> for t in range(7):
 ...     y_t, cache = mla.decode_step(params, cache, x[t])

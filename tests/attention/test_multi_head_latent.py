@@ -6,7 +6,15 @@ import pytest
 from cookbook.attention import multi_head_latent as mla
 from cookbook.attention.grouped_query import kv_cache_floats
 
+# The sizes of the page's example, and its 7 tokens in every test: the tests and the example compile
+# the same programs (init's draws, the two forms, the decoding step).
 SIZES = dict(d_model=11, num_heads=3, head_dim=5, latent_dim=7, query_latent_dim=9, rope_dim=4)
+T = 7
+
+
+def normal(seed, *shape):
+    """Test inputs drawn with NumPy: jax.random.normal would compile a sampler for every shape."""
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
@@ -44,32 +52,38 @@ def reference(params, x):
 
 
 def test_naive_and_absorbed_forms_equal_the_equation(params):
-    x = jax.random.normal(jax.random.key(1), (9, 11))
+    x = normal(1, T, 11)
     expected = reference(params, x)
     np.testing.assert_allclose(np.asarray(mla.apply(params, x)), expected, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(np.asarray(mla.apply_absorbed(params, x)), expected, rtol=1e-4, atol=1e-5)
 
 
 def test_decoding_from_the_latent_cache_gives_the_full_pass(params):
-    x = jax.random.normal(jax.random.key(2), (6, 11))
+    x = normal(2, T, 11)
     full = mla.apply(params, x)
-    cache = mla.init_cache(params, max_len=6)
-    assert sum(a.size for a in (cache.c_kv, cache.k_rope)) == mla.cache_floats(6, latent_dim=7, rope_dim=4)
-    step = jax.jit(mla.decode_step)
-    for t in range(6):
-        u, cache = step(params, cache, x[t])
+    cache = mla.init_cache(params, max_len=T)
+    assert sum(a.size for a in (cache.c_kv, cache.k_rope)) == mla.cache_floats(T, latent_dim=7, rope_dim=4)
+    for t in range(T):  # decode_step runs one compiled core: no jax.jit around it
+        u, cache = mla.decode_step(params, cache, x[t])
         np.testing.assert_allclose(np.asarray(u), np.asarray(full[t]), rtol=1e-4, atol=1e-5)
-    with pytest.raises(ValueError, match=r"cache.length \(the cache is full\) must lie in \[0, 6\), got values from 6 to 6"):
+    with pytest.raises(ValueError, match=r"cache.length \(the cache is full\) must lie in \[0, 7\), got values from 7 to 7"):
         mla.decode_step(params, cache, x[0])
 
 
 def test_causal_and_differentiable(params):
-    x = jax.random.normal(jax.random.key(3), (8, 11))
-    y, y2 = mla.apply(params, x), mla.apply(params, x.at[5].add(3.0))
+    x = normal(3, T, 11)
+    x2 = x.copy()
+    x2[5] += 3.0
+    y, y2 = mla.apply(params, x), mla.apply(params, x2)
     np.testing.assert_array_equal(np.asarray(y[:5]), np.asarray(y2[:5]))
     assert not np.allclose(np.asarray(y[5:]), np.asarray(y2[5:]))
-    grads = jax.grad(lambda p: jnp.sum(mla.apply_absorbed(p, x) ** 2))(params)
-    naive = jax.grad(lambda p: jnp.sum(mla.apply(p, x) ** 2))(params)
+
+    @jax.jit  # both gradients in one compiled program
+    def gradients(p):
+        return (jax.grad(lambda p: jnp.sum(mla.apply_absorbed(p, x) ** 2))(p),
+                jax.grad(lambda p: jnp.sum(mla.apply(p, x) ** 2))(p))
+
+    grads, naive = gradients(params)
     for name in params:
         np.testing.assert_allclose(np.asarray(grads[name]), np.asarray(naive[name]), rtol=1e-3, atol=1e-4)
 
@@ -84,14 +98,14 @@ def test_deepseek_v2_cache_is_57_times_smaller_than_multi_head_and_between_two_a
 
 
 def test_bad_input_raises(params):
-    x = jnp.ones((4, 11))
+    x = np.ones((4, 11), np.float32)
     with pytest.raises(ValueError, match=r"rope_dim must be even"):
         mla.init(jax.random.key(0), **{**SIZES, "rope_dim": 3})
     with pytest.raises(ValueError, match=r"x must have shape \(4, 11\) \(d_model from params\), got shape \(4, 10\)"):
         mla.apply(params, x[:, :10])
     with pytest.raises(TypeError, match=r"x must be a floating-point array"):
-        mla.apply_absorbed(params, x.astype(jnp.int32))
-    bad = {**params, "W_uk": params["W_uk"][:, :2]}
+        mla.apply_absorbed(params, x.astype(np.int32))
+    bad = {**params, "W_uk": np.asarray(params["W_uk"])[:, :2]}
     with pytest.raises(ValueError, match=r'params\["W_uk"\] must have shape \(7, 3, 5\)'):
         mla.apply(bad, x)
     with pytest.raises(ValueError, match=r"params must be the dict of init"):
