@@ -167,8 +167,8 @@ def test_it_learns_to_translate_held_out_sentences(trained):
     real = tgt != PAD  # the words and the EOS
     sentence_accuracy = np.mean(np.all(tokens == tgt, axis=1))
     token_accuracy = np.sum((tokens == tgt) & real) / np.sum(real)
-    assert sentence_accuracy >= 0.9, sentence_accuracy  # measured 0.961 (123 of 128)
-    assert token_accuracy >= 0.97, token_accuracy  # measured 0.988
+    assert sentence_accuracy >= 0.9, sentence_accuracy  # measured 1.0 (128 of 128)
+    assert token_accuracy >= 0.97, token_accuracy  # measured 1.0
 
 
 def test_greedy_translation_is_the_argmax_of_teacher_forcing_on_its_own_output(trained):
@@ -191,7 +191,7 @@ def test_cross_attention_of_the_trained_model_follows_the_reversal(trained):
         assert np.all(weights[..., k + 1:] == 0)  # PAD source positions are never read
         mean = weights[-1].mean(axis=0)  # (T, S), averaged over the heads
         aligned = mean[np.arange(k), k - 1 - np.arange(k)]  # target word t reads source word k - 1 - t
-        assert aligned.mean() > 0.5, aligned  # measured 0.66 or more; uniform attention gives 1 / (k + 1)
+        assert aligned.mean() > 0.5, aligned  # measured 0.727 or more; uniform attention gives 1 / (k + 1)
 
 
 def test_bad_inputs_raise_clear_errors(untrained):
