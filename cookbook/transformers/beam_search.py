@@ -149,6 +149,9 @@ def beam_search(logits_fn, prompt, *, beam_width, num_new, eos_id=None, alpha=0.
     one hold 0 and must not affect earlier logits. With ``eos_id``, a sequence that emits it is
     finished and padded with ``eos_id``. Returns ``(tokens (K, num_new), scores (K,))`` sorted best
     first by score / length penalty; ``scores`` are the raw total log-probabilities.
+
+    The search compiles once per ``logits_fn`` object (it is a static argument, hashed by identity):
+    keep one bound function, such as ``functools.partial(gpt.apply, params)``, to reuse the program.
     """
     if not callable(logits_fn):
         raise TypeError(f"logits_fn must be a function of a token sequence, got {type(logits_fn).__name__}")

@@ -75,6 +75,14 @@ def test_length_penalty_and_jit(logits_fn):
     jitted = jax.jit(partial(beam_search, logits_fn, beam_width=3, num_new=3, eos_id=1, alpha=0.6))(prompt)
     np.testing.assert_array_equal(np.asarray(eager[0]), np.asarray(jitted[0]))
     np.testing.assert_allclose(np.asarray(eager[1]), np.asarray(jitted[1]), rtol=1e-6)
+    # The docstring: one program per logits_fn object, whatever alpha; another object, another program.
+    from cookbook.transformers import beam_search as module
+
+    before = module._beam_search._cache_size()
+    beam_search(logits_fn, prompt, beam_width=3, num_new=3, eos_id=1, alpha=0.2)
+    assert module._beam_search._cache_size() == before
+    beam_search(lambda t: logits_fn(t), prompt, beam_width=3, num_new=3, eos_id=1, alpha=0.6)
+    assert module._beam_search._cache_size() == before + 1
 
 
 def test_bad_input_raises(logits_fn):
