@@ -5,11 +5,14 @@ nothing, so that a page which needs the network shows it. On the landing page an
 the test checks that every math node was typeset with no MathJax error, every image loaded, no
 request left 127.0.0.1, and the console stayed free of errors; and, in the same visit, that every
 display equation fits its text column at the window's 1280 pixels and, at a 390-pixel phone's
-width (emulated), scrolls sideways in its own box if it must but is never cut. It also searches for each recipe,
-walks the "next" links of the built pages from the landing page through every chapter, and leaves
-screenshots of a recipe page in light and dark mode under ``_build/screenshots/`` for a person to
-look at. The map of the book must draw one node per recipe, and every link on it and in each recipe
-page's Connections section must lead to a built page (its screenshots are there too).
+width (emulated), scrolls sideways in its own box if it must but is never cut. The pages load at
+the two widths in turn, each measured first at the width it loaded at and then at the other, so that
+the book's relayout (docs/_static/mathjax-reflow.js) is checked both ways: for a window narrowed and
+for a window widened after its page loaded. It also searches for each recipe, walks the "next"
+links of the built pages from the landing page through every chapter, and leaves screenshots of a
+recipe page in light and dark mode under ``_build/screenshots/`` for a person to look at. The map
+of the book must draw one node per recipe, and every link on it and in each recipe page's
+Connections section must lead to a built page (its screenshots are there too).
 
 ``make test`` builds the book first and sets ``COOKBOOK_REQUIRE_BROWSER=1``, so that a missing build
 or browser fails the run there; a bare ``pytest`` skips these tests when the book is not built.
@@ -187,19 +190,33 @@ def _equations_at(driver, width):
     return driver.execute_script(_EQUATIONS)
 
 
+#: The phone's width without its mobile viewport: the theme lays the page out as on a phone, and the
+#: page cannot widen its layout viewport past the screen (which a phone may do, zooming out); half the
+#: cost of the mobile emulation, which lays the whole page out again twice as slowly.
+_PHONE_METRICS = {"width": PHONE, "height": 844, "deviceScaleFactor": 1, "mobile": False}
+
+
+def _at_desktop_width(driver):
+    """End the phone's emulation, if a page check left it on (see :func:`_check_equations`)."""
+    driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
 def _check_equations(driver, page):
-    """Every display equation fits its column at the desktop width, and on a phone is never cut."""
-    desktop = _equations_at(driver, DESKTOP)
-    # The phone's width without its mobile viewport: the theme lays the page out as on a phone, and
-    # the page cannot widen its layout viewport past the screen (which a phone may do, zooming out);
-    # half the cost of the mobile emulation, which lays the whole page out again twice as slowly.
-    driver.execute_cdp_cmd(
-        "Emulation.setDeviceMetricsOverride", {"width": PHONE, "height": 844, "deviceScaleFactor": 1, "mobile": False}
-    )
-    try:
+    """Every display equation fits its column at the desktop width, and on a phone is never cut.
+
+    The page is measured first at the width it was loaded at, then at the other one, and is left
+    there: the next page loads at that width and is measured the other way round. Each page is then
+    laid out for one change of width, not two (turning back to the desktop before the next page cost
+    another layout of the page being left, about a sixth of the browser's time per page).
+    """
+    if driver.execute_script("return window.innerWidth") == PHONE:
         phone = _equations_at(driver, PHONE)
-    finally:
-        driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+        _at_desktop_width(driver)
+        desktop = _equations_at(driver, DESKTOP)
+    else:
+        desktop = _equations_at(driver, DESKTOP)
+        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", _PHONE_METRICS)
+        phone = _equations_at(driver, PHONE)
     wide = [f"{e['tex']!r} is {e['width']} px in a {e['column']} px column" for e in desktop if e["wider"]]
     assert not wide, f"{page}: at {DESKTOP} px, display equations wider than the text column: {wide}"
     cut = [f"{e['tex']!r} ({e['width']} px, column {e['column']} px)" for e in phone if e["cut"]]
@@ -337,6 +354,7 @@ def test_next_links_walk_through_every_chapter():
 
 def test_screenshots_in_light_and_dark_mode(browser, server):
     SHOTS.mkdir(parents=True, exist_ok=True)
+    _at_desktop_width(browser)  # screenshots of the desktop's layout, whichever width the last page left
     page = RECIPE_PAGES[0]
     for mode in ("light", "dark"):
         browser.get(f"{server}/{page}")
@@ -395,6 +413,7 @@ def test_the_map_draws_every_recipe_and_its_links_resolve(browser, server):
         """)
     assert marked[1] and marked[2], f"pointing at {marked[0]} marks no edge: {marked}"
     SHOTS.mkdir(parents=True, exist_ok=True)
+    _at_desktop_width(browser)
     for mode in ("light", "dark"):
         browser.execute_script("document.documentElement.dataset.theme = arguments[0];", mode)
         browser.save_screenshot(str(SHOTS / f"map-{mode}.png"))
