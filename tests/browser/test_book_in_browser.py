@@ -207,7 +207,7 @@ def _check_equations(driver, page):
     The page is measured first at the width it was loaded at, then at the other one, and is left
     there: the next page loads at that width and is measured the other way round. Each page is then
     laid out for one change of width, not two (turning back to the desktop before the next page cost
-    another layout of the page being left, about a sixth of the browser's time per page).
+    another layout of the page being left: measured on 57 pages, 10 to 17 % of the time per page).
     """
     if driver.execute_script("return window.innerWidth") == PHONE:
         phone = _equations_at(driver, PHONE)
