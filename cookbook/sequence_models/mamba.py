@@ -93,7 +93,10 @@ with :math:`a_t = \exp(\Delta_t A)` and :math:`b_t = (\Delta_t \otimes B_t) \odo
 ``selective_scan`` does exactly that, ``selective_scan_sequential`` is the step-by-step reference.
 That form discretises and reads out inside each step, so it holds one :math:`E \times N` state at a
 time, where the associative scan writes out all :math:`T` of them (the tests compare the scratch
-memory of the two compiled programs); the tests train with it.
+memory of the two compiled programs); the tests train with it. Its gradient needs the states
+again on the way back: the step is wrapped in :func:`jax.checkpoint`, so the backward pass keeps
+the :math:`T` states and forms :math:`a_t` and :math:`b_t` again from the inputs, instead of
+storing them beside the states (the tests count what is kept).
 What is lost is the convolution: the kernel now changes with every token, so training cannot use
 an FFT, and the paper's kernel keeps the :math:`T \times E \times N` states in on-chip memory
 instead of writing them out.
@@ -211,7 +214,8 @@ def _selective_scan(u, delta, A, B, C, D):
 
 def selective_scan_sequential(u, delta, A, B, C, D):
     """The same, one step at a time with :func:`jax.lax.scan`: the reference form. Each step forms
-    its own ``a_t`` and ``b_t`` and reads out ``y_t``, so one (E, N) state is held at a time."""
+    its own ``a_t`` and ``b_t`` and reads out ``y_t``, so one (E, N) state is held at a time; its
+    gradient keeps the T states and forms ``a_t`` and ``b_t`` again."""
     u, delta, A, B, C, D = _check_scan(u, delta, A, B, C, D)
     return _selective_scan_sequential(u, delta, A, B, C, D)
 
@@ -220,6 +224,7 @@ def selective_scan_sequential(u, delta, A, B, C, D):
 def _selective_scan_sequential(u, delta, A, B, C, D):
     u32, delta, A, B, C = (z.astype(jnp.float32) for z in (u, delta, A, B, C))
 
+    @jax.checkpoint  # under jax.grad, a_t and b_t are formed again in the backward pass, not stored
     def step(h, inputs):  # a_t, b_t and the readout inside the step: no (T, E, N) array is formed
         u_t, delta_t, B_t, C_t = inputs
         h = jnp.exp(delta_t[:, None] * A) * h + delta_t[:, None] * B_t[None, :] * u_t[:, None]  # (E, N)
