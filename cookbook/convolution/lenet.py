@@ -94,7 +94,7 @@ the maximum before exponentiating; taking the log of a softmax computed separate
 first layer starts in the range its initialisation expects. The functions check their inputs
 against the parameters (a float image with the kernel's channels, integer labels in
 :math:`[0, 10)` when concrete, parameters shaped as ``init`` makes them), and ``accuracy`` refuses
-NaN parameters when concrete, since an arg max over NaN logits picks class 0 in silence.
+NaN parameters or images when concrete, since an arg max over NaN logits picks class 0 in silence.
 
 Inductive bias
 --------------
@@ -109,28 +109,31 @@ upright, centred, size-normalised digits like the ones it was trained on.
 Example
 -------
 
-A forward pass, and the loss falling over a short run on a few hundred digits (the test trains on
-the full training split and reaches at least 97% held-out accuracy):
+A forward pass, then ten epochs on the 1,437 training digits of a stratified split, scored on the
+360 digits held out (the test checks this same run):
 
 >>> import jax, jax.numpy as jnp
 >>> from sklearn.datasets import load_digits
+>>> from sklearn.model_selection import train_test_split
 >>> from cookbook.convolution.lenet import accuracy, apply, init, loss, train
 >>> digits = load_digits()
->>> X = jnp.asarray(digits.images[:300, :, :, None] / 16.0, jnp.float32)
->>> y = jnp.asarray(digits.target[:300])
+>>> X, X_test, y, y_test = train_test_split(digits.images[..., None] / 16.0, digits.target,
+...                                         test_size=0.2, random_state=0, stratify=digits.target)
+>>> X, X_test = jnp.asarray(X, jnp.float32), jnp.asarray(X_test, jnp.float32)
+>>> y, y_test = jnp.asarray(y), jnp.asarray(y_test)
 >>> k_init, k_train = jax.random.split(jax.random.key(0))
 >>> params = init(k_init)
 >>> apply(params, X[0]).shape
 (10,)
 >>> sum(p.size for p in jax.tree.leaves(params))
 31294
->>> params, losses = train(k_train, params, X, y, epochs=5, batch_size=50)
->>> bool(losses[-1] < 0.5 * losses[0])
+>>> params, losses = train(k_train, params, X, y, epochs=10, batch_size=64)
+>>> bool(losses[-1] < 0.1 * losses[0])
 True
->>> bool(loss(params, X, y) < 0.5)
+>>> bool(loss(params, X_test, y_test) < 0.1)
 True
->>> bool(accuracy(params, X, y) > 0.8)
-True
+>>> round(float(accuracy(params, X_test, y_test)), 3)
+0.994
 """
 
 import functools
@@ -248,6 +251,7 @@ def accuracy(params, X, y):
     with jax.ensure_compile_time_eval():
         for path, leaf in jax.tree_util.tree_leaves_with_path(params):
             _checks.check_no_nan(leaf, "params" + jax.tree_util.keystr(path))
+        _checks.check_no_nan(X, "X")
     logits = jax.vmap(apply, in_axes=(None, 0))(params, X)
     return jnp.mean(jnp.argmax(logits, axis=1) == y)
 

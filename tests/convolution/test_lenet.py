@@ -8,6 +8,9 @@ from sklearn.model_selection import train_test_split
 
 from cookbook.convolution.lenet import accuracy, adam_step, apply, init, loss, train
 
+# One program for the batched forward pass of four images, shared by the tests that need it.
+_batched_apply = jax.jit(jax.vmap(apply, in_axes=(None, 0)))
+
 
 @pytest.fixture(scope="module")
 def digits():
@@ -21,7 +24,7 @@ def digits():
 def trained(digits):
     X_tr, y_tr, _, _ = digits
     k_init, k_train = jax.random.split(jax.random.key(0))
-    return train(k_train, init(k_init), X_tr, y_tr, epochs=10, batch_size=64)
+    return train(k_train, init(k_init), X_tr, y_tr, epochs=10, batch_size=64)  # the page's run: one program
 
 
 def test_reaches_97_percent_on_held_out_digits(digits, trained):
@@ -51,30 +54,37 @@ def test_shapes_and_parameter_count():
 def test_loss_matches_optax_cross_entropy(digits):
     X, y = digits[0][:4], digits[1][:4]  # four images in every small test: one shape to compile
     params = init(jax.random.key(2))
-    logits = jax.jit(jax.vmap(apply, in_axes=(None, 0)))(params, X)
+    logits = _batched_apply(params, X)
     ref = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
     np.testing.assert_allclose(jax.jit(loss)(params, X, y), ref, rtol=1e-5)
 
 
 def test_adam_step_matches_optax():
-    params = {"w": jnp.array([1.0, -2.0, 3.0]), "b": jnp.array(0.5)}
-    grads_seq = [{"w": jnp.array([0.1, -0.3, 0.2]) * k, "b": jnp.array(0.05 * k)} for k in (1, -2, 3)]
-    opt = optax.adam(1e-2)
-    ref_state, ref = opt.init(params), params
-    zeros = jax.tree.map(jnp.zeros_like, params)
-    state, mine = (zeros, zeros, jnp.zeros((), jnp.int32)), params
-    for g in grads_seq:
-        updates, ref_state = opt.update(g, ref_state, ref)
-        ref = optax.apply_updates(ref, updates)
-        mine, state = adam_step(mine, g, state, learning_rate=1e-2)
+    params = {"w": np.array([1.0, -2.0, 3.0], np.float32), "b": np.float32(0.5)}
+    grads_seq = [{"w": np.array([0.1, -0.3, 0.2], np.float32) * k, "b": np.float32(0.05 * k)} for k in (1, -2, 3)]
+
+    @jax.jit  # three steps of both, in one program rather than dozens of eager ones
+    def both(params, grads_seq):
+        opt = optax.adam(1e-2)
+        ref_state, ref = opt.init(params), params
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        state, mine = (zeros, zeros, jnp.zeros((), jnp.int32)), params
+        for g in grads_seq:
+            updates, ref_state = opt.update(g, ref_state, ref)
+            ref = optax.apply_updates(ref, updates)
+            mine, state = adam_step(mine, g, state, learning_rate=1e-2)
+        return mine, ref
+
+    mine, ref = both(params, grads_seq)
     for k in params:
         np.testing.assert_allclose(mine[k], ref[k], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(mine["w"], params["w"])  # the steps moved the weights
 
 
 def test_prediction_is_batched_by_vmap_and_jit(digits):
     params = init(jax.random.key(3))
     X = digits[0][:4]
-    batched = jax.jit(jax.vmap(apply, in_axes=(None, 0)))(params, X)
+    batched = _batched_apply(params, X)
     np.testing.assert_allclose(jax.jit(apply)(params, X[3]), batched[3], rtol=1e-5, atol=1e-5)
 
 
@@ -109,4 +119,6 @@ def test_bad_arrays_labels_and_parameters_raise_clear_errors():
         apply({**params, "conv1": {**params["conv1"], "b": jnp.zeros(1)}}, X[0])
     with pytest.raises(ValueError, match=r"params\['conv1'\]\['b'\] holds NaN"):
         accuracy({**params, "conv1": {**params["conv1"], "b": params["conv1"]["b"].at[0].set(jnp.nan)}}, X, y)
+    with pytest.raises(ValueError, match=r"X holds NaN"):
+        accuracy(params, np.where(np.arange(4)[:, None, None, None] == 2, np.nan, np.asarray(X)), y)
     assert float(loss(params, np.asarray(X).tolist(), y.tolist())) == pytest.approx(float(loss(params, X, y)))
