@@ -16,9 +16,15 @@ from cookbook.foundations.softmax_regression import (
     predict,
 )
 
-# Test data come from numpy: every new shape drawn with jax.random costs a compilation.
+# Test data come from numpy, and each test's computation runs as one jitted program where it
+# would otherwise run many eager operations: each eager operation on a new shape, and each shape
+# drawn with jax.random, costs a compilation of its own.
 def _normal(*shape, seed=0):
-    return jnp.asarray(np.random.default_rng(seed).standard_normal(shape), jnp.float32)
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+_log_softmax = jax.jit(log_softmax)
+_predict_all = jax.jit(jax.vmap(predict, in_axes=(None, 0)))
 
 
 def _params(D, K):
@@ -28,20 +34,21 @@ def _params(D, K):
 @pytest.mark.parametrize("shape", [(3,), (5, 7), (2, 3, 11)])
 def test_log_softmax_matches_jax_nn(shape):
     z = 5.0 * _normal(*shape)
-    np.testing.assert_allclose(log_softmax(z), jax.nn.log_softmax(z), rtol=1e-6, atol=1e-5)
+    ours, ref = jax.jit(lambda z: (log_softmax(z), jax.nn.log_softmax(z)))(z)
+    np.testing.assert_allclose(ours, ref, rtol=1e-6, atol=1e-5)
 
 
 def test_log_softmax_by_hand():
     # softmax(0, log 3) = (1/4, 3/4)
-    np.testing.assert_allclose(log_softmax(jnp.array([0.0, jnp.log(3.0)])), np.log([0.25, 0.75]), atol=1e-6)
+    np.testing.assert_allclose(_log_softmax(np.array([0.0, np.log(3.0)], np.float32)), np.log([0.25, 0.75]), atol=1e-6)
 
 
 @pytest.mark.parametrize("scale", [1.0, 1e4])
 def test_cross_entropy_matches_optax_integer_labels_also_at_huge_logits(scale):
-    Z = scale * jnp.sign(_normal(7, 5))  # logits of +-scale
-    y = jnp.asarray(np.random.default_rng(1).integers(0, 5, 7))
-    ours = jax.vmap(cross_entropy)(Z, y)
-    ref = optax.softmax_cross_entropy_with_integer_labels(Z, y)
+    Z = np.float32(scale) * np.sign(_normal(7, 5))  # logits of +-scale
+    y = np.random.default_rng(1).integers(0, 5, 7).astype(np.int32)
+    ours, ref = jax.jit(lambda Z, y: (jax.vmap(cross_entropy)(Z, y),
+                                      optax.softmax_cross_entropy_with_integer_labels(Z, y)))(Z, y)
     assert np.all(np.isfinite(ours))
     # optax forms logsumexp(z) - z_y, two numbers near 1e4 whose float32 spacing is 1e-3
     np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=2e-3)
@@ -52,10 +59,10 @@ def test_cross_entropy_matches_optax_integer_labels_also_at_huge_logits(scale):
 
 @pytest.mark.parametrize("scale", [1.0, 1e4])
 def test_binary_cross_entropy_matches_optax_at_huge_logits(scale):
-    z = scale * jnp.array([-1.0, -1.0, 1.0, 1.0, 0.3, -0.2])
-    y = jnp.array([0.0, 1.0, 0.0, 1.0, 1.0, 0.0])
-    ours = jax.vmap(binary_cross_entropy)(z, y)
-    ref = optax.sigmoid_binary_cross_entropy(z, y)
+    z = np.float32(scale) * np.array([-1.0, -1.0, 1.0, 1.0, 0.3, -0.2], np.float32)
+    y = np.array([0.0, 1.0, 0.0, 1.0, 1.0, 0.0], np.float32)
+    ours, ref = jax.jit(lambda z, y: (jax.vmap(binary_cross_entropy)(z, y),
+                                      optax.sigmoid_binary_cross_entropy(z, y)))(z, y)
     assert np.all(np.isfinite(ours))
     np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-5)
     if scale == 1e4:  # a confidently wrong answer costs |z|, a confidently right one nothing
@@ -64,31 +71,36 @@ def test_binary_cross_entropy_matches_optax_at_huge_logits(scale):
 
 def test_shift_invariance():
     z = _normal(11)
+    shifted = jax.jit(lambda z, c: (log_softmax(z + c), log_softmax(z), cross_entropy(z + c, 4), cross_entropy(z, 4)))
     for c in [-1000.0, 3.0, 1000.0]:
-        np.testing.assert_allclose(log_softmax(z + c), log_softmax(z), atol=1e-4)
-        np.testing.assert_allclose(cross_entropy(z + c, 4), cross_entropy(z, 4), atol=1e-4)
+        a, b, ce_a, ce_b = shifted(z, c)
+        np.testing.assert_allclose(a, b, atol=1e-4)
+        np.testing.assert_allclose(ce_a, ce_b, atol=1e-4)
 
 
 def test_gradient_is_softmax_minus_one_hot():
     z = 3.0 * _normal(7)
+    both = jax.jit(lambda z, label: (jax.grad(cross_entropy)(z, label), jax.nn.softmax(z) - jax.nn.one_hot(label, 7)))
     for label in [0, 4, 6]:
-        g = jax.grad(cross_entropy)(z, label)
-        np.testing.assert_allclose(g, jax.nn.softmax(z) - jax.nn.one_hot(label, 7), atol=1e-6)
+        g, ref = both(z, label)
+        np.testing.assert_allclose(g, ref, atol=1e-6)
         assert abs(float(g.sum())) < 1e-6  # the gradient sums to zero: a shift changes nothing
 
 
 def test_binary_gradient_is_sigmoid_minus_label_and_finite_at_extremes():
-    z = jnp.array([-1e4, -3.0, 0.0, 2.0, 1e4])
+    z = np.array([-1e4, -3.0, 0.0, 2.0, 1e4], np.float32)
+    both = jax.jit(lambda z, label: (jax.vmap(jax.grad(binary_cross_entropy), in_axes=(0, None))(z, label),
+                                     jax.nn.sigmoid(z) - label))
     for label in [0.0, 1.0]:
-        g = jax.vmap(jax.grad(binary_cross_entropy), in_axes=(0, None))(z, label)
-        np.testing.assert_allclose(g, jax.nn.sigmoid(z) - label, atol=1e-6)
+        g, ref = both(z, label)
+        np.testing.assert_allclose(g, ref, atol=1e-6)
 
 
 def test_two_class_softmax_is_logistic_regression_on_the_logit_difference():
     z = _normal(5, 2)
-    y = jnp.array([0, 1, 1, 0, 1])
-    softmax_loss = jax.vmap(cross_entropy)(z, y)
-    logistic_loss = jax.vmap(binary_cross_entropy)(z[:, 1] - z[:, 0], y.astype(jnp.float32))
+    y = np.array([0, 1, 1, 0, 1], np.int32)
+    softmax_loss, logistic_loss = jax.jit(lambda z, y: (
+        jax.vmap(cross_entropy)(z, y), jax.vmap(binary_cross_entropy)(z[:, 1] - z[:, 0], y.astype(jnp.float32))))(z, y)
     np.testing.assert_allclose(softmax_loss, logistic_loss, rtol=1e-5, atol=1e-6)
 
 
@@ -103,17 +115,18 @@ def test_shapes_and_loss_matches_manual_average():
     params = init(jax.random.key(5), 3, 5)
     assert params["W"].shape == (3, 5) and params["b"].shape == (5,)
     X = _normal(7, 3)
-    y = jnp.arange(7) % 5
+    y = np.arange(7, dtype=np.int32) % 5
     assert apply(params, X[0]).shape == (5,)
-    manual = np.mean([float(cross_entropy(apply(params, X[i]), y[i])) for i in range(7)])
-    np.testing.assert_allclose(loss(params, X, y), manual, rtol=1e-5)
+    per_example = jax.jit(lambda params, X, y: jnp.stack([cross_entropy(apply(params, X[i]), y[i]) for i in range(7)]))
+    manual = np.mean(np.asarray(per_example(params, X, y)))
+    np.testing.assert_allclose(jax.jit(loss)(params, X, y), manual, rtol=1e-5)
 
 
 def test_jit_and_vmap_agree():
     params = _params(5, 3)
     X = _normal(11, 5)
     batched = jax.vmap(apply, in_axes=(None, 0))(params, X)
-    np.testing.assert_allclose(batched, X @ params["W"] + params["b"][None, :], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(batched, X.astype(np.float64) @ params["W"] + params["b"][None, :], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(jax.jit(apply)(params, X[2]), apply(params, X[2]), rtol=1e-5, atol=1e-6)
 
 
@@ -129,7 +142,7 @@ def test_fits_digits_to_stated_accuracy(digits):
     params, losses = jax.jit(fit, static_argnames="steps")(
         {"W": jnp.zeros((64, 10)), "b": jnp.zeros(10)},  # the loss is convex: any start will do
         X_train, y_train, learning_rate=0.5, steps=300)
-    accuracy = lambda X, y: float(jnp.mean(jax.vmap(predict, in_axes=(None, 0))(params, X) == y))
+    accuracy = lambda X, y: float(np.mean(np.asarray(_predict_all(params, X)) == np.asarray(y)))
     assert losses[-1] < 0.25 < 2.0 < losses[0]
     assert accuracy(X_train, y_train) >= 0.95  # measured 0.966
     assert accuracy(X_test, y_test) >= 0.88  # measured 0.903 on the 597 held-out digits
@@ -137,11 +150,11 @@ def test_fits_digits_to_stated_accuracy(digits):
 
 def test_binary_model_separates_separable_data():
     X = _normal(101, 3)
-    y = (X @ jnp.array([1.0, -2.0, 0.5]) + 0.3 > 0).astype(jnp.int32)
-    params = {"W": jnp.zeros((3, 1)), "b": jnp.zeros(1)}
+    y = (X @ np.array([1.0, -2.0, 0.5], np.float32) + 0.3 > 0).astype(np.int32)
+    params = {"W": np.zeros((3, 1), np.float32), "b": np.zeros(1, np.float32)}
     params, losses = fit(params, X, y, learning_rate=1.0, steps=200)
-    predictions = jax.vmap(predict, in_axes=(None, 0))(params, X)
-    assert float(jnp.mean(predictions == y)) >= 0.98
+    predictions = np.asarray(_predict_all(params, X))
+    assert float(np.mean(predictions == y)) >= 0.98
     assert losses[-1] < 0.1 < losses[0]
 
 
@@ -190,10 +203,10 @@ def test_predict_refuses_nan_logits():
 
 
 def test_the_numbers_on_the_page():
-    p = jnp.exp(log_softmax(jnp.array([1.0, 0.0])))
+    p = np.exp(_log_softmax(np.array([1.0, 0.0], np.float32)))
     np.testing.assert_allclose(p[0] / p[1], np.e, rtol=1e-6)  # one point ahead: e = 2.7 times the share
-    z = jnp.array([0.3, -1.2])  # a two-class softmax is the sigmoid of the difference
-    np.testing.assert_allclose(p := jnp.exp(log_softmax(z))[1], 1 / (1 + np.exp(-(z[1] - z[0]))), rtol=1e-6)
+    z = np.array([0.3, -1.2], np.float32)  # a two-class softmax is the sigmoid of the difference
+    np.testing.assert_allclose(p := np.exp(_log_softmax(z))[1], 1 / (1 + np.exp(-(z[1] - z[0]))), rtol=1e-6)
     with np.errstate(over="ignore", under="ignore"):  # the float32 thresholds the page quotes
         assert np.isinf(np.exp(np.float32(88.73))) and np.isfinite(np.exp(np.float32(88.72)))
         assert np.exp(np.float32(-104.0)) == 0.0 and np.exp(np.float32(-103.0)) > 0.0
