@@ -18,13 +18,15 @@ from cookbook.foundations.losses import (
 )
 
 
-# Test data come from numpy: every new shape drawn with jax.random costs a compilation.
+# Test data come from numpy, and a test that compares several losses and references runs them in
+# one jitted program: each shape drawn with jax.random, and each eager operation on a new shape,
+# costs a compilation of its own.
 def _normal(*shape, seed=0):
-    return jnp.asarray(np.random.default_rng(seed).standard_normal(shape), jnp.float32)
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
 
 
 def _softmax(X):
-    return jnp.asarray(scipy.special.softmax(np.asarray(X, np.float64), axis=-1), jnp.float32)
+    return scipy.special.softmax(np.asarray(X, np.float64), axis=-1).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +37,7 @@ def regression():
 @pytest.fixture(scope="module")
 def classification():
     logits = 4.0 * _normal(11, 5, seed=2)
-    labels = jnp.asarray(np.random.default_rng(3).integers(0, 5, 11))
+    labels = np.random.default_rng(3).integers(0, 5, 11).astype(np.int32)
     soft = _softmax(_normal(11, 5, seed=4))
     return logits, labels, soft
 
@@ -43,91 +45,112 @@ def classification():
 def test_mse_and_mae_match_sklearn_and_optax(regression):
     pred, target = regression
     p, t = np.asarray(pred, np.float64), np.asarray(target, np.float64)
-    np.testing.assert_allclose(mse(pred, target), mean_squared_error(t, p), rtol=1e-5)
-    np.testing.assert_allclose(mae(pred, target), mean_absolute_error(t, p), rtol=1e-5)
+    ours_mse, ours_mae, half = jax.jit(lambda a, b: (mse(a, b), mae(a, b), jnp.mean(optax.l2_loss(a, b))))(pred, target)
+    np.testing.assert_allclose(ours_mse, mean_squared_error(t, p), rtol=1e-5)
+    np.testing.assert_allclose(ours_mae, mean_absolute_error(t, p), rtol=1e-5)
     # optax.l2_loss is half the squared error
-    np.testing.assert_allclose(mse(pred, target), 2.0 * jnp.mean(optax.l2_loss(pred, target)), rtol=1e-5)
+    np.testing.assert_allclose(ours_mse, 2.0 * half, rtol=1e-5)
 
 
 @pytest.mark.parametrize("delta", [0.5, 1.0, 2.0])
 def test_huber_matches_optax(regression, delta):
     pred, target = regression
-    ref = jnp.mean(optax.huber_loss(pred, target, delta=delta))
-    np.testing.assert_allclose(huber(pred, target, delta=delta), ref, rtol=1e-5)
+    ours, ref = jax.jit(lambda a, b: (huber(a, b, delta=delta), jnp.mean(optax.huber_loss(a, b, delta=delta))))(pred, target)
+    np.testing.assert_allclose(ours, ref, rtol=1e-5)
 
 
 def test_huber_is_half_mse_inside_delta_and_linear_outside():
     delta = 1.5
-    r = jnp.array([-1.4, -0.3, 0.0, 0.7, 1.5])  # |r| <= delta
-    np.testing.assert_allclose(huber(r, jnp.zeros(5), delta=delta), mse(r, jnp.zeros(5)) / 2, rtol=1e-6)
-    per_point = jax.vmap(lambda a: huber(a, jnp.zeros(()), delta=delta))
-    far = jnp.array([2.0, 3.0, 7.0, -5.0])
-    np.testing.assert_allclose(per_point(far), delta * (jnp.abs(far) - delta / 2), rtol=1e-6)
-    slopes = jax.vmap(jax.grad(lambda a: huber(a, jnp.zeros(()), delta=delta)))(far)
-    np.testing.assert_allclose(slopes, delta * jnp.sign(far), rtol=1e-6)  # the pull is capped at delta
+    r = np.array([-1.4, -0.3, 0.0, 0.7, 1.5], np.float32)  # |r| <= delta
+    far = np.array([2.0, 3.0, 7.0, -5.0], np.float32)
+    one = lambda a: huber(a, jnp.zeros(()), delta=delta)
+
+    @jax.jit  # one program for the whole test
+    def all_of_it(r, far):
+        return huber(r, jnp.zeros(5), delta=delta), mse(r, jnp.zeros(5)), jax.vmap(one)(far), jax.vmap(jax.grad(one))(far)
+
+    inside, squared, per_point, slopes = all_of_it(r, far)
+    np.testing.assert_allclose(inside, squared / 2, rtol=1e-6)
+    np.testing.assert_allclose(per_point, delta * (np.abs(far) - delta / 2), rtol=1e-6)
+    np.testing.assert_allclose(slopes, delta * np.sign(far), rtol=1e-6)  # the pull is capped at delta
 
 
 def test_binary_cross_entropy_matches_optax_and_sklearn():
-    z = jnp.array([-3.0, -0.5, 0.0, 0.4, 2.5, 6.0, -1.2])
-    y = jnp.array([0.0, 1.0, 1.0, 0.0, 1.0, 1.0, 0.0])
-    np.testing.assert_allclose(
-        binary_cross_entropy(z, y), jnp.mean(optax.sigmoid_binary_cross_entropy(z, y)), rtol=1e-5)
+    z = np.array([-3.0, -0.5, 0.0, 0.4, 2.5, 6.0, -1.2], np.float32)
+    y = np.array([0.0, 1.0, 1.0, 0.0, 1.0, 1.0, 0.0], np.float32)
+    soft = np.array([0.1, 0.9, 0.5, 0.3, 0.7, 1.0, 0.0], np.float32)  # soft labels too
+    both = jax.jit(lambda z, y: (binary_cross_entropy(z, y), jnp.mean(optax.sigmoid_binary_cross_entropy(z, y))))
+    ours, ref = both(z, y)
+    np.testing.assert_allclose(ours, ref, rtol=1e-5)
     probs = 1.0 / (1.0 + np.exp(-np.asarray(z, np.float64)))
-    np.testing.assert_allclose(binary_cross_entropy(z, y), log_loss(np.asarray(y), probs), rtol=1e-5)
-    soft = jnp.array([0.1, 0.9, 0.5, 0.3, 0.7, 1.0, 0.0])  # soft labels too
-    np.testing.assert_allclose(
-        binary_cross_entropy(z, soft), jnp.mean(optax.sigmoid_binary_cross_entropy(z, soft)), rtol=1e-5)
+    np.testing.assert_allclose(ours, log_loss(y, probs), rtol=1e-5)
+    ours_soft, ref_soft = both(z, soft)
+    np.testing.assert_allclose(ours_soft, ref_soft, rtol=1e-5)
 
 
 def test_categorical_cross_entropy_matches_optax_and_sklearn(classification):
     logits, labels, soft = classification
-    one_hot = jax.nn.one_hot(labels, 5)
-    ref = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
-    np.testing.assert_allclose(cross_entropy(logits, labels), ref, rtol=1e-5)
-    np.testing.assert_allclose(cross_entropy_one_hot(logits, one_hot), ref, rtol=1e-5)
-    np.testing.assert_allclose(
-        cross_entropy_one_hot(logits, soft), jnp.mean(optax.softmax_cross_entropy(logits, soft)), rtol=1e-5)
+    one_hot = np.eye(5, dtype=np.float32)[labels]
+
+    @jax.jit  # ours and optax's, in one program
+    def losses(logits, labels, one_hot, soft):
+        return {"ours": cross_entropy(logits, labels), "one_hot": cross_entropy_one_hot(logits, one_hot),
+                "soft": cross_entropy_one_hot(logits, soft),
+                "ref": jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels)),
+                "ref_soft": jnp.mean(optax.softmax_cross_entropy(logits, soft))}
+
+    out = losses(logits, labels, one_hot, soft)
+    np.testing.assert_allclose(out["ours"], out["ref"], rtol=1e-5)
+    np.testing.assert_allclose(out["one_hot"], out["ref"], rtol=1e-5)
+    np.testing.assert_allclose(out["soft"], out["ref_soft"], rtol=1e-5)
     probs = scipy.special.softmax(np.asarray(logits, np.float64), axis=-1)
-    np.testing.assert_allclose(
-        cross_entropy(logits, labels), log_loss(np.asarray(labels), probs, labels=range(5)), rtol=1e-5)
+    np.testing.assert_allclose(out["ours"], log_loss(labels, probs, labels=range(5)), rtol=1e-5)
 
 
 def test_extreme_logits_stay_finite_and_exact():
-    z = jnp.array([-1e4, 1e4, -1e4, 1e4])
-    y = jnp.array([0.0, 1.0, 1.0, 0.0])  # right, right, wrong, wrong
-    np.testing.assert_allclose(binary_cross_entropy(z, y), (0 + 0 + 1e4 + 1e4) / 4, rtol=1e-6)
-    logits = jnp.array([[1e4, -1e4, 0.0], [-1e4, -1e4, 1e4]])
-    labels = jnp.array([0, 0])  # right (0), wrong by 2e4
-    np.testing.assert_allclose(cross_entropy(logits, labels), 1e4, rtol=1e-5)
-    grads = jax.grad(cross_entropy)(logits, labels)
+    z = np.array([-1e4, 1e4, -1e4, 1e4], np.float32)
+    y = np.array([0.0, 1.0, 1.0, 0.0], np.float32)  # right, right, wrong, wrong
+    logits = np.array([[1e4, -1e4, 0.0], [-1e4, -1e4, 1e4]], np.float32)
+    labels = np.array([0, 0], np.int32)  # right (0), wrong by 2e4
+    binary, categorical, grads = jax.jit(lambda z, y, logits, labels: (  # one program
+        binary_cross_entropy(z, y), cross_entropy(logits, labels), jax.grad(cross_entropy)(logits, labels)))(z, y, logits, labels)
+    np.testing.assert_allclose(binary, (0 + 0 + 1e4 + 1e4) / 4, rtol=1e-6)
+    np.testing.assert_allclose(categorical, 1e4, rtol=1e-5)
     assert np.all(np.isfinite(grads))
 
 
 def test_cross_entropy_with_leading_axes_and_equals_kl_plus_entropy(classification):
     logits, labels, soft = classification
+    @jax.jit  # one program for the whole test
+    def sides(logits, labels, q):
+        return (cross_entropy(logits[3], labels[3]), cross_entropy(logits[3:4], labels[3:4]),
+                cross_entropy_one_hot(logits, q), kl_divergence(q, jax.nn.softmax(logits)))
+
     # a (11,) batch reshaped into no batch: one example
-    np.testing.assert_allclose(cross_entropy(logits[3], labels[3]), cross_entropy(logits[3:4], labels[3:4]), rtol=1e-6)
+    one, batch_of_one, ce, kl = sides(logits, labels, soft)
+    np.testing.assert_allclose(one, batch_of_one, rtol=1e-6)
     # CE(q, softmax z) = KL(q || softmax z) + H(q)
-    q, p_model = soft, jax.nn.softmax(logits)
-    entropy = jnp.mean(-jnp.sum(q * jnp.log(q), axis=-1))
-    np.testing.assert_allclose(cross_entropy_one_hot(logits, q), kl_divergence(q, p_model) + entropy, rtol=1e-4)
+    entropy = np.mean(-np.sum(soft * np.log(soft), axis=-1))
+    np.testing.assert_allclose(ce, kl + entropy, rtol=1e-4)
 
 
 def test_kl_matches_scipy_and_optax():
     p = _softmax(2.0 * _normal(3, 7, seed=5))
     q = _softmax(2.0 * _normal(3, 7, seed=6))
     P, Q = np.asarray(p, np.float64), np.asarray(q, np.float64)
-    np.testing.assert_allclose(kl_divergence(p, q), scipy.special.rel_entr(P, Q).sum(-1).mean(), rtol=1e-4)
-    np.testing.assert_allclose(kl_divergence(p, q), scipy.stats.entropy(P, Q, axis=-1).mean(), rtol=1e-4)
-    np.testing.assert_allclose(kl_divergence(p, q), jnp.mean(optax.kl_divergence(jnp.log(q), p)), rtol=1e-4)
+    ours, ref = jax.jit(lambda p, q: (kl_divergence(p, q), jnp.mean(optax.kl_divergence(jnp.log(q), p))))(p, q)
+    np.testing.assert_allclose(ours, scipy.special.rel_entr(P, Q).sum(-1).mean(), rtol=1e-4)
+    np.testing.assert_allclose(ours, scipy.stats.entropy(P, Q, axis=-1).mean(), rtol=1e-4)
+    np.testing.assert_allclose(ours, ref, rtol=1e-4)
 
 
 def test_kl_is_zero_for_equal_and_nonnegative_otherwise():
     p, q = (_softmax(3.0 * _normal(50, 5, seed=seed)) for seed in (7, 8))
-    assert abs(float(kl_divergence(p, p))) < 1e-6
-    each = jax.vmap(kl_divergence)(p, q)
+    same, each, pq, qp = jax.jit(lambda p, q: (  # one program
+        kl_divergence(p, p), jax.vmap(kl_divergence)(p, q), kl_divergence(p, q), kl_divergence(q, p)))(p, q)
+    assert abs(float(same)) < 1e-6
     assert np.all(np.asarray(each) >= 0.0)
-    assert float(kl_divergence(p, q)) != pytest.approx(float(kl_divergence(q, p)), rel=1e-3)  # not symmetric
+    assert float(pq) != pytest.approx(float(qp), rel=1e-3)  # not symmetric
 
 
 def test_kl_zero_probabilities():
@@ -146,12 +169,12 @@ def test_kl_zero_probabilities():
 @pytest.mark.parametrize(
     "fn, args, match",
     [
-        (mse, (jnp.ones(3), jnp.ones(5)), r"prediction and target must have the same shape, got \(3,\) and \(5,\)"),
-        (huber, (jnp.ones((3, 1)), jnp.ones(3)), r"got \(3, 1\) and \(3,\)"),
-        (binary_cross_entropy, (jnp.ones(3), jnp.ones(7)), r"logits and labels"),
-        (cross_entropy, (jnp.ones((3, 5)), jnp.ones(5, jnp.int32)), r"labels must have shape .* = \(3,\), got \(5,\)"),
-        (cross_entropy_one_hot, (jnp.ones((3, 5)), jnp.ones((3, 7))), r"logits and targets"),
-        (kl_divergence, (jnp.ones(5) / 5, jnp.ones(7) / 7), r"p and q must have the same shape"),
+        (mse, (np.ones(3, np.float32), np.ones(5, np.float32)), r"prediction and target must have the same shape, got \(3,\) and \(5,\)"),
+        (huber, (np.ones((3, 1), np.float32), np.ones(3, np.float32)), r"got \(3, 1\) and \(3,\)"),
+        (binary_cross_entropy, (np.ones(3, np.float32), np.ones(7, np.float32)), r"logits and labels"),
+        (cross_entropy, (np.ones((3, 5), np.float32), np.ones(5, np.int32)), r"labels must have shape .* = \(3,\), got \(5,\)"),
+        (cross_entropy_one_hot, (np.ones((3, 5), np.float32), np.ones((3, 7), np.float32)), r"logits and targets"),
+        (kl_divergence, (np.ones(5, np.float32) / 5, np.ones(7, np.float32) / 7), r"p and q must have the same shape"),
     ],
 )
 def test_bad_shapes_raise_clear_errors(fn, args, match):
@@ -208,9 +231,9 @@ def test_lists_are_accepted():
 def test_the_numbers_on_the_page():
     # one point ten units off costs as much as a hundred points one unit off
     assert float(mse(jnp.array([10.0]), jnp.zeros(1))) == 100 * float(mse(jnp.array([1.0]), jnp.zeros(1)))
-    r = jnp.array([-2.0, 0.5, 3.0])
-    np.testing.assert_allclose(jax.vmap(jax.grad(lambda a: mse(a, jnp.zeros(()))))(r), 2 * r)  # gradient 2r
+    r = np.array([-2.0, 0.5, 3.0], np.float32)
+    np.testing.assert_allclose(jax.jit(jax.vmap(jax.grad(lambda a: mse(a, jnp.zeros(())))))(r), 2 * r)  # gradient 2r
     # cross-entropy of a confidently wrong logit grows linearly: slope -> 1 per unit of logit
-    z = jnp.array([-50.0, -60.0])
-    slopes = jax.vmap(jax.grad(lambda a: binary_cross_entropy(a, jnp.ones(()))))(z)
+    z = np.array([-50.0, -60.0], np.float32)
+    slopes = jax.jit(jax.vmap(jax.grad(lambda a: binary_cross_entropy(a, jnp.ones(())))))(z)
     np.testing.assert_allclose(slopes, -1.0, atol=1e-6)
