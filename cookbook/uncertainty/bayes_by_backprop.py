@@ -279,12 +279,14 @@ def fit(params, X, y, key, *, noise, prior_std, steps, learning_rate=0.01):
     _checks.positive(learning_rate, "learning_rate")
     X, y = _check_data(params, X, y, noise)
     _checks.positive(prior_std, "prior_std")
-    return _fit(params, X, y, key, noise, prior_std, learning_rate, steps=steps)
+    return _fit(params, X, y, key, noise, prior_std, learning_rate=learning_rate, steps=steps)
 
 
-@functools.partial(jax.jit, static_argnames="steps")  # one compilation per shape, whatever the values
-def _fit(params, X, y, key, noise, prior_std, learning_rate, *, steps):
-    optimizer = adam(1.0)  # the step size is applied below, so that it may be traced
+# One compilation per shape and step size, whatever the data. The step size is static so that fit,
+# traced under jax.jit with its default, passes its inputs straight to this core.
+@functools.partial(jax.jit, static_argnames=("learning_rate", "steps"))
+def _fit(params, X, y, key, noise, prior_std, *, learning_rate, steps):
+    optimizer = adam(1.0)  # the step size is applied below
 
     def step(carry, key):
         params, state = carry
