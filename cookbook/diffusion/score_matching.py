@@ -187,6 +187,8 @@ The score network is the network of :doc:`ddpm` fed :math:`\log \sigma / 4` as i
 output divided by :math:`\sigma` so that its size at small :math:`\sigma` need not be learned.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -244,6 +246,11 @@ def mixture_sample(key, num_points, means, stds, weights):
     """``num_points`` points (num_points, D) drawn from the mixture."""
     num_points = _checks.size(num_points, "num_points")
     means, stds, weights = _mixture(means, stds, weights)
+    return _mixture_sample(key, num_points, means, stds, weights)
+
+
+@functools.partial(jax.jit, static_argnums=1)  # the public functions check, then run compiled code
+def _mixture_sample(key, num_points, means, stds, weights):
     k_component, k_noise = jax.random.split(key)
     component = jax.random.choice(k_component, means.shape[0], (num_points,), p=weights)
     noise = jax.random.normal(k_noise, (num_points, means.shape[1]), means.dtype)
@@ -319,6 +326,9 @@ def _dsm_loss(params, x, key, sigmas):
     return jnp.mean((out + noise) ** 2)
 
 
+_dsm_loss_jit = jax.jit(_dsm_loss)
+
+
 def _sigmas(sigmas):
     sigmas = _checks.float_array(sigmas, "sigmas", ndim=1, what=" (L,)")
     if sigmas.shape[0] < 2:  # a network conditioned on the level needs levels to tell apart
@@ -332,7 +342,7 @@ def dsm_loss(params, x, key, sigmas):
     """The denoising score-matching loss :math:`L` on a batch ``x`` (B, D), one level from ``sigmas``
     (L,) and one noise per point, averaged over points and coordinates."""
     x = _check_data(params, x, "x")
-    return _dsm_loss(params, x, key, _sigmas(sigmas))
+    return _dsm_loss_jit(params, x, key, _sigmas(sigmas))
 
 
 @cached
@@ -342,6 +352,12 @@ def train(params, data, key, *, sigmas, steps, batch_size=128, learning_rate=1e-
     sigmas = _sigmas(sigmas)
     steps = _checks.size(steps, "steps")
     batch_size = _checks.size(batch_size, "batch_size")
+    adam(learning_rate)  # checks the step size here, before it is a static argument of the core
+    return _train(params, data, key, sigmas, steps=steps, batch_size=batch_size, learning_rate=learning_rate)
+
+
+@functools.partial(jax.jit, static_argnames=("steps", "batch_size", "learning_rate"))
+def _train(params, data, key, sigmas, *, steps, batch_size, learning_rate):
     return _fit(params, data, key, steps, batch_size, adam(learning_rate),
                 lambda p, x, k: _dsm_loss(p, x, k, sigmas))
 

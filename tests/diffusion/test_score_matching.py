@@ -148,7 +148,9 @@ def test_the_loss_at_the_exact_score_is_its_minimum_over_a_rescaled_score():
     # L at the exact score of p_sigma beats L at the score scaled by 0.8 or 1.2 (one level, many points)
     means, stds, weights = example_mixture()
     sigma = 0.5
-    x = np.asarray(_sample(jax.random.key(15), 20000, means, stds, weights))
+    rng = np.random.default_rng(15)  # points of the mixture drawn in NumPy: no sampler to compile
+    component = rng.choice(3, 20000, p=np.asarray(weights))
+    x = (np.asarray(means)[component] + np.asarray(stds)[component, None] * rng.standard_normal((20000, 2))).astype(np.float32)
     noise = np.random.default_rng(2).standard_normal(x.shape).astype(np.float32)
     noisy = x + sigma * noise
     exact = np.asarray(_scores(noisy, means, jnp.sqrt(stds**2 + sigma**2), weights))
@@ -156,20 +158,28 @@ def test_the_loss_at_the_exact_score_is_its_minimum_over_a_rescaled_score():
     assert losses[1] < min(losses[0], losses[2])
 
 
+def _ones(*shape):  # NumPy inputs: the checks raise before any computation, and nothing compiles
+    return np.ones(shape, np.float32)
+
+
+def _zeros(*shape):
+    return np.zeros(shape, np.float32)
+
+
 @pytest.mark.parametrize("call, match", [
-    (lambda: mixture_score(jnp.ones(3), jnp.ones((2, 2)), jnp.ones(2), jnp.ones(2) / 2), r"x must have shape \(2,\)"),
-    (lambda: mixture_score(jnp.ones(2), jnp.ones((2, 2)), jnp.ones(3), jnp.ones(2) / 2), r"stds must have shape \(2,\)"),
+    (lambda: mixture_score(_ones(3), _ones(2, 2), _ones(2), _ones(2) / 2), r"x must have shape \(2,\)"),
+    (lambda: mixture_score(_ones(2), _ones(2, 2), _ones(3), _ones(2) / 2), r"stds must have shape \(2,\)"),
     (lambda: vp_marginal(jnp.float32(1.5)), r"t must lie in \[0, 1\]"),
-    (lambda: mixture_sample(jax.random.key(0), 5, jnp.ones((2, 2)), jnp.ones(2), jnp.array([0.5, 0.6])),
+    (lambda: mixture_sample(jax.random.key(0), 5, _ones(2, 2), _ones(2), np.float32([0.5, 0.6])),
      r"weights must be non-negative and sum to 1"),
-    (lambda: mixture_sample(jax.random.key(0), 5, jnp.ones((2, 2)), jnp.ones(2), jnp.array([jnp.nan, 0.5])),
+    (lambda: mixture_sample(jax.random.key(0), 5, _ones(2, 2), _ones(2), np.float32([np.nan, 0.5])),
      r"weights holds NaN"),
-    (lambda: langevin_step(jnp.ones(2), jnp.ones(3), 0.1, jnp.ones(2)), r"score must have shape \(2,\)"),
-    (lambda: langevin_step(jnp.ones(2), jnp.ones(2), -0.1, jnp.ones(2)), r"step_size must be positive"),
-    (lambda: dsm_loss([{"W": jnp.zeros((14, 2)), "b": jnp.zeros(2)}, {"W": jnp.zeros((2, 2)), "b": jnp.zeros(2)}],
-                      jnp.ones((3, 2)), jax.random.key(0), jnp.array([0.1, -1.0])), r"sigmas must be positive"),
-    (lambda: dsm_loss([{"W": jnp.zeros((14, 2)), "b": jnp.zeros(2)}, {"W": jnp.zeros((2, 2)), "b": jnp.zeros(2)}],
-                      jnp.ones((3, 2)), jax.random.key(0), jnp.array([0.1])), r"sigmas must hold at least 2 noise levels"),
+    (lambda: langevin_step(_ones(2), _ones(3), 0.1, _ones(2)), r"score must have shape \(2,\)"),
+    (lambda: langevin_step(_ones(2), _ones(2), -0.1, _ones(2)), r"step_size must be positive"),
+    (lambda: dsm_loss([{"W": _zeros(14, 2), "b": _zeros(2)}, {"W": _zeros(2, 2), "b": _zeros(2)}],
+                      _ones(3, 2), jax.random.key(0), np.float32([0.1, -1.0])), r"sigmas must be positive"),
+    (lambda: dsm_loss([{"W": _zeros(14, 2), "b": _zeros(2)}, {"W": _zeros(2, 2), "b": _zeros(2)}],
+                      _ones(3, 2), jax.random.key(0), np.float32([0.1])), r"sigmas must hold at least 2 noise levels"),
 ])
 def test_bad_input_raises_value_error(call, match):
     with pytest.raises(ValueError, match=match):
@@ -178,4 +188,4 @@ def test_bad_input_raises_value_error(call, match):
 
 def test_integer_input_raises_type_error():
     with pytest.raises(TypeError, match="means must be a floating-point array"):
-        mixture_score(jnp.ones(2), jnp.ones((2, 2), jnp.int32), jnp.ones(2), jnp.ones(2) / 2)
+        mixture_score(_ones(2), np.ones((2, 2), np.int32), _ones(2), _ones(2) / 2)
