@@ -130,7 +130,7 @@ A VAE with 5 latent dimensions on 8 by 8 digits; the bound of a data point, and 
 
 >>> import jax, jax.numpy as jnp
 >>> from cookbook.generative.vae import init, elbo, gaussian_kl, reparameterise
->>> params = init(jax.random.key(0), D=64, H=32, Z=5)
+>>> params = init(jax.random.key(0), D=64, H=16, Z=5)
 >>> x = (jax.random.uniform(jax.random.key(1), (64,)) < 0.3).astype(jnp.float32)
 >>> bound = elbo(params, jax.random.key(2), x)
 >>> bool(bound < 0.0), bound.shape
