@@ -132,6 +132,8 @@ True
 (0.9, True)
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
@@ -191,6 +193,13 @@ def posterior_precision(params, X, *, noise, prior_precision, subset="last_layer
     X = _check_data(params, X)
     _checks.positive(noise, "noise")
     _checks.positive(prior_precision, "prior_precision", allow_zero=True)
+    return _precision(params, X, noise, prior_precision, subset)
+
+
+# The public functions check their input, then run compiled cores like this one: the page's calls,
+# the tests' and the jit check's reuse one program per shape instead of dispatching op by op.
+@functools.partial(jax.jit, static_argnums=4)
+def _precision(params, X, noise, prior_precision, subset):
     theta, f = _output_of_theta(params, subset)
     J = jax.vmap(jax.grad(f), in_axes=(None, 0))(theta, X)  # (N, P)
     P = theta.shape[0]
@@ -205,9 +214,15 @@ def predictive(params, precision, x, *, noise, subset="last_layer"):
     x = _checks.same_shape(_checks.float_array(x, "x", ndim=1, what=" (D,)"), "x", (D,),
                            expected_from="D from params[0]['W']")
     _checks.positive(noise, "noise", allow_zero=True)
-    theta, f = _output_of_theta(params, subset)
+    theta = jax.eval_shape(lambda p: _output_of_theta(p, subset)[0], params)
     precision = _checks.float_array(precision, "precision", ndim=2, what=" (P, P)")
     _checks.same_shape(precision, "precision", (theta.shape[0],) * 2, expected_from=f"P for subset={subset!r}")
+    return _predictive(params, precision, x, noise, subset)
+
+
+@functools.partial(jax.jit, static_argnums=4)
+def _predictive(params, precision, x, noise, subset):
+    theta, f = _output_of_theta(params, subset)
     mean, J_x = jax.value_and_grad(f)(theta, x)  # scalar, (P,)
     L = jnp.linalg.cholesky(precision)
     v = jax.scipy.linalg.solve_triangular(L, J_x, lower=True)  # L^-1 J(x)^T
@@ -224,6 +239,13 @@ def fit_map(params, X, y, *, noise, prior_precision, steps, learning_rate=0.01):
     _checks.positive(prior_precision, "prior_precision", allow_zero=True)
     _checks.size(steps, "steps")
     _checks.positive(learning_rate, "learning_rate")
+    return _fit_map(params, X, y, noise, prior_precision, learning_rate=learning_rate, steps=steps)
+
+
+# The step size is static, as it was when this loop ran eagerly with it as a constant: fit_map traced
+# under jax.jit with its default then passes its inputs straight to this core.
+@functools.partial(jax.jit, static_argnames=("learning_rate", "steps"))
+def _fit_map(params, X, y, noise, prior_precision, *, learning_rate, steps):
     N = X.shape[0]
 
     def loss(params):
@@ -231,7 +253,7 @@ def fit_map(params, X, y, *, noise, prior_precision, steps, learning_rate=0.01):
         squared_norm = sum(jnp.sum(leaf**2) for leaf in jax.tree.leaves(params))
         return (jnp.sum((y - pred) ** 2) / (2 * noise) + 0.5 * prior_precision * squared_norm) / N
 
-    optimizer = adam(1.0)  # the step size is applied below, so that it may be traced
+    optimizer = adam(1.0)  # the step size is applied below
 
     def step(carry, _):
         params, state = carry
