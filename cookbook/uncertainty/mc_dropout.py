@@ -112,6 +112,8 @@ True
 (1.0, True)
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -157,7 +159,12 @@ def apply(params, x, key, *, rate):
     D = _check_params(params)
     x = _checks.same_shape(_checks.float_array(x, "x", ndim=1, what=" (D,)"), "x", (D,),
                            expected_from="D from params[0]['W']")
-    return _forward(params, x, key, _check_rate(rate))
+    return _apply(params, x, key, _check_rate(rate))
+
+
+# The public functions check their input, then run compiled cores like this one: the page's calls,
+# the tests' and the jit check's reuse one program per shape instead of dispatching op by op.
+_apply = jax.jit(_forward, static_argnums=3)
 
 
 def predict(params, x, key, *, rate, num_samples, noise):
@@ -171,6 +178,11 @@ def predict(params, x, key, *, rate, num_samples, noise):
     rate = _check_rate(rate)
     num_samples = _checks.size(num_samples, "num_samples", minimum=2)
     _checks.positive(noise, "noise", allow_zero=True)
+    return _predict(params, x, key, noise, rate, num_samples)
+
+
+@functools.partial(jax.jit, static_argnums=(4, 5))
+def _predict(params, x, key, noise, rate, num_samples):
     keys = jax.random.split(key, num_samples)
     samples = jax.vmap(lambda k: _forward(params, x, k, rate)[0])(keys)  # (T,)
     mean = jnp.mean(samples)
@@ -191,13 +203,20 @@ def fit(params, X, y, key, *, rate, steps, weight_decay=1e-4, learning_rate=0.00
     _checks.size(steps, "steps")
     _checks.positive(weight_decay, "weight_decay", allow_zero=True)
     _checks.positive(learning_rate, "learning_rate")
+    return _fit(params, X, y, key, rate=rate, steps=steps, weight_decay=weight_decay, learning_rate=learning_rate)
+
+
+# The rates are static, as they were when this loop ran eagerly with them as constants: fit traced
+# under jax.jit with its defaults then passes its inputs straight to this core.
+@functools.partial(jax.jit, static_argnames=("rate", "steps", "weight_decay", "learning_rate"))
+def _fit(params, X, y, key, *, rate, steps, weight_decay, learning_rate):
     N = X.shape[0]
 
     def loss(params, key):
         pred = jax.vmap(lambda x, k: _forward(params, x, k, rate)[0])(X, jax.random.split(key, N))  # (N,)
         return jnp.mean((y - pred) ** 2) + weight_decay * sum(jnp.sum(layer["W"] ** 2) for layer in params)
 
-    optimizer = adam(1.0)  # the step size is applied below, so that it may be traced
+    optimizer = adam(1.0)  # the step size is applied below
 
     def step(carry, key):
         params, state = carry

@@ -26,7 +26,7 @@ def trained():
 
 def test_without_a_key_it_is_the_plain_network():
     params = init(jax.random.key(0), (3, 11, 1))
-    x = jnp.array([0.3, -1.0, 2.0])
+    x = np.float32([0.3, -1.0, 2.0])
     np.testing.assert_allclose(jax.jit(apply, static_argnames="rate")(params, x, None, rate=0.5),
                                jax.jit(mlp_apply)(params, x), rtol=1e-6)
 
@@ -35,7 +35,7 @@ def test_with_one_hidden_layer_the_mean_over_masks_is_the_plain_network():
     # The output is linear in the mask, and the inverted scaling makes each kept unit count 1 on average.
     params = init(jax.random.key(1), (3, 11, 1))
     params = jax.tree.map(lambda p: p + 0.2, params)
-    x = jnp.array([0.3, -1.0, 2.0])
+    x = np.float32([0.3, -1.0, 2.0])
     samples = passes(params, x, jax.random.split(jax.random.key(2), 4000), 0.5)[:, 0]
     plain = float(mlp_apply(params, x)[0])
     assert abs(float(samples.mean()) - plain) < 4 * float(samples.std()) / np.sqrt(4000)
@@ -44,7 +44,7 @@ def test_with_one_hidden_layer_the_mean_over_masks_is_the_plain_network():
 
 def test_predict_is_the_mean_and_variance_of_the_passes_plus_noise():
     params = init(jax.random.key(3), (3, 11, 1))
-    x = jnp.array([0.3, -1.0, 2.0])
+    x = np.float32([0.3, -1.0, 2.0])
     key = jax.random.key(4)
     predict_jit = jax.jit(lambda p, x, k, rate: predict(p, x, k, rate=rate, num_samples=7, noise=0.3),
                           static_argnames="rate")
@@ -71,21 +71,27 @@ def test_predictive_variance_is_at_least_three_times_larger_in_the_gap(trained):
 
 # ---- Bad input ------------------------------------------------------------------------------------
 
+def numpy_layers(*sizes):  # an MLP's layers drawn in NumPy: no sampler to compile
+    rng = np.random.default_rng(7)
+    return [{"W": rng.standard_normal((a, b)).astype(np.float32), "b": np.zeros(b, np.float32)}
+            for a, b in zip(sizes[:-1], sizes[1:])]
+
+
 def test_clear_errors_on_bad_input():
-    params = init(jax.random.key(7), (2, 5, 1))
+    params = numpy_layers(2, 5, 1)
     key = jax.random.key(8)
     with pytest.raises(ValueError, match="rate"):
-        apply(params, jnp.ones(2), key, rate=1.0)
+        apply(params, np.ones(2, np.float32), key, rate=1.0)
     with pytest.raises(ValueError, match="x"):
-        apply(params, jnp.ones(3), key, rate=0.1)
+        apply(params, np.ones(3, np.float32), key, rate=0.1)
     with pytest.raises(TypeError, match="num_samples"):
-        predict(params, jnp.ones(2), key, rate=0.1, num_samples=2.5, noise=0.1)
+        predict(params, np.ones(2, np.float32), key, rate=0.1, num_samples=2.5, noise=0.1)
     with pytest.raises(ValueError, match="num_samples"):
-        predict(params, jnp.ones(2), key, rate=0.1, num_samples=1, noise=0.1)
+        predict(params, np.ones(2, np.float32), key, rate=0.1, num_samples=1, noise=0.1)
     with pytest.raises(ValueError, match="params"):
-        predict(init(jax.random.key(7), (2, 5, 3)), jnp.ones(2), key, rate=0.1, num_samples=3, noise=0.1)
+        predict(numpy_layers(2, 5, 3), np.ones(2, np.float32), key, rate=0.1, num_samples=3, noise=0.1)
     with pytest.raises(ValueError, match="y"):
-        fit(params, jnp.ones((4, 2)), jnp.ones(5), key, rate=0.1, steps=2)
+        fit(params, np.ones((4, 2), np.float32), np.ones(5, np.float32), key, rate=0.1, steps=2)
     with pytest.raises(ValueError, match="params"):
-        apply([{"W": jnp.ones((2, 5)), "b": jnp.ones(5)}, {"W": jnp.ones((4, 1)), "b": jnp.ones(1)}], jnp.ones(2), key,
-              rate=0.1)
+        apply([{"W": np.ones((2, 5), np.float32), "b": np.ones(5, np.float32)},
+               {"W": np.ones((4, 1), np.float32), "b": np.ones(1, np.float32)}], np.ones(2, np.float32), key, rate=0.1)
