@@ -147,6 +147,8 @@ True
 ((7,), True)
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -163,6 +165,13 @@ def init(key, D, H, *, scale=1.0, dtype=jnp.float32):
     so its spectral radius is about ``scale``; ``b`` is zero.
     """
     D, H = _checks.size(D, "D"), _checks.size(H, "H")
+    return _init(key, D, H, scale, jnp.dtype(dtype))
+
+
+# The public functions check their input, then run compiled cores like this one: the page's calls,
+# the tests' and the jit check's reuse one program per shape instead of dispatching op by op.
+@functools.partial(jax.jit, static_argnums=(1, 2, 4))
+def _init(key, D, H, scale, dtype):
     k_x, k_h = jax.random.split(key)
     return {
         "W_x": jax.random.normal(k_x, (D, H), dtype) / jnp.sqrt(D).astype(dtype),
@@ -188,7 +197,14 @@ def cell(params, h, x):
         raise ValueError(f"x must have shape (D,) = ({D},), got shape {x.shape}")
     if h.shape != (H,):
         raise ValueError(f"h must have shape (H,) = ({H},), got shape {h.shape}")
+    return _cell(params, h, x)
+
+
+def _step(params, h, x):
     return jnp.tanh(x @ params["W_x"] + h @ params["W_h"] + params["b"])
+
+
+_cell = jax.jit(_step)
 
 
 def apply(params, xs, h0=None):
@@ -197,15 +213,26 @@ def apply(params, xs, h0=None):
     xs = _checks.float_array(xs, "xs")
     if xs.ndim != 2 or xs.shape[1] != D:
         raise ValueError(f"xs must have shape (T, D) with D = {D}, got shape {xs.shape}")
+    if h0 is not None:  # the checks of cell, on the initial state
+        h0 = _checks.float_array(h0, "h")
+        if h0.shape != (H,):
+            raise ValueError(f"h must have shape (H,) = ({H},), got shape {h0.shape}")
+    return _apply(params, xs, h0)
+
+
+def _run(params, xs, h0):
     if h0 is None:
-        h0 = jnp.zeros((H,), xs.dtype)
+        h0 = jnp.zeros(params["b"].shape, xs.dtype)
 
     def step(h, x):
-        h = cell(params, h, x)
+        h = _step(params, h, x)
         return h, h
 
     _, hs = jax.lax.scan(step, h0, xs)  # (T, H)
     return hs
+
+
+_apply = jax.jit(_run)
 
 
 def input_gradient_norms(params, xs, h0=None):
@@ -215,5 +242,11 @@ def input_gradient_norms(params, xs, h0=None):
     came ``T - 1 - t`` steps before it.
     """
     xs = _checks.float_array(xs, "xs")
-    jac = jax.jacrev(lambda xs: apply(params, xs, h0)[-1])(xs)  # (H, T, D)
+    jax.eval_shape(apply, params, xs, h0)  # apply's checks
+    return _norms(params, xs, h0)
+
+
+@jax.jit
+def _norms(params, xs, h0):
+    jac = jax.jacrev(lambda xs: _run(params, xs, h0)[-1])(xs)  # (H, T, D)
     return jnp.sqrt(jnp.sum(jac**2, axis=(0, 2)))

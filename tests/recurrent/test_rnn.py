@@ -19,11 +19,11 @@ def _loop(params, xs, h0):
 
 @pytest.mark.parametrize("T, D, H", [(1, 3, 5), (11, 5, 7)])
 def test_scan_matches_a_python_loop(T, D, H):
-    k_p, k_x, k_h, k_b = jax.random.split(jax.random.key(T), 4)
-    params = init(k_p, D, H, scale=0.9)
-    params["b"] = 0.1 * jax.random.normal(k_b, (H,))
-    xs = jax.random.normal(k_x, (T, D))
-    h0 = jax.random.normal(k_h, (H,))
+    rng = np.random.default_rng(T)  # inputs drawn in NumPy: no sampler to compile per shape
+    params = init(jax.random.key(T), D, H, scale=0.9)
+    params["b"] = 0.1 * rng.standard_normal(H).astype(np.float32)
+    xs = rng.standard_normal((T, D)).astype(np.float32)
+    h0 = rng.standard_normal(H).astype(np.float32)
     np.testing.assert_allclose(apply(params, xs, h0), _loop(params, xs, h0), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(apply(params, xs), _loop(params, xs, np.zeros(H)), rtol=1e-5, atol=1e-5)
 
@@ -43,29 +43,26 @@ def test_init_shapes_and_recurrent_weight_scale():
 
 
 def test_jit_and_vmap_agree_with_one_at_a_time():
-    k_p, k_x = jax.random.split(jax.random.key(1))
-    params = init(k_p, 3, 5)
-    xs = jax.random.normal(k_x, (4, 7, 3))
+    params = init(jax.random.key(1), 3, 5)
+    xs = np.random.default_rng(1).standard_normal((4, 7, 3)).astype(np.float32)
     batched = jax.jit(jax.vmap(apply, in_axes=(None, 0)))(params, xs)
     for i in range(4):
         np.testing.assert_allclose(batched[i], apply(params, xs[i]), rtol=1e-5, atol=1e-6)
 
 
 def test_gradients_pass_check_grads():
-    k_p, k_x, k_h = jax.random.split(jax.random.key(2), 3)
+    rng = np.random.default_rng(2)
+    params = jax.tree.map(lambda a: np.asarray(a, np.float64), init(jax.random.key(2), 3, 5))
+    xs, h0 = rng.standard_normal((7, 3)), rng.standard_normal(5)  # float64, drawn in NumPy
     with jax.enable_x64(True):
-        params = jax.tree.map(lambda a: a.astype(jnp.float64), init(k_p, 3, 5))
-        xs = jax.random.normal(k_x, (7, 3), jnp.float64)
-        h0 = jax.random.normal(k_h, (5,), jnp.float64)
         loss = jax.jit(lambda p, xs, h0: jnp.sum(apply(p, xs, h0) ** 2))
         check_grads(loss, (params, xs, h0), order=1, modes=("rev", "fwd"))
 
 
 def test_bptt_gradient_matches_the_product_of_jacobians():
     # d h_T / d h_t = prod_k diag(1 - h_k^2) W_h^T, applied to d h_t / d x_t = diag(1 - h_t^2) W_x^T.
-    k_p, k_x = jax.random.split(jax.random.key(3))
-    params = init(k_p, 3, 5, scale=1.2)
-    xs = jax.random.normal(k_x, (6, 3))
+    params = init(jax.random.key(3), 3, 5, scale=1.2)
+    xs = np.random.default_rng(3).standard_normal((6, 3)).astype(np.float32)
     hs = np.asarray(apply(params, xs), np.float64)
     W_x, W_h = np.asarray(params["W_x"], np.float64), np.asarray(params["W_h"], np.float64)
     t = 1
@@ -134,7 +131,7 @@ def test_init_rejects_bad_sizes(D, H, error):
 
 def test_bad_arrays_raise_clear_errors_and_lists_are_accepted():
     params = init(jax.random.key(10), 3, 5)
-    xs = jax.random.normal(jax.random.key(11), (7, 3))
+    xs = np.random.default_rng(11).standard_normal((7, 3)).astype(np.float32)
     with pytest.raises(TypeError, match=r"xs must be a floating-point array"):
         apply(params, xs.astype(jnp.int32))
     with pytest.raises(TypeError, match=r"x must be a floating-point array"):
