@@ -154,6 +154,8 @@ integral over time by a left Riemann sum). Liu et al. also distil the 2-rectifie
 one-step generator; that is not done here.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -182,6 +184,11 @@ def reflow_pairs(params, key, num_pairs, num_steps):
     D = _check_params(params)
     num_pairs = _checks.size(num_pairs, "num_pairs")
     num_steps = _checks.size(num_steps, "num_steps")
+    return _reflow_pairs(params, key, num_pairs, num_steps, D)
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3, 4))
+def _reflow_pairs(params, key, num_pairs, num_steps, D):
     x0 = jax.random.normal(key, (num_pairs, D))
     return x0, _euler(_velocity(params), x0, num_steps)
 
@@ -191,6 +198,11 @@ def straightness(params, x0, num_steps):
     :math:`\\lVert (Z_1 - Z_0) - v(Z_t, t) \\rVert^2`."""
     x0 = _check_data(params, x0, "x0")
     num_steps = _checks.size(num_steps, "num_steps")
+    return _straightness(params, x0, num_steps)
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _straightness(params, x0, num_steps):
     velocity = _velocity(params)
     h = 1.0 / num_steps
 
@@ -218,7 +230,10 @@ def _pairs(params, x0, x1):
 def coupled_loss(params, x0, x1, key):
     """The flow-matching loss on fixed pairs ``x0`` (B, D) and ``x1`` (B, D), one random time each."""
     x0, x1 = _pairs(params, x0, x1)
-    return _coupled_loss(params, x0, x1, key)
+    return _coupled_loss_jit(params, x0, x1, key)
+
+
+_coupled_loss_jit = jax.jit(_coupled_loss)  # train_coupled differentiates the plain _coupled_loss
 
 
 @cached
