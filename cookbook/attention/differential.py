@@ -124,6 +124,7 @@ Array([0.7, 0.7, 0.7, 0.7, 0.7, 0.7], dtype=float32)
 (5, 16)
 """
 
+import functools
 import math
 
 import jax
@@ -147,22 +148,37 @@ def lambda_init(layer):
     return 0.8 - 0.6 * math.exp(-0.3 * (layer - 1))
 
 
-def differential_weights(q1, k1, q2, k2, lam, mask=None):
-    """The (T, S) weights ``softmax(q1 k1ᵀ/√d) − lam · softmax(q2 k2ᵀ/√d)``, in float32."""
+def _check_maps(q1, k1, q2, k2, lam):
     q1 = _checks.float_array(q1, "q1", ndim=2, what=" (T, d)")
     k1 = _checks.float_array(k1, "k1", ndim=2, what=" (S, d)")
     _checks.same_shape(k1, "k1", (k1.shape[0], q1.shape[1]), expected_from="d from q1")
     q2 = _checks.same_shape(_checks.float_array(q2, "q2"), "q2", q1.shape, expected_from="like q1")
     k2 = _checks.same_shape(_checks.float_array(k2, "k2"), "k2", k1.shape, expected_from="like k1")
     lam = _checks.float_array(lam, "lam", ndim=0, what=" (a scalar)")
+    return q1, k1, q2, k2, lam
+
+
+def differential_weights(q1, k1, q2, k2, lam, mask=None):
+    """The (T, S) weights ``softmax(q1 k1ᵀ/√d) − lam · softmax(q2 k2ᵀ/√d)``, in float32."""
+    return _differential_weights(*_check_maps(q1, k1, q2, k2, lam), mask)
+
+
+@jax.jit  # one program per set of shapes, where each operation called eagerly compiled its own
+def _differential_weights(q1, k1, q2, k2, lam, mask):
     return attention_weights(q1, k1, mask) - lam * attention_weights(q2, k2, mask)
 
 
 def differential_attention(q1, k1, q2, k2, v, lam, mask=None):
     """One differential head: the difference of the two maps applied to v (S, Dv); returns (T, Dv)."""
-    weights = differential_weights(q1, k1, q2, k2, lam, mask)
+    q1, k1, q2, k2, lam = _check_maps(q1, k1, q2, k2, lam)
     v = _checks.float_array(v, "v", ndim=2, what=" (S, Dv)")
-    _checks.same_shape(v, "v", (weights.shape[-1], v.shape[-1]), expected_from="S from k1")
+    _checks.same_shape(v, "v", (k1.shape[0], v.shape[-1]), expected_from="S from k1")
+    return _differential_attention(q1, k1, q2, k2, v, lam, mask)
+
+
+@jax.jit
+def _differential_attention(q1, k1, q2, k2, v, lam, mask):
+    weights = _differential_weights(q1, k1, q2, k2, lam, mask)
     return (weights @ v.astype(jnp.float32)).astype(v.dtype)
 
 
@@ -213,14 +229,19 @@ def apply(params, x, causal=False):
     d_model, d, H = _check_params(params)
     x = _checks.float_array(x, "x", ndim=2, what=" (T, d_model)")
     _checks.same_shape(x, "x", (x.shape[0], d_model), expected_from="d_model from params")
-    T = x.shape[0]
+    return _apply(params, x, causal, d, H)
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3, 4))
+def _apply(params, x, causal, d, H):
+    T, d_model = x.shape
     split = lambda a: a.reshape(T, H, 2, d).transpose(1, 2, 0, 3)  # (H, 2, T, d): the two halves
     q, k = split(x @ params["W_q"]), split(x @ params["W_k"])
     v = (x @ params["W_v"]).reshape(T, H, 2 * d).transpose(1, 0, 2)  # (H, T, 2d)
     lam = (jnp.exp(params["lambda_q1"] @ params["lambda_k1"]) - jnp.exp(params["lambda_q2"] @ params["lambda_k2"])
            + params["lambda_init"])
     mask = jnp.tril(jnp.ones((T, T), bool)) if causal else None
-    heads = jax.vmap(lambda q, k, v: differential_attention(q[0], k[0], q[1], k[1], v, lam, mask))(q, k, v)
+    heads = jax.vmap(lambda q, k, v: _differential_attention(q[0], k[0], q[1], k[1], v, lam, mask))(q, k, v)
     rms = jnp.sqrt(jnp.mean(heads**2, axis=-1, keepdims=True) + 1e-6)
     heads = (1 - params["lambda_init"]) * heads / rms * params["rms_gain"][None, None, :]  # (H, T, 2d)
     return heads.transpose(1, 0, 2).reshape(T, d_model) @ params["W_o"]
