@@ -121,6 +121,8 @@ Array([ 0.9, -2.1], dtype=float32)
 ((3000, 2), Array([ 0.9, -2.1], dtype=float32))
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -138,8 +140,15 @@ def sgld_step(theta, grad, key, *, step_size):
     grad = _checks.same_shape(_checks.float_array(grad, "grad", ndim=1, what=" (D,)"), "grad", theta.shape,
                               expected_from="theta")
     _checks.positive(step_size, "step_size")
+    return _sgld_step(theta, grad, key, step_size)
+
+
+def _sgld(theta, grad, key, step_size):
     eta = jnp.sqrt(step_size) * jax.random.normal(key, theta.shape, theta.dtype)
     return theta - 0.5 * step_size * grad + eta
+
+
+_sgld_step = jax.jit(_sgld)  # one program, where each operation called eagerly compiled its own
 
 
 def _check_data(X, y):
@@ -154,6 +163,11 @@ def linear_regression_posterior(X, y, *, noise, prior_precision):
     X, y = _check_data(X, y)
     _checks.positive(noise, "noise")
     _checks.positive(prior_precision, "prior_precision")
+    return _posterior(X, y, noise, prior_precision)
+
+
+@jax.jit
+def _posterior(X, y, noise, prior_precision):
     D = X.shape[1]
     precision = prior_precision * jnp.eye(D, dtype=X.dtype) + X.T @ X / noise
     L = jnp.linalg.cholesky(precision)
@@ -168,11 +182,18 @@ def sample_linear_regression(X, y, key, *, noise, prior_precision, num_steps, ba
     X, y = _check_data(X, y)
     _checks.positive(noise, "noise")
     _checks.positive(prior_precision, "prior_precision")
+    _checks.positive(step_size, "step_size")
     num_steps = _checks.size(num_steps, "num_steps")
     batch_size = _checks.size(batch_size, "batch_size")
     N, D = X.shape
     if batch_size > N:
         raise ValueError(f"batch_size must be at most N = {N} (the rows of X), got {batch_size}")
+    return _sample(X, y, key, noise, prior_precision, num_steps, batch_size, step_size)
+
+
+@functools.partial(jax.jit, static_argnums=(5, 6))
+def _sample(X, y, key, noise, prior_precision, num_steps, batch_size, step_size):
+    N, D = X.shape
 
     def grad_estimate(theta, batch):
         residual = y[batch] - X[batch] @ theta  # (n,)
@@ -181,7 +202,7 @@ def sample_linear_regression(X, y, key, *, noise, prior_precision, num_steps, ba
     def step(theta, key):
         k_batch, k_noise = jax.random.split(key)
         batch = jax.random.randint(k_batch, (batch_size,), 0, N)  # (n,)
-        theta = sgld_step(theta, grad_estimate(theta, batch), k_noise, step_size=step_size)
+        theta = _sgld(theta, grad_estimate(theta, batch), k_noise, step_size)
         return theta, theta
 
     _, samples = jax.lax.scan(step, jnp.zeros(D, X.dtype), jax.random.split(key, num_steps))
