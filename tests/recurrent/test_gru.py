@@ -14,7 +14,7 @@ def to_flax(params):
     Column block k (k = 0, 1, 2 for r, z, n) of W_x and b_x is the kernel and bias of flax's 'i<gate>',
     block k of W_h the kernel of 'h<gate>' (which has no bias except 'hn', whose bias is b_hn).
     """
-    W_x, W_h, b_x = (jnp.split(params[k], 3, axis=-1) for k in ("W_x", "W_h", "b_x"))
+    W_x, W_h, b_x = (np.split(np.asarray(params[k]), 3, axis=-1) for k in ("W_x", "W_h", "b_x"))
     out = {}
     for k, gate in enumerate("rzn"):
         out["i" + gate] = {"kernel": W_x[k], "bias": b_x[k]}
@@ -23,69 +23,81 @@ def to_flax(params):
     return {"params": {"cell": out}}
 
 
-def _random_params(key, D, H):
-    k_p, k_b, k_n = jax.random.split(key, 3)
-    params = init(k_p, D, H)
-    params["b_x"] = jax.random.normal(k_b, (3 * H,))
-    params["b_hn"] = jax.random.normal(k_n, (H,))
+def normal(seed, *shape):
+    """Test inputs drawn with NumPy: jax.random.normal would compile a sampler for every shape."""
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+def _random_params(seed, D, H):
+    params = init(jax.random.key(seed), D, H)
+    params["b_x"] = normal(seed, 3 * H)
+    params["b_hn"] = normal(seed + 100, H)
     return params
+
+
+# apply and cell dispatch their operations one by one, and apply's scan compiles again on every call:
+# the tests run them through one jitted program each, shared by the calls of the same shapes.
+_apply, _cell = jax.jit(apply), jax.jit(cell)
 
 
 @pytest.mark.parametrize("T, D, H", [(11, 3, 5)])
 def test_matches_flax_gru_cell_over_a_sequence(T, D, H):
-    k_p, k_x = jax.random.split(jax.random.key(T))
-    params = _random_params(k_p, D, H)
-    xs = jax.random.normal(k_x, (2, T, D))
+    params = _random_params(T, D, H)
+    xs = normal(T + 1, 2, T, D)
     layer = nn.RNN(nn.GRUCell(features=H))
-    assert jax.tree.map(jnp.shape, to_flax(params)) == jax.tree.map(jnp.shape, layer.init(jax.random.key(0), xs))
+    # Our layout covers every parameter flax creates, with the same shapes (read without running init).
+    flax_shapes = jax.tree.map(jnp.shape, jax.eval_shape(layer.init, jax.random.key(0), xs))
+    assert jax.tree.map(jnp.shape, to_flax(params)) == flax_shapes
     with jax.numpy_rank_promotion("allow"):
-        expected = layer.apply(to_flax(params), xs)  # (2, T, H)
-    np.testing.assert_allclose(jax.vmap(apply, in_axes=(None, 0))(params, xs), expected, rtol=1e-5, atol=1e-5)
+        expected = jax.jit(layer.apply)(to_flax(params), xs)  # (2, T, H), one program rather than op by op
+    np.testing.assert_allclose(jax.vmap(_apply, in_axes=(None, 0))(params, xs), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_scan_matches_a_python_loop_over_cells():
-    k_p, k_x, k_h = jax.random.split(jax.random.key(1), 3)
-    params = _random_params(k_p, 5, 7)
-    xs = jax.random.normal(k_x, (11, 5))
-    h0 = jnp.tanh(jax.random.normal(k_h, (7,)))
-    step, h, hs = jax.jit(cell), h0, []
+    # The page example's sizes (T, D, H) = (7, 3, 5).
+    params = _random_params(1, 3, 5)
+    xs = normal(2, 7, 3)
+    h0 = np.tanh(normal(3, 5))
+    h, hs = h0, []
     for x in xs:
-        h = step(params, h, x)
+        h = _cell(params, h, x)
         hs.append(h)
-    np.testing.assert_allclose(apply(params, xs, h0), jnp.stack(hs), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(_apply(params, xs, h0), np.stack(hs), rtol=1e-6, atol=1e-6)
 
 
 def test_one_step_by_hand():
     # D = H = 1, all weights 1, biases 0: r = z = sigmoid(x + h), n = tanh(x + r h).
-    params = {"W_x": jnp.ones((1, 3)), "W_h": jnp.ones((1, 3)), "b_x": jnp.zeros(3), "b_hn": jnp.zeros(1)}
+    params = {"W_x": np.ones((1, 3), np.float32), "W_h": np.ones((1, 3), np.float32),
+              "b_x": np.zeros(3, np.float32), "b_hn": np.zeros(1, np.float32)}
     x, h = 0.5, -0.25
     s = 1 / (1 + np.exp(-(x + h)))
     n = np.tanh(x + s * h)
-    np.testing.assert_allclose(cell(params, jnp.array([h]), jnp.array([x])), [(1 - s) * n + s * h], rtol=1e-6)
+    np.testing.assert_allclose(cell(params, np.array([h], np.float32), np.array([x], np.float32)),
+                               [(1 - s) * n + s * h], rtol=1e-6)
 
 
 def test_update_gate_near_one_copies_the_state_and_its_gradient():
-    params = _random_params(jax.random.key(2), 3, 5)
-    params["b_x"] = params["b_x"].at[5:10].set(1e4)  # z = 1
-    xs = jax.random.normal(jax.random.key(3), (11, 3))
-    h0 = jnp.linspace(-0.9, 0.9, 5)
+    params = _random_params(2, 3, 5)
+    params["b_x"][5:10] = 1e4  # z = 1
+    xs = normal(3, 11, 3)
+    h0 = np.linspace(-0.9, 0.9, 5, dtype=np.float32)
     last = lambda h0: apply(params, xs, h0)[-1]
-    np.testing.assert_allclose(last(h0), h0, rtol=1e-6)
-    np.testing.assert_allclose(jax.jacrev(last)(h0), np.eye(5), atol=1e-6)
+    h_T, jacobian = jax.jit(lambda h0: (last(h0), jax.jacrev(last)(h0)))(h0)  # one program
+    np.testing.assert_allclose(h_T, h0, rtol=1e-6)
+    np.testing.assert_allclose(jacobian, np.eye(5), atol=1e-6)
 
 
 def test_state_stays_in_the_unit_interval_for_huge_inputs():
-    params = _random_params(jax.random.key(4), 3, 5)
-    hs = apply(params, jnp.full((7, 3), -1e30))
+    params = _random_params(4, 3, 5)
+    hs = _apply(params, np.full((7, 3), -1e30, np.float32))
     assert np.all(np.isfinite(hs)) and np.all(np.abs(hs) <= 1.0)
 
 
 def test_gradients_pass_check_grads():
-    k_p, k_x, k_h = jax.random.split(jax.random.key(5), 3)
+    params = {k: np.float64(a) for k, a in _random_params(5, 3, 5).items()}  # float32 draws, widened
     with jax.enable_x64(True):
-        params = jax.tree.map(lambda a: a.astype(jnp.float64), _random_params(k_p, 3, 5))
-        xs = jax.random.normal(k_x, (7, 3), jnp.float64)
-        h0 = 0.5 * jax.random.normal(k_h, (5,), jnp.float64)
+        xs = np.float64(normal(6, 7, 3))
+        h0 = 0.5 * np.float64(normal(7, 5))
         loss = jax.jit(lambda p, xs, h0: jnp.sum(jnp.sin(apply(p, xs, h0))))
         check_grads(loss, (params, xs, h0), order=1, modes=("rev", "fwd"))
 
@@ -93,11 +105,11 @@ def test_gradients_pass_check_grads():
 def test_bad_shapes_raise_clear_errors():
     params = init(jax.random.key(6), 3, 5)
     with pytest.raises(ValueError, match=r"xs must have shape \(T, D\) with D = 3, got shape \(2, 7, 3\)"):
-        apply(params, jnp.ones((2, 7, 3)))
+        apply(params, np.ones((2, 7, 3), np.float32))
     with pytest.raises(ValueError, match=r"h must have shape \(H,\) = \(5,\), got shape \(3,\)"):
-        apply(params, jnp.ones((7, 3)), jnp.zeros(3))
+        apply(params, np.ones((7, 3), np.float32), np.zeros(3, np.float32))
     with pytest.raises(ValueError, match=r"x must have shape \(D,\) = \(3,\)"):
-        cell(params, jnp.zeros(5), jnp.ones(5))
+        cell(params, np.zeros(5, np.float32), np.ones(5, np.float32))
 
 
 def test_parameter_count_against_the_lstm():
@@ -120,11 +132,11 @@ def test_init_rejects_bad_sizes(D, H, error):
 
 def test_bad_arrays_raise_clear_errors_and_lists_are_accepted():
     params = init(jax.random.key(32), 3, 5)
-    xs = jax.random.normal(jax.random.key(33), (7, 3))
+    xs = normal(33, 7, 3)
     with pytest.raises(TypeError, match=r"xs must be a floating-point array"):
-        apply(params, xs.astype(jnp.int32))
+        apply(params, xs.astype(np.int32))
     with pytest.raises(TypeError, match=r"x must be a floating-point array"):
-        cell(params, jnp.zeros(5), jnp.ones(3, jnp.int32))
+        cell(params, np.zeros(5, np.float32), np.ones(3, np.int32))
     with pytest.raises(ValueError, match=r"params\['b_hn'\] must have shape \(5,\)"):
         apply(params | {"b_hn": params["b_hn"][:1]}, xs)
-    np.testing.assert_allclose(apply(params, np.asarray(xs).tolist()), apply(params, xs), rtol=1e-6)
+    np.testing.assert_allclose(apply(params, xs.tolist()), _apply(params, xs), rtol=1e-6)
