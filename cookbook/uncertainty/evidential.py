@@ -140,6 +140,8 @@ A two-class classifier, trained briefly:
 (True, (2,))
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -164,7 +166,11 @@ def _evidence(evidence):
 
 def dirichlet_prediction(evidence):
     """Expected class probabilities (K,) and the uncertainty mass ``K / S`` for non-negative ``evidence`` (K,)."""
-    evidence = _evidence(evidence)
+    return _dirichlet_prediction(_evidence(evidence))
+
+
+@jax.jit
+def _dirichlet_prediction(evidence):
     alpha = evidence + 1.0
     S = jnp.sum(alpha)
     K = evidence.shape[0]
@@ -190,6 +196,11 @@ def classification_loss(evidence, label, *, kl_weight):
     label = _checks.int_array(label, "label", ndim=0, what=" (a scalar class index)")
     _checks.check_range(label, "label", 0, K)
     _checks.positive(kl_weight, "kl_weight", allow_zero=True)
+    return _classification_loss_jit(evidence, label, kl_weight)
+
+
+def _classification_loss(evidence, label, kl_weight):
+    K = evidence.shape[0]
     y = jax.nn.one_hot(label, K, dtype=evidence.dtype)
     alpha = evidence + 1.0
     S = jnp.sum(alpha)
@@ -199,12 +210,20 @@ def classification_loss(evidence, label, *, kl_weight):
     return squared_error + kl_weight * _kl_to_uniform(alpha_tilde)
 
 
+_classification_loss_jit = jax.jit(_classification_loss)  # one program, not one per eager operation
+
+
 def nig_nll(gamma, nu, a, beta, target):
     """``-log p(target)`` under the normal-inverse-gamma ``(gamma, nu, a, beta)``, the Student-t with
     ``2a`` degrees of freedom, location ``gamma`` and squared scale ``beta (1 + nu) / (nu a)``."""
     for name, value in (("nu", nu), ("a", a), ("beta", beta)):
         _checks.positive(value, name)
     gamma, target = (_checks.float_array(v, n, ndim=0) for v, n in ((gamma, "gamma"), (target, "target")))
+    return _nig_nll(gamma, nu, a, beta, target)
+
+
+@jax.jit
+def _nig_nll(gamma, nu, a, beta, target):
     omega = 2 * beta * (1 + nu)
     gammaln = jax.scipy.special.gammaln
     return (0.5 * jnp.log(jnp.pi / nu) - a * jnp.log(omega) + (a + 0.5) * jnp.log(nu * (target - gamma) ** 2 + omega)
@@ -250,10 +269,16 @@ def fit_classifier(params, X, labels, *, steps, kl_weight=1.0, learning_rate=0.0
     _checks.size(steps, "steps")
     _checks.positive(kl_weight, "kl_weight", allow_zero=True)
     _checks.positive(learning_rate, "learning_rate")
+    return _fit(params, X, labels, kl_weight, learning_rate, steps)
 
+
+# The checks run in Python and the training is one compiled program: called eagerly, the scan would
+# trace and compile again on every call, and the jit check would compile the whole run once more.
+@functools.partial(jax.jit, static_argnums=5)
+def _fit(params, X, labels, kl_weight, learning_rate, steps):
     def loss(params, weight):
         evidence = jax.vmap(evidence_of, in_axes=(None, 0))(params, X)  # (N, K)
-        return jnp.mean(jax.vmap(lambda e, l: classification_loss(e, l, kl_weight=weight))(evidence, labels))
+        return jnp.mean(jax.vmap(lambda e, l: _classification_loss(e, l, weight))(evidence, labels))
 
     optimizer = adam(1.0)  # the step size is applied below, so that it may be traced
 
