@@ -215,7 +215,13 @@ def token_shift(x, mu, x_prev=None):
     x = _sequence(x, "x")
     T, D = x.shape
     mu = _channels(mu, "mu", D, f"x, shape {x.shape}")
-    x_prev = jnp.zeros((D,), x.dtype) if x_prev is None else _channels(x_prev, "x_prev", D, f"x, shape {x.shape}")
+    x_prev = None if x_prev is None else _channels(x_prev, "x_prev", D, f"x, shape {x.shape}")
+    return _token_shift(x, mu, x_prev)
+
+
+@jax.jit  # one program, where each operation called eagerly compiled its own
+def _token_shift(x, mu, x_prev):
+    x_prev = jnp.zeros((x.shape[1],), x.dtype) if x_prev is None else x_prev
     shifted = jnp.concatenate([x_prev[None].astype(x.dtype), x[:-1]], axis=0)  # (T, D): x[t - 1]
     return mu[None] * x + (1 - mu[None]) * shifted
 
