@@ -159,6 +159,8 @@ Array([ True,  True,  True, False, False], dtype=bool)
 0
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -189,8 +191,13 @@ def top_k_mask(logits, k):
     k = _checks.size(k, "k")
     if k > V:
         raise ValueError(f"k must be between 1 and the vocabulary size {V} of logits, got k={k}")
+    return _top_k_mask(logits, k)
+
+
+@functools.partial(jax.jit, static_argnums=1)  # one program, where each eager operation compiled its own
+def _top_k_mask(logits, k):
     _, indices = jax.lax.top_k(logits, k)
-    return jnp.zeros((V,), bool).at[indices].set(True)
+    return jnp.zeros(logits.shape, bool).at[indices].set(True)
 
 
 def _check_p(p, name):
@@ -207,6 +214,11 @@ def top_p_mask(logits, p):
     """
     logits = _check_logits(logits)
     p = _check_p(p, "p")
+    return _top_p_mask(logits, p)
+
+
+@jax.jit
+def _top_p_mask(logits, p):
     probs = jax.nn.softmax(logits.astype(jnp.float32))
     order = jnp.argsort(-probs, stable=True)  # most probable first
     sorted_probs = probs[order]
@@ -228,11 +240,16 @@ def sample(key, logits, *, temperature=1.0, top_k=None, top_p=None):
     if top_k is not None and _checks.size(top_k, "top_k") > logits.shape[0]:
         raise ValueError(f"top_k must be between 1 and the vocabulary size {logits.shape[0]} of logits, "
                          f"got top_k={top_k}")
+    return _sample(key, logits, temperature, top_p, top_k)
+
+
+@functools.partial(jax.jit, static_argnums=4)  # temperature and top_p may be traced, top_k fixes a shape
+def _sample(key, logits, temperature, top_p, top_k):
     z = logits.astype(jnp.float32) / temperature
     keep = jnp.ones(z.shape, bool)
     if top_k is not None:
-        keep = top_k_mask(z, top_k)
+        keep = _top_k_mask(z, top_k)
     z = jnp.where(keep, z, jnp.finfo(jnp.float32).min)
     if top_p is not None:
-        z = jnp.where(top_p_mask(z, top_p), z, jnp.finfo(jnp.float32).min)
+        z = jnp.where(_top_p_mask(z, top_p), z, jnp.finfo(jnp.float32).min)
     return jax.random.categorical(key, z)
