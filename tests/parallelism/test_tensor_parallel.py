@@ -13,17 +13,19 @@ D, F, C, T = 5, 24, 3, 7  # F = 24 hidden units: 24, 12, 6 or 3 per device
 H, K = 8, 3  # 8 heads of width 3
 
 
+# The weights are NumPy arrays: placed on a mesh, a NumPy array is cut on the host, where a JAX array
+# on one device is cut by a compiled program (_multi_slice) for every shape and sharding.
 def mlp_params(seed=0):
     rng = np.random.default_rng(seed)
-    return {"W1": jnp.asarray(rng.standard_normal((D, F)) / np.sqrt(D), jnp.float32),
-            "b1": jnp.asarray(0.1 * rng.standard_normal(F), jnp.float32),
-            "W2": jnp.asarray(rng.standard_normal((F, C)) / np.sqrt(F), jnp.float32),
-            "b2": jnp.asarray(0.1 * rng.standard_normal(C), jnp.float32)}
+    return {"W1": (rng.standard_normal((D, F)) / np.sqrt(D)).astype(np.float32),
+            "b1": (0.1 * rng.standard_normal(F)).astype(np.float32),
+            "W2": (rng.standard_normal((F, C)) / np.sqrt(F)).astype(np.float32),
+            "b2": (0.1 * rng.standard_normal(C)).astype(np.float32)}
 
 
 def attention_params(seed=1):
     rng = np.random.default_rng(seed)
-    w = lambda *shape: jnp.asarray(rng.standard_normal(shape) / np.sqrt(shape[0]), jnp.float32)
+    w = lambda *shape: (rng.standard_normal(shape) / np.sqrt(shape[0])).astype(np.float32)
     return {"Wq": w(D, H, K), "Wk": w(D, H, K), "Wv": w(D, H, K), "Wo": w(H, K, D)}
 
 
