@@ -242,6 +242,13 @@ def train_coupled(params, x0, x1, key, *, steps, batch_size=128, learning_rate=1
     x0, x1 = _pairs(params, x0, x1)
     steps = _checks.size(steps, "steps")
     batch_size = _checks.size(batch_size, "batch_size")
+    return _train_coupled(params, x0, x1, key, steps, batch_size, learning_rate)
+
+
+# One compiled program: called eagerly, the loop's scan traced and compiled again on every call, and
+# the jit check compiled the whole run once more.
+@functools.partial(jax.jit, static_argnums=(4, 5, 6))  # the step size too: adam checks it
+def _train_coupled(params, x0, x1, key, steps, batch_size, learning_rate):
     D = x0.shape[1]
     pairs = jnp.concatenate([x0, x1], axis=1)  # (N, 2 D): the loop draws rows, so a pair stays a pair
     return _fit(params, pairs, key, steps, batch_size, adam(learning_rate),
