@@ -11,6 +11,8 @@ from cookbook.graphs.graph_transformer import (apply, attention, init, laplacian
                                                random_sign_flip, shortest_path_distances)
 
 N, F, M, D, HEADS, OUT, MAX_DISTANCE = 11, 3, 5, 8, 2, 7, 4
+# gat's segment softmax, run eagerly, would compile each of its operations for the test's shapes.
+segment_softmax_jit = jax.jit(segment_softmax, static_argnums=2)
 
 
 def numpy_params(seed, **kwargs):
@@ -18,7 +20,8 @@ def numpy_params(seed, **kwargs):
     biases and layer-norm parameters too, so that each is exercised), without a random kernel."""
     shapes = jax.eval_shape(lambda: init(jax.random.key(0), **kwargs))
     rng = np.random.default_rng(seed)
-    return jax.tree.map(lambda s: jnp.asarray(rng.standard_normal(s.shape) / np.sqrt(s.shape[0]), jnp.float32),
+    # Cast in NumPy: jnp.asarray(float64, jnp.float32) would compile a conversion for every leaf's shape.
+    return jax.tree.map(lambda s: jnp.asarray((rng.standard_normal(s.shape) / np.sqrt(s.shape[0])).astype(np.float32)),
                         shapes)
 
 
@@ -29,15 +32,16 @@ def init_like(seed, **kwargs):
     rng = np.random.default_rng(seed)
     leaves = [rng.standard_normal(s.shape) / np.sqrt(s.shape[0]) if str(path[-1].key).startswith("W")
               else np.full(s.shape, 1.0 if str(path[-1].key) == "scale" else 0.0) for path, s in flat]
-    return jax.tree.unflatten(treedef, [jnp.asarray(leaf, jnp.float32) for leaf in leaves])
+    return jax.tree.unflatten(treedef, [jnp.asarray(leaf.astype(np.float32)) for leaf in leaves])
 
 
 @pytest.fixture(scope="module")
 def setup():
     # A connected random graph whose Laplacian has distinct eigenvalues (so eigenvectors are unique up to sign).
     graph = nx.connected_watts_strogatz_graph(N, 4, 0.5, seed=3)
-    A = jnp.asarray(nx.to_numpy_array(graph), jnp.float32)
-    x = jnp.asarray(np.random.default_rng(1).standard_normal((N, F)), jnp.float32)
+    # NumPy arrays: the recipe's functions take them as they are, and the tests index them without compiling.
+    A = nx.to_numpy_array(graph).astype(np.float32)
+    x = np.random.default_rng(1).standard_normal((N, F)).astype(np.float32)
     params = numpy_params(2, in_size=F, pe_size=M, d_model=D, heads=HEADS, num_layers=2, out_size=OUT,
                           max_distance=MAX_DISTANCE)
     return A, x, params
@@ -70,8 +74,9 @@ def test_shortest_path_distances_match_scipy(setup):
     want = shortest_path(np.asarray(A), unweighted=True)
     np.testing.assert_array_equal(shortest_path_distances(A, MAX_DISTANCE), np.minimum(want, MAX_DISTANCE))
     # Two components: the nodes of the other one are unreachable, in the last bucket.
-    two = jnp.zeros((5, 5)).at[0, 1].set(1).at[1, 0].set(1).at[2, 3].set(1).at[3, 2].set(1)
-    np.testing.assert_array_equal(shortest_path_distances(two, MAX_DISTANCE)[0], [0, 1, 4, 4, 4])
+    two = np.zeros((5, 5), np.float32)
+    two[[0, 1, 2, 3], [1, 0, 3, 2]] = 1
+    np.testing.assert_array_equal(np.asarray(shortest_path_distances(two, MAX_DISTANCE))[0], [0, 1, 4, 4, 4])
 
 
 def test_attention_masked_to_neighbours_is_message_passing(setup):
@@ -79,17 +84,17 @@ def test_attention_masked_to_neighbours_is_message_passing(setup):
     # normalising its incoming scores with a segment softmax, and a segment sum of the weighted values.
     A, x, params = setup
     p = params["layers"][0]["attention"]
-    h = jnp.asarray(np.random.default_rng(5).standard_normal((N, D)), jnp.float32)
+    h = np.random.default_rng(5).standard_normal((N, D)).astype(np.float32)
     distances = shortest_path_distances(A, MAX_DISTANCE)
-    mask = (A != 0) | jnp.eye(N, dtype=bool)
+    mask = (A != 0) | np.eye(N, dtype=bool)
     got = attention(p, h, distances, mask)
 
     receivers, senders = np.nonzero(np.asarray(mask))  # edge j -> i for every allowed (i, j)
     d = D // HEADS
-    q, k, v = (np.float64(h @ p[key]).reshape(N, HEADS, d) for key in ("W_q", "W_k", "W_v"))
+    q, k, v = ((np.float64(h) @ np.float64(p[key])).reshape(N, HEADS, d) for key in ("W_q", "W_k", "W_v"))
     bias = np.float64(p["spd_bias"])[:, np.asarray(distances)[receivers, senders]].T  # (E, heads)
     logits = np.sum(q[receivers] * k[senders], axis=-1) / np.sqrt(d) + bias
-    weights = np.asarray(segment_softmax(jnp.asarray(logits, jnp.float32), jnp.asarray(receivers), N))  # (E, heads)
+    weights = np.asarray(segment_softmax_jit(logits.astype(np.float32), receivers, N))  # (E, heads)
     messages = (weights[:, :, None] * v[senders]).reshape(-1, D)
     want = np.zeros((N, D))
     np.add.at(want, receivers, messages)  # the segment sum at each receiver
@@ -100,7 +105,7 @@ def test_attention_masked_to_neighbours_is_message_passing(setup):
 
 def test_permutation_equivariance_with_permuted_encodings(setup):
     A, x, params = setup
-    pe = laplacian_pe(A, M)
+    pe = np.asarray(laplacian_pe(A, M))
     perm = np.random.default_rng(6).permutation(N)
     A_perm = A[perm][:, perm]
     for global_attention in (True, False):
@@ -109,23 +114,24 @@ def test_permutation_equivariance_with_permuted_encodings(setup):
         np.testing.assert_allclose(y_perm, y[perm], rtol=1e-5, atol=1e-5)
     # The encodings of the renumbered graph are the renumbered encodings, up to the sign of each column.
     pe_perm = np.asarray(laplacian_pe(A_perm, M))
-    signs = np.sign(np.sum(pe_perm * np.asarray(pe)[perm], axis=0))
-    np.testing.assert_allclose(pe_perm * signs, np.asarray(pe)[perm], atol=1e-4)
+    signs = np.sign(np.sum(pe_perm * pe[perm], axis=0))
+    np.testing.assert_allclose(pe_perm * signs, pe[perm], atol=1e-4)
 
 
 def test_sign_flips_are_valid_encodings_the_network_is_not_invariant_to(setup):
     A, x, params = setup
-    pe = laplacian_pe(A, M)
-    flipped = random_sign_flip(jax.random.key(0), pe)
-    signs = np.asarray(flipped / pe)[0]
+    pe = np.asarray(laplacian_pe(A, M))
+    flipped = np.asarray(random_sign_flip(jax.random.key(0), pe))
+    signs = (flipped / pe)[0]
     assert set(np.round(signs)) <= {-1.0, 1.0}
     np.testing.assert_allclose(flipped, pe * signs[None, :], rtol=1e-6)
-    L = normalized_laplacian(A)
-    eigenvalues = jnp.sum(pe * (L @ pe), axis=0)
+    L = np.asarray(normalized_laplacian(A))
+    eigenvalues = np.sum(pe * (L @ pe), axis=0)
     # Both signs are eigenvectors with the same eigenvalue: equally valid encodings of the same graph.
     np.testing.assert_allclose(L @ flipped, flipped * eigenvalues[None, :], atol=1e-5)
     # ... which the network reads differently (hence random flips during training).
-    one_flipped = pe.at[:, 0].multiply(-1.0)
+    one_flipped = pe.copy()
+    one_flipped[:, 0] *= -1.0
     assert not np.allclose(apply(params, x, A, one_flipped), apply(params, x, A, pe), atol=1e-3)
 
 
@@ -134,13 +140,14 @@ def test_sign_flips_are_valid_encodings_the_network_is_not_invariant_to(setup):
 def test_a_node_that_may_attend_to_nothing_gets_zeros_and_gradients_are_finite(setup):
     A, x, params = setup
     p = params["layers"][0]["attention"]
-    h = jnp.asarray(np.random.default_rng(7).standard_normal((N, D)), jnp.float32)
-    mask = jnp.ones((N, N), bool).at[0].set(False)
+    h = np.random.default_rng(7).standard_normal((N, D)).astype(np.float32)
+    mask = np.ones((N, N), bool)
+    mask[0] = False
     distances = shortest_path_distances(A, MAX_DISTANCE)
-    np.testing.assert_array_equal(attention(p, h, distances, mask)[0], np.zeros(D))
+    np.testing.assert_array_equal(np.asarray(attention(p, h, distances, mask))[0], np.zeros(D))
     grads = jax.jit(jax.grad(lambda p, h: jnp.sum(attention(p, h, distances, mask) ** 2), argnums=(0, 1)))(p, h)
     assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
-    assert float(jnp.abs(grads[0]["spd_bias"]).sum()) > 0  # the distance biases get gradients
+    assert np.abs(np.asarray(grads[0]["spd_bias"])).sum() > 0  # the distance biases get gradients
 
 
 # ---- It learns: the distance between two marked nodes on a cycle ---------------------------------------
@@ -157,13 +164,13 @@ def distance_accuracies():
 
     No Laplacian encoding (zeros): on one fixed cycle it would give every node an absolute position,
     from which message passing too could compute distances."""
-    A = jnp.asarray(nx.to_numpy_array(nx.cycle_graph(CYCLE)), jnp.float32)
+    A = nx.to_numpy_array(nx.cycle_graph(CYCLE)).astype(np.float32)
     i, j = np.triu_indices(CYCLE, 1)
     labels = jnp.asarray(np.minimum(j - i, CYCLE - (j - i)) - 1)  # distance 1..8 as class 0..7
     marks = np.zeros((len(i), CYCLE, 1), np.float32)
     marks[np.arange(len(i)), i, 0] = marks[np.arange(len(i)), j, 0] = 1.0
     marks = jnp.asarray(marks)
-    pe = jnp.zeros((CYCLE, 1))
+    pe = np.zeros((CYCLE, 1), np.float32)
     sizes = dict(in_size=1, pe_size=1, d_model=16, heads=2, num_layers=LAYERS, out_size=8, max_distance=8)
     params = {True: init_like(8, **sizes), False: init_like(8, **sizes)}
     opt = optax.adam(0.03)
@@ -186,7 +193,7 @@ def distance_accuracies():
         return {g: logits(params[g], g) for g in (True, False)}
 
     out = train(params)
-    return ({g: float(jnp.mean(jnp.argmax(out[g], -1) == labels)) for g in out},
+    return ({g: float(np.mean(np.argmax(np.asarray(out[g]), -1) == np.asarray(labels))) for g in out},
             np.asarray(out[False])[np.asarray(labels) >= 2])
 
 
@@ -206,9 +213,12 @@ def test_global_attention_learns_distances_that_message_passing_cannot(distance_
 
 def test_bad_input_raises_clear_errors(setup):
     A, x, params = setup
-    pe = laplacian_pe(A, M)
+    pe = np.asarray(laplacian_pe(A, M))
+    asymmetric, with_nan = A.copy(), A.copy()
+    asymmetric[0, 5] = 1.0 - A[0, 5]
+    with_nan[0, 0] = np.nan
     with pytest.raises(ValueError, match=r"adjacency must be symmetric"):
-        laplacian_pe(A.at[0, 5].set(1.0 - A[0, 5]), M)
+        laplacian_pe(asymmetric, M)
     with pytest.raises(ValueError, match=r"k must be at most N - 1 = 10"):
         laplacian_pe(A, N)
     with pytest.raises(ValueError, match=r"pe must have shape \(11, 5\)"):
@@ -216,12 +226,14 @@ def test_bad_input_raises_clear_errors(setup):
     with pytest.raises(ValueError, match=r"adjacency must have shape \(11, 11\)"):
         apply(params, x, A[:7, :7], pe)
     with pytest.raises(ValueError, match=r"distances must lie in \[0, 5\)"):
-        attention(params["layers"][0]["attention"], jnp.zeros((N, D)), jnp.full((N, N), 5), jnp.ones((N, N), bool))
+        attention(params["layers"][0]["attention"], np.zeros((N, D), np.float32), np.full((N, N), 5, np.int32),
+                  np.ones((N, N), bool))
     with pytest.raises(TypeError, match=r"mask must be boolean"):
-        attention(params["layers"][0]["attention"], jnp.zeros((N, D)), jnp.zeros((N, N), int), jnp.ones((N, N)))
+        attention(params["layers"][0]["attention"], np.zeros((N, D), np.float32), np.zeros((N, N), np.int32),
+                  np.ones((N, N), np.float32))
     with pytest.raises(ValueError, match=r"d_model must be a multiple of heads"):
         init(jax.random.key(0), in_size=F, pe_size=M, d_model=9, heads=2, num_layers=1, out_size=OUT, max_distance=3)
     with pytest.raises(TypeError, match=r"global_attention must be True or False"):
         apply(params, x, A, pe, global_attention=1)
     with pytest.raises(ValueError, match=r"adjacency holds NaN"):
-        shortest_path_distances(A.at[0, 0].set(jnp.nan), MAX_DISTANCE)
+        shortest_path_distances(with_nan, MAX_DISTANCE)
