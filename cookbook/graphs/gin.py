@@ -147,8 +147,11 @@ agree on every pair of graphs with 6 nodes. Stronger tests, :math:`k`-WL on tupl
 bound the higher-order networks of :footcite:t:`morris2019weisfeiler`.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from cookbook import _checks
 from cookbook.graphs.message_passing import aggregate, check_aggregation, check_edges, check_mlp, mlp, mlp_init
@@ -158,19 +161,19 @@ JIT = {"wl_equivalent": ("iterations",), "apply": ("num_graphs", "aggregation")}
 
 
 def _adjacency(adjacency, name):
-    """A square 0/1 matrix, symmetric and free of other values when concrete; as int32."""
+    """A square 0/1 matrix, symmetric and free of other values when concrete (checked in NumPy)."""
     A = _checks._as_array(adjacency, name)
     if not (jnp.issubdtype(A.dtype, jnp.number) or A.dtype == jnp.bool_):
         raise TypeError(f"{name} must be a numeric or boolean array, got dtype {A.dtype}")
     if A.ndim != 2 or A.shape[0] != A.shape[1]:
         raise ValueError(f"{name} must be a square (N, N) matrix, got shape {tuple(A.shape)}")
-    with jax.ensure_compile_time_eval():
-        if _checks.is_concrete(A) and A.size:
-            if not bool(jnp.all((A == 0) | (A == 1))):
-                raise ValueError(f"{name} must hold only 0 and 1 (NaN included in what is refused)")
-            if not bool(jnp.all(A == A.T)):
-                raise ValueError(f"{name} must be symmetric: colour refinement here is for undirected graphs")
-    return (A != 0).astype(jnp.int32)
+    if _checks.is_concrete(A) and A.size:
+        values = np.asarray(A)
+        if not np.all((values == 0) | (values == 1)):
+            raise ValueError(f"{name} must hold only 0 and 1 (NaN included in what is refused)")
+        if not np.all(values == values.T):
+            raise ValueError(f"{name} must be symmetric: colour refinement here is for undirected graphs")
+    return A
 
 
 def wl_equivalent(adjacency_1, adjacency_2, iterations):
@@ -185,7 +188,14 @@ def wl_equivalent(adjacency_1, adjacency_2, iterations):
     N1, N2 = A1.shape[0], A2.shape[0]
     if N1 != N2:
         return jnp.array(False)  # a different number of nodes is a different count of colour 0
+    return _wl_equivalent(A1, A2, iterations)
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _wl_equivalent(A1, A2, iterations):
+    N1, N2 = A1.shape[0], A2.shape[0]
     M = N1 + N2
+    A1, A2 = (A1 != 0).astype(jnp.int32), (A2 != 0).astype(jnp.int32)
     A = jax.scipy.linalg.block_diag(A1, A2)  # (M, M): both graphs refined together
 
     def refine(_, colours):
@@ -228,11 +238,10 @@ def apply(params, x, senders, receivers, graph_ids=None, num_graphs=1, aggregati
     x = _checks.float_array(x, "x", ndim=2, what=" (N, in)")
     N = x.shape[0]
     senders, receivers = check_edges(senders, receivers, N)
-    if graph_ids is None:
-        graph_ids = jnp.zeros(N, jnp.int32)
-    graph_ids = _checks.int_array(graph_ids, "graph_ids", ndim=1, what=" (N,)")
-    _checks.same_shape(graph_ids, "graph_ids", (N,), expected_from="one graph id per row of x")
-    _checks.check_range(graph_ids, "graph_ids", 0, num_graphs)
+    if graph_ids is not None:  # None: all nodes in graph 0 (made inside the compiled core)
+        graph_ids = _checks.int_array(graph_ids, "graph_ids", ndim=1, what=" (N,)")
+        _checks.same_shape(graph_ids, "graph_ids", (N,), expected_from="one graph id per row of x")
+        _checks.check_range(graph_ids, "graph_ids", 0, num_graphs)
     width = x.shape[1]
     for k, layer in enumerate(params):
         _checks.float_array(layer["eps"], f"params[{k}]['eps']", ndim=0, what=" (a scalar)")
@@ -240,6 +249,14 @@ def apply(params, x, senders, receivers, graph_ids=None, num_graphs=1, aggregati
         if d_in != width:
             raise ValueError(f"params[{k}]['mlp'] must read {width} features (from x or the layer before), got {d_in}")
         width = layer["mlp"][-1]["W"].shape[1]
+    return _apply(params, x, senders, receivers, graph_ids, num_graphs, aggregation)
+
+
+@functools.partial(jax.jit, static_argnums=(5, 6))
+def _apply(params, x, senders, receivers, graph_ids, num_graphs, aggregation):
+    N = x.shape[0]
+    if graph_ids is None:
+        graph_ids = jnp.zeros(N, jnp.int32)
     h, pooled = x, []
     for layer in params:
         neighbours = aggregate(h.at[senders].get(mode="fill", fill_value=jnp.nan), receivers, N, aggregation)
