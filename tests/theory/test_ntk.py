@@ -24,8 +24,8 @@ def test_empirical_ntk_matches_the_kernel_derived_by_hand():
     # Theta(x, y) = h(x).h(y) + 1 + g(x).g(y) (1 + x.y), here in NumPy float64.
     rng = np.random.default_rng(0)  # NumPy data: no random-number kernel to compile
     params = {"W1": rng.normal(size=(7, 11)), "b1": rng.normal(size=11), "w2": rng.normal(size=11), "c": 0.3}
-    params = {k: jnp.asarray(v, jnp.float32) for k, v in params.items()}
-    x1, x2 = jnp.asarray(rng.normal(size=(3, 7)), jnp.float32), jnp.asarray(rng.normal(size=(5, 7)), jnp.float32)
+    params = {k: np.asarray(v, np.float32) for k, v in params.items()}  # cast in NumPy: no conversion to compile
+    x1, x2 = rng.normal(size=(3, 7)).astype(np.float32), rng.normal(size=(5, 7)).astype(np.float32)
     P = {k: np.asarray(v, np.float64) for k, v in params.items()}
 
     def h_g(x):
@@ -40,8 +40,8 @@ def test_empirical_ntk_matches_the_kernel_derived_by_hand():
 
 
 def test_a_linear_model_has_the_kernel_x1_x2_plus_one():
-    params = {"w": jnp.array([0.5, -1.0, 2.0]), "c": jnp.array(3.0)}
-    x1, x2 = jnp.arange(6.0).reshape(2, 3), jnp.arange(15.0).reshape(5, 3) / 7
+    params = {"w": np.array([0.5, -1.0, 2.0], np.float32), "c": np.float32(3.0)}
+    x1, x2 = np.arange(6.0, dtype=np.float32).reshape(2, 3), np.arange(15.0, dtype=np.float32).reshape(5, 3) / 7
     got = empirical_ntk(lambda p, x: x @ p["w"] + p["c"], params, x1, x2)
     np.testing.assert_allclose(got, x1 @ x2.T + 1.0, rtol=1e-6)
 
@@ -76,7 +76,7 @@ def test_ntk_kernel_matches_a_pairwise_recursion_in_float64():
 def test_the_mean_kernel_of_random_networks_is_the_analytic_kernel():
     # 40 networks of width 256 and two hidden layers, with biases; the empirical kernel fluctuates by
     # O(1/sqrt(n)) around a mean whose bias is O(1/n), below the standard error of 40 samples.
-    x = jnp.asarray(np.random.default_rng(2).normal(size=(5, 3)), jnp.float32)
+    x = np.random.default_rng(2).normal(size=(5, 3)).astype(np.float32)
     S, sigma_w2, sigma_b2 = 40, 1.8, 0.2
 
     @jax.jit
@@ -84,19 +84,26 @@ def test_the_mean_kernel_of_random_networks_is_the_analytic_kernel():
         one = lambda k: empirical_ntk(lambda p, v: apply(p, v, sigma_w2, sigma_b2), init(k, (3, 256, 256, 1)), x, x)
         return jax.vmap(one)(keys)  # (S, N, N)
 
-    thetas = kernels(jax.random.split(jax.random.key(3), S))
+    thetas = np.asarray(kernels(jax.random.split(jax.random.key(3), S)))  # checked in NumPy
     mean, se = thetas.mean(0), thetas.std(0) / math.sqrt(S)
     expected = ntk_kernel(x, x, depth=2, sigma_w2=sigma_w2, sigma_b2=sigma_b2)
     assert np.all(np.abs(mean - expected) < Z * se), np.abs(mean - expected) / se
     # Each kernel is symmetric and positive semi-definite.
-    np.testing.assert_allclose(thetas, jnp.swapaxes(thetas, 1, 2), rtol=1e-5, atol=1e-5)
-    assert float(jnp.linalg.eigvalsh(thetas).min()) > -1e-4
+    np.testing.assert_allclose(thetas, np.swapaxes(thetas, 1, 2), rtol=1e-5, atol=1e-5)
+    assert float(np.linalg.eigvalsh(thetas).min()) > -1e-4
 
 
 # ---- Lazy training ---------------------------------------------------------------------------------
 
-GAMMA = jnp.linspace(0.0, 2 * math.pi, 7)[:-1] + 0.3
 LR, STEPS = 0.2, 300
+
+
+@jax.jit  # one program instead of a dozen eager ones; the same values, bit for bit
+def _circle_data():
+    """Six training points on the circle, their targets sin(2 gamma), and 24 test points between them."""
+    gamma = jnp.linspace(0.0, 2 * math.pi, 7)[:-1] + 0.3
+    grid = jnp.linspace(0.0, 2 * math.pi, 25)[:-1] + 0.1
+    return jnp.stack([jnp.cos(gamma), jnp.sin(gamma)], 1), jnp.sin(2 * gamma), jnp.stack([jnp.cos(grid), jnp.sin(grid)], 1)
 
 
 @jax.jit
@@ -117,9 +124,7 @@ def _lazy_run(params, x, y, x_test):
 @pytest.fixture(scope="module")
 def lazy_runs():
     """Widths 32 and 2048, one hidden layer, six points on the circle, 24 test points between them."""
-    x, y = jnp.stack([jnp.cos(GAMMA), jnp.sin(GAMMA)], 1), jnp.sin(2 * GAMMA)
-    grid = jnp.linspace(0.0, 2 * math.pi, 25)[:-1] + 0.1
-    x_test = jnp.stack([jnp.cos(grid), jnp.sin(grid)], 1)
+    x, y, x_test = _circle_data()
     return {n: {k: float(v) for k, v in _lazy_run(init(jax.random.key(n), (2, n, 1)), x, y, x_test).items()}
             for n in (32, 2048)}
 
@@ -142,44 +147,49 @@ def test_weights_and_kernel_move_less_as_the_width_grows(lazy_runs):
 
 
 def test_lazy_prediction_edge_cases():
-    x = jnp.asarray(np.random.default_rng(4).normal(size=(5, 3)), jnp.float32)
-    theta = ntk_kernel(x, x, depth=1)
-    f0, y = jnp.linspace(-1, 1, 5), jnp.array([1.0, 0.0, -1.0, 2.0, 0.5])
+    x = np.random.default_rng(4).normal(size=(5, 3)).astype(np.float32)
+    theta = np.asarray(ntk_kernel(x, x, depth=1))
+    f0, y = np.linspace(-1, 1, 5, dtype=np.float32), np.array([1.0, 0.0, -1.0, 2.0, 0.5], np.float32)
     # No steps: the initial outputs. Many steps: the training targets, exactly (kernel regression).
     np.testing.assert_allclose(lazy_prediction(theta, theta, f0, f0, y, learning_rate=0.1, steps=0), f0)
     np.testing.assert_allclose(lazy_prediction(theta, theta, f0, f0, y, learning_rate=0.1, steps=20000), y, atol=1e-4)
-    # Against the recursion f_{t+1} = f_t - eta Theta (f_t - y), run step by step.
-    f = f0
+    # Against the recursion f_{t+1} = f_t - eta Theta (f_t - y), run step by step (in NumPy float64).
+    f = np.float64(f0)
     for _ in range(7):
-        f = f - 0.1 * theta @ (f - y)
+        f = f - 0.1 * np.float64(theta) @ (f - y)
     np.testing.assert_allclose(lazy_prediction(theta, theta, f0, f0, y, learning_rate=0.1, steps=7), f, rtol=1e-5, atol=1e-5)
     # A singular kernel (a repeated training input) stays finite: the null direction moves by eta t.
-    twice = x[jnp.array([0, 0, 1, 2, 3])]
+    twice = x[[0, 0, 1, 2, 3]]
     singular = ntk_kernel(twice, twice, depth=1)
-    out = lazy_prediction(singular, singular, f0, f0, jnp.array([1.0, 1.0, 0.0, 2.0, 0.5]), learning_rate=0.1, steps=50)
+    out = np.asarray(lazy_prediction(singular, singular, f0, f0, np.array([1.0, 1.0, 0.0, 2.0, 0.5], np.float32),
+                                     learning_rate=0.1, steps=50))
     assert np.all(np.isfinite(out)) and float(out[0] - f0[0]) == pytest.approx(float(out[1] - f0[1]), abs=1e-4)
 
 
 def test_bad_input_raises_clear_errors():
-    x = jnp.ones((3, 2))
-    params = init(jax.random.key(5), (2, 5, 1))
+    x = np.ones((3, 2), np.float32)
+    # init's shapes, drawn with NumPy (a sampler per shape would compile); init itself is checked below.
+    rng = np.random.default_rng(5)
+    params = jax.tree.map(lambda s: rng.standard_normal(s.shape).astype(np.float32),
+                          jax.eval_shape(lambda: init(jax.random.key(5), (2, 5, 1))))
     with pytest.raises(ValueError, match=r"apply_fn must map x1 of shape \(3, 2\) to outputs of shape \(3,\)"):
         empirical_ntk(lambda p, v: apply(p, v)[:, None], params, x, x)
     with pytest.raises(TypeError, match=r"apply_fn must be a function"):
         empirical_ntk("apply", params, x, x)
     with pytest.raises(ValueError, match=r"x1 and x2 must have the same number of features D"):
-        empirical_ntk(apply, params, x, jnp.ones((3, 4)))
+        empirical_ntk(apply, params, x, np.ones((3, 4), np.float32))
     with pytest.raises(TypeError, match=r"params\[0\]\['W'\] must be a floating-point array"):
-        empirical_ntk(apply, [{"W": jnp.ones((2, 5), jnp.int32), "b": jnp.ones(5)}] + params[1:], x, x)
+        empirical_ntk(apply, [{"W": np.ones((2, 5), np.int32), "b": np.ones(5, np.float32)}] + params[1:], x, x)
     with pytest.raises(ValueError, match=r"sizes must end with 1"):
         init(jax.random.key(0), (2, 5, 3))
     with pytest.raises(TypeError, match=r"sizes\[1\] must be an int"):
         init(jax.random.key(0), (2, 5.0, 1))
     with pytest.raises(ValueError, match=r"x must have shape \(3, 2\)"):
-        apply(params, jnp.ones((3, 4)))
+        apply(params, np.ones((3, 4), np.float32))
     with pytest.raises(ValueError, match=r"y must have shape \(3,\)"):
-        train(params, x, jnp.ones(4), learning_rate=0.1, steps=2)
+        train(params, x, np.ones(4, np.float32), learning_rate=0.1, steps=2)
     with pytest.raises(ValueError, match=r"theta_test must have shape \(2, 3\)"):
-        lazy_prediction(jnp.ones((2, 4)), jnp.eye(3), jnp.ones(2), jnp.ones(3), jnp.ones(3), learning_rate=0.1, steps=2)
+        lazy_prediction(np.ones((2, 4), np.float32), np.eye(3, dtype=np.float32), np.ones(2, np.float32),
+                        np.ones(3, np.float32), np.ones(3, np.float32), learning_rate=0.1, steps=2)
     with pytest.raises(TypeError, match=r"depth must be an int"):
         ntk_kernel(x, x, depth=1.5)
