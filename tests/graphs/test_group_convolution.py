@@ -16,21 +16,22 @@ def numpy_params(seed, **kwargs):
     """Parameters shaped as ``init`` makes them, every leaf drawn with NumPy (biases too)."""
     shapes = jax.eval_shape(lambda: init(jax.random.key(0), **kwargs))
     rng = np.random.default_rng(seed)
-    return jax.tree.map(lambda s: jnp.asarray(rng.standard_normal(s.shape) * 0.5, jnp.float32), shapes)
+    return jax.tree.map(lambda s: jnp.asarray((rng.standard_normal(s.shape) * 0.5).astype(np.float32)), shapes)
 
 
 def he_params(seed, **kwargs):
     """``init``'s parameters drawn with NumPy: He-normal weights (fan-in: all axes but the last), zero biases."""
     shapes = jax.eval_shape(lambda: init(jax.random.key(0), **kwargs))
     rng = np.random.default_rng(seed)
-    return jax.tree.map(lambda s: jnp.asarray(rng.standard_normal(s.shape) * np.sqrt(2 / np.prod(s.shape[:-1]))
-                                              if len(s.shape) > 1 else np.zeros(s.shape), jnp.float32), shapes)
+    return jax.tree.map(lambda s: jnp.asarray((rng.standard_normal(s.shape) * np.sqrt(2 / np.prod(s.shape[:-1]))
+                                               if len(s.shape) > 1 else np.zeros(s.shape)).astype(np.float32)), shapes)
 
 
 @pytest.fixture(scope="module")
 def setup():
     params = numpy_params(0, in_channels=C, channels=(C1, C2), num_classes=CLASSES)
-    x = jnp.asarray(np.random.default_rng(1).standard_normal((H, W, C)), jnp.float32)
+    # A NumPy image: the tests turn and crop it, and compare results, in NumPy (no eager program per shape).
+    x = np.random.default_rng(1).standard_normal((H, W, C)).astype(np.float32)
     return params, x
 
 
@@ -89,15 +90,15 @@ def test_lift_matches_lax_conv_with_four_turned_filters_and_the_definition(setup
     params, x = setup
     got = lift(params["lift"], x)
     w, b = params["lift"]["W"], params["lift"]["b"]
-    stacked = jnp.concatenate([jnp.rot90(w, r, axes=(0, 1)) for r in range(4)], axis=3)  # (k, k, C, 4 O)
-    via_lax = jnp.moveaxis(_conv_reference(x, stacked).reshape(H, W, 4, C1), 2, 0) + b[None, None, None, :]
+    stacked = np.concatenate([np.rot90(np.asarray(w), r, axes=(0, 1)) for r in range(4)], axis=3)  # (k, k, C, 4 O)
+    via_lax = np.moveaxis(np.asarray(_conv_reference(x, stacked)).reshape(H, W, 4, C1), 2, 0) + np.asarray(b)
     np.testing.assert_allclose(got, via_lax, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(got, lift64(w, b, x), rtol=1e-5, atol=1e-5)
     # The expanded filters are exact copies of the turned filter.
-    np.testing.assert_array_equal(lifted_filters(w)[:, :, :, 1], jnp.rot90(w))
+    np.testing.assert_array_equal(np.asarray(lifted_filters(w))[:, :, :, 1], np.rot90(np.asarray(w)))
     # Gradients with respect to the filter (through the gather of the expanded filters and the im2col
     # patches) agree with those through the library convolution.
-    cotangent = jnp.asarray(np.random.default_rng(8).standard_normal(got.shape), jnp.float32)
+    cotangent = np.random.default_rng(8).standard_normal(got.shape).astype(np.float32)
 
     def through_lax(w):
         stacked = jnp.concatenate([jnp.rot90(w, r, axes=(0, 1)) for r in range(4)], axis=3)
@@ -109,11 +110,12 @@ def test_lift_matches_lax_conv_with_four_turned_filters_and_the_definition(setup
 
 def test_group_conv_matches_the_definition(setup):
     params, x = setup
-    F = jnp.asarray(np.random.default_rng(2).standard_normal((4, H, W, C1)), jnp.float32)
+    F = np.random.default_rng(2).standard_normal((4, H, W, C1)).astype(np.float32)
     layer = params["convs"][0]
     np.testing.assert_allclose(group_conv(layer, F), group64(layer["W"], layer["b"], F), rtol=1e-5, atol=1e-5)
     # Slot [..., s, :, r, :] of the expanded filter is the plane s - r turned by r.
-    np.testing.assert_array_equal(group_filters(layer["W"])[:, :, 0, :, 3], jnp.rot90(layer["W"][1], 3))
+    np.testing.assert_array_equal(np.asarray(group_filters(layer["W"]))[:, :, 0, :, 3],
+                                  np.rot90(np.asarray(layer["W"])[1], 3))
     # The page: an ordinary convolution of the same width (4 C planes in, 4 O out) has 4 times the parameters.
     assert group_filters(layer["W"]).size == 4 * layer["W"].size
 
@@ -123,21 +125,21 @@ def test_group_conv_matches_the_definition(setup):
 def test_quarter_turns_act_by_turning_and_cycling_the_planes(setup):
     params, x = setup
     F = lift(params["lift"], x)  # (4, 7, 5, C1): a quarter turn makes it (4, 5, 7, C1)
-    np.testing.assert_allclose(lift(params["lift"], jnp.rot90(x)), rotate(F, 1), rtol=0,
-                               atol=1e-6 * float(jnp.abs(F).max()))
+    np.testing.assert_allclose(lift(params["lift"], np.rot90(x)), rotate(F, 1), rtol=0,
+                               atol=1e-6 * float(np.abs(F).max()))
     x = x[:W, :W]  # square from here on: one shape for every turn
     F = lift(params["lift"], x)
-    G = group_conv(params["convs"][0], jax.nn.relu(F))
-    scale = float(jnp.abs(G).max())
+    G = group_conv(params["convs"][0], np.maximum(F, 0))  # ReLU
+    scale = float(np.abs(G).max())
     logits = apply(params, x)
     for u in (1, 2, 3):
-        x_u = jnp.rot90(x, u)
+        x_u = np.rot90(x, u)
         F_u = lift(params["lift"], x_u)
-        np.testing.assert_allclose(F_u, rotate(F, u), rtol=0, atol=1e-6 * float(jnp.abs(F).max()))
-        G_u = group_conv(params["convs"][0], jax.nn.relu(F_u))
+        np.testing.assert_allclose(F_u, rotate(F, u), rtol=0, atol=1e-6 * float(np.abs(F).max()))
+        G_u = group_conv(params["convs"][0], np.maximum(F_u, 0))
         np.testing.assert_allclose(G_u, rotate(G, u), rtol=0, atol=1e-6 * scale)
         # Turning the planes without cycling them is not the action.
-        assert not np.allclose(G_u, jnp.rot90(G, u, axes=(1, 2)), atol=1e-2 * scale)
+        assert not np.allclose(G_u, np.rot90(G, u, axes=(1, 2)), atol=1e-2 * scale)
         np.testing.assert_allclose(apply(params, x_u), logits, rtol=1e-5, atol=1e-5)
     # The action is a group action: four quarter turns are the identity, and -1 is 3.
     np.testing.assert_array_equal(rotate(rotate(G, 3), 1), G)
@@ -147,8 +149,8 @@ def test_quarter_turns_act_by_turning_and_cycling_the_planes(setup):
 def test_an_ordinary_convolution_is_not_rotation_equivariant(setup):
     params, x = setup
     w = params["lift"]["W"]
-    turned_out = correlate(jnp.rot90(x), w)
-    assert not np.allclose(turned_out, jnp.rot90(correlate(x, w)), atol=1e-2)
+    turned_out = correlate(np.rot90(x), w)
+    assert not np.allclose(turned_out, np.rot90(correlate(x, w)), atol=1e-2)
 
 
 def test_input_gradient_of_the_invariant_output_turns_with_the_input(setup):
@@ -157,20 +159,20 @@ def test_input_gradient_of_the_invariant_output_turns_with_the_input(setup):
     params, x = setup
     square = x[:W, :W]
     grad = jax.jit(jax.grad(lambda p, x: apply(p, x)[1], argnums=1))
-    np.testing.assert_allclose(grad(params, jnp.rot90(square)), jnp.rot90(grad(params, square)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(grad(params, np.rot90(square)), np.rot90(grad(params, square)), rtol=1e-5, atol=1e-6)
 
 
 def test_edge_cases(setup):
     params, _ = setup
     # A 1 x 1 image: only the centre of each filter touches it, and the four planes are equal.
-    one = jnp.ones((1, 1, C))
-    F = lift(params["lift"], one)
-    np.testing.assert_allclose(F, jnp.broadcast_to(F[:1], F.shape), rtol=1e-6)
+    one = np.ones((1, 1, C), np.float32)
+    F = np.asarray(lift(params["lift"], one))
+    np.testing.assert_allclose(F, np.broadcast_to(F[:1], F.shape), rtol=1e-6)
     # A 5 x 5 filter keeps the equivariance.
     p5 = numpy_params(3, in_channels=C, channels=(C1, C2), num_classes=CLASSES, kernel_size=5)
-    x = jnp.asarray(np.random.default_rng(4).standard_normal((H, H, C)), jnp.float32)
+    x = np.random.default_rng(4).standard_normal((H, H, C)).astype(np.float32)
     F5 = lift(p5["lift"], x)
-    np.testing.assert_allclose(lift(p5["lift"], jnp.rot90(x, 3)), rotate(F5, 3), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(lift(p5["lift"], np.rot90(x, 3)), rotate(F5, 3), rtol=0, atol=1e-5)
 
 
 # ---- It learns: upright digits in training, turned digits at test time ----------------------------
@@ -180,9 +182,10 @@ STEPS, BATCH, TRAIN = 200, 32, 1200
 
 def plain_init(seed, c1=8, c2=16, classes=10):
     rng = np.random.default_rng(seed)
-    draw = lambda shape, fan_in: jnp.asarray(rng.standard_normal(shape) * np.sqrt(2 / fan_in), jnp.float32)
-    return {"W1": draw((3, 3, 1, c1), 9), "b1": jnp.zeros(c1), "W2": draw((3, 3, c1, c2), 9 * c1),
-            "b2": jnp.zeros(c2), "W3": draw((c2, classes), 2 * c2), "b3": jnp.zeros(classes)}
+    draw = lambda shape, fan_in: jnp.asarray((rng.standard_normal(shape) * np.sqrt(2 / fan_in)).astype(np.float32))
+    zeros = lambda n: jnp.asarray(np.zeros(n, np.float32))
+    return {"W1": draw((3, 3, 1, c1), 9), "b1": zeros(c1), "W2": draw((3, 3, c1, c2), 9 * c1),
+            "b2": zeros(c2), "W3": draw((c2, classes), 2 * c2), "b3": zeros(classes)}
 
 
 def plain_apply(p, x):
@@ -197,7 +200,7 @@ def digits_accuracies():
     from sklearn.datasets import load_digits
 
     digits = load_digits()
-    X = jnp.asarray(digits.images[..., None] / 16.0, jnp.float32)  # (1797, 8, 8, 1)
+    X = jnp.asarray((digits.images[..., None] / 16.0).astype(np.float32))  # (1797, 8, 8, 1)
     y = jnp.asarray(digits.target)
     order = np.random.default_rng(0).permutation(len(y))
     train, test = order[:TRAIN], order[TRAIN:]
@@ -250,14 +253,15 @@ def test_bad_input_raises_clear_errors(setup):
     with pytest.raises(ValueError, match=r"x must have shape \(7, 5, 3\) \(C from params\)"):
         lift(params["lift"], x[:, :, :2])
     with pytest.raises(ValueError, match=r"features must have 4 rotation planes"):
-        group_conv(params["convs"][0], jnp.zeros((3, H, W, C1)))
+        group_conv(params["convs"][0], np.zeros((3, H, W, C1), np.float32))
     with pytest.raises(ValueError, match=r"params\['W'\] must be square with an odd size"):
-        group_conv({"W": jnp.zeros((4, 2, 2, C1, C2)), "b": jnp.zeros(C2)}, jnp.zeros((4, H, W, C1)))
+        group_conv({"W": np.zeros((4, 2, 2, C1, C2), np.float32), "b": np.zeros(C2, np.float32)},
+                   np.zeros((4, H, W, C1), np.float32))
     with pytest.raises(ValueError, match=r"kernel_size must be odd"):
         init(jax.random.key(0), kernel_size=4)
     with pytest.raises(TypeError, match=r"x must be a floating-point array"):
-        apply(params, jnp.ones((H, W, C), jnp.int32))
+        apply(params, np.ones((H, W, C), np.int32))
     with pytest.raises(TypeError, match=r"turns must be an int"):
-        rotate(jnp.zeros((4, H, W, C1)), 1.0)
+        rotate(np.zeros((4, H, W, C1), np.float32), 1.0)
     with pytest.raises(ValueError, match=r"params\['convs'\]\[0\]\['W'\] must have shape"):
-        apply({**params, "convs": [{"W": jnp.zeros((4, 3, 3, C1 + 1, C2)), "b": jnp.zeros(C2)}]}, x)
+        apply({**params, "convs": [{"W": np.zeros((4, 3, 3, C1 + 1, C2), np.float32), "b": np.zeros(C2, np.float32)}]}, x)
