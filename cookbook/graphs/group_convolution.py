@@ -251,7 +251,10 @@ def correlate(x, w):
     x = _checks.float_array(x, "x", ndim=3, what=" (H, W, C)")
     w = _check_filter(w, "w", rotation_axis=False)
     _checks.same_shape(w, "w", w.shape[:2] + (x.shape[2],) + w.shape[3:], expected_from="C from x")
-    return _correlate(x, w)
+    return _correlate_core(x, w)
+
+
+_correlate_core = jax.jit(_correlate)  # called eagerly: one program per shape, not one per operation
 
 
 def lifted_filters(W):
