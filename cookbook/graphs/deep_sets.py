@@ -169,8 +169,8 @@ JIT = {"deep_sets_apply": (), "set_transformer_apply": ()}
 def _check_set(x, mask, width):
     x = _checks.float_array(x, "x", ndim=2, what=" (n, D)")
     _checks.same_shape(x, "x", (x.shape[0], width), expected_from="D from params")
-    if mask is None:
-        return x, jnp.ones(x.shape[0], bool)
+    if mask is None:  # every row is an element: the compiled core makes the mask of ones
+        return x, None
     mask = _checks._as_array(mask, "mask")
     if mask.dtype != jnp.bool_:
         raise TypeError(f"mask must be boolean (True = an element of the set), got dtype {mask.dtype}")
@@ -195,6 +195,13 @@ def deep_sets_apply(params, x, mask=None):
     if H_rho != H:
         raise ValueError(f"params['rho'] must read the {H} features params['phi'] writes, got {H_rho}")
     x, mask = _check_set(x, mask, D)
+    return _deep_sets(params, x, mask)
+
+
+@jax.jit  # one program after the boundary checks, not a dozen small eager ones
+def _deep_sets(params, x, mask):
+    if mask is None:
+        mask = jnp.ones(x.shape[0], bool)
     pooled = jnp.sum(jnp.where(mask[:, None], mlp(params["phi"], x), 0), axis=0)  # (H,)
     return mlp(params["rho"], pooled[None, :])[0]
 
@@ -287,6 +294,8 @@ def set_transformer_apply(params, x, mask=None):
 
 @jax.jit  # compiled as one program: run eagerly, each of its ~100 small operations compiles alone
 def _set_transformer(params, x, mask):
+    if mask is None:
+        mask = jnp.ones(x.shape[0], bool)
     h = mlp(params["embed"], x)  # (n, d)
     h = mab(params["sab1"], h, h, mask)  # SAB: equivariant
     z = mab(params["sab2"], h, h, mask)
