@@ -134,6 +134,8 @@ layers ``GATConv`` and ``GATv2Conv``. The paper's output layer averages its head
 concatenating them, and both papers apply dropout to the attention weights during training.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -158,6 +160,11 @@ def segment_softmax(logits, segments, num_segments):
     segments = _checks.int_array(segments, "segments", ndim=1, what=" (E,)")
     _checks.same_shape(segments, "segments", logits.shape[:1], expected_from="one per row of logits")
     _checks.check_range(segments, "segments", 0, num_segments)
+    return _segment_softmax(logits, segments, num_segments)
+
+
+@functools.partial(jax.jit, static_argnums=2)  # one program after the checks, not a dozen eager ones
+def _segment_softmax(logits, segments, num_segments):
     z = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
     top = jax.ops.segment_max(z, segments, num_segments)  # -inf for an empty segment
     top = jnp.where(jnp.isneginf(top), 0.0, top)
@@ -170,6 +177,11 @@ def add_self_loops(senders, receivers, num_nodes):
     """The edge list with one edge from every node to itself appended."""
     num_nodes = _checks.size(num_nodes, "num_nodes")
     senders, receivers = check_edges(senders, receivers, num_nodes)
+    return _add_self_loops(senders, receivers, num_nodes)
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _add_self_loops(senders, receivers, num_nodes):
     loops = jnp.arange(num_nodes, dtype=senders.dtype)
     return jnp.concatenate([senders, loops]), jnp.concatenate([receivers, loops.astype(receivers.dtype)])
 
@@ -225,15 +237,25 @@ def _logits_and_values(params, x, senders, receivers, dynamic):
 def attention_logits(params, x, senders, receivers):
     """The score ``e`` of every edge and head, (E, heads), for node features ``x`` (N, D)."""
     x, senders, receivers, dynamic = _check(params, x, senders, receivers)
-    return _logits_and_values(params, x, senders, receivers, dynamic)[0]
+    return _attention_logits(params, x, senders, receivers)
+
+
+@jax.jit
+def _attention_logits(params, x, senders, receivers):
+    return _logits_and_values(params, x, senders, receivers, "a" in params)[0]
 
 
 def apply(params, x, senders, receivers):
     """The layer's output (N, heads F): each node's attention-weighted sum of its senders' values,
     heads concatenated; zeros for a node that receives no edge."""
     x, senders, receivers, dynamic = _check(params, x, senders, receivers)
+    return _apply(params, x, senders, receivers)
+
+
+@jax.jit  # one program after the checks: run eagerly, each of its operations would compile alone
+def _apply(params, x, senders, receivers):
     N = x.shape[0]
-    logits, values = _logits_and_values(params, x, senders, receivers, dynamic)
+    logits, values = _logits_and_values(params, x, senders, receivers, "a" in params)
     alpha = segment_softmax(logits, receivers, N)  # (E, heads)
     messages = alpha[:, :, None] * values.at[senders].get(mode="fill", fill_value=jnp.nan)  # (E, heads, F)
     out = jax.ops.segment_sum(messages, receivers, N)  # (N, heads, F)

@@ -9,16 +9,16 @@ from jax.test_util import check_grads
 from cookbook.graphs.gat import add_self_loops, apply, attention_logits, init, segment_softmax
 
 N, D, F, HEADS = 7, 3, 5, 2
-apply_jit = jax.jit(apply)
-logits_jit = jax.jit(attention_logits)
-softmax_jit = jax.jit(segment_softmax, static_argnames="num_segments")
+# The recipe's functions check their inputs and then run one compiled program per shape: the tests call
+# them as they are, with NumPy inputs, and share those programs with the examples and the jit checks.
+apply_jit, logits_jit, softmax_jit = apply, attention_logits, segment_softmax
 
 
 def numpy_params(seed, dynamic, d=D, f=F, heads=HEADS):
     """Parameters shaped as ``init`` makes them, drawn with NumPy (no random kernel to compile)."""
     shapes = jax.eval_shape(lambda: init(jax.random.key(0), d, f, heads=heads, dynamic=dynamic))
     rng = np.random.default_rng(seed)
-    return jax.tree.map(lambda s: jnp.asarray(rng.standard_normal(s.shape), jnp.float32), shapes)
+    return jax.tree.map(lambda s: jnp.asarray(rng.standard_normal(s.shape).astype(np.float32)), shapes)
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +27,8 @@ def graph():
     rng = np.random.default_rng(0)
     senders, receivers = rng.integers(0, N, 13), rng.integers(0, N - 1, 13)
     senders[:2], receivers[:2] = [1, 1], [2, 2]
-    x = jnp.asarray(rng.standard_normal((N, D)), jnp.float32)
-    return x, jnp.asarray(senders), jnp.asarray(receivers)
+    x = rng.standard_normal((N, D)).astype(np.float32)
+    return x, senders.astype(np.int32), receivers.astype(np.int32)
 
 
 # ---- The segment softmax ----------------------------------------------------------------------
@@ -37,7 +37,7 @@ def test_segment_softmax_matches_jraph_and_a_loop():
     rng = np.random.default_rng(1)
     logits = rng.standard_normal((11, 3)) * 5
     segments = rng.integers(0, 4, 11)  # segment 4 is empty
-    got = softmax_jit(jnp.asarray(logits, jnp.float32), jnp.asarray(segments), num_segments=5)
+    got = softmax_jit(logits.astype(np.float32), segments.astype(np.int32), num_segments=5)
     want = np.zeros_like(logits)
     for s in range(5):
         rows = segments == s
@@ -46,22 +46,22 @@ def test_segment_softmax_matches_jraph_and_a_loop():
             want[rows] = z / z.sum(0)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
     with jax.numpy_rank_promotion("allow"):
-        ref = jraph.segment_softmax(jnp.asarray(logits, jnp.float32), jnp.asarray(segments), 5)
+        ref = jax.jit(jraph.segment_softmax, static_argnums=2)(logits.astype(np.float32), segments.astype(np.int32), 5)
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-7)
 
 
 def test_segment_softmax_survives_huge_and_masked_logits():
     # Huge logits do not overflow (the max is subtracted); a segment of -inf gets zeros, not NaN.
-    logits = jnp.array([1e30, 1e30, -1e30, -jnp.inf, -jnp.inf])
-    w = softmax_jit(logits, jnp.array([0, 0, 1, 2, 2]), num_segments=4)
+    logits = np.array([1e30, 1e30, -1e30, -np.inf, -np.inf], np.float32)
+    w = softmax_jit(logits, np.array([0, 0, 1, 2, 2], np.int32), num_segments=4)
     np.testing.assert_array_equal(w, [0.5, 0.5, 1.0, 0.0, 0.0])
 
 
 def test_segment_softmax_in_bfloat16_stays_close_to_float32():
     rng = np.random.default_rng(2)
-    logits = jnp.asarray(rng.standard_normal(11) * 3, jnp.float32)
-    segments = jnp.asarray(rng.integers(0, 3, 11))
-    w16 = softmax_jit(logits.astype(jnp.bfloat16), segments, num_segments=3)
+    logits = (rng.standard_normal(11) * 3).astype(np.float32)
+    segments = rng.integers(0, 3, 11).astype(np.int32)
+    w16 = softmax_jit(jnp.asarray(logits).astype(jnp.bfloat16), segments, num_segments=3)
     assert w16.dtype == jnp.bfloat16
     np.testing.assert_allclose(np.float32(w16), softmax_jit(logits, segments, num_segments=3), atol=1e-2)
 
@@ -161,7 +161,7 @@ def _rankings(params, x):
 
 
 def test_gat_ranks_the_neighbours_alike_for_every_receiver_and_gatv2_need_not():
-    x = jnp.asarray(np.random.default_rng(8).standard_normal((2 * K, D)), jnp.float32)
+    x = np.random.default_rng(8).standard_normal((2 * K, D)).astype(np.float32)
     gat = [_rankings(numpy_params(seed, False), x) for seed in range(10)]
     for ranking in gat:  # static: one order of the keys, whichever query asks
         assert (ranking == ranking[0]).all()
@@ -180,7 +180,7 @@ def dictionary_lookup(seed, n):
     eye = np.eye(K)
     keys = np.concatenate([np.broadcast_to(eye, (n, K, K)), eye[values], np.zeros((n, K, 1))], axis=2)
     queries = np.concatenate([eye[asked], np.zeros((n, K, K)), np.ones((n, K, 1))], axis=2)
-    x = jnp.asarray(np.concatenate([keys, queries], axis=1), jnp.float32)  # (n, 2K, 2K + 1)
+    x = jnp.asarray(np.concatenate([keys, queries], axis=1).astype(np.float32))  # (n, 2K, 2K + 1)
     return x, jnp.asarray(np.take_along_axis(values, asked, axis=1))  # (n, K)
 
 
@@ -189,9 +189,10 @@ def _train_lookup(dynamic, steps=200, batch=16, width=8):
     test_x, test_y = dictionary_lookup(11, 200)
     rng = np.random.default_rng(12)
     params = {"layer": numpy_params(13, dynamic, d=2 * K + 1, f=width, heads=1),
-              "readout": jnp.asarray(rng.standard_normal((width, K)) / np.sqrt(width), jnp.float32)}
-    for name in params["layer"]:
-        params["layer"][name] = params["layer"][name] / np.sqrt(params["layer"][name].shape[0])
+              "readout": jnp.asarray((rng.standard_normal((width, K)) / np.sqrt(width)).astype(np.float32))}
+    for name in params["layer"]:  # in NumPy: an eager division would compile one program per shape
+        layer = np.asarray(params["layer"][name])
+        params["layer"][name] = jnp.asarray(layer / np.float32(np.sqrt(layer.shape[0])))
 
     def predict(p, x):
         h = apply(p["layer"], x, KEY_SENDERS, QUERY_RECEIVERS)  # (2K, width)
@@ -227,7 +228,7 @@ def test_gatv2_learns_the_dictionary_lookup_and_gat_cannot():
 # ---- Bad input and self-loops -------------------------------------------------------------------
 
 def test_add_self_loops_appends_one_edge_per_node():
-    s, r = add_self_loops(jnp.array([0, 2]), jnp.array([1, 1]), 3)
+    s, r = add_self_loops(np.array([0, 2], np.int32), np.array([1, 1], np.int32), 3)
     np.testing.assert_array_equal(s, [0, 2, 0, 1, 2])
     np.testing.assert_array_equal(r, [1, 1, 0, 1, 2])
 
@@ -235,6 +236,8 @@ def test_add_self_loops_appends_one_edge_per_node():
 def test_bad_input_raises_clear_errors(graph):
     x, senders, receivers = graph
     params = numpy_params(14, True)
+    wrong_receiver = receivers.copy()
+    wrong_receiver[0] = -1
     with pytest.raises(ValueError, match=r"x must have shape \(7, 3\) \(D from params\['W_src'\]\)"):
         apply(params, x[:, :2], senders, receivers)
     with pytest.raises(ValueError, match=r"params\['a'\] must have shape \(2, 5\)"):
@@ -242,8 +245,8 @@ def test_bad_input_raises_clear_errors(graph):
     with pytest.raises(ValueError, match=r"params must be the dict that init returns"):
         apply({**params, "a_src": params["a"]}, x, senders, receivers)
     with pytest.raises(ValueError, match=r"receivers must lie in \[0, 7\)"):
-        apply(params, x, senders, receivers.at[0].set(-1))
+        apply(params, x, senders, wrong_receiver)
     with pytest.raises(ValueError, match=r"segments must have shape \(3,\)"):
-        segment_softmax(jnp.ones(3), jnp.array([0, 1]), 2)
+        segment_softmax(np.ones(3, np.float32), np.array([0, 1], np.int32), 2)
     with pytest.raises(TypeError, match=r"dynamic must be True \(GATv2\) or False \(GAT\)"):
         init(jax.random.key(0), 3, 5, dynamic="v2")
