@@ -11,8 +11,6 @@ from cookbook.graphs.graph_transformer import (apply, attention, init, laplacian
                                                random_sign_flip, shortest_path_distances)
 
 N, F, M, D, HEADS, OUT, MAX_DISTANCE = 11, 3, 5, 8, 2, 7, 4
-# gat's segment softmax, run eagerly, would compile each of its operations for the test's shapes.
-segment_softmax_jit = jax.jit(segment_softmax, static_argnums=2)
 
 
 def numpy_params(seed, **kwargs):
@@ -94,7 +92,7 @@ def test_attention_masked_to_neighbours_is_message_passing(setup):
     q, k, v = ((np.float64(h) @ np.float64(p[key])).reshape(N, HEADS, d) for key in ("W_q", "W_k", "W_v"))
     bias = np.float64(p["spd_bias"])[:, np.asarray(distances)[receivers, senders]].T  # (E, heads)
     logits = np.sum(q[receivers] * k[senders], axis=-1) / np.sqrt(d) + bias
-    weights = np.asarray(segment_softmax_jit(logits.astype(np.float32), receivers, N))  # (E, heads)
+    weights = np.asarray(segment_softmax(logits.astype(np.float32), receivers, N))  # (E, heads)
     messages = (weights[:, :, None] * v[senders]).reshape(-1, D)
     want = np.zeros((N, D))
     np.add.at(want, receivers, messages)  # the segment sum at each receiver
