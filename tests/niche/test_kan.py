@@ -22,7 +22,7 @@ def inside_points(t, k, m=11):
 def test_basis_matches_scipy_design_matrix_inside_the_base_interval(order):
     x = inside_points(CLAMPED, order)
     want = BSpline.design_matrix(x, CLAMPED, order).toarray()
-    got = basis_jit(jnp.float32(x), jnp.float32(CLAMPED), order)
+    got = basis_jit(np.float32(x), np.float32(CLAMPED), order)
     assert got.shape == (11, len(CLAMPED) - order - 1)
     np.testing.assert_allclose(got, want, atol=2e-6)
 
@@ -46,14 +46,19 @@ def test_basis_is_a_local_partition_of_unity():
 
 
 def test_layer_is_a_sum_of_edge_functions():
-    params = init(jax.random.key(3), (2, 3), grid_size=5, order=ORDER)
+    # The page's network (2, 3, 1), so that init and apply reuse the example's programs: each layer,
+    # written out in float64 edge by edge, feeds the next.
+    params = init(jax.random.key(3), (2, 3, 1), grid_size=5, order=ORDER)
     knots = uniform_knots(5, ORDER)
-    x = jnp.array([0.2, -0.7])
-    B = BSpline.design_matrix(np.float64(x), np.float64(knots), ORDER).toarray()  # (2, 8)
-    c, w = np.float64(params[0]["coef"]), np.float64(params[0]["w_base"])
-    silu = np.float64(x) / (1 + np.exp(-np.float64(x)))
-    want = [sum(w[p, q] * silu[p] + B[p] @ c[p, q] for p in range(2)) for q in range(3)]
-    np.testing.assert_allclose(apply(params, x, knots, ORDER), want, rtol=1e-5, atol=1e-6)
+    x = np.array([0.2, -0.7], np.float32)
+    h = np.float64(x)
+    for layer in params:
+        B = BSpline.design_matrix(h, np.float64(knots), ORDER, extrapolate=True).toarray()  # (P, 8)
+        c, w = np.float64(layer["coef"]), np.float64(layer["w_base"])
+        silu = h / (1 + np.exp(-h))
+        P, Q = w.shape
+        h = np.array([sum(w[p, q] * silu[p] + B[p] @ c[p, q] for p in range(P)) for q in range(Q)])
+    np.testing.assert_allclose(apply(params, x, knots, ORDER), h, rtol=1e-5, atol=1e-6)
 
 
 # ---- It learns, with grid refinement -----------------------------------------------------------
@@ -124,7 +129,7 @@ def test_bad_input_gets_a_clear_error():
         bspline_basis(jnp.array([1, 2]), knots, ORDER)
     with pytest.raises(ValueError, match="x"):
         bspline_basis(x[None], knots, ORDER)
-    params = init(jax.random.key(4), (2, 3), grid_size=5, order=ORDER)
+    params = init(jax.random.key(4), (2, 3, 1), grid_size=5, order=ORDER)
     with pytest.raises(ValueError, match="coef"):
         apply(params, x, uniform_knots(6, ORDER), ORDER)
     with pytest.raises(ValueError, match="x"):
