@@ -126,7 +126,8 @@ def test_lru_matches_a_numpy_loop():
     k_p, k_x = jax.random.split(jax.random.key(5))
     params = init(k_p, 3, 8)  # the shapes of the page's example: one compilation serves both
     x = jax.random.normal(k_x, (7, 3))
-    np.testing.assert_allclose(jax.jit(apply)(params, x), _lru_loop(params, x), rtol=1e-4, atol=1e-5)
+    # apply checks its input and runs one compiled core, the example's program: no jax.jit around it.
+    np.testing.assert_allclose(apply(params, x), _lru_loop(params, x), rtol=1e-4, atol=1e-5)
 
 
 def test_ring_initialisation_and_the_unit_impulse_energy():
@@ -200,7 +201,10 @@ def test_bad_input_raises_clear_errors():
         init(jax.random.key(0), 3, 5, r_min=0.9, r_max=1.5)
     with pytest.raises(TypeError, match=r"N must be an int"):
         init(jax.random.key(0), 3, 5.0)
-    params = init(jax.random.key(0), 3, 5)
+    # Parameters in init's shapes drawn with NumPy: init's program for these sizes takes seconds to compile.
+    rng = np.random.default_rng(11)
+    params = jax.tree.map(lambda s: rng.standard_normal(s.shape).astype(np.float32),
+                          jax.eval_shape(lambda: init(jax.random.key(0), 3, 5)))
     with pytest.raises(ValueError, match=r"x must have shape \(7, 3\)"):
         apply(params, np.ones((7, 4), np.float32))
     with pytest.raises(ValueError, match=r"params\['C_im'\] must have shape \(3, 5\)"):
