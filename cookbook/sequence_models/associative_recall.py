@@ -384,6 +384,12 @@ def apply(params, tokens, *, mixer):
     _checks.same_shape(norms, "params['norms']", (len(params["layers"]) + 1, D), expected_from="params['layers']")
     tokens = _checks.int_array(tokens, "tokens", ndim=1, what=" (T,)")
     _checks.check_range(tokens, "tokens", 0, V)
+    return _apply(params, tokens, mixer)
+
+
+@functools.partial(jax.jit, static_argnums=2)  # one program after the checks, not one per operation
+def _apply(params, tokens, mixer):
+    mix, norms = _mixer(mixer)[1], params["norms"]
     previous = jnp.concatenate([jnp.zeros((1,), tokens.dtype), tokens[:-1]])  # token 0 before the first
     z = params["embed"][tokens] + params["shift"][previous]  # (T, D)
     for p, g in zip(params["layers"], norms):
