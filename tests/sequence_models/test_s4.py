@@ -17,8 +17,9 @@ from cookbook.sequence_models.s4 import (
     kernel,
 )
 
-conv_form = jax.jit(apply)
-recurrent_form = jax.jit(apply_recurrent)
+# apply and apply_recurrent check their inputs and then run a compiled core: called directly, they share
+# its programs with the page's example (no jax.jit around them to compile again).
+conv_form, recurrent_form = apply, apply_recurrent
 
 
 def test_hippo_legs_matches_the_formula_entry_by_entry():
@@ -55,12 +56,13 @@ def test_discretisation_matches_scipy_cont2discrete(method):
 
 
 def test_zoh_handles_a_singular_matrix_and_the_two_methods_converge():
-    A = jnp.array([[0.0, 1.0], [0.0, 0.0]])  # singular: A^-1 does not exist, the block expm does
-    A_bar, B_bar = discretize(A, jnp.array([0.0, 1.0]), 0.5)
+    A = np.array([[0.0, 1.0], [0.0, 0.0]], np.float32)  # singular: A^-1 does not exist, the block expm does
+    A_bar, B_bar = discretize(A, np.array([0.0, 1.0], np.float32), 0.5)
     np.testing.assert_allclose(A_bar, [[1.0, 0.5], [0.0, 1.0]], atol=1e-6)
     np.testing.assert_allclose(B_bar, [0.125, 0.5], atol=1e-6)  # double integrator: (s^2 / 2, s)
-    A, B = hippo_legs(5)
-    gaps = [float(jnp.abs(discretize(A, B, s)[0] - discretize(A, B, s, "bilinear")[0]).max()) for s in (0.1, 0.01)]
+    A, B = hippo_legs(7)  # the size of the test above: its two programs serve here too
+    gaps = [float(np.abs(np.asarray(discretize(A, B, s)[0]) - np.asarray(discretize(A, B, s, "bilinear")[0])).max())
+            for s in (0.1, 0.01)]
     assert gaps[1] < gaps[0] / 100  # a tenth of the step, under a hundredth of the gap (third order)
 
 
@@ -96,12 +98,12 @@ def test_kernel_convolution_and_recurrence_agree():
 
 def test_dense_hippo_recurrence_equals_its_kernel():
     # The dense (non-diagonal) case: K_l = C A_bar^l B_bar, convolved, equals the discrete recurrence.
-    A, B = hippo_legs(5)
+    A, B = hippo_legs(7)  # N = 7 as in the discretisation tests: the same program
     A_bar, B_bar = (np.asarray(a, np.float64) for a in discretize(A, B, 0.05))
-    C = np.random.default_rng(2).standard_normal(5)
+    C = np.random.default_rng(2).standard_normal(7)
     u = np.random.default_rng(3).standard_normal(7)
     K = np.array([C @ np.linalg.matrix_power(A_bar, l) @ B_bar for l in range(7)])
-    x, ys = np.zeros(5), []
+    x, ys = np.zeros(7), []
     for u_k in u:
         x = A_bar @ x + B_bar * u_k
         ys.append(C @ x)
@@ -114,7 +116,7 @@ def test_initialisation_one_step_and_bfloat16():
     assert np.all((step >= 0.01 - 1e-7) & (step <= 0.1 + 1e-7))
     A = -np.exp(np.asarray(params["log_A_re"])) + 1j * np.asarray(params["A_im"])
     np.testing.assert_allclose(A[1], -0.5 + 1j * np.pi * np.arange(5), rtol=1e-6)  # S4D-Lin
-    u = np.asarray(jax.random.normal(jax.random.key(5), (1, 3)))
+    u = np.random.default_rng(5).standard_normal((1, 3)).astype(np.float32)
     K0 = np.asarray(kernel(params, 1))[0]
     np.testing.assert_allclose(apply(params, u), u * (K0 + np.asarray(params["D"])), rtol=1e-5, atol=1e-6)
     params = init(jax.random.key(1), 3, 5)
@@ -166,18 +168,18 @@ def test_bad_input_raises_clear_errors():
     with pytest.raises(ValueError, match=r"step must be positive"):
         discretize(A, B, -0.1)
     with pytest.raises(ValueError, match=r"B must have shape \(3,\)"):
-        discretize(A, jnp.ones(4), 0.1)
+        discretize(A, np.ones(4, np.float32), 0.1)
     with pytest.raises(ValueError, match=r"A must have shape \(3, 3\)"):
-        discretize(jnp.ones((3, 4)), B, 0.1)
+        discretize(np.ones((3, 4), np.float32), B, 0.1)
     with pytest.raises(ValueError, match=r"K must have shape \(5,\)"):
-        causal_conv(jnp.ones(5), jnp.ones(4))
+        causal_conv(np.ones(5, np.float32), np.ones(4, np.float32))
     params = init(jax.random.key(1), 3, 5)
     with pytest.raises(ValueError, match=r"u must have shape \(11, 3\)"):
-        apply(params, jnp.ones((11, 4)))
+        apply(params, np.ones((11, 4), np.float32))
     with pytest.raises(TypeError, match=r"u must be a floating-point array"):
-        apply_recurrent(params, jnp.ones((11, 3), jnp.int32))
+        apply_recurrent(params, np.ones((11, 3), np.int32))
     with pytest.raises(ValueError, match=r"params\['C_re'\] must have shape \(3, 5\)"):
-        apply(params | {"C_re": params["C_re"][:2]}, jnp.ones((11, 3)))
+        apply(params | {"C_re": params["C_re"][:2]}, np.ones((11, 3), np.float32))
     with pytest.raises(ValueError, match=r"step_max must exceed step_min"):
         init(jax.random.key(0), 3, 5, step_min=0.1, step_max=0.01)
     with pytest.raises(TypeError, match=r"T must be an int"):
