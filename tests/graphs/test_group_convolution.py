@@ -264,4 +264,5 @@ def test_bad_input_raises_clear_errors(setup):
     with pytest.raises(TypeError, match=r"turns must be an int"):
         rotate(np.zeros((4, H, W, C1), np.float32), 1.0)
     with pytest.raises(ValueError, match=r"params\['convs'\]\[0\]\['W'\] must have shape"):
-        apply({**params, "convs": [{"W": np.zeros((4, 3, 3, C1 + 1, C2), np.float32), "b": np.zeros(C2, np.float32)}]}, x)
+        wide = {"W": np.zeros((4, 3, 3, C1 + 1, C2), np.float32), "b": np.zeros(C2, np.float32)}
+        apply({**params, "convs": [wide]}, x)

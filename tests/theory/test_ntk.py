@@ -103,7 +103,8 @@ def _circle_data():
     """Six training points on the circle, their targets sin(2 gamma), and 24 test points between them."""
     gamma = jnp.linspace(0.0, 2 * math.pi, 7)[:-1] + 0.3
     grid = jnp.linspace(0.0, 2 * math.pi, 25)[:-1] + 0.1
-    return jnp.stack([jnp.cos(gamma), jnp.sin(gamma)], 1), jnp.sin(2 * gamma), jnp.stack([jnp.cos(grid), jnp.sin(grid)], 1)
+    x, x_test = (jnp.stack([jnp.cos(angle), jnp.sin(angle)], 1) for angle in (gamma, grid))
+    return x, jnp.sin(2 * gamma), x_test
 
 
 @jax.jit
