@@ -152,6 +152,15 @@ def positive(value, name: str, *, allow_zero: bool = False):
     return value
 
 
+def static_number(value, name: str) -> float:
+    """A hyperparameter that a compiled loop is built for (a static argument of its core), as a
+    Python float: a traced value is refused by name, and a 0-d array becomes hashable."""
+    if isinstance(value, jax.core.Tracer):
+        raise TypeError(f"{name} must be a concrete number: the compiled loop is built for each value "
+                        f"of it, so it cannot be traced; got a traced {value.aval}")
+    return float(value)
+
+
 def is_concrete(x) -> bool:
     """Whether ``x`` holds values now (it is not traced by :func:`jax.jit` or :func:`jax.vmap`)."""
     return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(x))

@@ -55,6 +55,13 @@ def test_positive():
     assert _checks.positive(0.0, "rate", allow_zero=True) == 0.0
 
 
+def test_static_number_makes_arrays_hashable_and_refuses_traced_values_by_name():
+    assert _checks.static_number(jnp.array(0.01), "learning_rate") == pytest.approx(0.01)
+    assert type(_checks.static_number(np.float32(0.5), "rate")) is float
+    with pytest.raises(TypeError, match="learning_rate must be a concrete number.*traced"):
+        jax.jit(lambda lr: _checks.static_number(lr, "learning_rate"))(0.01)
+
+
 def test_range_and_nan_are_checked_when_concrete_only():
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\), got values from -1 to 2"):
         _checks.check_range(jnp.array([0, -1, 2]), "labels", 0, 3)

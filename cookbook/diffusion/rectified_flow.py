@@ -242,7 +242,7 @@ def train_coupled(params, x0, x1, key, *, steps, batch_size=128, learning_rate=1
     x0, x1 = _pairs(params, x0, x1)
     steps = _checks.size(steps, "steps")
     batch_size = _checks.size(batch_size, "batch_size")
-    return _train_coupled(params, x0, x1, key, steps, batch_size, learning_rate)
+    return _train_coupled(params, x0, x1, key, steps, batch_size, _checks.static_number(learning_rate, "learning_rate"))
 
 
 # One compiled program: called eagerly, the loop's scan traced and compiled again on every call, and

@@ -353,7 +353,8 @@ def train(params, data, key, *, sigmas, steps, batch_size=128, learning_rate=1e-
     steps = _checks.size(steps, "steps")
     batch_size = _checks.size(batch_size, "batch_size")
     adam(learning_rate)  # checks the step size here, before it is a static argument of the core
-    return _train(params, data, key, sigmas, steps=steps, batch_size=batch_size, learning_rate=learning_rate)
+    return _train(params, data, key, sigmas, steps=steps, batch_size=batch_size,
+                  learning_rate=_checks.static_number(learning_rate, "learning_rate"))
 
 
 @functools.partial(jax.jit, static_argnames=("steps", "batch_size", "learning_rate"))

@@ -279,7 +279,8 @@ def fit(params, X, y, key, *, noise, prior_std, steps, learning_rate=0.01):
     _checks.positive(learning_rate, "learning_rate")
     X, y = _check_data(params, X, y, noise)
     _checks.positive(prior_std, "prior_std")
-    return _fit(params, X, y, key, noise, prior_std, learning_rate=learning_rate, steps=steps)
+    return _fit(params, X, y, key, noise, prior_std, learning_rate=_checks.static_number(learning_rate, "learning_rate"),
+                steps=steps)
 
 
 # One compilation per shape and step size, whatever the data. The step size is static so that fit,

@@ -239,7 +239,8 @@ def fit_map(params, X, y, *, noise, prior_precision, steps, learning_rate=0.01):
     _checks.positive(prior_precision, "prior_precision", allow_zero=True)
     _checks.size(steps, "steps")
     _checks.positive(learning_rate, "learning_rate")
-    return _fit_map(params, X, y, noise, prior_precision, learning_rate=learning_rate, steps=steps)
+    return _fit_map(params, X, y, noise, prior_precision,
+                    learning_rate=_checks.static_number(learning_rate, "learning_rate"), steps=steps)
 
 
 # The step size is static, as it was when this loop ran eagerly with it as a constant: fit_map traced

@@ -203,7 +203,9 @@ def fit(params, X, y, key, *, rate, steps, weight_decay=1e-4, learning_rate=0.00
     _checks.size(steps, "steps")
     _checks.positive(weight_decay, "weight_decay", allow_zero=True)
     _checks.positive(learning_rate, "learning_rate")
-    return _fit(params, X, y, key, rate=rate, steps=steps, weight_decay=weight_decay, learning_rate=learning_rate)
+    return _fit(params, X, y, key, rate=rate, steps=steps,
+                weight_decay=_checks.static_number(weight_decay, "weight_decay"),
+                learning_rate=_checks.static_number(learning_rate, "learning_rate"))
 
 
 # The rates are static, as they were when this loop ran eagerly with them as constants: fit traced

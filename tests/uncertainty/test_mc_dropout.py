@@ -95,3 +95,16 @@ def test_clear_errors_on_bad_input():
     with pytest.raises(ValueError, match="params"):
         apply([{"W": np.ones((2, 5), np.float32), "b": np.ones(5, np.float32)},
                {"W": np.ones((4, 1), np.float32), "b": np.ones(1, np.float32)}], np.ones(2, np.float32), key, rate=0.1)
+
+
+def test_the_step_size_and_weight_decay_are_numbers_the_loop_is_compiled_for():
+    # fit's core is compiled for each learning rate and weight decay: a 0-d array gives the same run
+    # as the Python number, and a traced value is refused by name rather than by JAX's hashing error.
+    X = np.linspace(-1, 1, 16, dtype=np.float32)[:, None]
+    params = init(jax.random.key(0), (1, 8, 1))
+    runs = [fit(params, X, X[:, 0], jax.random.key(1), rate=0.1, steps=3, learning_rate=lr, weight_decay=wd)
+            for lr, wd in ((0.01, 1e-4), (jnp.array(0.01), np.float32(1e-4)))]
+    for a, b in zip(*(jax.tree.leaves(run) for run in runs)):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(TypeError, match="learning_rate must be a concrete number"):
+        jax.jit(lambda lr: fit(params, X, X[:, 0], jax.random.key(1), rate=0.1, steps=3, learning_rate=lr))(0.01)
