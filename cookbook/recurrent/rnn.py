@@ -192,12 +192,17 @@ def _sizes(params):
 def cell(params, h, x):
     """One step: the new hidden state (H,) from the previous one ``h`` (H,) and the input ``x`` (D,)."""
     D, H = _sizes(params)
-    x, h = _checks.float_array(x, "x"), _checks.float_array(h, "h")
+    x = _checks.float_array(x, "x")
     if x.shape != (D,):
         raise ValueError(f"x must have shape (D,) = ({D},), got shape {x.shape}")
+    return _cell(params, _check_state(h, H), x)
+
+
+def _check_state(h, H):
+    h = _checks.float_array(h, "h")
     if h.shape != (H,):
         raise ValueError(f"h must have shape (H,) = ({H},), got shape {h.shape}")
-    return _cell(params, h, x)
+    return h
 
 
 def _step(params, h, x):
@@ -209,15 +214,15 @@ _cell = jax.jit(_step)
 
 def apply(params, xs, h0=None):
     """The hidden states (T, H) of the layer run over the sequence ``xs`` (T, D) from ``h0`` (H,)."""
+    return _apply(params, *_check_sequence(params, xs, h0))
+
+
+def _check_sequence(params, xs, h0):
     D, H = _sizes(params)
     xs = _checks.float_array(xs, "xs")
     if xs.ndim != 2 or xs.shape[1] != D:
         raise ValueError(f"xs must have shape (T, D) with D = {D}, got shape {xs.shape}")
-    if h0 is not None:  # the checks of cell, on the initial state
-        h0 = _checks.float_array(h0, "h")
-        if h0.shape != (H,):
-            raise ValueError(f"h must have shape (H,) = ({H},), got shape {h0.shape}")
-    return _apply(params, xs, h0)
+    return xs, None if h0 is None else _check_state(h0, H)
 
 
 def _run(params, xs, h0):
@@ -241,9 +246,7 @@ def input_gradient_norms(params, xs, h0=None):
     Entry ``t`` is ``||d h_T / d x_t||``: how strongly the last output can still feel the input that
     came ``T - 1 - t`` steps before it.
     """
-    xs = _checks.float_array(xs, "xs")
-    jax.eval_shape(apply, params, xs, h0)  # apply's checks
-    return _norms(params, xs, h0)
+    return _norms(params, *_check_sequence(params, xs, h0))
 
 
 @jax.jit
