@@ -5,7 +5,7 @@ import optax
 import pytest
 
 from cookbook.self_supervised.masked_autoencoder import (
-    EPS, _decode, _encode, _mae_loss, _masked_patch_loss, _random_masking, decode, encode, init, mae_loss,
+    EPS, _decode, _encode, _masked_patch_loss, _random_masking, decode, encode, init, mae_loss,
     masked_patch_loss, random_masking, unpatchify)
 from cookbook.transformers.vision_transformer import patchify
 
@@ -154,46 +154,53 @@ def test_bad_input(params):
 STEPS, BATCH, LEARNING_RATE = 600, 64, 2e-3
 
 
+def numpy_masks(rng, shape, K=4):
+    """Masks for ``shape`` images, as ``random_masking`` draws them (the ranks of uniform noise), with
+    NumPy: the visible patches (..., K), the inverse permutation (..., N) and the hidden ones (..., N)."""
+    shuffle = np.argsort(rng.random(shape + (N,)), axis=-1)
+    restore = np.argsort(shuffle, axis=-1)
+    return shuffle[..., :K].astype(np.int32), restore.astype(np.int32), restore >= K
+
+
+def _loss_on_mask(p, x, visible, restore, masked):
+    """``mae_loss`` with its mask given: encoder, decoder and the loss on the hidden patches."""
+    return _masked_patch_loss(_decode(p, _encode(p, x, visible), restore), x, masked, False)
+
+
 @pytest.fixture(scope="module")
 def digits_run(params):
     """The model of ``SIZES`` trained by one compiled lax.scan loop of Adam steps, 12 of 16 patches
-    hidden, batches drawn with NumPy from the first 1000 digits; scored on digits 1000-1499 against
-    the mean patches of the training digits, on the same masks."""
+    hidden, batches and masks drawn with NumPy from the first 1000 digits; scored on digits 1000-1499
+    against the mean patches of the training digits, on the same masks. (The masks are drawn outside
+    the compiled loop, so that it holds no random-number generator: less to compile.)"""
     from sklearn.datasets import load_digits
 
     X = load_digits().data
     patches = numpy_patches((X / 16.0).astype(np.float32).reshape(-1, 8, 8))
-    train_patches, test_patches = jnp.asarray(patches[:1000]), jnp.asarray(patches[1000:1500])
+    train_patches, test_patches = jnp.asarray(patches[:1000]), patches[1000:1500]  # jnp: indexed in the loop
     rng = np.random.default_rng(0)
     batches = np.stack([rng.permutation(1000)[:BATCH] for _ in range(STEPS)])  # (STEPS, BATCH)
+    train_masks = numpy_masks(rng, (STEPS, BATCH))
     opt = optax.adam(LEARNING_RATE)
-    mean_patches = train_patches.mean(0)  # (N, P): the best guess that ignores the visible patches
+    over_batch = jax.vmap(_loss_on_mask, in_axes=(None, 0, 0, 0, 0))
 
     @jax.jit
-    def train_and_score(params, key):
-        def batch_loss(p, x, k):
-            return jnp.mean(jax.vmap(lambda k, x: _mae_loss(p, k, x, 4, False))(jax.random.split(k, len(x)), x))
-
+    def train(params):
         def step(carry, inputs):
             p, state = carry
-            idx, k = inputs
-            value, grads = jax.value_and_grad(batch_loss)(p, train_patches[idx], k)
+            idx, masks = inputs
+            value, grads = jax.value_and_grad(lambda p: jnp.mean(over_batch(p, train_patches[idx], *masks)))(p)
             updates, state = opt.update(grads, state, p)
             return (optax.apply_updates(p, updates), state), value
 
-        k_train, k_test = jax.random.split(key)
-        (trained, _), losses = jax.lax.scan(step, (params, opt.init(params)),
-                                            (batches, jax.random.split(k_train, STEPS)))
+        (trained, _), losses = jax.lax.scan(step, (params, opt.init(params)), (batches, train_masks))
+        return trained, losses
 
-        def score(k, x):
-            visible, restore, masked = _random_masking(k, N, 4)
-            predictions = _decode(trained, _encode(trained, x, visible), restore)
-            return jnp.stack([_masked_patch_loss(predictions, x, masked, False),
-                              _masked_patch_loss(mean_patches, x, masked, False)])
-
-        return losses, jax.vmap(score)(jax.random.split(k_test, len(test_patches)), test_patches).mean(0)
-
-    losses, errors = train_and_score(params, jax.random.key(1))
+    trained, losses = train(params)
+    test_masks = numpy_masks(np.random.default_rng(1), (len(test_patches),))
+    mean_patches = np.broadcast_to(patches[:1000].mean(0), test_patches.shape)  # the best guess that ignores the visible patches
+    errors = jax.jit(lambda p: jnp.stack([over_batch(p, test_patches, *test_masks).mean(), jax.vmap(
+        _masked_patch_loss, in_axes=(0, 0, 0, None))(mean_patches, test_patches, test_masks[2], False).mean()]))(trained)
     return np.asarray(losses), np.asarray(errors)
 
 
@@ -201,4 +208,5 @@ def test_mae_paints_back_hidden_patches_of_digits(digits_run):
     losses, (model_error, mean_error) = digits_run
     print(losses[:20].mean(), losses[-20:].mean(), model_error, mean_error, model_error / mean_error)
     assert losses[-20:].mean() < 0.6 * losses[:20].mean()
-    assert model_error < 0.85 * mean_error, (model_error, mean_error)  # measured 0.80 (0.0598 against 0.0750)
+    # measured 0.78 (0.0590 against 0.0754); 0.79 with the model drawn from key 1
+    assert model_error < 0.85 * mean_error, (model_error, mean_error)
