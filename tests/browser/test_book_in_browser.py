@@ -99,6 +99,9 @@ def browser():
         "--disable-default-apps",
         "--disable-sync",
         "--no-first-run",
+        # The test only goes forward: a page kept alive for the back button is work for nothing
+        # (about a tenth of the browser's CPU time over 22 pages, measured twice).
+        "--disable-back-forward-cache",
         "--window-size=1280,1000",
         # No network: every host name but the loopback address resolves to nothing.
         "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
