@@ -200,12 +200,23 @@ JIT = {
 
 def patchify(image, patch_size):
     """Cut ``image`` (Hi, Wi, C) into non-overlapping squares, row by row: shape (N, patch_size**2 C)."""
+    image, patch_size = _check_image(image, patch_size)
+    return _patchify(image, patch_size)
+
+
+def _check_image(image, patch_size):
     image = _checks.float_array(image, "image")
     patch_size = _checks.size(patch_size, "patch_size")
     if image.ndim != 3 or image.shape[0] % patch_size or image.shape[1] % patch_size:
         raise ValueError(f"image must have shape (Hi, Wi, C) with Hi and Wi multiples of patch_size={patch_size}, "
                          f"got shape {image.shape}")
-    return _patches(image, patch_size)
+    return image, patch_size
+
+
+# One compiled program per shape rather than three eager operations that each compile.
+@functools.partial(jax.jit, static_argnums=1)
+def _patchify(image, P):
+    return _patches(image, P)
 
 
 def _patches(image, P):
@@ -241,11 +252,11 @@ def _init(key, image_size, patch_size, channels, d_model, num_heads, num_layers,
 
 def apply(params, image, patch_size):
     """Class logits (K,) for one ``image`` (Hi, Wi, C)."""
-    image = _checks.float_array(image, "image")
-    patches = patchify(image, patch_size)  # (N, P*P*C)
-    if patches.shape[0] + 1 != params["pos"].shape[0] or patches.shape[1] != params["W_e"].shape[0]:
-        raise ValueError(f"image {image.shape} with patch_size={patch_size} gives {patches.shape[0]} patches of "
-                         f"{patches.shape[1]} values; params expect {params['pos'].shape[0] - 1} of "
+    image, P = _check_image(image, patch_size)
+    N, patch_dim = (image.shape[0] // P) * (image.shape[1] // P), P * P * image.shape[2]  # patchify's shape
+    if N + 1 != params["pos"].shape[0] or patch_dim != params["W_e"].shape[0]:
+        raise ValueError(f"image {image.shape} with patch_size={patch_size} gives {N} patches of "
+                         f"{patch_dim} values; params expect {params['pos'].shape[0] - 1} of "
                          f"{params['W_e'].shape[0]}")
     _check_params(params, patch_size, image.shape)
     return _apply(params, image, patch_size)
@@ -306,12 +317,17 @@ def accuracy(params, images, labels, patch_size):
     _check_params(params, patch_size, images.shape[1:])
     logits = _checks.check_no_nan(_batch_logits(params, images, patch_size),
                     "the logits computed from params and images")
-    return jnp.mean(jnp.argmax(logits, axis=-1) == labels)
+    return _fraction_right(logits, labels)
 
 
 @functools.partial(jax.jit, static_argnums=2)
 def _batch_logits(params, images, patch_size):
     return jax.vmap(_apply, in_axes=(None, 0, None))(params, images, patch_size)  # (B, K)
+
+
+@jax.jit
+def _fraction_right(logits, labels):
+    return jnp.mean(jnp.argmax(logits, axis=-1) == labels)
 
 
 def train(key, params, images, labels, *, patch_size, steps, batch_size, learning_rate=3e-3):
