@@ -295,8 +295,11 @@ encoder-decoders such as T5 :footcite:`raffel2020exploring` moved to pre-norm la
 positions.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from cookbook import _checks
 from cookbook.attention import multi_head
@@ -357,7 +360,12 @@ def attention_masks(src_mask, T):
     src_mask = jnp.asarray(src_mask) if isinstance(src_mask, list) else src_mask
     if getattr(src_mask, "ndim", None) != 1 or src_mask.dtype != jnp.bool_:
         raise ValueError(f"src_mask must be a boolean array of shape (S,), got {src_mask!r:.80}")
-    T = _checks.size(T, "T")
+    return _attention_masks(src_mask, _checks.size(T, "T"))
+
+
+# One compiled program per shape, rather than four eager operations that each compile.
+@functools.partial(jax.jit, static_argnums=1)
+def _attention_masks(src_mask, T):
     S = src_mask.shape[0]
     encoder = jnp.broadcast_to(src_mask[None, :], (S, S))  # not causal: every query sees every real token
     causal = jnp.tril(jnp.ones((T, T), bool))  # target position t reads positions 0..t
@@ -388,9 +396,9 @@ def _check_tokens(name, tokens, vocab, length, *, ndim=1, eos=False):
     if tokens.shape[-1] < 1:
         raise ValueError(f"{name} must have shape {length} with at least one token, got shape {tokens.shape}")
     _checks.check_range(tokens, name, 0, vocab)
-    with jax.ensure_compile_time_eval():
-        if eos and _checks.is_concrete(tokens) and not bool(jnp.all(jnp.any(tokens == EOS, axis=-1))):
-            raise ValueError(f"{name} must end every sentence with EOS = {EOS}, got one without it "
+    # NumPy: a concrete check compiles nothing (jnp here compiled three programs for every shape).
+    if eos and _checks.is_concrete(tokens) and not np.all(np.any(np.asarray(tokens) == EOS, axis=-1)):
+        raise ValueError(f"{name} must end every sentence with EOS = {EOS}, got one without it "
                              f"(shape {tokens.shape})")
     return tokens
 
@@ -504,6 +512,11 @@ def cross_attention_weights(params, src, tgt_in, src_mask=None):
 def shift_right(tgt, bos=BOS):
     """The decoder's input for target ``tgt`` (T,): ``bos`` then ``tgt`` without its last token."""
     tgt = _checks.int_array(tgt, "tgt", ndim=1, what=" (T,)")
+    return _shift_right(tgt, bos)
+
+
+@jax.jit
+def _shift_right(tgt, bos):
     return jnp.concatenate([jnp.full((1,), bos, tgt.dtype), tgt[:-1]])
 
 
@@ -573,6 +586,12 @@ def translation_task(key, batch_size, max_words, vocab):
     batch_size = _checks.size(batch_size, "batch_size")
     if _checks.size(vocab, "vocab") <= EOS + 1 or _checks.size(max_words, "max_words") < 1:
         raise ValueError(f"vocab must exceed 3 and max_words be at least 1, got vocab={vocab}, max_words={max_words}")
+    return _translation_task(key, batch_size, _checks.size(max_words, "max_words"), _checks.size(vocab, "vocab"))
+
+
+# One compiled program for the draws and the layout, rather than a dozen eager operations.
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def _translation_task(key, batch_size, max_words, vocab):
     k_len, k_words = jax.random.split(key)
     lengths = jax.random.randint(k_len, (batch_size, 1), 1, max_words + 1)  # (B, 1)
     words = jax.random.randint(k_words, (batch_size, max_words + 1), EOS + 1, vocab)
