@@ -66,7 +66,7 @@ def _flax_params(p):
 def test_block_matches_flax(params, norm):
     rng = np.random.default_rng(1)
     # Non-trivial norm scales and biases, so that the comparison checks them.
-    params = jax.tree.map(lambda w: w + 0.1 * rng.standard_normal(w.shape).astype(np.float32), params)
+    params = jax.tree.map(lambda w: np.asarray(w) + 0.1 * rng.standard_normal(w.shape).astype(np.float32), params)
     x = _x(2)
     causal = np.tril(np.ones((T, T), bool))
     ours = (pre_apply if norm == "pre" else post_apply)(params, x, causal)
@@ -76,19 +76,19 @@ def test_block_matches_flax(params, norm):
 
 
 def test_feed_forward_by_hand():
-    p = [{"W": jnp.array([[1.0, -1.0]]), "b": jnp.array([0.0, 0.5])},
-         {"W": jnp.array([[2.0], [3.0]]), "b": jnp.array([1.0])}]
-    x = jnp.array([[1.0], [-2.0]])
+    p = [{"W": np.array([[1.0, -1.0]], np.float32), "b": np.array([0.0, 0.5], np.float32)},
+         {"W": np.array([[2.0], [3.0]], np.float32), "b": np.array([1.0], np.float32)}]
+    x = np.array([[1.0], [-2.0]], np.float32)
     # Row 1: relu([1, -0.5]) = [1, 0] -> 2 + 1 = 3. Row 2: relu([-2, 2.5]) = [0, 2.5] -> 7.5 + 1 = 8.5.
     np.testing.assert_allclose(feed_forward(p, x), [[3.0], [8.5]], **TOL)
 
 
 def test_zero_sublayers_make_the_pre_norm_block_the_identity(params):
-    zeroed = dict(params, attn=dict(params["attn"], W_o=jnp.zeros_like(params["attn"]["W_o"])),
-                  mlp=[params["mlp"][0], jax.tree.map(jnp.zeros_like, params["mlp"][1])])
+    zeroed = dict(params, attn=dict(params["attn"], W_o=np.zeros(params["attn"]["W_o"].shape, np.float32)),
+                  mlp=[params["mlp"][0], jax.tree.map(lambda w: np.zeros(w.shape, np.float32), params["mlp"][1])])
     x, causal = _x(3), np.tril(np.ones((T, T), bool))  # the mask of the page's example: its programs
     np.testing.assert_allclose(pre_apply(zeroed, x, causal), x, **TOL)  # the residual path alone
-    post = post_apply(zeroed, x, causal)  # post-norm: still normalises the stream
+    post = np.asarray(post_apply(zeroed, x, causal))  # post-norm: still normalises the stream
     np.testing.assert_allclose(post.mean(axis=-1), 0.0, atol=1e-5)
     np.testing.assert_allclose(post.std(axis=-1), 1.0, atol=1e-3)
 
@@ -96,7 +96,7 @@ def test_zero_sublayers_make_the_pre_norm_block_the_identity(params):
 def test_block_is_permutation_equivariant_without_a_mask(params):
     x = _x(4)
     perm = np.array([3, 6, 0, 5, 1, 4, 2])
-    np.testing.assert_allclose(pre_apply(params, x[perm]), pre_apply(params, x)[perm], **TOL)
+    np.testing.assert_allclose(pre_apply(params, x[perm]), np.asarray(pre_apply(params, x))[perm], **TOL)
 
 
 def test_causal_mask_hides_later_tokens(params):
@@ -105,12 +105,13 @@ def test_causal_mask_hides_later_tokens(params):
     changed = x.copy()
     changed[5:] += 3.0
     for f in (pre_apply, post_apply):
-        np.testing.assert_allclose(f(params, changed, causal)[:5], f(params, x, causal)[:5], **TOL)
+        np.testing.assert_allclose(np.asarray(f(params, changed, causal))[:5], np.asarray(f(params, x, causal))[:5],
+                                   **TOL)
 
 
 def test_vmap_over_a_batch_matches_single_calls(params):
     xs = np.stack([_x(6), _x(7)])
-    batched = jax.vmap(lambda x: apply(params, x, norm="pre"))(xs)
+    batched = np.asarray(jax.vmap(lambda x: apply(params, x, norm="pre"))(xs))
     for b in range(2):
         np.testing.assert_allclose(batched[b], pre_apply(params, xs[b]), **TOL)
 
@@ -162,6 +163,7 @@ def test_pre_norm_last_layer_gradient_shrinks_with_depth_post_norm_does_not():
     last = {}
     for (norm, L), g in norms(shallow, deep).items():  # g: (4, L)
         assert g.shape == (4, L) and np.all(np.isfinite(g))
+        g = np.asarray(g)
         last[norm, L] = float(g[:, -1].mean())
         if L == 16:  # the figure: post-norm gradients grow towards the output, pre-norm ones shrink
             assert (g[:, -1].mean() > g[:, 0].mean()) == (norm == "post")
@@ -192,6 +194,7 @@ def test_bad_inputs_raise_clear_errors(params):
 
 def test_initial_weight_variances_of_the_page(params):
     # He (2 / fan-in) for the ReLU layer, 1 / fan-in for the others.
+    params = jax.tree.map(np.asarray, params)  # NumPy's variances (np.var of a jax.Array runs jnp's)
     np.testing.assert_allclose(np.var(params["mlp"][0]["W"]), 2 / D_MODEL, rtol=0.3)
     np.testing.assert_allclose(np.var(params["mlp"][1]["W"]), 1 / D_FF, rtol=0.3)
     np.testing.assert_allclose(np.var(params["attn"]["W_q"]), 1 / D_MODEL, rtol=0.3)
