@@ -136,25 +136,25 @@ distribution factorises left to right.
 Example
 -------
 
-Build a model for digits 0-9, train it briefly and decode a sequence (after so little training
-the output is not yet the reversal):
+Build the model of the explanation (digits 0-9, 64 hidden units), train it for 600 steps, and
+decode a sequence that is not among its 5000 training pairs:
 
 >>> import jax, jax.numpy as jnp
 >>> from cookbook.recurrent.seq2seq import (
 ...     init, loss, train, greedy_decode, beam_search, reversal_data)
 >>> k_p, k_d, k_t = jax.random.split(jax.random.key(0), 3)
->>> params = init(k_p, vocab=10, embed=4, hidden=8)
->>> src, tgt = reversal_data(k_d, 64, length=5, vocab=10)
+>>> params = init(k_p, vocab=10, embed=16, hidden=64)
+>>> src, tgt = reversal_data(k_d, 5000, length=5, vocab=10)
 >>> src[0], tgt[0]
 (Array([2, 2, 6, 5, 1], dtype=int32), Array([1, 5, 6, 2, 2], dtype=int32))
->>> float(loss(params, src[0], tgt[0])) > 2.0  # about log(10) = 2.3 at the start
+>>> float(loss(params, src[0], tgt[0])) > 2.0  # near log(10) = 2.3 at the start
 True
->>> trained, losses = train(params, k_t, src, tgt, steps=20, batch_size=8, learning_rate=0.01)
->>> bool(losses[-5:].mean() < losses[:5].mean())
+>>> trained, losses = train(params, k_t, src, tgt, steps=600, batch_size=64, learning_rate=0.01)
+>>> bool(losses[-20:].mean() < 0.1 * losses[:20].mean())  # the loss fell more than tenfold
 True
->>> greedy_decode(trained, src[0], length=5).shape
-(5,)
->>> tokens, scores = beam_search(trained, src[0], length=5, beam_width=3)
+>>> greedy_decode(trained, jnp.array([3, 1, 4, 1, 5]), length=5)
+Array([5, 1, 4, 1, 3], dtype=int32)
+>>> tokens, scores = beam_search(trained, jnp.array([3, 1, 4, 1, 5]), length=5, beam_width=3)
 >>> tokens.shape, bool(scores[0] >= scores[1] >= scores[2])
 ((3, 5), True)
 """
@@ -227,11 +227,14 @@ def _check_no_nan(params):
 def encode(params, src):
     """The encoder's last state (H,): the vector from which the decoder starts."""
     src = _check_tokens("src", src, _vocab(params))
-    return _encode(params, src)
+    return _encode_jit(params, src)
 
 
 def _encode(params, src):
     return gru.apply(params["encoder"], params["embed_src"][src])[-1]
+
+
+_encode_jit = jax.jit(_encode)  # for encode, called eagerly; the other cores trace _encode itself
 
 
 def decoder_step(params, h, token):

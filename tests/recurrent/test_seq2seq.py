@@ -20,23 +20,25 @@ from cookbook.recurrent.seq2seq import (
 )
 
 V, S = 10, 5
-# Every small model has the shape of the page's example (vocabulary 10, embeddings of 4, 8 hidden
-# units): each new shape would compile init, and the functions that it meets, once more.
-SMALL = dict(vocab=V, embed=4, hidden=8)
+# Every model has the shape of the page's example (vocabulary 10, embeddings of 16, 64 hidden
+# units), which the page trains as the first test does: each new shape would compile init, and the
+# functions that it meets, once more.
+PAGE = dict(vocab=V, embed=16, hidden=64)
 
 
 @pytest.fixture(scope="module")
 def trained():
-    """A model trained once to reverse 5 digits (600 Adam steps of 64), and held-out test pairs."""
+    """The page's model trained once to reverse 5 digits (600 Adam steps of 64, the page's very run,
+    with its programs), and held-out sources (NumPy: no sampler compiled, no eager indexing)."""
     k_p, k_d, k_t = jax.random.split(jax.random.key(0), 3)
-    params = init(k_p, vocab=V, embed=16, hidden=64)
+    params = init(k_p, **PAGE)
     src, tgt = reversal_data(k_d, 5000, length=S, vocab=V)
-    fit = jax.jit(train, static_argnames=("steps", "batch_size"))
-    params, losses = fit(params, k_t, src, tgt, steps=600, batch_size=64, learning_rate=0.01)
-    test_src = np.random.default_rng(0).integers(0, V, (1200, S), dtype=np.int32)  # NumPy: no sampler compiled
-    seen = {tuple(r) for r in np.asarray(src)}
-    held_out = np.array([r for r in np.asarray(test_src) if tuple(r) not in seen][:1000])
-    return params, losses, jnp.asarray(held_out)
+    params, losses = train(params, k_t, src, tgt, steps=600, batch_size=64, learning_rate=0.01)
+    test_src = np.random.default_rng(0).integers(0, V, (1200, S), dtype=np.int32)
+    seen = {tuple(r) for r in np.asarray(src).tolist()}
+    assert (3, 1, 4, 1, 5) not in seen  # the page decodes it as a sequence that training never showed
+    held_out = np.array([r for r in test_src if tuple(r) not in seen][:1000])
+    return params, losses, held_out
 
 
 @jax.jit
@@ -78,8 +80,8 @@ def _sequence_log_prob(params, src, tokens):
 def test_beam_search_is_exhaustive_search_when_the_beam_holds_everything():
     # With beam_width = V and 2 output steps, the beam keeps every prefix of length 1, so its best
     # sequences are the best of all V^2 sequences, found here by brute force.
-    params = init(jax.random.key(1), **SMALL)
-    src = jnp.array([1, 4, 2], jnp.int32)
+    params = init(jax.random.key(1), **PAGE)
+    src = np.array([1, 4, 2], np.int32)
     tokens, scores = beam_search(params, src, length=2, beam_width=V)
     everything = np.array(list(itertools.product(range(V), repeat=2)), np.int32)  # (V^2, 2)
     log_p = np.asarray(jax.vmap(_sequence_log_prob, in_axes=(None, None, 0))(params, src, everything))
@@ -90,19 +92,21 @@ def test_beam_search_is_exhaustive_search_when_the_beam_holds_everything():
 
 def test_beam_scores_are_the_model_log_probabilities_and_sorted(trained):
     params, _, src = trained
-    tokens, scores = beam_search(params, src[0], length=S, beam_width=4)
-    assert np.all(np.diff(np.asarray(scores)) <= 0)
-    assert len({tuple(t) for t in np.asarray(tokens)}) == 4  # distinct beams
-    # The greedy sequence scored in the same vmapped program as the beams, as a fifth row.
-    greedy = _greedy_all(params, src)[0]
-    log_p = jax.vmap(_sequence_log_prob, in_axes=(None, None, 0))(params, src[0], jnp.vstack([tokens, greedy]))
-    np.testing.assert_allclose(scores, log_p[:4], rtol=1e-4, atol=1e-5)
-    assert float(scores[0]) >= float(log_p[4]) - 1e-5
+    # The page's beam search (3 beams of 5 tokens), and log-probabilities from the page's loss
+    # program (S = T = 5): -T times the mean cross-entropy of a sequence is its log-probability.
+    tokens, scores = beam_search(params, src[0], length=S, beam_width=3)
+    tokens, scores = np.asarray(tokens), np.asarray(scores)
+    assert np.all(np.diff(scores) <= 0)
+    assert len({tuple(t) for t in tokens.tolist()}) == 3  # distinct beams
+    greedy = np.asarray(_greedy_all(params, src))[0]
+    log_p = np.array([-S * float(loss(params, src[0], t)) for t in [*tokens, greedy]])
+    np.testing.assert_allclose(scores, log_p[:3], rtol=1e-4, atol=1e-5)
+    assert scores[0] >= log_p[3] - 1e-5
 
 
 def test_teacher_forced_loss_matches_a_python_loop_and_optax():
-    params = init(jax.random.key(2), **SMALL)
-    src, tgt = jnp.array([3, 1, 4, 1, 5], jnp.int32), jnp.array([9, 2, 6, 5, 3, 5], jnp.int32)
+    params = init(jax.random.key(2), **PAGE)
+    src, tgt = np.array([3, 1, 4, 1, 5], np.int32), np.array([9, 2, 6, 5, 3, 5], np.int32)  # T != S
 
     @jax.jit  # the loop unrolls while tracing: one compiled program instead of one call per step
     def reference(params, src, tgt):
@@ -140,20 +144,20 @@ def test_inline_adam_matches_optax():
 
 
 def test_bad_input_raises_clear_errors():
-    params = init(jax.random.key(6), **SMALL)
+    params = init(jax.random.key(6), **PAGE)
     with pytest.raises(ValueError, match=r"src must have 1 axes \(S,\), got shape \(2, 5\)"):
-        encode(params, jnp.zeros((2, 5), jnp.int32))
+        encode(params, np.zeros((2, 5), np.int32))
     with pytest.raises(TypeError, match=r"tgt must be an integer array, got dtype float32"):
-        loss(params, jnp.zeros(5, jnp.int32), jnp.zeros(5))
+        loss(params, np.zeros(5, np.int32), np.zeros(5, np.float32))
     with pytest.raises(ValueError, match=r"beam_width must be between 1 and the vocabulary size 10, got 11"):
-        beam_search(params, jnp.zeros(5, jnp.int32), length=5, beam_width=11)
+        beam_search(params, np.zeros(5, np.int32), length=5, beam_width=11)
     with pytest.raises(ValueError, match=r"src and tgt must have shapes \(N, S\) and \(N, T\)"):
-        train(params, jax.random.key(0), jnp.zeros((4, 5), jnp.int32), jnp.zeros((3, 5), jnp.int32),
+        train(params, jax.random.key(0), np.zeros((4, 5), np.int32), np.zeros((3, 5), np.int32),
               steps=1, batch_size=2, learning_rate=0.1)
 
 
 def test_tokens_out_of_range_nan_parameters_and_bad_sizes_raise():
-    params = init(jax.random.key(7), **SMALL)
+    params = init(jax.random.key(7), **PAGE)
     src = np.array([1, 2, 3, 4, 0], np.int32)
     with pytest.raises(ValueError, match=r"src must lie in \[0, 10\), got values from 0 to 10"):
         encode(params, np.where(np.arange(5) == 0, 10, src))
@@ -166,7 +170,7 @@ def test_tokens_out_of_range_nan_parameters_and_bad_sizes_raise():
         greedy_decode(nan_params, src, length=5)
     with pytest.raises(ValueError, match=r"params\['W_o'\] holds NaN"):
         beam_search(nan_params, src, length=5, beam_width=2)
-    with pytest.raises(ValueError, match=r"params\['W_o'\] must have shape \(8, 10\)"):
+    with pytest.raises(ValueError, match=r"params\['W_o'\] must have shape \(64, 10\)"):
         loss(params | {"W_o": np.asarray(params["W_o"])[:, :1]}, src, src)
     with pytest.raises(TypeError, match=r"length must be an int"):
         greedy_decode(params, src, length=5.0)
