@@ -12,7 +12,7 @@ from cookbook.optimization.adamw import adamw
 
 def normal(seed, shape):
     """Test inputs drawn with NumPy: jax.random would compile a sampler for every new shape."""
-    return jnp.asarray(np.random.default_rng(seed).standard_normal(shape), jnp.float32)
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
 
 
 def gelu_np(z):
@@ -37,10 +37,11 @@ def block_reference(params, x):
     return x + p["gamma"] * h
 
 
+# The blocks of these tests have the page example's shapes: 6 channels, a 7 x 7 kernel, a 9 x 8 map.
 @pytest.fixture(scope="module")
 def trained_block():
     p = init_block(jax.random.key(0), channels=6, kernel_size=7, layer_scale=0.5)
-    return p | {"b1": jnp.full(24, 0.1), "ln_bias": jnp.full(6, -0.2)}
+    return p | {"b1": np.full(24, 0.1, np.float32), "ln_bias": np.full(6, -0.2, np.float32)}
 
 
 def test_block_matches_the_equation_in_float64(trained_block):
@@ -49,18 +50,19 @@ def test_block_matches_the_equation_in_float64(trained_block):
 
 
 def test_layer_scale_makes_a_new_block_the_identity():
-    # The shapes of the other block tests, so that no new computation is compiled.
+    # The shapes of the page's example, so that no new computation is compiled; compared in NumPy.
     x = normal(2, (9, 8, 6))
     p = init_block(jax.random.key(3), channels=6)
-    assert float(jnp.max(jnp.abs(block(p, x) - x))) < 1e-4
-    assert float(jnp.max(jnp.abs(block(p | {"gamma": jnp.ones(6)}, x) - x))) > 0.1
+    assert np.max(np.abs(np.asarray(block(p, x)) - x)) < 1e-5
+    assert np.max(np.abs(np.asarray(block(p | {"gamma": np.ones(6, np.float32)}, x)) - x)) > 0.1
 
 
 def test_block_is_translation_equivariant_away_from_the_border(trained_block):
-    x = jnp.zeros((21, 21, 6)).at[3:9, 4:10].set(normal(4, (6, 6, 6)))
-    shifted = jnp.roll(x, (2, 3), axis=(0, 1))
+    x = np.zeros((21, 21, 6), np.float32)  # built and shifted in NumPy: no eager scatter or roll compiled
+    x[3:9, 4:10] = normal(4, (6, 6, 6))
+    shifted = np.roll(x, (2, 3), axis=(0, 1))
     np.testing.assert_allclose(np.asarray(block(trained_block, shifted)),
-                               np.asarray(jnp.roll(block(trained_block, x), (2, 3), axis=(0, 1))), atol=1e-5)
+                               np.roll(np.asarray(block(trained_block, x)), (2, 3), axis=(0, 1)), atol=1e-5)
 
 
 def test_a_large_depthwise_kernel_has_fewer_weights_than_a_small_dense_one_above_five_channels():
@@ -68,11 +70,17 @@ def test_a_large_depthwise_kernel_has_fewer_weights_than_a_small_dense_one_above
         assert (7 * 7 * C < 3 * 3 * C * C) == (C > 5)
 
 
+@jax.jit  # both sides in one compiled program, not a dozen eager operations
+def _patchify_and_strided_conv(x, w, b):
+    ref = jax.lax.conv_general_dilated(x[None], w, (2, 2), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))[0]
+    return _patchify(x, w, b, 2), ref + b[None, None, :]
+
+
 def test_patchify_stem_is_a_strided_convolution():
     x = normal(5, (8, 6, 3))
     w = normal(6, (2, 2, 3, 5))
-    ref = jax.lax.conv_general_dilated(x[None], w, (2, 2), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))[0]
-    np.testing.assert_allclose(np.asarray(_patchify(x, w, jnp.zeros(5), 2)), np.asarray(ref), rtol=1e-5, atol=1e-5)
+    got, ref = _patchify_and_strided_conv(x, w, normal(7, 5))
+    np.testing.assert_allclose(np.asarray(got), np.asarray(ref), rtol=1e-5, atol=1e-5)
 
 
 @pytest.fixture(scope="module")
@@ -111,11 +119,17 @@ def test_a_small_convnext_reads_digits(small_convnext):
 def test_bad_input_raises(trained_block, small_convnext):
     with pytest.raises(ValueError, match=r"kernel_size must be odd"):
         init_block(jax.random.key(0), channels=4, kernel_size=4)
+    # The layer scale is a static number of init_block's compiled core: a 0-d array runs as its
+    # Python value (the fixture's program, no new one), a traced one is refused by name.
+    scaled = init_block(jax.random.key(0), channels=6, kernel_size=7, layer_scale=np.float32(0.5))
+    np.testing.assert_array_equal(np.asarray(scaled["gamma"]), np.asarray(trained_block["gamma"]))
+    with pytest.raises(TypeError, match=r"layer_scale must be a concrete number"):
+        jax.jit(lambda s: init_block(jax.random.key(0), channels=6, layer_scale=s))(0.5)
     with pytest.raises(ValueError, match=r'params\["dw"\] must have shape \(7, 7, 5\) \(C from x\)'):
-        block(trained_block, jnp.ones((4, 4, 5)))
+        block(trained_block, np.ones((4, 4, 5), np.float32))
     with pytest.raises(TypeError, match=r"x must be a floating-point array"):
-        block(trained_block, jnp.ones((4, 4, 6), jnp.int32))
+        block(trained_block, np.ones((4, 4, 6), np.int32))
     with pytest.raises(ValueError, match=r"x must have a height and width divisible by 2, got shape \(7, 8, 1\)"):
-        apply(small_convnext, jnp.ones((7, 8, 1)), patch=2)
+        apply(small_convnext, np.ones((7, 8, 1), np.float32), patch=2)
     with pytest.raises(ValueError, match=r"widths and depths must be tuples of one length"):
         init(jax.random.key(0), in_channels=1, num_classes=3, widths=(4, 8), depths=(1,))
