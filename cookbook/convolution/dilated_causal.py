@@ -121,6 +121,7 @@ Array([0., 0., 0., 1., 2., 3., 4.], dtype=float32)
 (20, 1)
 """
 
+import functools
 import math
 
 import jax
@@ -142,7 +143,11 @@ def causal_conv(x, w, dilation=1):
     x = _checks.float_array(x, "x", ndim=2, what=" (T, C_in)")
     w = _checks.float_array(w, "w", ndim=3, what=" (K, C_in, C_out)")
     _checks.same_shape(w, "w", (w.shape[0], x.shape[1], w.shape[2]), expected_from="C_in from x")
-    _checks.size(dilation, "dilation", minimum=1)
+    return _causal_conv(x, w, _checks.size(dilation, "dilation", minimum=1))
+
+
+@functools.partial(jax.jit, static_argnums=2)  # one compiled program per shape, not one per operation
+def _causal_conv(x, w, dilation):
     T = x.shape[0]
     K = w.shape[0]
     padded = jnp.pad(x, ((dilation * (K - 1), 0), (0, 0)))  # zeros before the start: the past only
@@ -208,10 +213,15 @@ def wavenet_apply(params, x, dilations):
     in_channels = _check_params(params, dilations)
     x = _checks.float_array(x, "x", ndim=2, what=" (T, in_channels)")
     _checks.same_shape(x, "x", (x.shape[0], in_channels), expected_from="in_channels from params")
+    return _wavenet_apply(params, x, dilations)
+
+
+@functools.partial(jax.jit, static_argnums=2)  # the checks above run in Python; the stack is one program
+def _wavenet_apply(params, x, dilations):
     h = x @ params["in_w"]
     skip = jnp.zeros_like(h)
     for block, d in zip(params["blocks"], dilations):
-        z = jnp.tanh(causal_conv(h, block["filter_w"], d)) * jax.nn.sigmoid(causal_conv(h, block["gate_w"], d))
+        z = jnp.tanh(_causal_conv(h, block["filter_w"], d)) * jax.nn.sigmoid(_causal_conv(h, block["gate_w"], d))
         h = h + z @ block["residual_w"]
         skip = skip + z @ block["skip_w"]
     return jax.nn.relu(skip) @ params["out_w"]

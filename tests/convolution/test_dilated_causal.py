@@ -11,10 +11,10 @@ from cookbook.optimization.adam import adam
 def test_causal_conv_equals_lax_and_a_float64_loop(K, dilation):
     # NumPy draws: jax.random would compile a sampler for every new shape
     rng = np.random.default_rng(K * 10 + dilation)
-    x = jnp.asarray(rng.standard_normal((11, 3)), jnp.float32)
-    w = jnp.asarray(rng.standard_normal((K, 3, 5)), jnp.float32)
+    x = rng.standard_normal((11, 3)).astype(np.float32)
+    w = rng.standard_normal((K, 3, 5)).astype(np.float32)
     y = causal_conv(x, w, dilation)
-    xs, ws = np.asarray(x, np.float64), np.asarray(w, np.float64)
+    xs, ws = x.astype(np.float64), w.astype(np.float64)
     loop = np.zeros((11, 5))
     for t in range(11):
         for k in range(K):
@@ -34,7 +34,7 @@ def test_the_measured_receptive_field_is_the_formula(dilations):
     params = wavenet_init(jax.random.key(2), in_channels=1, channels=8, kernel_size=2, dilations=dilations)
     T = 40
     # The union over a few inputs, since the output ReLU can silence one input's gradient.
-    xs = jnp.asarray(np.random.default_rng(3).standard_normal((5, T, 1)), jnp.float32)
+    xs = np.random.default_rng(3).standard_normal((5, T, 1)).astype(np.float32)
     grads = jax.jit(jax.vmap(jax.grad(lambda x: wavenet_apply(params, x, dilations)[T - 1, 0])))(xs)
     support = np.flatnonzero(np.abs(np.asarray(grads[..., 0])).sum(axis=0) > 0)
     assert support.max() == T - 1  # causal: nothing after t
@@ -82,17 +82,18 @@ def test_a_dilated_stack_learns_a_delay_that_an_undilated_one_cannot_see():
 
 
 def test_bad_input_raises():
-    x = jnp.ones((5, 2))
+    x = np.ones((5, 2), np.float32)  # NumPy: nothing compiled before the checks refuse it
     with pytest.raises(ValueError, match=r"w must have shape \(2, 2, 3\) \(C_in from x\), got shape \(2, 4, 3\)"):
-        causal_conv(x, jnp.ones((2, 4, 3)))
+        causal_conv(x, np.ones((2, 4, 3), np.float32))
     with pytest.raises(TypeError, match=r"x must be a floating-point array"):
-        causal_conv(x.astype(jnp.int32), jnp.ones((2, 2, 3)))
+        causal_conv(x.astype(np.int32), np.ones((2, 2, 3), np.float32))
     with pytest.raises(ValueError, match=r"dilation must be"):
-        causal_conv(x, jnp.ones((2, 2, 3)), dilation=0)
+        causal_conv(x, np.ones((2, 2, 3), np.float32), dilation=0)
     with pytest.raises(TypeError, match=r"dilations must be a non-empty tuple of ints, got \[1, 2\]"):
         receptive_field(2, [1, 2])
-    params = wavenet_init(jax.random.key(0), in_channels=2, channels=4, kernel_size=2, dilations=(1, 2))
-    with pytest.raises(ValueError, match=r"dilations must give one dilation per block \(2\), got \(1,\)"):
-        wavenet_apply(params, x, (1,))
-    with pytest.raises(ValueError, match=r"x must have shape \(5, 2\) \(in_channels from params\), got shape \(5, 3\)"):
-        wavenet_apply(params, jnp.ones((5, 3)), (1, 2))
+    # The page example's stack (8 channels, dilations 1, 2, 4): its weights' samplers are compiled already.
+    params = wavenet_init(jax.random.key(0), in_channels=1, channels=8, kernel_size=2, dilations=(1, 2, 4))
+    with pytest.raises(ValueError, match=r"dilations must give one dilation per block \(3\), got \(1, 2\)"):
+        wavenet_apply(params, x[:, :1], (1, 2))
+    with pytest.raises(ValueError, match=r"x must have shape \(5, 1\) \(in_channels from params\), got shape \(5, 2\)"):
+        wavenet_apply(params, x, (1, 2, 4))
