@@ -146,6 +146,8 @@ True
 ((12,), (96,))
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -178,17 +180,25 @@ def _state(h0, H, dtype):
     return _checks.same_shape(_checks.float_array(h0, "h0"), "h0", (H,), expected_from="(H,)")
 
 
+def _check_state(h0, H):
+    """``h0`` checked as :func:`_state` does; ``None`` stays ``None``: the compiled core makes the zeros."""
+    return None if h0 is None else _state(h0, H, None)
+
+
 def predict(params, xs, h0=None):
     """The predictions (T,) for the sequence ``xs`` (T, D), unrolled in full from ``h0``."""
     _, H = _sizes(params)
     xs = _checks.float_array(xs, "xs", ndim=2, what=" (T, D)")
-    return _predict(params, xs, _state(h0, H, xs.dtype))
+    return _predict(params, xs, _check_state(h0, H))
 
 
 # The checks run in Python; each computation below is one compiled program (called eagerly, the
-# layer's scan would trace and compile again on every call, its step being a new closure).
+# layer's scan would trace and compile again on every call, its step being a new closure). The
+# public functions hand their inputs to it as they come (a missing h0 as None, the sequence before
+# it is cut into windows), so that under jax.jit they trace to that very program.
 @jax.jit
 def _predict(params, xs, h0):
+    h0 = jnp.zeros(params["w"].shape, xs.dtype) if h0 is None else h0
     return rnn.apply(params["rnn"], xs, h0) @ params["w"] + params["c"]
 
 
@@ -206,25 +216,31 @@ def _window_loss(params, h0, xs, ys):
     return jnp.mean((hs @ params["w"] + params["c"] - ys) ** 2), hs[-1]
 
 
-def _windows(xs, window):
+def _check_windows(xs, window):
+    """``window`` checked to be a size that divides the length of ``xs``."""
     window = _checks.size(window, "window")
     T = xs.shape[0]
     if T % window:
         raise ValueError(f"the sequence length T = {T} must be a multiple of window = {window}")
-    return xs.reshape(T // window, window, *xs.shape[1:])  # (T / tau, tau, ...)
+    return window
+
+
+def _windows(xs, window):
+    return xs.reshape(xs.shape[0] // window, window, *xs.shape[1:])  # (T / tau, tau, ...)
 
 
 def forward_windows(params, xs, *, window, h0=None):
     """The states (T, H), computed window by window with the gradient stopped between windows."""
     _, H = rnn._sizes(params["rnn"])
     xs = _checks.float_array(xs, "xs", ndim=2, what=" (T, D)")
-    h0 = _state(h0, H, xs.dtype)
-    return _forward_windows(params, _windows(xs, window), h0)
+    return _forward_windows(params, xs, _check_windows(xs, window), _check_state(h0, H))
 
 
-@jax.jit
-def _forward_windows(params, xs_windows, h0):
-    H = h0.shape[0]
+@functools.partial(jax.jit, static_argnums=2)
+def _forward_windows(params, xs, window, h0):
+    H = params["w"].shape[0]
+    h0 = jnp.zeros((H,), xs.dtype) if h0 is None else h0
+    xs_windows = _windows(xs, window)
 
     def step(h, xs_k):
         hs = rnn.apply(params["rnn"], xs_k, jax.lax.stop_gradient(h))  # (tau, H)
@@ -245,12 +261,14 @@ def train(params, xs, ys, *, window, learning_rate, h0=None):
     if ys.shape != xs.shape[:1]:
         raise ValueError(f"ys must have shape (T,) = ({xs.shape[0]},), got shape {ys.shape}")
     learning_rate = _checks.positive(learning_rate, "learning_rate")
-    h0 = _state(h0, H, xs.dtype)
-    return _train(params, _windows(xs, window), _windows(ys, window), learning_rate, h0)
+    return _train(params, xs, ys, _check_windows(xs, window), learning_rate, _check_state(h0, H))
 
 
-@jax.jit
-def _train(params, xs_windows, ys_windows, learning_rate, h0):
+@functools.partial(jax.jit, static_argnums=3)
+def _train(params, xs, ys, window, learning_rate, h0):
+    h0 = jnp.zeros(params["w"].shape, xs.dtype) if h0 is None else h0
+    xs_windows, ys_windows = _windows(xs, window), _windows(ys, window)
+
     def step(carry, window_data):
         params, h = carry
         xs_k, ys_k = window_data

@@ -104,24 +104,25 @@ def test_learns_an_echo_shorter_than_the_window_but_not_longer():
     fit = jax.jit(train, static_argnames="window")
     _, long_window = fit(params, xs, ys, window=8, learning_rate=0.05)
     _, short_window = fit(params, xs, ys, window=2, learning_rate=0.05)
-    assert float(long_window[-100:].mean()) < 0.05
-    assert float(short_window[-400:].mean()) > 0.15
-    assert float(long_window[-100:].mean()) < 0.5 * float(long_window[:100].mean())
+    long_window, short_window = np.asarray(long_window), np.asarray(short_window)  # NumPy: no eager means compiled
+    assert long_window[-100:].mean() < 0.05
+    assert short_window[-400:].mean() > 0.15
+    assert long_window[-100:].mean() < 0.5 * long_window[:100].mean()
 
 
 def test_predict_is_the_readout_of_the_full_unroll():
     params = init(jax.random.key(4), 3, 5)
     xs = _data(8, 7, 3)
-    np.testing.assert_allclose(predict(params, xs), full_unroll(params["rnn"], xs) @ params["w"] + params["c"],
-                               rtol=1e-6)
+    w, c = np.asarray(params["w"]), np.asarray(params["c"])  # the readout in NumPy: no eager ops compiled
+    np.testing.assert_allclose(predict(params, xs), np.asarray(full_unroll(params["rnn"], xs)) @ w + c, rtol=1e-6)
 
 
 def test_bad_input_raises_clear_errors():
     params = init(jax.random.key(5), 3, 5)
     with pytest.raises(ValueError, match=r"T = 10 must be a multiple of window = 4"):
-        forward_windows(params, jnp.ones((10, 3)), window=4)
+        forward_windows(params, np.ones((10, 3), np.float32), window=4)
     with pytest.raises(ValueError, match=r"ys must have shape \(T,\) = \(8,\), got shape \(8, 1\)"):
-        train(params, jnp.ones((8, 3)), jnp.ones((8, 1)), window=4, learning_rate=0.1)
+        train(params, np.ones((8, 3), np.float32), np.ones((8, 1), np.float32), window=4, learning_rate=0.1)
 
 
 def test_bad_arrays_and_sizes_raise_clear_errors():
@@ -135,9 +136,9 @@ def test_bad_arrays_and_sizes_raise_clear_errors():
     with pytest.raises(TypeError, match=r"ys must be a floating-point array"):
         train(params, xs, ys.astype(np.int32), window=4, learning_rate=0.1)
     with pytest.raises(ValueError, match=r"h0 must have shape \(5,\)"):
-        window_loss(params, jnp.zeros(4), xs, ys)
+        window_loss(params, np.zeros(4, np.float32), xs, ys)
     with pytest.raises(ValueError, match=r"ys must have shape \(8,\)"):
-        window_loss(params, jnp.zeros(5), xs, ys[:1])
+        window_loss(params, np.zeros(5, np.float32), xs, ys[:1])
     with pytest.raises(TypeError, match=r"params\['c'\] must be a floating-point array"):
         predict(params | {"c": np.zeros((), np.int32)}, xs)
     np.testing.assert_allclose(predict(params, xs.tolist()), predict(params, xs), rtol=1e-6)
