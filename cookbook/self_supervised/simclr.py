@@ -162,6 +162,13 @@ JIT = {"nt_xent": (), "augment": ("max_shift",), "encode": ()}
 EPS = 1e-12  # floor of an embedding's norm: a zero vector normalises to zero, not NaN
 
 
+def _core(plain, compiled, *args):
+    """Called eagerly, run the computation as one compiled program (each of its operations would
+    otherwise compile on its own for every new shape); traced, inside a caller's jax.jit (the
+    training run), trace it into the caller's program as it is, which then compiles as before."""
+    return (compiled if _checks.is_concrete(args) else plain)(*args)
+
+
 def nt_xent(z1, z2, temperature):
     """The NT-Xent loss of two views ``z1``, ``z2`` (B, D): row ``b`` of each is an embedding of
     image ``b``. Cosine similarities divided by ``temperature``; each of the 2B embeddings has its
@@ -173,6 +180,10 @@ def nt_xent(z1, z2, temperature):
     z2 = _checks.float_array(z2, "z2", ndim=2, what=" (B, D)")
     _checks.same_shape(z2, "z2", z1.shape, expected_from="the shape of z1")
     temperature = _checks.positive(temperature, "temperature")
+    return _core(_nt_xent, _nt_xent_compiled, z1, z2, temperature)
+
+
+def _nt_xent(z1, z2, temperature):
     B = z1.shape[0]
     dtype = jnp.promote_types(jnp.result_type(z1, z2), jnp.float32)
     z = jnp.concatenate([z1, z2], axis=0).astype(dtype)  # (2B, D)
@@ -187,6 +198,9 @@ def nt_xent(z1, z2, temperature):
     return losses.mean()
 
 
+_nt_xent_compiled = jax.jit(_nt_xent)
+
+
 def augment(key, image, *, max_shift=1, noise=0.1, drop=0.1):
     """A random view of one image (H, W): shifted by up to ``max_shift`` pixels in each direction
     (zeros shift in), each pixel dropped to zero with probability ``drop``, Gaussian noise of
@@ -198,6 +212,10 @@ def augment(key, image, *, max_shift=1, noise=0.1, drop=0.1):
     drop = _checks.positive(drop, "drop", allow_zero=True)
     if isinstance(drop, (int, float)) and drop >= 1:
         raise ValueError(f"drop must be a probability below 1, got {drop}")
+    return _core(_augment, _augment_compiled, key, image, max_shift, noise, drop)
+
+
+def _augment(key, image, max_shift, noise, drop):
     H, W = image.shape
     k_shift, k_drop, k_noise = jax.random.split(key, 3)
     padded = jnp.pad(image, max_shift)  # (H + 2 max_shift, W + 2 max_shift)
@@ -206,6 +224,9 @@ def augment(key, image, *, max_shift=1, noise=0.1, drop=0.1):
     keep = jax.random.bernoulli(k_drop, 1.0 - drop, (H, W))
     view = jnp.where(keep, view, 0.0)
     return (view + noise * jax.random.normal(k_noise, (H, W), view.dtype)).astype(image.dtype)
+
+
+_augment_compiled = jax.jit(_augment, static_argnums=2)  # max_shift
 
 
 def init(key, *, sizes):
@@ -222,8 +243,8 @@ def encode(params, image):
     """The embedding (D,) of one image (H, W) by the MLP ``params``: ReLU between layers, none after
     the last. Batch it with :func:`jax.vmap`."""
     image = _checks.float_array(image, "image", ndim=2, what=" (H, W)")
-    h = image.reshape(-1)  # (H W,)
-    width = h.shape[0]
+    width = image.shape[0] * image.shape[1]  # the flattened image's
+    checked = []
     for i, layer in enumerate(params):
         W = _checks.float_array(layer["W"], f"params[{i}]['W']", ndim=2, what=" (inputs, outputs)")
         b = _checks.float_array(layer["b"], f"params[{i}]['b']", ndim=1, what=" (outputs,)")
@@ -233,8 +254,18 @@ def encode(params, image):
         if W.shape[0] != width:
             raise ValueError(f"params[{i}]['W'] must have {width} rows (the width before it), got shape {W.shape}")
         _checks.same_shape(b, f"params[{i}]['b']", (W.shape[1],), expected_from="the columns of W")
-        h = h @ W + b
+        checked.append({"W": W, "b": b})
+        width = W.shape[1]
+    return _core(_encode, _encode_compiled, checked, image)
+
+
+def _encode(params, image):
+    h = image.reshape(-1)  # (H W,)
+    for i, layer in enumerate(params):
+        h = h @ layer["W"] + layer["b"]
         if i < len(params) - 1:
             h = jax.nn.relu(h)
-        width = W.shape[1]
     return h
+
+
+_encode_compiled = jax.jit(_encode)
