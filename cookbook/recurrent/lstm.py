@@ -197,6 +197,13 @@ def cell(params, carry, x):
     c, h = _checks.float_array(c, "carry"), _checks.float_array(h, "carry")
     if c.shape != (H,) or h.shape != (H,):
         raise ValueError(f"carry (c, h) must have shapes ({H},) and ({H},), got {c.shape} and {h.shape}")
+    # Called eagerly, one compiled program; traced (inside a caller's jax.jit), the plain function,
+    # which then compiles into the caller's program as before.
+    return (_cell_compiled if _checks.is_concrete((params, c, h, x)) else _cell)(params, (c, h), x)
+
+
+def _cell(params, carry, x):
+    c, h = carry
     z = x @ params["W_x"] + h @ params["W_h"] + params["b"]  # (4H,)
     i, f, g, o = jnp.split(z, 4)
     i, f, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jax.nn.sigmoid(o)
@@ -205,27 +212,35 @@ def cell(params, carry, x):
     return c, h
 
 
+_cell_compiled = jax.jit(_cell)
+
+
 def apply(params, xs, carry0=None):
     """The hidden states (T, H) of the layer over ``xs`` (T, D), from ``carry0 = (c0, h0)`` or zeros."""
     D, H = _sizes(params)
     xs = _checks.float_array(xs, "xs")
     if xs.ndim != 2 or xs.shape[1] != D:
         raise ValueError(f"xs must have shape (T, D) with D = {D}, got shape {xs.shape}")
-    if carry0 is None:
-        carry0 = (jnp.zeros((H,), xs.dtype), jnp.zeros((H,), xs.dtype))
-    c0, h0 = carry0
-    c0, h0 = _checks.float_array(c0, "carry"), _checks.float_array(h0, "carry")
-    if c0.shape != (H,) or h0.shape != (H,):
-        raise ValueError(f"carry (c, h) must have shapes ({H},) and ({H},), got {c0.shape} and {h0.shape}")
-    return _apply(params, xs, (c0, h0))
+    if carry0 is not None:
+        c0, h0 = carry0
+        c0, h0 = _checks.float_array(c0, "carry"), _checks.float_array(h0, "carry")
+        if c0.shape != (H,) or h0.shape != (H,):
+            raise ValueError(f"carry (c, h) must have shapes ({H},) and ({H},), got {c0.shape} and {h0.shape}")
+        carry0 = (c0, h0)
+    return _apply(params, xs, carry0)
 
 
 # The checks run in Python and the scan is one compiled program: called eagerly, the scan would
-# trace and compile again on every call (its step is a new closure each time).
+# trace and compile again on every call (its step is a new closure each time). A missing carry0
+# comes in as None and the zeros are made here, so that apply under jax.jit traces to this program.
 @jax.jit
 def _apply(params, xs, carry0):
+    if carry0 is None:
+        H = params["W_h"].shape[0]
+        carry0 = (jnp.zeros((H,), xs.dtype), jnp.zeros((H,), xs.dtype))
+
     def step(carry, x):
-        carry = cell(params, carry, x)
+        carry = _cell(params, carry, x)
         return carry, carry[1]
 
     _, hs = jax.lax.scan(step, carry0, xs)  # (T, H)
