@@ -149,6 +149,8 @@ Array([[1., 1., 2., 1., 2., 1., 1.],
        [1., 1., 2., 1., 2., 1., 1.]], dtype=float32)
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -199,6 +201,13 @@ def conv_transpose(y, w, *, stride=1, padding=0):
     Equals the gradient of ``conv2d(x, w, stride=stride, padding=padding)`` with respect to ``x``.
     """
     y, w = _check(y, w, stride, padding)
+    return _conv_transpose(y, w, stride, padding)
+
+
+# The checks run in Python; each computation below is one compiled program (called eagerly, each of
+# its operations would compile on its own for every new shape).
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _conv_transpose(y, w, stride, padding):
     KH, KW = w.shape[:2]
     w_t = jnp.flip(w, axis=(0, 1)).transpose(0, 1, 3, 2)  # (KH, KW, C_out, C_in): flipped, channels swapped
     return jax.lax.conv_general_dilated(
@@ -212,5 +221,10 @@ def conv_transpose(y, w, *, stride=1, padding=0):
 def overlap_count(input_size, kernel_size, *, stride):
     """How many stamped kernels cover each output pixel, for a square input of ``input_size`` pixels."""
     input_size, kernel_size = _checks.size(input_size, "input_size"), _checks.size(kernel_size, "kernel_size")
+    return _overlap_count(input_size, kernel_size, _checks.size(stride, "stride"))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _overlap_count(input_size, kernel_size, stride):
     ones = jnp.ones((input_size, input_size, 1))
-    return conv_transpose(ones, jnp.ones((kernel_size, kernel_size, 1, 1)), stride=stride)[..., 0]
+    return _conv_transpose(ones, jnp.ones((kernel_size, kernel_size, 1, 1)), stride, 0)[..., 0]
