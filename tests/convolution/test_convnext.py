@@ -37,7 +37,8 @@ def block_reference(params, x):
     return x + p["gamma"] * h
 
 
-# The blocks of these tests have the page example's shapes: 6 channels, a 7 x 7 kernel, a 9 x 8 map.
+# The blocks of these tests have the page example's weights (6 channels, a 7 x 7 kernel), and all but
+# the translation test its 9 x 8 map.
 @pytest.fixture(scope="module")
 def trained_block():
     p = init_block(jax.random.key(0), channels=6, kernel_size=7, layer_scale=0.5)
