@@ -186,8 +186,8 @@ def test_lstm_solves_the_adding_problem_and_the_rnn_does_not(adding_results):
     rnn_mse, _ = adding_results["rnn"]
     # Predicting 1 (the mean of the sum) scores Var(u1 + u2) = 1/6 = 0.167.
     assert baseline == pytest.approx(1 / 6, abs=0.02)
-    # Measured (seed 0, 300 Adam steps of 32 sequences, H = 16): LSTM 0.0096, plain RNN 0.154;
-    # seeds 1, 2, 3: LSTM 0.0055, 0.0074, 0.0028 and RNN 0.168, 0.165, 0.170.
+    # Measured (seed 0, 300 Adam steps of 32 sequences, H = 16): LSTM 0.0096, plain RNN 0.175;
+    # seeds 1, 2, 3: LSTM 0.0055, 0.0074, 0.0028 and RNN 0.168, 0.231, 0.178.
     assert lstm_mse < 0.05
     assert rnn_mse > 0.1
     assert lstm_mse < 0.2 * rnn_mse
