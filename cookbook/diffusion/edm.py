@@ -151,8 +151,8 @@ Array([80.    ,  9.7232,  0.47  ,  0.002 ,  0.    ], dtype=float32)
 >>> trained, losses = train(params, data, jax.random.key(3), steps=300)
 >>> bool(losses[-100:].mean() < losses[:100].mean())
 True
->>> heun_sample(trained, jax.random.key(4), 5, num_steps=10).shape  # 19 network evaluations
-(5, 2)
+>>> heun_sample(trained, jax.random.key(4), 1000, num_steps=10).shape  # 19 network evaluations
+(1000, 2)
 
 Implementation notes
 --------------------
@@ -172,6 +172,8 @@ two moons (images in :math:`[-1, 1]` have :math:`\sigma_d = 0.5`). The loss is a
 and coordinates. The stochastic sampler of the paper (its "churn") is not implemented.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -183,11 +185,11 @@ from cookbook.optimization.adam import adam
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
 JIT = {
     "sigma_schedule": ("num_steps",),
-    "preconditioning": (),
-    "denoise": (),
-    "edm_loss": (),
-    "train": ("steps", "batch_size", "learning_rate"),
-    "heun_sample": ("num_samples", "num_steps"),
+    "preconditioning": ("sigma_data",),
+    "denoise": ("sigma_data",),
+    "edm_loss": ("p_mean", "p_std", "sigma_data"),
+    "train": ("steps", "batch_size", "learning_rate", "sigma_data"),
+    "heun_sample": ("num_samples", "num_steps", "sigma_data"),
 }
 
 
@@ -199,9 +201,19 @@ def sigma_schedule(num_steps, sigma_min=0.002, sigma_max=80.0, rho=7.0):
         _checks.positive(value, name)
     if _checks.is_concrete((sigma_min, sigma_max)) and not float(sigma_min) < float(sigma_max):
         raise ValueError(f"sigma_min must be below sigma_max, got {sigma_min} and {sigma_max}")
-    i = jnp.arange(N, dtype=jnp.float32)
+    # The roots of the ends in Python (in double precision where they are numbers), the rest compiled.
     lo, hi = sigma_min ** (1.0 / rho), sigma_max ** (1.0 / rho)
-    sigmas = (hi + i / (N - 1) * (lo - hi)) ** rho
+    return _sigma_schedule(hi, lo - hi, rho, N)
+
+
+# The public functions check their input, then run compiled cores like this one: a repeated call with
+# the same shapes (the tests', the bad-input replay's) reuses one compilation instead of dispatching
+# op by op, or compiling a fresh lax.scan, each time. sigma_data (and the loss's p_mean and p_std) are
+# static, as the Python numbers they are in the training loop.
+@functools.partial(jax.jit, static_argnums=3)
+def _sigma_schedule(hi, span, rho, N):
+    i = jnp.arange(N, dtype=jnp.float32)
+    sigmas = (hi + i / (N - 1) * span) ** rho
     return jnp.concatenate([sigmas, jnp.zeros(1)])
 
 
@@ -209,12 +221,19 @@ def preconditioning(sigma, sigma_data=1.0):
     """``(c_skip, c_out, c_in, c_noise)`` at the noise level ``sigma`` (any shape)."""
     sigma = _checks.float_array(sigma, "sigma")
     _checks.positive(sigma_data, "sigma_data")
+    return _preconditioning_jit(sigma, sigma_data=_checks.static_number(sigma_data, "sigma_data"))
+
+
+def _preconditioning(sigma, sigma_data):
     total = sigma**2 + sigma_data**2
     return sigma_data**2 / total, sigma * sigma_data / jnp.sqrt(total), 1.0 / jnp.sqrt(total), jnp.log(sigma) / 4.0
 
 
+_preconditioning_jit = jax.jit(_preconditioning, static_argnames="sigma_data")
+
+
 def _denoise(params, x, sigma, sigma_data):
-    c_skip, c_out, c_in, c_noise = preconditioning(sigma, sigma_data)
+    c_skip, c_out, c_in, c_noise = _preconditioning(sigma, sigma_data)
     return c_skip * x + c_out * _net(params, c_in * x, c_noise)
 
 
@@ -223,7 +242,11 @@ def denoise(params, x, sigma, sigma_data=1.0):
     D = _check_params(params)
     x = _checks.same_shape(_checks.float_array(x, "x"), "x", (D,), expected_from="the data dimension of params")
     sigma = _checks.float_array(sigma, "sigma", ndim=0, what=" (a scalar noise level)")
-    return _denoise(params, x, sigma, sigma_data)
+    _checks.positive(sigma_data, "sigma_data")
+    return _denoise_jit(params, x, sigma, sigma_data=_checks.static_number(sigma_data, "sigma_data"))
+
+
+_denoise_jit = jax.jit(_denoise, static_argnames="sigma_data")
 
 
 def _edm_loss(params, y, key, p_mean, p_std, sigma_data):
@@ -241,7 +264,12 @@ def edm_loss(params, y, key, p_mean=-1.2, p_std=1.2, sigma_data=1.0):
     y = _check_data(params, y, "y")
     _checks.positive(p_std, "p_std")
     _checks.positive(sigma_data, "sigma_data")
-    return _edm_loss(params, y, key, p_mean, p_std, sigma_data)
+    return _edm_loss_jit(params, y, key, p_mean=_checks.static_number(p_mean, "p_mean"),
+                         p_std=_checks.static_number(p_std, "p_std"),
+                         sigma_data=_checks.static_number(sigma_data, "sigma_data"))
+
+
+_edm_loss_jit = jax.jit(_edm_loss, static_argnames=("p_mean", "p_std", "sigma_data"))
 
 
 @cached
@@ -251,6 +279,14 @@ def train(params, data, key, *, steps, batch_size=128, learning_rate=1e-2, sigma
     steps = _checks.size(steps, "steps")
     batch_size = _checks.size(batch_size, "batch_size")
     _checks.positive(sigma_data, "sigma_data")
+    adam(learning_rate)  # its checks of the step size, before anything is traced
+    return _train(params, data, key, steps=steps, batch_size=batch_size,
+                  learning_rate=_checks.static_number(learning_rate, "learning_rate"),
+                  sigma_data=_checks.static_number(sigma_data, "sigma_data"))
+
+
+@functools.partial(jax.jit, static_argnames=("steps", "batch_size", "learning_rate", "sigma_data"))
+def _train(params, data, key, *, steps, batch_size, learning_rate, sigma_data):
     return _fit(params, data, key, steps, batch_size, adam(learning_rate),
                 lambda p, y, k: _edm_loss(p, y, k, -1.2, 1.2, sigma_data))
 
@@ -275,9 +311,17 @@ def _heun(denoiser, x, sigmas):
 def heun_sample(params, key, num_samples, num_steps, sigma_min=0.002, sigma_max=80.0, rho=7.0, sigma_data=1.0):
     """``num_samples`` points (num_samples, D) by Heun's method through :func:`sigma_schedule`, from
     noise of level ``sigma_max``: ``2 num_steps - 1`` network evaluations."""
-    D = _check_params(params)
+    _check_params(params)
     num_samples = _checks.size(num_samples, "num_samples")
+    _checks.positive(sigma_data, "sigma_data")
     sigmas = sigma_schedule(num_steps, sigma_min, sigma_max, rho)
+    return _heun_sample(params, key, sigmas, num_samples=num_samples,
+                        sigma_data=_checks.static_number(sigma_data, "sigma_data"))
+
+
+@functools.partial(jax.jit, static_argnames=("num_samples", "sigma_data"))
+def _heun_sample(params, key, sigmas, *, num_samples, sigma_data):
+    D = params[-1]["W"].shape[1]
     denoiser = lambda x, s: jax.vmap(_denoise, in_axes=(None, 0, None, None))(params, x, s, sigma_data)  # (B, D)
     return _heun(denoiser, sigmas[0] * jax.random.normal(key, (num_samples, D)), sigmas)
 
@@ -287,5 +331,4 @@ def trained_moons_edm():
     """The EDM of the tests: the network, data and training length of ``trained_moons_model``."""
     data = jax.jit(two_moons, static_argnums=1)(jax.random.key(7), 4096)
     params = denoiser_init(jax.random.key(0), 2)  # the program of the page's example
-    return jax.jit(train.uncached, static_argnames=("steps", "batch_size", "learning_rate"))(
-        params, data, jax.random.key(1), steps=8000)
+    return train.uncached(params, data, jax.random.key(1), steps=8000)  # one compiled core
