@@ -185,8 +185,8 @@ Example
 True
 >>> denoiser(trained, jnp.zeros(2), jnp.float32(0.5)).shape  # one point at time 0.5
 (2,)
->>> sample(trained, jax.random.key(5), 7, betas).shape  # 100 reverse steps from noise
-(7, 2)
+>>> sample(trained, jax.random.key(5), 1000, betas).shape  # 100 reverse steps from noise
+(1000, 2)
 
 Implementation notes
 --------------------
@@ -226,7 +226,7 @@ JIT = {
     "alpha_bar_schedule": (),
     "q_sample": (),
     "posterior_mean_variance": (),
-    "two_moons": ("num_points",),
+    "two_moons": ("num_points", "noise"),
     "denoiser_init": ("data_dim", "hidden"),
     "denoiser": (),
     "loss": (),
@@ -382,18 +382,27 @@ def two_moons(key, num_points, noise=0.1):
     """``num_points`` points (num_points, 2) on two interleaved half circles with Gaussian jitter
     ``noise``, centred and scaled to about unit variance per axis (as scikit-learn's ``make_moons``,
     then ``(x - (0.5, 0.25)) / (0.87, 0.5)``)."""
-    return labelled_two_moons(key, num_points, noise)[0]
+    return _two_moons(key, *_moons_arguments(num_points, noise))
 
 
 def labelled_two_moons(key, num_points, noise=0.1):
     """``(points, labels)``: the points of ``two_moons`` and the moon of each, 0 (upper) or 1."""
+    return _labelled_two_moons_jit(key, *_moons_arguments(num_points, noise))
+
+
+def _moons_arguments(num_points, noise):
+    """The size and the jitter, both static: a call passes its key straight to one compiled core."""
     num_points = _checks.size(num_points, "num_points")
     _checks.positive(noise, "noise", allow_zero=True)
-    return _labelled_two_moons(key, noise, num_points)
+    return num_points, _checks.static_number(noise, "noise")
 
 
-@functools.partial(jax.jit, static_argnums=2)
-def _labelled_two_moons(key, noise, num_points):
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _two_moons(key, num_points, noise):
+    return _labelled_two_moons(key, num_points, noise)[0]
+
+
+def _labelled_two_moons(key, num_points, noise):
     k_angle, k_moon, k_noise = jax.random.split(key, 3)
     angle = jnp.pi * jax.random.uniform(k_angle, (num_points,))
     upper = jax.random.bernoulli(k_moon, 0.5, (num_points,))
@@ -402,6 +411,9 @@ def _labelled_two_moons(key, noise, num_points):
     points = jnp.stack([x, y], axis=-1) + noise * jax.random.normal(k_noise, (num_points, 2))
     points = (points - jnp.array([[0.5, 0.25]])) / jnp.array([[0.87, 0.5]])
     return points, jnp.where(upper, 0, 1).astype(jnp.int32)
+
+
+_labelled_two_moons_jit = jax.jit(_labelled_two_moons, static_argnums=(1, 2))
 
 
 def denoiser_init(key, data_dim, hidden=64):

@@ -33,9 +33,14 @@ def _rng(seed, *shape):
     return np.random.default_rng(seed).standard_normal(shape)
 
 
+def _ones(*shape):  # float32 ones in NumPy: a jnp.ones would compile a program for each shape
+    return np.ones(shape, np.float32)
+
+
 def test_linear_beta_schedule_matches_numpy_and_is_float32():
     betas = linear_beta_schedule(1000)
     assert betas.dtype == jnp.float32 and betas.shape == (1000,)
+    betas = np.asarray(betas)
     np.testing.assert_allclose(betas, np.linspace(1e-4, 2e-2, 1000), rtol=1e-6, atol=1e-9)
     assert float(betas[0]) == pytest.approx(1e-4) and float(betas[-1]) == pytest.approx(2e-2)
     with jax.enable_x64(True):  # float32 even when float64 is on
@@ -46,9 +51,10 @@ def test_alpha_bar_of_the_stated_schedules():
     np.testing.assert_allclose(alpha_bar_schedule(linear_beta_schedule(T, 1e-3, 0.2)), _np_schedule()[1], rtol=1e-5)
     # the numbers of the page: about 4e-5 for Ho et al.'s schedule, 2e-5 for the examples' one,
     # 0.36 for 100 steps with the default ends (never reaches noise)
-    assert float(alpha_bar_schedule(linear_beta_schedule(1000))[-1]) == pytest.approx(4.04e-5, rel=1e-2)
-    assert float(alpha_bar_schedule(linear_beta_schedule(T, 1e-3, 0.2))[-1]) == pytest.approx(2.04e-5, rel=1e-2)
-    assert float(alpha_bar_schedule(linear_beta_schedule(T))[-1]) == pytest.approx(0.364, rel=1e-2)
+    last = lambda betas: float(np.asarray(alpha_bar_schedule(betas))[-1])
+    assert last(linear_beta_schedule(1000)) == pytest.approx(4.04e-5, rel=1e-2)
+    assert last(linear_beta_schedule(T, 1e-3, 0.2)) == pytest.approx(2.04e-5, rel=1e-2)
+    assert last(linear_beta_schedule(T)) == pytest.approx(0.364, rel=1e-2)
     assert np.sqrt(_np_schedule()[1][-1]) == pytest.approx(0.0045, rel=1e-2)
 
 
@@ -59,7 +65,7 @@ def test_q_sample_matches_the_closed_form_in_float64(t):
     expected = np.sqrt(alpha_bar[t]) * x0 + np.sqrt(1 - alpha_bar[t]) * noise
     with jax.enable_x64(True):
         got = q_sample(x0, t, noise, alpha_bar)  # a scalar step
-        batched = q_sample(x0, jnp.full((5,), t), noise, alpha_bar)  # a step for each row
+        batched = q_sample(x0, np.full(5, t), noise, alpha_bar)  # a step for each row
         assert got.dtype == jnp.float64
         np.testing.assert_allclose(got, expected, rtol=1e-13, atol=1e-14)
         np.testing.assert_allclose(batched, expected, rtol=1e-13, atol=1e-14)
@@ -110,7 +116,7 @@ def test_posterior_matches_the_formula_and_gaussian_conditioning_in_float64(t):
         np.testing.assert_allclose(var, formula_var, rtol=1e-12, atol=1e-15)
         np.testing.assert_allclose(mean, cond_mean, rtol=1e-10, atol=1e-11)
         np.testing.assert_allclose(var, cond_var, rtol=1e-9, atol=1e-14)
-        mean_b, var_b = posterior_mean_variance(x0, xt, jnp.full((3,), t), betas)
+        mean_b, var_b = posterior_mean_variance(x0, xt, np.full(3, t), betas)
         np.testing.assert_allclose(mean_b, formula_mean, rtol=1e-12, atol=1e-13)
         assert var_b.shape == (3,)
     if t == 0:  # the last reverse step is deterministic and lands on x0
@@ -136,9 +142,9 @@ def test_an_index_outside_the_schedule_is_refused_or_reads_nan_under_jit():
     with pytest.raises(ValueError, match=r"t \(an index into alpha_bar of length 100\) must lie in \[0, 100\)"):
         q_sample(x, 100, x, alpha_bar.astype(np.float32))
     with pytest.raises(ValueError, match=r"must lie in \[0, 100\), got values from -1"):
-        posterior_mean_variance(x, x, jnp.array([-1, 0, 1]), np.linspace(1e-3, 0.2, 100, dtype=np.float32))
+        posterior_mean_variance(x, x, np.array([-1, 0, 1], np.int32), np.linspace(1e-3, 0.2, 100, dtype=np.float32))
     jitted = jax.jit(q_sample)
-    out = jitted(x, jnp.array([0, 100, -1]), x, alpha_bar.astype(np.float32))
+    out = np.asarray(jitted(x, np.array([0, 100, -1], np.int32), x, alpha_bar.astype(np.float32)))
     assert np.isfinite(out[0]).all() and np.isnan(out[1:]).all()  # never a clamped or wrapped neighbour
 
 
@@ -147,7 +153,7 @@ def test_two_moons_matches_scikit_learns_make_moons():
 
     ours = _moons(jax.random.key(0), 1000)
     theirs, _ = make_moons(1000, noise=0.1, random_state=0)
-    theirs = jnp.asarray((theirs - [0.5, 0.25]) / [0.87, 0.5], jnp.float32)
+    theirs = ((theirs - [0.5, 0.25]) / [0.87, 0.5]).astype(np.float32)
     other = _moons(jax.random.key(1), 1000)
     # the two generators differ by no more than two draws of ours do (up to sampling noise)
     assert float(_mmd2(ours, theirs)) < 2 * float(_mmd2(ours, other))
@@ -167,7 +173,7 @@ def test_mmd2_matches_a_numpy_reference_and_is_zero_on_identical_sets():
 
 def _params(D, H, seed=13):
     sizes = (D + 12, H, H, H, D)
-    return [{"W": jnp.asarray(_rng(seed + l, a, b) / np.sqrt(a), jnp.float32), "b": jnp.zeros(b)}
+    return [{"W": (_rng(seed + l, a, b) / np.sqrt(a)).astype(np.float32), "b": np.zeros(b, np.float32)}
             for l, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))]
 
 
@@ -179,11 +185,11 @@ def test_denoiser_init_shapes():
 
 def test_denoiser_shapes_and_vmap_agree():
     params = _params(3, 11)
-    x = jnp.asarray(_rng(12, 5, 3), jnp.float32)
-    s = jnp.linspace(0.1, 1.0, 5)
+    x = _rng(12, 5, 3).astype(np.float32)
+    s = np.linspace(0.1, 1.0, 5, dtype=np.float32)
     batched = jax.vmap(denoiser, in_axes=(None, 0, 0))(params, x, s)
     assert batched.shape == (5, 3)
-    np.testing.assert_allclose(batched[2], denoiser(params, x[2], s[2]), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(batched)[2], denoiser(params, x[2], s[2]), rtol=1e-5, atol=1e-6)
 
 
 @pytest.fixture(scope="module")
@@ -193,9 +199,10 @@ def trained():
 
 def test_it_learns_two_moons_within_twice_the_data_baseline(trained):
     params, losses = trained
+    losses = np.asarray(losses)
     assert float(losses[-500:].mean()) < 0.8 * float(losses[:100].mean())
     betas = linear_beta_schedule(T, 1e-3, 0.2)
-    generated = jax.jit(sample, static_argnums=2)(params, jax.random.key(2), 1000, betas)
+    generated = sample(params, jax.random.key(2), 1000, betas)  # the program of the page's example
     data, other = _moons(jax.random.key(3), 1000), _moons(jax.random.key(4), 1000)
     model, baseline = float(_mmd2(generated, data)), float(_mmd2(other, data))
     noise = float(_mmd2(_rng(5, 1000, 2).astype(np.float32), data))
@@ -206,15 +213,15 @@ def test_it_learns_two_moons_within_twice_the_data_baseline(trained):
 @pytest.mark.parametrize("call, match", [
     (lambda: linear_beta_schedule(0), "num_steps must be at least 1"),
     (lambda: linear_beta_schedule(10, 0.1, 1.5), r"beta_end must lie in \(0, 1\)"),
-    (lambda: q_sample(jnp.ones((3, 2)), jnp.zeros(4, jnp.int32), jnp.ones((3, 2)), jnp.ones(5)),
+    (lambda: q_sample(_ones(3, 2), np.zeros(4, np.int32), _ones(3, 2), _ones(5)),
      r"t must be a scalar or have shape \(3,\) \(one step for each row of x0"),
-    (lambda: q_sample(jnp.ones((3, 2)), 0, jnp.ones((3, 1)), jnp.ones(5)), r"noise must have shape \(3, 2\) \(the shape of x0\)"),
-    (lambda: posterior_mean_variance(jnp.ones(2), jnp.ones(3), 0, jnp.ones(5)), r"xt must have shape \(2,\)"),
-    (lambda: posterior_mean_variance(jnp.ones(2), jnp.ones(2), 0, jnp.ones((5, 1))), r"betas must have 1 axes"),
-    (lambda: sample(_params(2, 5), jax.random.key(0), 3, jnp.ones(1) * 0.1),
+    (lambda: q_sample(_ones(3, 2), 0, _ones(3, 1), _ones(5)), r"noise must have shape \(3, 2\) \(the shape of x0\)"),
+    (lambda: posterior_mean_variance(_ones(2), _ones(3), 0, _ones(5)), r"xt must have shape \(2,\)"),
+    (lambda: posterior_mean_variance(_ones(2), _ones(2), 0, _ones(5, 1)), r"betas must have 1 axes"),
+    (lambda: sample(_params(2, 5), jax.random.key(0), 3, _ones(1) * 0.1),
      r"betas must hold at least 2 steps"),
-    (lambda: denoiser(_params(2, 5), jnp.ones(3), jnp.float32(0.5)), r"x must have shape \(2,\)"),
-    (lambda: mmd2(jnp.ones((3, 2)), jnp.ones((4, 3))), r"y must have shape \(4, 2\)"),
+    (lambda: denoiser(_params(2, 5), _ones(3), np.float32(0.5)), r"x must have shape \(2,\)"),
+    (lambda: mmd2(_ones(3, 2), _ones(4, 3)), r"y must have shape \(4, 2\)"),
 ])
 def test_bad_input_raises_value_error(call, match):
     with pytest.raises(ValueError, match=match):
@@ -222,10 +229,10 @@ def test_bad_input_raises_value_error(call, match):
 
 
 @pytest.mark.parametrize("call, name", [
-    (lambda: q_sample(jnp.ones((3, 2)), jnp.zeros(3), jnp.ones((3, 2)), jnp.ones(5)), "t"),
-    (lambda: q_sample(jnp.ones((3, 2), jnp.int32), 0, jnp.ones((3, 2)), jnp.ones(5)), "x0"),
+    (lambda: q_sample(_ones(3, 2), np.zeros(3, np.float32), _ones(3, 2), _ones(5)), "t"),
+    (lambda: q_sample(np.ones((3, 2), np.int32), 0, _ones(3, 2), _ones(5)), "x0"),
     (lambda: linear_beta_schedule(10.0), "num_steps"),
-    (lambda: posterior_mean_variance(jnp.ones(2), jnp.ones(2), 0, jnp.arange(5)), "betas"),
+    (lambda: posterior_mean_variance(_ones(2), _ones(2), 0, np.arange(5, dtype=np.int32)), "betas"),
 ])
 def test_wrong_types_raise_type_error(call, name):
     with pytest.raises(TypeError, match=rf"{name} must be"):
@@ -237,7 +244,7 @@ def test_posterior_at_the_first_step_is_the_data_to_float32_rounding():
     # x0 exactly enough (relative 1e-6) and the variance zero.
     from cookbook.diffusion.ddpm import linear_beta_schedule, posterior_mean_variance
 
-    x0, xt = jnp.full((3, 2), 1.7), jnp.full((3, 2), -0.4)
+    x0, xt = np.full((3, 2), 1.7, np.float32), np.full((3, 2), -0.4, np.float32)
     mean, variance = posterior_mean_variance(x0, xt, 0, linear_beta_schedule(1000))
     np.testing.assert_allclose(np.asarray(mean), 1.7, rtol=1e-6)
     assert float(variance) == 0.0
