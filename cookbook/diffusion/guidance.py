@@ -141,8 +141,8 @@ Array([-0.5,  1.5], dtype=float32)
 >>> trained, losses = train(params, points, labels, jax.random.key(3), alpha_bar=alpha_bar, steps=300)
 >>> bool(losses[-50:].mean() < 0.8 * losses[:50].mean())
 True
->>> guided_sample(trained, jax.random.key(4), jnp.array([0, 1, 1]), alpha_bar, w=1.0).shape
-(3, 2)
+>>> guided_sample(trained, jax.random.key(4), jnp.zeros(1000, jnp.int32), alpha_bar, w=1.0).shape  # the first moon
+(1000, 2)
 
 Implementation notes
 --------------------
@@ -178,8 +178,8 @@ JIT = {
     "labelled_moons": ("num_points",),
     "conditional_init": ("data_dim", "num_classes", "hidden"),
     "conditional_denoiser": (),
-    "loss": (),
-    "train": ("steps", "batch_size", "learning_rate"),
+    "loss": ("drop_prob",),
+    "train": ("steps", "batch_size", "learning_rate", "drop_prob"),
     "guided_sample": ("num_steps",),
 }
 
@@ -285,10 +285,11 @@ def loss(params, x0, labels, key, alpha_bar, drop_prob=0.1):
     x0, labels, K = _labels(params, x0, labels)
     alpha_bar = _schedule(alpha_bar, "alpha_bar")
     _checks.positive(drop_prob, "drop_prob", allow_zero=True)
-    return _loss_jit(params, x0, labels, key, alpha_bar, drop_prob, K)
+    return _loss_jit(params, x0, labels, key, alpha_bar, _checks.static_number(drop_prob, "drop_prob"), K)
 
 
-_loss_jit = jax.jit(_loss, static_argnums=6)
+# drop_prob is static, as the step size is: a call then hands its arrays straight to the core.
+_loss_jit = jax.jit(_loss, static_argnums=(5, 6))
 
 
 @cached
@@ -299,10 +300,12 @@ def train(params, data, labels, key, *, alpha_bar, steps, batch_size=128, learni
     steps = _checks.size(steps, "steps")
     batch_size = _checks.size(batch_size, "batch_size")
     adam(learning_rate)  # its checks of the step size, before anything is traced
-    return _train(params, data, labels, key, alpha_bar, drop_prob, steps, batch_size, learning_rate, K)
+    _checks.positive(drop_prob, "drop_prob", allow_zero=True)
+    return _train(params, data, labels, key, alpha_bar, _checks.static_number(drop_prob, "drop_prob"),
+                  steps, batch_size, learning_rate, K)
 
 
-@functools.partial(jax.jit, static_argnums=(6, 7, 8, 9))
+@functools.partial(jax.jit, static_argnums=(5, 6, 7, 8, 9))
 def _train(params, data, labels, key, alpha_bar, drop_prob, steps, batch_size, learning_rate, K):
     rows = jnp.concatenate([data, labels[:, None].astype(data.dtype)], axis=1)  # a label stays with its point
     return _fit(params, rows, key, steps, batch_size, adam(learning_rate),

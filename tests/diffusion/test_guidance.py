@@ -14,7 +14,6 @@ from cookbook.diffusion.guidance import (
     loss,
     trained_moons_guidance,
 )
-from cookbook.diffusion.score_matching import mixture_score
 
 ALPHA_BAR = np.cumprod(1.0 - np.linspace(1e-3, 0.2, 100))
 
@@ -34,6 +33,15 @@ def test_the_combinations_match_their_closed_forms_in_float64():
 
 # Two classes, each an isotropic Gaussian, diffused to step t of the schedule: everything is exact.
 MEANS, STDS, PRIOR = np.array([[-2.0, 0.0], [1.5, 1.0]]), np.array([0.4, 0.7]), np.array([0.3, 0.7])
+
+
+def mixture_score(x, means, stds, weights):
+    """The exact score of a mixture of isotropic Gaussians at x, in NumPy (float64)."""
+    diff = means - x[None, :]  # (K, D)
+    log_density = np.log(weights) - means.shape[1] * np.log(stds) - 0.5 * np.sum(diff**2, axis=-1) / stds**2
+    responsibility = np.exp(log_density - log_density.max())
+    responsibility /= responsibility.sum()
+    return np.sum((responsibility / stds**2)[:, None] * diff, axis=0)
 
 
 def _exact(x, t, c):
@@ -72,7 +80,7 @@ def test_classifier_free_guidance_is_classifier_guidance_at_scale_one_plus_w(w):
 def test_the_label_reaches_the_network_and_the_empty_label_is_its_own():
     params = conditional_init(jax.random.key(0), 3, 4, hidden=7)
     assert params[0]["W"].shape == (3 + 5 + 12, 7)
-    x, s = jnp.asarray(_rng(3, 3), jnp.float32), jnp.float32(0.3)
+    x, s = _rng(3, 3).astype(np.float32), np.float32(0.3)
     outs = [np.asarray(conditional_denoiser(params, x, s, c)) for c in range(5)]
     assert all(np.max(np.abs(outs[i] - outs[j])) > 1e-4 for i in range(5) for j in range(i))
     with pytest.raises(ValueError, match=r"label must lie in \[0, 5\)"):
@@ -89,9 +97,8 @@ def test_labelled_moons_labels_each_moon():
 @pytest.fixture(scope="module")
 def trade_off():
     params, _ = trained_moons_guidance()
-    alpha_bar = jnp.asarray(ALPHA_BAR, jnp.float32)
+    alpha_bar = ALPHA_BAR.astype(np.float32)
     points, labels = labelled_moons(jax.random.key(3), 2000)
-    sample = jax.jit(guided_sample)
 
     first_moon = np.asarray(points)[np.asarray(labels) == 0]  # about 1000 points, picked in NumPy
 
@@ -102,8 +109,9 @@ def trade_off():
         other = jnp.min(jnp.where(labels[None] != 0, d, jnp.inf), axis=1)
         return jnp.mean(own < other), mmd2(x, first_moon)
 
-    return {w: [float(v) for v in scores(sample(params, jax.random.key(5), jnp.zeros(1000, jnp.int32), alpha_bar,
-                                                 jnp.float32(w)))] for w in (0.0, 1.0, 4.0)}
+    labels_0 = np.zeros(1000, np.int32)  # the example's shapes: its program
+    return {w: [float(v) for v in scores(guided_sample(params, jax.random.key(5), labels_0, alpha_bar, w=w))]
+            for w in (0.0, 1.0, 4.0)}
 
 
 def test_guidance_trades_diversity_for_fidelity(trade_off):
@@ -114,20 +122,27 @@ def test_guidance_trades_diversity_for_fidelity(trade_off):
 
 
 @pytest.mark.parametrize("call, match", [
-    (lambda p: cfg_combine(jnp.ones(3), jnp.ones(2), 1.0), r"eps_uncond must have shape \(3,\)"),
-    (lambda p: cfg_combine(jnp.ones(3), jnp.ones(3), -1.0), "w must be non-negative"),
-    (lambda p: classifier_guidance(jnp.ones(3), jnp.ones(3), jnp.ones(3), 1.0), "alpha_bar_t must have 0 axes"),
-    (lambda p: loss(p, jnp.ones((3, 2)), jnp.array([0, 1, 2]), jax.random.key(0), jnp.ones(10) / 2), r"labels must lie in \[0, 2\)"),
-    (lambda p: loss(p, jnp.ones((3, 2)), jnp.array([0, 1]), jax.random.key(0), jnp.ones(10) / 2), r"labels must have shape \(3,\)"),
-    (lambda p: guided_sample(p, jax.random.key(0), jnp.array([0, 1]), jnp.ones(10) / 2, 1.0, num_steps=11), "num_steps must be at most"),
+    (lambda p: cfg_combine(_ones(3), _ones(2), 1.0), r"eps_uncond must have shape \(3,\)"),
+    (lambda p: cfg_combine(_ones(3), _ones(3), -1.0), "w must be non-negative"),
+    (lambda p: classifier_guidance(_ones(3), _ones(3), _ones(3), 1.0), "alpha_bar_t must have 0 axes"),
+    (lambda p: loss(p, _ones(3, 2), np.array([0, 1, 2], np.int32), jax.random.key(0), _ones(10) / 2), r"labels must lie in \[0, 2\)"),
+    (lambda p: loss(p, _ones(3, 2), np.array([0, 1], np.int32), jax.random.key(0), _ones(10) / 2), r"labels must have shape \(3,\)"),
+    (lambda p: guided_sample(p, jax.random.key(0), np.array([0, 1], np.int32), _ones(10) / 2, 1.0, num_steps=11), "num_steps must be at most"),
 ])
 def test_bad_input_raises_value_error(call, match):
-    params = [{"W": jnp.zeros((17, 5)), "b": jnp.zeros(5)}, {"W": jnp.zeros((5, 2)), "b": jnp.zeros(2)}]
     with pytest.raises(ValueError, match=match):
-        call(params)
+        call(_zero_params())
 
 
 def test_float_labels_raise_type_error():
-    params = [{"W": jnp.zeros((17, 5)), "b": jnp.zeros(5)}, {"W": jnp.zeros((5, 2)), "b": jnp.zeros(2)}]
     with pytest.raises(TypeError, match="labels must be an integer array"):
-        loss(params, jnp.ones((3, 2)), jnp.zeros(3), jax.random.key(0), jnp.ones(10) / 2)
+        loss(_zero_params(), _ones(3, 2), np.zeros(3, np.float32), jax.random.key(0), _ones(10) / 2)
+
+
+def _ones(*shape):  # in NumPy: a jnp.ones would compile a program for each shape
+    return np.ones(shape, np.float32)
+
+
+def _zero_params():
+    return [{"W": np.zeros((17, 5), np.float32), "b": np.zeros(5, np.float32)},
+            {"W": np.zeros((5, 2), np.float32), "b": np.zeros(2, np.float32)}]
