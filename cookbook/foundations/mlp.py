@@ -213,11 +213,20 @@ def apply(params, x, activation="relu"):
     _check_activation(activation)
     D, _ = _check_params(params)
     x = _checks.same_shape(_checks.float_array(x, "x"), "x", (D,), expected_from="to match params[0]['W']")
+    return _apply_jit(params, x, activation=activation)
+
+
+def _apply(params, x, activation):
     phi = _ACTIVATIONS[activation]
     h = x
     for layer in params[:-1]:
         h = phi(h @ layer["W"] + layer["b"])  # (sizes[l],)
     return h @ params[-1]["W"] + params[-1]["b"]  # linear output
+
+
+# apply and loss check their input, then hand it straight to a compiled core: called eagerly, each
+# layer's operations would compile one by one for every new shape.
+_apply_jit = jax.jit(_apply, static_argnames="activation")
 
 
 def _check_data(params, X, Y):
@@ -231,9 +240,17 @@ def _check_data(params, X, Y):
 
 def loss(params, X, Y, activation="relu"):
     """Mean squared error over a data set ``X`` (N, sizes[0]), ``Y`` (N, sizes[-1])."""
+    _check_activation(activation)
     X, Y = _check_data(params, X, Y)
-    Y_hat = jax.vmap(apply, in_axes=(None, 0, None))(params, X, activation)  # (N, out)
+    return _loss_jit(params, X, Y, activation=activation)
+
+
+def _loss(params, X, Y, activation):
+    Y_hat = jax.vmap(_apply, in_axes=(None, 0, None))(params, X, activation)  # (N, out)
     return jnp.mean((Y_hat - Y) ** 2)
+
+
+_loss_jit = jax.jit(_loss, static_argnames="activation")
 
 
 @cached  # the page's figure and the tests share this run when the book is built (cookbook/_memo.py)
@@ -242,6 +259,7 @@ def fit(params, X, Y, *, learning_rate, steps, momentum=0.9, activation="relu"):
 
     Returns the final parameters and the loss before each step, shape (steps,).
     """
+    _check_activation(activation)
     X, Y = _check_data(params, X, Y)
     _checks.size(steps, "steps")
     _checks.positive(learning_rate, "learning_rate")
@@ -256,7 +274,7 @@ def _fit(params, X, Y, learning_rate, momentum, steps, activation):
 
     def step(carry, _):
         params, velocity = carry
-        value, grads = jax.value_and_grad(loss)(params, X, Y, activation)
+        value, grads = jax.value_and_grad(_loss)(params, X, Y, activation)
         velocity = jax.tree.map(lambda v, g: momentum * v + g, velocity, grads)
         params = jax.tree.map(lambda p, v: p - learning_rate * v, params, velocity)
         return (params, velocity), value

@@ -9,7 +9,7 @@ from cookbook.foundations.mlp import apply, fit, init, loss
 
 # Data and most parameters come from numpy: every new shape drawn with jax.random costs a compilation.
 def _normal(*shape, seed=0):
-    return jnp.asarray(np.random.default_rng(seed).standard_normal(shape), jnp.float32)
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
 
 
 def _params(sizes, seed=0):
@@ -24,16 +24,16 @@ def test_shapes_for_several_sizes(sizes):
     for layer, n_in, n_out in zip(params, sizes[:-1], sizes[1:]):
         assert layer["W"].shape == (n_in, n_out) and layer["b"].shape == (n_out,)
         assert np.all(layer["b"] == 0)
-    assert apply(params, jnp.ones(sizes[0])).shape == (sizes[-1],)
+    assert apply(params, np.ones(sizes[0], np.float32)).shape == (sizes[-1],)
 
 
 def test_initial_weight_scale_is_he_for_relu_and_lecun_for_tanh():
     sizes = (32, 32, 32, 1)  # the shapes of the other tests: no new compilations
     relu, tanh = (init(jax.random.key(1), sizes, activation=a) for a in ("relu", "tanh"))
     for layer in (0, 1):  # 1024 weights a layer: the sample variance is within 4.4% (one sigma)
-        np.testing.assert_allclose(jnp.var(relu[layer]["W"]), 2.0 / 32, rtol=0.1)
-        np.testing.assert_allclose(jnp.var(tanh[layer]["W"]), 1.0 / 32, rtol=0.1)
-        np.testing.assert_allclose(relu[layer]["W"], np.sqrt(2.0) * tanh[layer]["W"], rtol=1e-6)
+        np.testing.assert_allclose(np.var(relu[layer]["W"]), 2.0 / 32, rtol=0.1)
+        np.testing.assert_allclose(np.var(tanh[layer]["W"]), 1.0 / 32, rtol=0.1)
+        np.testing.assert_allclose(relu[layer]["W"], np.sqrt(2.0) * np.asarray(tanh[layer]["W"]), rtol=1e-6)
     np.testing.assert_array_equal(relu[2]["W"], tanh[2]["W"])  # the linear output layer: gain 1 for both
 
 
@@ -65,13 +65,13 @@ def test_matches_numpy_forward_pass():
     x = np.array([0.3, -1.2, 2.0], np.float64)
     W0, b0, W1, b1 = (np.asarray(params[i][k], np.float64) for i in (0, 1) for k in ("W", "b"))
     expected = np.maximum(x @ W0 + b0, 0.0) @ W1 + b1
-    np.testing.assert_allclose(apply(params, jnp.asarray(x, jnp.float32)), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(apply(params, x.astype(np.float32)), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_jit_and_vmap_agree():
     params = _params((7, 11, 3), seed=5)
     X = _normal(5, 7, seed=6)
-    batched = jax.vmap(apply, in_axes=(None, 0, None))(params, X, "tanh")
+    batched = np.asarray(jax.vmap(apply, in_axes=(None, 0, None))(params, X, "tanh"))
     jitted = jax.jit(apply, static_argnames="activation")
     for i in range(5):
         np.testing.assert_allclose(batched[i], apply(params, X[i], "tanh"), rtol=1e-5, atol=1e-6)
@@ -80,10 +80,10 @@ def test_jit_and_vmap_agree():
 
 def test_without_a_nonlinearity_the_network_would_be_linear():
     # A ReLU network is piecewise linear but not linear: f(a + b) != f(a) + f(b) - f(0) in general.
-    params = [{"W": p["W"], "b": jnp.zeros_like(p["b"])} for p in _params((2, 16, 1), seed=7)]
-    f = lambda v: apply(params, v, activation="relu")
-    a, b = jnp.array([1.0, -2.0]), jnp.array([-0.5, 3.0])
-    assert abs(float((f(a + b) - f(a) - f(b) + f(jnp.zeros(2)))[0])) > 1e-3
+    params = [{"W": p["W"], "b": np.zeros_like(p["b"])} for p in _params((2, 16, 1), seed=7)]
+    f = lambda v: np.asarray(apply(params, v, activation="relu"))  # one compiled program for every input
+    a, b = np.array([1.0, -2.0], np.float32), np.array([-0.5, 3.0], np.float32)
+    assert abs(float((f(a + b) - f(a) - f(b) + f(np.zeros(2, np.float32)))[0])) > 1e-3
     # and positively homogeneous when biases are zero: f(3 v) = 3 f(v)
     np.testing.assert_allclose(f(3.0 * a), 3.0 * f(a), rtol=1e-5)
 
@@ -100,7 +100,7 @@ def test_fit_sine_reaches_stated_mse(sine, activation, learning_rate, target):
     params = init(jax.random.key(0), (1, 32, 32, 1), activation=activation)
     trained, losses = fit(params, x, y, learning_rate=learning_rate, steps=1000, activation=activation)
     assert losses.shape == (1000,)
-    assert float(losses[0]) > 1.0
+    assert float(np.asarray(losses)[0]) > 1.0
     # measured: tanh 3.9e-4, relu 3.4e-4 after 1000 steps
     assert float(loss(trained, x, y, activation=activation)) < target
     x_test = jnp.linspace(-2.9, 2.9, 37)[:, None]  # between the training points
@@ -110,12 +110,12 @@ def test_fit_sine_reaches_stated_mse(sine, activation, learning_rate, target):
 @pytest.mark.parametrize(
     "call, match",
     [
-        (lambda p: apply(p, jnp.ones(4)), r"x must have shape \(3,\) \(to match params\[0\]\['W'\]\), got shape \(4,\)"),
-        (lambda p: apply(p, jnp.ones((2, 3))), r"x must have shape \(3,\).*got shape \(2, 3\)"),
-        (lambda p: apply(p, jnp.ones(3), activation="sigmoid"), r"activation must be one of \['relu', 'tanh'\]"),
-        (lambda p: loss(p, jnp.ones((4, 3)), jnp.ones((5, 7))), r"Y must have shape \(4, 7\)"),
-        (lambda p: loss(p, jnp.ones((4, 2)), jnp.ones((4, 7))), r"X must have shape \(4, 3\)"),
-        (lambda p: apply([p[0], p[0]], jnp.ones(3)), r"params\[1\]\['W'\] must have shape \(5, 5\) \(to chain\)"),
+        (lambda p: apply(p, _ones(4)), r"x must have shape \(3,\) \(to match params\[0\]\['W'\]\), got shape \(4,\)"),
+        (lambda p: apply(p, _ones(2, 3)), r"x must have shape \(3,\).*got shape \(2, 3\)"),
+        (lambda p: apply(p, _ones(3), activation="sigmoid"), r"activation must be one of \['relu', 'tanh'\]"),
+        (lambda p: loss(p, _ones(4, 3), _ones(5, 7)), r"Y must have shape \(4, 7\)"),
+        (lambda p: loss(p, _ones(4, 2), _ones(4, 7)), r"X must have shape \(4, 3\)"),
+        (lambda p: apply([p[0], p[0]], _ones(3)), r"params\[1\]\['W'\] must have shape \(5, 5\) \(to chain\)"),
         (lambda p: init(jax.random.key(0), (3,)), r"sizes must be at least \(in, out\)"),
         (lambda p: init(jax.random.key(0), (3, 0, 2)), r"sizes\[1\] must be at least 1, got 0"),
     ],
@@ -127,12 +127,16 @@ def test_bad_inputs_raise_value_error(call, match):
 
 
 @pytest.mark.parametrize("call, name", [
-    (lambda p: apply(p, jnp.arange(3)), "x"),
-    (lambda p: loss(p, jnp.ones((4, 3)), jnp.ones((4, 7), jnp.int32)), "Y"),
-    (lambda p: fit([dict(p[0], W=jnp.ones((3, 5), jnp.int32)), p[1]], jnp.ones((4, 3)), jnp.ones((4, 7)),
+    (lambda p: apply(p, np.arange(3, dtype=np.int32)), "x"),
+    (lambda p: loss(p, _ones(4, 3), np.ones((4, 7), np.int32)), "Y"),
+    (lambda p: fit([dict(p[0], W=np.ones((3, 5), np.int32)), p[1]], _ones(4, 3), _ones(4, 7),
                    learning_rate=0.1, steps=2), r"params\[0\]\['W'\]"),
     (lambda p: init(jax.random.key(0), (3, 2.5, 2)), r"sizes\[1\]"),
 ])
 def test_wrong_types_raise_type_errors(call, name):
     with pytest.raises(TypeError, match=rf"{name} must be"):
         call(_params((3, 5, 7), seed=8))
+
+
+def _ones(*shape):  # in NumPy: a jnp.ones would compile a program for each shape
+    return np.ones(shape, np.float32)
