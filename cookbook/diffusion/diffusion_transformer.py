@@ -419,15 +419,22 @@ def train(params, images, labels, key, *, alpha_bar, patch_size, steps, batch_si
     images, labels, patch_size = _check_batch(params, images, labels, patch_size)
     alpha_bar = _schedule(alpha_bar, "alpha_bar")
     steps, batch_size = _checks.size(steps, "steps"), _checks.size(batch_size, "batch_size")
-    optimizer = adam(_checks.positive(learning_rate, "learning_rate"))
+    adam(_checks.positive(learning_rate, "learning_rate"))  # its checks of the step size
+    return _train(params, images, labels, key, alpha_bar, patch_size=patch_size, steps=steps, batch_size=batch_size,
+                  learning_rate=_checks.static_number(learning_rate, "learning_rate"))
 
+
+# One compiled program for the whole run: called eagerly, the flattening, the loop's set-up and the
+# unflattening would each compile on their own, and the scan again at every call.
+@functools.partial(jax.jit, static_argnames=("patch_size", "steps", "batch_size", "learning_rate"))
+def _train(params, images, labels, key, alpha_bar, *, patch_size, steps, batch_size, learning_rate):
     # Adam on one flat vector: the same updates as leaf by leaf, and a smaller program to compile.
     flat, unravel = ravel_pytree(params)
 
     def batch_loss(v, rows, k):  # rows: indices into the data set, so images and labels travel together
         return _loss(unravel(v), images[rows], labels[rows], k, alpha_bar, patch_size)
 
-    flat, losses = _fit(flat, jnp.arange(images.shape[0]), key, steps, batch_size, optimizer, batch_loss)
+    flat, losses = _fit(flat, jnp.arange(images.shape[0]), key, steps, batch_size, adam(learning_rate), batch_loss)
     return unravel(flat), losses
 
 

@@ -117,6 +117,7 @@ def trained():
 
 def test_it_learns_to_predict_the_noise_of_digits(trained):
     _, fitted, losses = trained
+    losses = np.asarray(losses)
     # Each step draws fresh steps and noises, so the training loss estimates the population loss.
     assert abs(float(losses[0]) - 1.0) < 0.1  # the mean square of the noise: the untrained net says zero
     assert float(losses[-50:].mean()) < 0.2, float(losses[-50:].mean())  # the page: below 0.2
