@@ -173,14 +173,30 @@ def predict(params, x):
     """Prediction for one example ``x`` of shape (D,): ``x @ w + b``, a scalar."""
     D = _check_params(params)
     x = _checks.same_shape(_checks.float_array(x, "x"), "x", (D,), expected_from="like params['w']")
+    return _predict_jit(params, x)
+
+
+def _predict(params, x):
     return x @ params["w"] + params["b"]
+
+
+# predict and mse_loss check their input, then hand it straight to a compiled core: eagerly, each of
+# their few operations would compile on its own for every new shape.
+_predict_jit = jax.jit(_predict)
 
 
 def mse_loss(params, X, y):
     """Mean squared error of ``params`` over a data set ``X`` (N, D), ``y`` (N,)."""
     X, y = _check_data(X, y, _check_params(params))
-    y_hat = jax.vmap(predict, in_axes=(None, 0))(params, X)  # (N,)
+    return _mse_loss_jit(params, X, y)
+
+
+def _mse_loss(params, X, y):
+    y_hat = jax.vmap(_predict, in_axes=(None, 0))(params, X)  # (N,)
     return jnp.mean((y_hat - y) ** 2)
+
+
+_mse_loss_jit = jax.jit(_mse_loss)
 
 
 def fit_closed_form(X, y):
@@ -213,7 +229,7 @@ def fit_gradient_descent(X, y, *, learning_rate, steps, params=None):
 @functools.partial(jax.jit, static_argnums=4)  # one compilation per shape and step count, any learning rate
 def _descend(X, y, learning_rate, params, steps):
     def step(params, _):
-        loss, grads = jax.value_and_grad(mse_loss)(params, X, y)
+        loss, grads = jax.value_and_grad(_mse_loss)(params, X, y)
         params = jax.tree.map(lambda p, g: p - learning_rate * g, params, grads)
         return params, loss
 
