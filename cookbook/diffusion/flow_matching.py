@@ -129,8 +129,8 @@ Example
 >>> trained, losses = train(params, data, jax.random.key(3), steps=300)
 >>> bool(losses[-100:].mean() < losses[:100].mean())  # lines cross, so the loss never reaches 0
 True
->>> euler_sample(trained, jax.random.key(4), 7, num_steps=20).shape  # 20 Euler steps from noise
-(7, 2)
+>>> euler_sample(trained, jax.random.key(4), 1000, num_steps=20).shape  # 20 Euler steps from noise
+(1000, 2)
 
 Implementation notes
 --------------------
@@ -151,6 +151,8 @@ around the whole path rather than at its end), and Stable Diffusion 3 trains wit
 straight path under the name rectified flow.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -162,9 +164,9 @@ from cookbook.optimization.adam import adam
 
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
 JIT = {
-    "conditional_ot_path": (),
-    "loss": (),
-    "train": ("steps", "batch_size", "learning_rate"),
+    "conditional_ot_path": ("sigma_min",),
+    "loss": ("sigma_min",),
+    "train": ("steps", "batch_size", "learning_rate", "sigma_min"),
     "euler_sample": ("num_samples", "num_steps"),
 }
 
@@ -187,17 +189,27 @@ def conditional_ot_path(x0, x1, t, sigma_min=0.0):
     x1 = _checks.same_shape(_checks.float_array(x1, "x1"), "x1", x0.shape, expected_from="the shape of x0")
     t = _times(t, x0, "x0")
     _checks.positive(sigma_min, "sigma_min", allow_zero=True)
+    return _path_jit(x0, x1, t, sigma_min=_checks.static_number(sigma_min, "sigma_min"))
+
+
+def _path(x0, x1, t, sigma_min):
     t = _rows(t.astype(x0.dtype), x0)
     xt = (1.0 - (1.0 - sigma_min) * t) * x0 + t * x1
     ut = x1 - (1.0 - sigma_min) * x0
     return xt, ut
 
 
+# The public functions check their input, then hand it straight to a compiled core (sigma_min static,
+# the Python number it is in the training loop): eagerly, each operation would compile on its own
+# for every new shape, and the training and sampling loops again at every call.
+_path_jit = jax.jit(_path, static_argnames="sigma_min")
+
+
 def _loss(params, x1, key, sigma_min):
     k_noise, k_t = jax.random.split(key)
     x0 = jax.random.normal(k_noise, x1.shape, x1.dtype)
     t = jax.random.uniform(k_t, (x1.shape[0],), x1.dtype)
-    xt, ut = conditional_ot_path(x0, x1, t, sigma_min)
+    xt, ut = _path(x0, x1, t, sigma_min)
     v = jax.vmap(_net, in_axes=(None, 0, 0))(params, xt, t)  # (B, D)
     return jnp.mean((v - ut) ** 2)
 
@@ -207,7 +219,10 @@ def loss(params, x1, key, sigma_min=0.0):
     and one time per data point, the squared error averaged over points and coordinates."""
     x1 = _check_data(params, x1, "x1")
     _checks.positive(sigma_min, "sigma_min", allow_zero=True)
-    return _loss(params, x1, key, sigma_min)
+    return _loss_jit(params, x1, key, sigma_min=_checks.static_number(sigma_min, "sigma_min"))
+
+
+_loss_jit = jax.jit(_loss, static_argnames="sigma_min")
 
 
 @cached  # the page's tests and the chapter's figure share this run when the book is built
@@ -218,6 +233,14 @@ def train(params, data, key, *, steps, batch_size=128, learning_rate=1e-2, sigma
     steps = _checks.size(steps, "steps")
     batch_size = _checks.size(batch_size, "batch_size")
     _checks.positive(sigma_min, "sigma_min", allow_zero=True)
+    adam(learning_rate)  # its checks of the step size, before anything is traced
+    return _train(params, data, key, steps=steps, batch_size=batch_size,
+                  learning_rate=_checks.static_number(learning_rate, "learning_rate"),
+                  sigma_min=_checks.static_number(sigma_min, "sigma_min"))
+
+
+@functools.partial(jax.jit, static_argnames=("steps", "batch_size", "learning_rate", "sigma_min"))
+def _train(params, data, key, *, steps, batch_size, learning_rate, sigma_min):
     return _fit(params, data, key, steps, batch_size, adam(learning_rate),
                 lambda p, x1, k: _loss(p, x1, k, sigma_min))
 
@@ -237,9 +260,15 @@ def _euler(velocity, x, num_steps):
 def euler_sample(params, key, num_samples, num_steps):
     """``num_samples`` points (num_samples, D): noise carried to data by ``num_steps`` Euler steps of
     the learned velocity field."""
-    D = _check_params(params)
+    _check_params(params)
     num_samples = _checks.size(num_samples, "num_samples")
     num_steps = _checks.size(num_steps, "num_steps")
+    return _euler_sample(params, key, num_samples=num_samples, num_steps=num_steps)
+
+
+@functools.partial(jax.jit, static_argnames=("num_samples", "num_steps"))
+def _euler_sample(params, key, *, num_samples, num_steps):
+    D = params[-1]["W"].shape[1]
     velocity = lambda x, t: jax.vmap(_net, in_axes=(None, 0, None))(params, x, t)  # (B, D)
     return _euler(velocity, jax.random.normal(key, (num_samples, D)), num_steps)
 
