@@ -240,4 +240,9 @@ def eval_params(state, params):
         raise TypeError(f"state must be a ScheduleFreeState from schedule_free_adamw, got {type(state).__name__}")
     _checks.same_tree(params, "params", state.z, "state.z")
     _checks.same_tree(state.z, "state.z", params, "params")
+    return _eval_params(state, params)
+
+
+@jax.jit  # checked above, then one compiled program rather than three operations per leaf
+def _eval_params(state, params):
     return jax.tree.map(lambda y, z: (y - (1 - state.b1) * z) / state.b1, params, state.z)
