@@ -226,55 +226,87 @@ def _sign_and_abs(x):
 
 def sigmoid(x):
     """The logistic sigmoid ``1 / (1 + exp(-x))``, exponentiating only ``-|x|``."""
-    x = _checks.float_array(x, "x")
+    return _sigmoid_jit(_checks.float_array(x, "x"))
+
+
+def tanh(x):
+    """The hyperbolic tangent, ``sign(x) (1 - exp(-2|x|)) / (1 + exp(-2|x|))``."""
+    return _tanh_jit(_checks.float_array(x, "x"))
+
+
+def relu(x):
+    """The rectified linear unit ``max(0, x)``, with derivative 0 at ``x = 0`` (as :func:`jax.nn.relu`)."""
+    return _relu_jit(_checks.float_array(x, "x"))
+
+
+def leaky_relu(x, negative_slope=0.01):
+    """``x`` for ``x >= 0`` and ``negative_slope * x`` below."""
+    return _leaky_relu_jit(_checks.float_array(x, "x"), negative_slope)
+
+
+def elu(x, alpha=1.0):
+    """``x`` for ``x > 0`` and ``alpha * (exp(x) - 1)`` below."""
+    return _elu_jit(_checks.float_array(x, "x"), alpha)
+
+
+def gelu(x, approximate=False):
+    """The Gaussian error linear unit ``x Phi(x)``; ``approximate=True`` gives the tanh form."""
+    return _gelu_jit(_checks.float_array(x, "x"), approximate=approximate)
+
+
+def silu(x):
+    """The sigmoid linear unit (swish) ``x * sigmoid(x)``."""
+    return _silu_jit(_checks.float_array(x, "x"))
+
+
+def softplus(x):
+    """``log(1 + exp(x))`` as ``max(0, x) + log(1 + exp(-|x|))``, finite for every finite ``x``."""
+    return _softplus_jit(_checks.float_array(x, "x"))
+
+
+# Each function checks its input, then hands it straight to a compiled core below: called eagerly,
+# each of its few operations would compile on its own for every new shape and dtype.
+
+def _sigmoid(x):
     _, a = _sign_and_abs(x)
     e = jnp.exp(-a)  # in (0, 1]: never overflows
     return jnp.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
-def tanh(x):
-    """The hyperbolic tangent, ``sign(x) (1 - exp(-2|x|)) / (1 + exp(-2|x|))``."""
-    x = _checks.float_array(x, "x")
+def _tanh(x):
     s, a = _sign_and_abs(x)
     return s * (-jnp.expm1(-2.0 * a)) / (1.0 + jnp.exp(-2.0 * a))
 
 
-def relu(x):
-    """The rectified linear unit ``max(0, x)``, with derivative 0 at ``x = 0`` (as :func:`jax.nn.relu`)."""
-    x = _checks.float_array(x, "x")
+def _relu(x):
     return jnp.where((x > 0) | jnp.isnan(x), x, jnp.zeros_like(x))  # a NaN stays NaN, as in jax.nn.relu
 
 
-def leaky_relu(x, negative_slope=0.01):
-    """``x`` for ``x >= 0`` and ``negative_slope * x`` below."""
-    x = _checks.float_array(x, "x")
+def _leaky_relu(x, negative_slope):
     return jnp.where(x >= 0, x, negative_slope * x)
 
 
-def elu(x, alpha=1.0):
-    """``x`` for ``x > 0`` and ``alpha * (exp(x) - 1)`` below."""
-    x = _checks.float_array(x, "x")
+def _elu(x, alpha):
     negative = jnp.where(x > 0, 0.0, x)  # exp of a large positive x is never formed, nor its gradient
     return jnp.where(x > 0, x, alpha * jnp.expm1(negative))
 
 
-def gelu(x, approximate=False):
-    """The Gaussian error linear unit ``x Phi(x)``; ``approximate=True`` gives the tanh form."""
-    x = _checks.float_array(x, "x")
+def _gelu(x, approximate):
     if approximate:
         c = math.sqrt(2.0 / math.pi)
-        return 0.5 * x * (1.0 + tanh(c * (x + 0.044715 * x**3)))
+        return 0.5 * x * (1.0 + _tanh(c * (x + 0.044715 * x**3)))
     return 0.5 * x * jax.lax.erfc(-x / math.sqrt(2.0))
 
 
-def silu(x):
-    """The sigmoid linear unit (swish) ``x * sigmoid(x)``."""
-    x = _checks.float_array(x, "x")
-    return x * sigmoid(x)
+def _silu(x):
+    return x * _sigmoid(x)
 
 
-def softplus(x):
-    """``log(1 + exp(x))`` as ``max(0, x) + log(1 + exp(-|x|))``, finite for every finite ``x``."""
-    x = _checks.float_array(x, "x")
+def _softplus(x):
     # max(0, x) written as (x + |x|) / 2 so that the derivative at 0 is sigmoid(0) = 1/2 exactly
     return 0.5 * (x + jnp.abs(x)) + jnp.log1p(jnp.exp(-jnp.abs(x)))
+
+
+_sigmoid_jit, _tanh_jit, _relu_jit, _silu_jit, _softplus_jit = map(jax.jit, (_sigmoid, _tanh, _relu, _silu, _softplus))
+_leaky_relu_jit, _elu_jit = jax.jit(_leaky_relu), jax.jit(_elu)
+_gelu_jit = jax.jit(_gelu, static_argnames="approximate")
