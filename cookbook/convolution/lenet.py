@@ -93,8 +93,11 @@ the maximum before exponentiating; taking the log of a softmax computed separate
 :math:`-\infty` for confident wrong answers. The pixels are scaled from 0..16 to 0..1 so that the
 first layer starts in the range its initialisation expects. The functions check their inputs
 against the parameters (a float image with the kernel's channels, integer labels in
-:math:`[0, 10)` when concrete, parameters shaped as ``init`` makes them), and ``accuracy`` refuses
-NaN parameters or images when concrete, since an arg max over NaN logits picks class 0 in silence.
+:math:`[0, 10)` when concrete, parameters shaped as ``init`` makes them), and ``loss`` and
+``accuracy`` refuse NaN parameters or images when concrete: an arg max over NaN logits picks class 0
+in silence, and XLA's compiled max pooling of a large batch passes over a window of NaN (it gives the
+window's initial :math:`-\infty`), so a NaN need not reach the loss. Under :func:`jax.jit` nothing
+is checked.
 
 Inductive bias
 --------------
@@ -216,12 +219,22 @@ def apply(params, x):
         raise ValueError(f"x must be a square image whose side / 4, squared, times the channels of "
                          f"params['conv2'] is {flat} (the inputs of params['fc1']), got shape {x.shape}")
     _check_params(params, x.shape[0])
+    return _apply(params, x)
+
+
+# The public functions check their input, then run a compiled core (_apply, _loss_jit, _accuracy):
+# the page's examples, the tests and the bad-input checks then share one program per shape instead
+# of dispatching each operation eagerly. train differentiates the uncompiled _loss inside its scan.
+def _forward(params, x):
     h = max_pool(jax.nn.relu(conv2d(x, params["conv1"]["w"], params["conv1"]["b"])), 2)  # (H/2, W/2, 16)
     h = max_pool(jax.nn.relu(conv2d(h, params["conv2"]["w"], params["conv2"]["b"])), 2)  # (H/4, W/4, 32)
     h = h.reshape(-1)  # (H/4 * W/4 * 32,)
     h = jax.nn.relu(h @ params["fc1"]["w"] + params["fc1"]["b"])
     h = jax.nn.relu(h @ params["fc2"]["w"] + params["fc2"]["b"])
     return h @ params["out"]["w"] + params["out"]["b"]
+
+
+_apply = jax.jit(_forward)
 
 
 def _check_data(params, X, y):
@@ -240,19 +253,36 @@ def _check_data(params, X, y):
 def loss(params, X, y):
     """Mean cross-entropy of the logits for images ``X`` (N, H, W, C) with integer labels ``y`` (N,)."""
     X, y = _check_data(params, X, y)
-    logits = jax.vmap(apply, in_axes=(None, 0))(params, X)  # (N, classes)
+    _check_no_nan(params, X)
+    return _loss_jit(params, X, y)
+
+
+def _loss(params, X, y):
+    logits = jax.vmap(_forward, in_axes=(None, 0))(params, X)  # (N, classes)
     log_p = jax.nn.log_softmax(logits)  # subtracts the max
     return -jnp.mean(jnp.take_along_axis(log_p, y[:, None], axis=1))
+
+
+_loss_jit = jax.jit(_loss)
 
 
 def accuracy(params, X, y):
     """Fraction of images whose largest logit is the true class."""
     X, y = _check_data(params, X, y)
+    _check_no_nan(params, X)
+    return _accuracy(params, X, y)
+
+
+def _check_no_nan(params, X):
     with jax.ensure_compile_time_eval():
         for path, leaf in jax.tree_util.tree_leaves_with_path(params):
             _checks.check_no_nan(leaf, "params" + jax.tree_util.keystr(path))
         _checks.check_no_nan(X, "X")
-    logits = jax.vmap(apply, in_axes=(None, 0))(params, X)
+
+
+@jax.jit
+def _accuracy(params, X, y):
+    logits = jax.vmap(_forward, in_axes=(None, 0))(params, X)
     return jnp.mean(jnp.argmax(logits, axis=1) == y)
 
 
@@ -280,7 +310,7 @@ def train(key, params, X, y, *, epochs, batch_size, learning_rate=5e-3):
     if steps < 1:
         raise ValueError(f"batch_size must be at most the number of examples {N}, got {batch_size}")
     zeros = jax.tree.map(jnp.zeros_like, params)
-    grad_fn = jax.value_and_grad(loss)
+    grad_fn = jax.value_and_grad(_loss)  # X and y are checked above; the batches are slices of them
 
     def epoch(carry, key):
         params, opt = carry
