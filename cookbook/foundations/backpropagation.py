@@ -204,9 +204,10 @@ The forward pass keeps what the backward pass needs, and the hand-written gradie
 ['a', 'h', 'p', 'x']
 >>> grads = backward(params, cache, y)
 >>> reference = jax.grad(loss)(params, x, y)
->>> {name: bool(jnp.allclose(grads[name], reference[name], atol=1e-6)) for name in sorted(grads)}
+>>> import numpy as np
+>>> {name: bool(np.allclose(grads[name], reference[name], atol=1e-6)) for name in sorted(grads)}
 {'W1': True, 'W2': True, 'b1': True, 'b2': True}
->>> float(value.round(4)) == float(loss(params, x, y).round(4))
+>>> round(float(value), 4) == round(float(loss(params, x, y)), 4)
 True
 
 ``loss_and_grads`` runs both passes; over a batch, the gradient of the mean loss is the mean of the
@@ -214,7 +215,7 @@ per-example gradients:
 
 >>> from cookbook.foundations.backpropagation import loss_and_grads, mean_loss_and_grads
 >>> value_again, grads_again = loss_and_grads(params, x, y)
->>> bool(jnp.allclose(grads_again["W1"], grads["W1"]))
+>>> bool(np.allclose(grads_again["W1"], grads["W1"]))
 True
 >>> X, Y = jax.random.normal(k_batch, (6, 4)), jnp.array([0, 1, 2, 0, 1, 2])
 >>> mean_value, mean_grads = mean_loss_and_grads(params, X, Y)
@@ -229,9 +230,11 @@ Forward mode builds the Jacobian column by column, reverse mode row by row:
 Array([[1., 0., 0.],
        [2., 1., 0.],
        [6., 3., 2.]], dtype=float32)
->>> bool(jnp.allclose(jacobian_by_vjp(jnp.cumprod, u), jax.jacfwd(jnp.cumprod)(u)))
+>>> bool(np.allclose(jacobian_by_vjp(jnp.cumprod, u), jax.jacfwd(jnp.cumprod)(u)))
 True
 """
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -269,6 +272,15 @@ def init(key, sizes):
     if not isinstance(sizes, tuple) or len(sizes) != 3:
         raise ValueError(f"sizes must be a tuple (D, H, K) for a two-layer network, got {sizes!r}")
     D, H, K = (_checks.size(n, f"sizes[{i}]") for i, n in enumerate(sizes))
+    return _init(key, (D, H, K))
+
+
+# The public functions check their input in Python, then run a compiled core (sizes, the activation's
+# name and the differentiated function f static): the page's examples, the tests and the bad-input
+# checks share one program per shape instead of dispatching every operation eagerly.
+@functools.partial(jax.jit, static_argnums=1)
+def _init(key, sizes):
+    D, H, K = sizes
     k_w1, k_w2 = jax.random.split(key)
     return {
         "W1": jax.random.normal(k_w1, (D, H)) / jnp.sqrt(D),
@@ -299,14 +311,25 @@ def apply(params, x, activation="tanh"):
     """Logits (K,) of the network for one example ``x`` (D,): the forward pass without the loss."""
     D, _, _ = _check_params(params)
     x = _checks.same_shape(_checks.float_array(x, "x"), "x", (D,), expected_from="(D,) to match params['W1']")
-    phi, _ = _check_activation(activation)
+    _check_activation(activation)
+    return _apply(params, x, activation)
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _apply(params, x, activation):
+    phi, _ = _ACTIVATIONS[activation]
     return phi(x @ params["W1"] + params["b1"]) @ params["W2"] + params["b2"]
 
 
 def forward(params, x, y, activation="tanh"):
     """Loss of one example and the ``cache`` of intermediates that the backward pass needs."""
     x, y = _check_example(params, x, y)
-    phi, _ = _check_activation(activation)
+    _check_activation(activation)
+    return _forward_jit(params, x, y, activation)
+
+
+def _forward(params, x, y, activation):
+    phi, _ = _ACTIVATIONS[activation]
     a = x @ params["W1"] + params["b1"]  # (H,)
     h = phi(a)
     z = h @ params["W2"] + params["b2"]  # (K,)
@@ -317,13 +340,22 @@ def forward(params, x, y, activation="tanh"):
     return loss, {"x": x, "a": a, "h": h, "p": p}
 
 
+_forward_jit = jax.jit(_forward, static_argnums=3)
+
+
 def backward(params, cache, y, activation="tanh"):
     """Gradients of the loss for every parameter, from the forward pass's ``cache``, by hand."""
-    _, phi_prime = _check_activation(activation)
+    _check_activation(activation)
     D, H, K = _check_params(params)
     for name, shape in (("x", (D,)), ("a", (H,)), ("h", (H,)), ("p", (K,))):
         _checks.same_shape(_checks.float_array(cache[name], f"cache['{name}']"), f"cache['{name}']", shape)
     y = _checks.check_range(_checks.int_array(y, "y", ndim=0, what=" (one label)"), "y", 0, K)
+    return _backward_jit(params, cache, y, activation)
+
+
+def _backward(params, cache, y, activation):
+    _, phi_prime = _ACTIVATIONS[activation]
+    K = params["b2"].shape[0]
     delta2 = cache["p"] - jax.nn.one_hot(y, K, dtype=cache["p"].dtype)  # (K,) dL/dz
     delta1 = (delta2 @ params["W2"].T) * phi_prime(cache["a"])  # (H,) dL/da
     return {
@@ -334,15 +366,34 @@ def backward(params, cache, y, activation="tanh"):
     }
 
 
+_backward_jit = jax.jit(_backward, static_argnums=3)
+
+
 def loss(params, x, y, activation="tanh"):
     """Cross-entropy loss of one example: the function that :func:`jax.grad` differentiates."""
-    return forward(params, x, y, activation)[0]
+    x, y = _check_example(params, x, y)
+    _check_activation(activation)
+    return _loss(params, x, y, activation)
+
+
+@functools.partial(jax.jit, static_argnums=3)
+def _loss(params, x, y, activation):
+    return _forward(params, x, y, activation)[0]
 
 
 def loss_and_grads(params, x, y, activation="tanh"):
     """Loss and hand-written gradients for one example: forward pass, then backward pass."""
-    value, cache = forward(params, x, y, activation)
-    return value, backward(params, cache, y, activation)
+    x, y = _check_example(params, x, y)
+    _check_activation(activation)
+    return _loss_and_grads(params, x, y, activation)
+
+
+def _loss_and_grads_one(params, x, y, activation):
+    value, cache = _forward(params, x, y, activation)
+    return value, _backward(params, cache, y, activation)
+
+
+_loss_and_grads = jax.jit(_loss_and_grads_one, static_argnums=3)
 
 
 def mean_loss_and_grads(params, X, y, activation="tanh"):
@@ -352,7 +403,13 @@ def mean_loss_and_grads(params, X, y, activation="tanh"):
     _checks.same_shape(X, "X", (X.shape[0], D), expected_from="(B, D) to match params['W1']")
     y = _checks.same_shape(_checks.int_array(y, "y"), "y", X.shape[:1], expected_from="(B,) to match X")
     _checks.check_range(y, "y", 0, K)
-    values, grads = jax.vmap(loss_and_grads, in_axes=(None, 0, 0, None))(params, X, y, activation)
+    _check_activation(activation)
+    return _mean_loss_and_grads(params, X, y, activation)
+
+
+@functools.partial(jax.jit, static_argnums=3)
+def _mean_loss_and_grads(params, X, y, activation):
+    values, grads = jax.vmap(_loss_and_grads_one, in_axes=(None, 0, 0, None))(params, X, y, activation)
     return values.mean(), jax.tree.map(lambda g: g.mean(axis=0), grads)
 
 
@@ -362,7 +419,20 @@ def _check_vector(x):
 
 def jacobian_by_jvp(f, x):
     """The Jacobian (m, n) of ``f`` at ``x`` (n,), column by column: one jvp per input direction."""
-    x = _check_vector(x)
+    return _compiled(_jacobian_by_jvp, f)(f, _check_vector(x))
+
+
+def _compiled(core, f):
+    """``core`` compiled for this ``f`` (static: one program per function and shape), or as it is
+    where ``f`` cannot be a static argument (it is not hashable)."""
+    try:
+        hash(f)
+    except TypeError:
+        return core
+    return _JITTED[core]
+
+
+def _jacobian_by_jvp(f, x):
     basis = jnp.eye(x.shape[0], dtype=x.dtype)  # row j is the direction e_j
     column = lambda v: jax.jvp(f, (x,), (v,))[1]  # J v, shape (m,)
     return jax.vmap(column, out_axes=1)(basis)  # (m, n): the columns side by side
@@ -370,12 +440,18 @@ def jacobian_by_jvp(f, x):
 
 def jacobian_by_vjp(f, x):
     """The Jacobian (m, n) of ``f`` at ``x`` (n,), row by row: one forward pass, one vjp per output."""
-    x = _check_vector(x)
+    return _compiled(_jacobian_by_vjp, f)(f, _check_vector(x))
+
+
+def _jacobian_by_vjp(f, x):
     fx, pullback = jax.vjp(f, x)  # runs f once and stores what the backward pass needs
-    if fx.ndim != 1:
+    if fx.ndim != 1:  # known when f is traced, before anything runs
         raise ValueError(f"f must return a vector of shape (m,), got shape {fx.shape}")
     row = lambda w: pullback(w)[0]  # w^T J, shape (n,)
     return jax.vmap(row)(jnp.eye(fx.shape[0], dtype=fx.dtype))  # (m, n): the rows stacked
+
+
+_JITTED = {core: jax.jit(core, static_argnums=0) for core in (_jacobian_by_jvp, _jacobian_by_vjp)}
 
 
 def gradient_by_jvp(f, x):

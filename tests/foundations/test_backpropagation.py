@@ -148,8 +148,8 @@ def test_jacobians_by_columns_and_rows_equal_jacfwd_and_jacrev(n, m):
 
 
 def test_jacobian_of_a_linear_map_is_its_matrix_by_hand():
-    M = jnp.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])  # f(u) = M u, from 2 inputs to 3 outputs
-    u = jnp.array([0.3, -0.7])
+    M = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]], np.float32)  # f(u) = M u, from 2 inputs to 3 outputs
+    u = np.array([0.3, -0.7], np.float32)
     np.testing.assert_array_equal(jacobian_by_jvp(lambda v: M @ v, u), M)
     np.testing.assert_array_equal(jacobian_by_vjp(lambda v: M @ v, u), M)
 
@@ -168,13 +168,13 @@ def test_reverse_mode_needs_one_pass_forward_mode_needs_n(n):
     reverse_grad = gradient_by_vjp(f, u)
     reverse_calls = calls["count"]
     assert (forward_calls, reverse_calls) == (n, 1)
-    reference = jax.grad(lambda x: f_inner(x)[0])(u)
+    reference = jax.jit(jax.grad(lambda x: f_inner(x)[0]))(u)  # one program, not one per operation
     np.testing.assert_allclose(forward_grad, reference, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(reverse_grad, reference, rtol=1e-5, atol=1e-6)
 
 
 def test_reverse_mode_stores_activations_that_grow_with_depth():
-    x = jnp.linspace(-1.0, 1.0, 7)
+    x = np.linspace(-1.0, 1.0, 7, dtype=np.float32)
 
     def stored_floats(depth):
         def f(u):
@@ -191,7 +191,7 @@ def test_reverse_mode_stores_activations_that_grow_with_depth():
 
 
 def test_init_shapes_and_scale():
-    params = jax.jit(init, static_argnames="sizes")(jax.random.key(0), (4, 5, 3))  # one compilation
+    params = init(jax.random.key(0), (4, 5, 3))  # its compiled core: the page's program
     assert {n: params[n].shape for n in NAMES} == {"W1": (4, 5), "b1": (5,), "W2": (5, 3), "b2": (3,)}
     assert np.unique(np.asarray(params["W1"])).size == 20  # random, not a constant
     assert not np.any(params["b1"]) and not np.any(params["b2"])
@@ -200,51 +200,51 @@ def test_init_shapes_and_scale():
 @pytest.mark.parametrize(
     "call, match",
     [
-        (lambda p: forward(p, jnp.ones(4), jnp.array(0)), r"x must have shape \(3,\) \(\(D,\) to match"),
-        (lambda p: forward(p, jnp.ones(3), jnp.array([0, 1])), r"y must have 0 axes \(one label\)"),
-        (lambda p: apply(p, jnp.ones((2, 3))), r"x must have shape \(3,\) \(\(D,\) to match"),
-        (lambda p: forward(p, jnp.ones(3), jnp.array(0), "sigmoid"), r"activation must be one of"),
-        (lambda p: mean_loss_and_grads(p, jnp.ones((4, 3)), jnp.ones(5, int)), r"y must have shape \(4,\)"),
-        (lambda p: mean_loss_and_grads(p, jnp.ones((4, 5)), jnp.ones(4, int)), r"X must have shape \(4, 3\)"),
+        (lambda p: forward(p, np.ones(4), np.array(0)), r"x must have shape \(3,\) \(\(D,\) to match"),
+        (lambda p: forward(p, np.ones(3), np.array([0, 1])), r"y must have 0 axes \(one label\)"),
+        (lambda p: apply(p, np.ones((2, 3))), r"x must have shape \(3,\) \(\(D,\) to match"),
+        (lambda p: forward(p, np.ones(3), np.array(0), "sigmoid"), r"activation must be one of"),
+        (lambda p: mean_loss_and_grads(p, np.ones((4, 3)), np.ones(5, int)), r"y must have shape \(4,\)"),
+        (lambda p: mean_loss_and_grads(p, np.ones((4, 5)), np.ones(4, int)), r"X must have shape \(4, 3\)"),
         (lambda p: init(jax.random.key(0), (3, 5)), r"sizes must be a tuple \(D, H, K\)"),
-        (lambda p: jacobian_by_jvp(jnp.sin, jnp.ones((2, 3))), r"x must have 1 axes \(a vector"),
-        (lambda p: jacobian_by_vjp(jnp.sum, jnp.ones(3)), r"f must return a vector"),
-        (lambda p: gradient_by_vjp(jnp.sin, jnp.ones(3)), r"f must return a scalar"),
-        (lambda p: forward(dict(p, b1=jnp.zeros(4)), jnp.ones(3), jnp.array(0)), r"params\['b1'\] must have shape \(5,\)"),
-        (lambda p: backward(p, {"x": jnp.ones(3), "a": jnp.ones(5), "h": jnp.ones(4), "p": jnp.ones(7)}, 0),
+        (lambda p: jacobian_by_jvp(jnp.sin, np.ones((2, 3))), r"x must have 1 axes \(a vector"),
+        (lambda p: jacobian_by_vjp(jnp.sum, np.ones(3)), r"f must return a vector"),
+        (lambda p: gradient_by_vjp(jnp.sin, np.ones(3)), r"f must return a scalar"),
+        (lambda p: forward(dict(p, b1=np.zeros(4)), np.ones(3), np.array(0)), r"params\['b1'\] must have shape \(5,\)"),
+        (lambda p: backward(p, {"x": np.ones(3), "a": np.ones(5), "h": np.ones(4), "p": np.ones(7)}, 0),
          r"cache\['h'\] must have shape \(5,\)"),
     ],
 )
 def test_bad_input_raises_clear_errors(call, match):
-    params = {"W1": jnp.ones((3, 5)), "b1": jnp.zeros(5), "W2": jnp.ones((5, 7)), "b2": jnp.zeros(7)}
+    params = {"W1": np.ones((3, 5)), "b1": np.zeros(5), "W2": np.ones((5, 7)), "b2": np.zeros(7)}
     with pytest.raises(ValueError, match=match):
         call(params)
 
 
-PARAMS = {"W1": jnp.ones((3, 5)), "b1": jnp.zeros(5), "W2": jnp.ones((5, 7)), "b2": jnp.zeros(7)}
+PARAMS = {"W1": np.ones((3, 5)), "b1": np.zeros(5), "W2": np.ones((5, 7)), "b2": np.zeros(7)}
 
 
 @pytest.mark.parametrize("label", [-1, 7])
 def test_labels_outside_the_classes_raise(label):
     # Before, -1 gave the loss of class K - 1 and 7 (= K) was clamped to class K - 1, in silence.
     with pytest.raises(ValueError, match=r"y must lie in \[0, 7\)"):
-        forward(PARAMS, jnp.ones(3), jnp.array(label))
+        forward(PARAMS, np.ones(3), np.array(label))
     with pytest.raises(ValueError, match=r"y must lie in \[0, 7\)"):
-        mean_loss_and_grads(PARAMS, jnp.ones((2, 3)), jnp.array([0, label]))
+        mean_loss_and_grads(PARAMS, np.ones((2, 3)), np.array([0, label]))
 
 
 def test_a_bad_label_under_jit_gives_a_nan_loss():
     jitted = jax.jit(loss)
-    assert np.isnan(float(jitted(PARAMS, jnp.ones(3), jnp.array(-1))))
-    assert np.isnan(float(jitted(PARAMS, jnp.ones(3), jnp.array(7))))
-    assert np.isfinite(float(jitted(PARAMS, jnp.ones(3), jnp.array(6))))
+    assert np.isnan(float(jitted(PARAMS, np.ones(3), np.array(-1))))
+    assert np.isnan(float(jitted(PARAMS, np.ones(3), np.array(7))))
+    assert np.isfinite(float(jitted(PARAMS, np.ones(3), np.array(6))))
 
 
 @pytest.mark.parametrize("call, name", [
-    (lambda: forward(PARAMS, jnp.ones(3, int), jnp.array(0)), "x"),
-    (lambda: forward(PARAMS, jnp.ones(3), jnp.array(0.0)), "y"),
-    (lambda: apply(dict(PARAMS, W1=jnp.ones((3, 5), int)), jnp.ones(3)), r"params\['W1'\]"),
-    (lambda: jacobian_by_vjp(jnp.sin, jnp.arange(3)), "x"),
+    (lambda: forward(PARAMS, np.ones(3, int), np.array(0)), "x"),
+    (lambda: forward(PARAMS, np.ones(3), np.array(0.0)), "y"),
+    (lambda: apply(dict(PARAMS, W1=np.ones((3, 5), int)), np.ones(3)), r"params\['W1'\]"),
+    (lambda: jacobian_by_vjp(jnp.sin, np.arange(3)), "x"),
     (lambda: init(jax.random.key(0), (3, 5, 2.5)), r"sizes\[2\]"),
 ])
 def test_wrong_dtypes_raise_type_errors(call, name):
