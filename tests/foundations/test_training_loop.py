@@ -55,7 +55,7 @@ def test_split_is_stratified_and_standardised_with_training_statistics_only(digi
     np.testing.assert_allclose(X_test, scaler.transform(raw_test), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("N, batch_size", [(37, 5), (12, 4), (11, 11)])
+@pytest.mark.parametrize("N, batch_size", [(37, 5), (11, 3), (11, 11)])  # (11, 3): the page's shuffle
 def test_batches_are_a_permutation_with_no_repeats(N, batch_size):
     idx = np.asarray(batch_indices(jax.random.key(N), N, batch_size))
     assert idx.shape == (N // batch_size, batch_size)
@@ -91,7 +91,8 @@ def test_fit_uses_a_fresh_permutation_every_epoch_and_drops_the_partial_batch(di
     for a, b in zip(jax.tree.leaves(frozen), jax.tree.leaves(params)):
         np.testing.assert_allclose(a, b, rtol=1e-6)  # init compiled inside fit: the same draws to rounding
     per_batch = jax.jit(jax.vmap(batch_loss, in_axes=(None, 0, 0)))
-    expected = [per_batch(params, X_train[order], y_train[order]).mean() for order in orders]
+    X_np, y_np = np.asarray(X_train), np.asarray(y_train)  # the batches gathered in NumPy
+    expected = [np.asarray(per_batch(params, X_np[order], y_np[order])).mean(dtype=np.float32) for order in orders]
     np.testing.assert_allclose(history["train_loss"], expected, rtol=1e-5)
     assert len(set(np.asarray(history["train_loss"]).tolist())) == epochs  # each epoch saw other examples
 
@@ -139,8 +140,8 @@ def test_evaluate_matches_a_direct_count_and_optax(digits, run):
 
 
 def test_train_step_is_sgd_with_the_backpropagation_gradients(digits, run):
-    X, y = digits[0][:13], digits[2][:13]
-    params = jax.tree.map(lambda p: 0.5 * p, run[0])  # somewhere not at a minimum
+    X, y = np.asarray(digits[0])[:13], np.asarray(digits[2])[:13]
+    params = jax.tree.map(lambda p: 0.5 * np.asarray(p), run[0])  # somewhere not at a minimum
     as_two_layer = lambda p: {"W1": p[0]["W"], "b1": p[0]["b"], "W2": p[1]["W"], "b2": p[1]["b"]}
 
     @jax.jit
@@ -157,7 +158,9 @@ def test_train_step_is_sgd_with_the_backpropagation_gradients(digits, run):
     assert float(new_loss) < float(loss)  # a step downhill
 
 
-PARAMS = [{"W": jnp.ones((3, 4)), "b": jnp.zeros(4)}, {"W": jnp.ones((4, 2)), "b": jnp.zeros(2)}]
+# NumPy arrays (float32, int32): made on the host, with no eager jnp operation to compile.
+PARAMS = [{"W": np.ones((3, 4), np.float32), "b": np.zeros(4, np.float32)},
+          {"W": np.ones((4, 2), np.float32), "b": np.zeros(2, np.float32)}]
 
 
 @pytest.mark.parametrize(
@@ -165,14 +168,15 @@ PARAMS = [{"W": jnp.ones((3, 4)), "b": jnp.zeros(4)}, {"W": jnp.ones((4, 2)), "b
     [
         (lambda: batch_indices(jax.random.key(0), 5, 6), r"batch_size must be between 1 and N = 5, got 6"),
         (lambda: batch_indices(jax.random.key(0), 5, 0), r"batch_size must be at least 1, got 0"),
-        (lambda: evaluate(PARAMS, jnp.ones(3), jnp.ones(3, int)), r"X must have 2 axes \(N, D\)"),
-        (lambda: evaluate(PARAMS, jnp.ones((5, 4)), jnp.ones(5, int)), r"X must have shape \(5, 3\)"),
+        (lambda: evaluate(PARAMS, np.ones(3, np.float32), np.ones(3, np.int32)), r"X must have 2 axes \(N, D\)"),
+        (lambda: evaluate(PARAMS, np.ones((5, 4), np.float32), np.ones(5, np.int32)), r"X must have shape \(5, 3\)"),
         (
-            lambda: batch_loss(PARAMS, jnp.ones((5, 3)), jnp.ones(4, int)),
+            lambda: batch_loss(PARAMS, np.ones((5, 3), np.float32), np.ones(4, np.int32)),
             r"y must have shape \(N,\) = \(5,\)",
         ),
         (
-            lambda: fit(jax.random.key(0), jnp.ones((5, 3)), jnp.ones(5, int), jnp.ones((2, 4)), jnp.ones(2, int),
+            lambda: fit(jax.random.key(0), np.ones((5, 3), np.float32), np.ones(5, np.int32),
+                        np.ones((2, 4), np.float32), np.ones(2, np.int32),
                         hidden=4, epochs=1, batch_size=2, learning_rate=0.1),
             r"X_test must have 3 features",
         ),
@@ -185,7 +189,7 @@ def test_bad_input_raises_clear_errors(call, match):  # all raise before any com
 
 @pytest.mark.parametrize("label", [-1, 2])
 def test_labels_outside_the_classes_raise_eagerly_and_give_nan_under_jit(label):
-    X, y = jnp.ones((2, 3)), jnp.array([0, label])
+    X, y = np.ones((2, 3), np.float32), np.array([0, label], np.int32)
     with pytest.raises(ValueError, match=r"y must lie in \[0, 2\)"):
         batch_loss(PARAMS, X, y)
     with pytest.raises(ValueError, match=r"y must lie in \[0, 2\)"):
@@ -196,9 +200,10 @@ def test_labels_outside_the_classes_raise_eagerly_and_give_nan_under_jit(label):
 
 
 @pytest.mark.parametrize("call, name", [
-    (lambda: batch_loss(PARAMS, jnp.ones((2, 3), int), jnp.array([0, 1])), "X"),
-    (lambda: batch_loss(PARAMS, jnp.ones((2, 3)), jnp.array([0.0, 1.0])), "y"),
-    (lambda: train_step([dict(PARAMS[0], W=jnp.ones((3, 4), int)), PARAMS[1]], jnp.ones((2, 3)), jnp.array([0, 1]), 0.1),
+    (lambda: batch_loss(PARAMS, np.ones((2, 3), np.int32), np.array([0, 1], np.int32)), "X"),
+    (lambda: batch_loss(PARAMS, np.ones((2, 3), np.float32), np.array([0.0, 1.0], np.float32)), "y"),
+    (lambda: train_step([dict(PARAMS[0], W=np.ones((3, 4), np.int32)), PARAMS[1]], np.ones((2, 3), np.float32),
+                        np.array([0, 1], np.int32), 0.1),
      r"params\[0\]\['W'\]"),
     (lambda: batch_indices(jax.random.key(0), 5.0, 2), "N"),
 ])
