@@ -170,6 +170,8 @@ True
 1.0
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -188,12 +190,6 @@ JIT = {
 }
 
 
-def _float32(z):
-    """Promote half precision to float32 for the reduction; return the array and its dtype."""
-    z = _checks.float_array(z, "z")
-    return z.astype(jnp.promote_types(z.dtype, jnp.float32)), z.dtype
-
-
 def log_softmax(z):
     """Log-probabilities of the logits ``z`` along the last axis, with the max subtracted first.
 
@@ -202,13 +198,24 @@ def log_softmax(z):
     >>> jnp.exp(log_softmax(jnp.array([0.0, 0.0, jnp.log(2.0)]))).round(3)
     Array([0.25, 0.25, 0.5 ], dtype=float32)
     """
-    z32, dtype = _float32(z)
-    if z32.ndim < 1:
-        raise ValueError(f"z must have shape (..., K), got shape {z32.shape}")
+    z = _checks.float_array(z, "z")
+    if z.ndim < 1:
+        raise ValueError(f"z must have shape (..., K), got shape {z.shape}")
+    return _log_softmax_jit(z)
+
+
+# The public functions check their input in Python, then run a compiled core (the uncompiled form
+# first, which the other cores call): the page's examples, the tests and the bad-input checks share
+# one program per shape instead of dispatching each operation eagerly.
+def _log_softmax(z):
+    z32, dtype = z.astype(jnp.promote_types(z.dtype, jnp.float32)), z.dtype
     m = jax.lax.stop_gradient(jnp.max(z32, axis=-1, keepdims=True))  # a constant: the result does not depend on it
     shifted = z32 - m
     out = shifted - jnp.log(jnp.sum(jnp.exp(shifted), axis=-1, keepdims=True))
     return out.astype(dtype)
+
+
+_log_softmax_jit = jax.jit(_log_softmax)
 
 
 def cross_entropy(z, label):
@@ -225,7 +232,15 @@ def cross_entropy(z, label):
     K = z.shape[0]
     label = _checks.int_array(label, "label", ndim=0, what=" (one class)")
     _checks.check_range(label, f"label (a class of the {K} logits in z)", 0, K)
-    return jnp.where((label >= 0) & (label < K), -log_softmax(z)[label], jnp.nan)  # NaN for a bad label under jit
+    return _cross_entropy_jit(z, label)
+
+
+def _cross_entropy(z, label):
+    K = z.shape[0]
+    return jnp.where((label >= 0) & (label < K), -_log_softmax(z)[label], jnp.nan)  # NaN for a bad label under jit
+
+
+_cross_entropy_jit = jax.jit(_cross_entropy)
 
 
 def binary_cross_entropy(z, label):
@@ -236,13 +251,21 @@ def binary_cross_entropy(z, label):
     >>> binary_cross_entropy(jnp.array(0.0), 1.0).round(4)  # log 2
     Array(0.6931, dtype=float32)
     """
-    z32, dtype = _float32(z)
+    z = _checks.float_array(z, "z")
     label = _checks.float_array(label, "label")
-    if label.shape != z32.shape:
-        raise ValueError(f"label must have the shape of z, {z32.shape}, got shape {label.shape}")
+    if label.shape != z.shape:
+        raise ValueError(f"label must have the shape of z, {z.shape}, got shape {label.shape}")
+    return _binary_cross_entropy_jit(z, label)
+
+
+def _binary_cross_entropy(z, label):
+    z32, dtype = z.astype(jnp.promote_types(z.dtype, jnp.float32)), z.dtype
     # max(z, 0) written as (z + |z|) / 2, so that the gradient at z = 0 is sigmoid(0) = 1/2 exactly
     out = 0.5 * (z32 + jnp.abs(z32)) - label * z32 + jnp.log1p(jnp.exp(-jnp.abs(z32)))
     return out.astype(dtype)
+
+
+_binary_cross_entropy_jit = jax.jit(_binary_cross_entropy)
 
 
 def init(key, in_features, num_classes):
@@ -252,6 +275,11 @@ def init(key, in_features, num_classes):
     """
     in_features = _checks.size(in_features, "in_features")
     num_classes = _checks.size(num_classes, "num_classes")  # 1 means binary: one logit
+    return _init(key, in_features, num_classes)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _init(key, in_features, num_classes):
     return {
         "W": 0.01 * jax.random.normal(key, (in_features, num_classes)),
         "b": jnp.zeros((num_classes,)),
@@ -269,12 +297,24 @@ def apply(params, x):
     """The logits ``x @ W + b`` of one example ``x`` of shape (D,); shape (K,)."""
     D, _ = _check_params(params)
     x = _checks.same_shape(_checks.float_array(x, "x"), "x", (D,), expected_from="(D,) to match params['W']")
+    return _apply_jit(params, x)
+
+
+def _apply(params, x):
     return x @ params["W"] + params["b"]
+
+
+_apply_jit = jax.jit(_apply)
 
 
 def predict(params, x):
     """The most probable class of one example: the arg max of the logits, or ``z > 0`` if binary."""
     z = _checks.check_no_nan(apply(params, x), "the logits of params and x")  # no arg max of NaN
+    return _class_of(z)
+
+
+@jax.jit
+def _class_of(z):
     if z.shape[0] == 1:
         return (z[0] > 0).astype(jnp.int32)
     return jnp.argmax(z)
@@ -291,15 +331,18 @@ def _check_data(params, X, y):
 
 def loss(params, X, y):
     """Mean cross-entropy over a data set ``X`` (N, D) with integer labels ``y`` (N,)."""
-    return _mean_loss(params, *_check_data(params, X, y))
+    return _mean_loss_jit(params, *_check_data(params, X, y))
 
 
 def _mean_loss(params, X, y):
     """:func:`loss` on data already checked (so that a ``scan`` body checks nothing)."""
-    Z = jax.vmap(apply, in_axes=(None, 0))(params, X)  # (N, K)
+    Z = jax.vmap(_apply, in_axes=(None, 0))(params, X)  # (N, K)
     if Z.shape[1] == 1:
-        return jnp.mean(jax.vmap(binary_cross_entropy)(Z[:, 0], y.astype(Z.dtype)))
-    return jnp.mean(jax.vmap(cross_entropy)(Z, y))
+        return jnp.mean(jax.vmap(_binary_cross_entropy)(Z[:, 0], y.astype(Z.dtype)))
+    return jnp.mean(jax.vmap(_cross_entropy)(Z, y))
+
+
+_mean_loss_jit = jax.jit(_mean_loss)
 
 
 def fit(params, X, y, *, learning_rate, steps):
@@ -307,7 +350,11 @@ def fit(params, X, y, *, learning_rate, steps):
     X, y = _check_data(params, X, y)
     _checks.size(steps, "steps")
     _checks.positive(learning_rate, "learning_rate")
+    return _fit(params, X, y, learning_rate, steps)
 
+
+@functools.partial(jax.jit, static_argnums=4)
+def _fit(params, X, y, learning_rate, steps):
     def step(params, _):
         value, grads = jax.value_and_grad(_mean_loss)(params, X, y)
         params = jax.tree.map(lambda p, g: p - learning_rate * g, params, grads)
