@@ -174,6 +174,8 @@ Array([[0.75, 0.25],
        [0.25, 0.75]], dtype=float32)
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -211,18 +213,36 @@ def sample_mixing(key, batch_size, alpha):
     """Draw the mixing coefficient ``lam ~ Beta(alpha, alpha)`` and a random pairing ``perm`` of the batch."""
     _check_alpha(alpha)
     batch_size = _checks.size(batch_size, "batch_size")
+    lam, k_perm = _mixing_coefficient(key, alpha)
+    return lam, _permutation(k_perm, batch_size)
+
+
+# The public functions check their input in Python, then run compiled cores (sizes static): the
+# page's examples, the tests and the bad-input checks share one program per shape instead of
+# dispatching each operation eagerly. The Beta draw, whose sampler is slow to compile, is a program
+# of its own that every batch size shares.
+@jax.jit
+def _mixing_coefficient(key, alpha):
     k_lam, k_perm = jax.random.split(key)
-    lam = jax.random.beta(k_lam, alpha, alpha)
-    perm = jax.random.permutation(k_perm, batch_size)
-    return lam, perm
+    return jax.random.beta(k_lam, alpha, alpha), k_perm
+
+
+_permutation = jax.jit(jax.random.permutation, static_argnums=1)
 
 
 def mix_pairs(x, y, lam, perm):
     """Mixup with a given ``lam`` and pairing: ``lam * x + (1 - lam) * x[perm]``, and the same for ``y``."""
     x, y, perm = _check_batch(x, y, perm)
     lam = _checks.float_array(lam, "lam", ndim=0, what=" (a scalar)")
+    return _mix_pairs(x, y, lam, perm)
+
+
+def _mix_pairs_fn(x, y, lam, perm):
     x_lam, y_lam = jnp.asarray(lam, x.dtype), jnp.asarray(lam, y.dtype)
     return x_lam * x + (1 - x_lam) * x[perm], y_lam * y + (1 - y_lam) * y[perm]
+
+
+_mix_pairs = jax.jit(_mix_pairs_fn)
 
 
 def mixup(key, x, y, alpha):
@@ -240,6 +260,10 @@ def cutmix_mask(key, lam, height, width):
     """
     lam = _checks.check_no_nan(_checks.float_array(lam, "lam", ndim=0, what=" (a scalar)"), "lam")
     height, width = _checks.size(height, "height"), _checks.size(width, "width")
+    return _cutmix_mask(key, lam, height, width)
+
+
+def _cutmix_mask_fn(key, lam, height, width):
     k_row, k_col = jax.random.split(key)
     side = jnp.sqrt(1.0 - lam)
     cut_h = jnp.floor(height * side).astype(jnp.int32)
@@ -253,6 +277,9 @@ def cutmix_mask(key, lam, height, width):
     return ~(in_rows[:, None] & in_cols[None, :])  # (H, W)
 
 
+_cutmix_mask = jax.jit(_cutmix_mask_fn, static_argnums=(2, 3))
+
+
 def paste_box(x, y, keep, perm):
     """CutMix with a given mask and pairing: pixels of ``x[perm]`` where ``keep`` is False.
 
@@ -264,15 +291,25 @@ def paste_box(x, y, keep, perm):
         raise TypeError(f"keep must be a boolean mask (H, W), got dtype {keep.dtype}")
     if keep.shape != x.shape[1:3]:
         raise ValueError(f"keep must have shape (H, W) = {x.shape[1:3]}, got shape {keep.shape}")
+    return _paste_box(x, y, keep, perm)
+
+
+def _paste_box_fn(x, y, keep, perm):
     x_mixed = jnp.where(keep[None, :, :, None], x, x[perm])  # (B, H, W, C)
     lam_hat = jnp.mean(keep, dtype=jnp.float32).astype(y.dtype)  # the actual kept area
     return x_mixed, lam_hat * y + (1 - lam_hat) * y[perm]
+
+
+_paste_box = jax.jit(_paste_box_fn)
 
 
 def cutmix(key, x, y, alpha):
     """CutMix of a batch ``x`` (B, H, W, C) with one-hot ``y`` (B, K): one box and one pairing per batch."""
     x, y = _check_batch(x, y)
     B, H, W, _ = x.shape
-    k_mix, k_box = jax.random.split(key)
+    k_mix, k_box = _split(key)
     lam, perm = sample_mixing(k_mix, B, alpha)
     return paste_box(x, y, cutmix_mask(k_box, lam, H, W), perm)
+
+
+_split = jax.jit(jax.random.split)
