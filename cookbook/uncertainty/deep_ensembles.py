@@ -121,17 +121,19 @@ True
 1.0
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
 from cookbook import _checks
 from cookbook._memo import cached
-from cookbook.foundations.mlp import apply as mlp_apply
+from cookbook.foundations.mlp import _apply as mlp_apply
 from cookbook.foundations.mlp import init as mlp_init
 from cookbook.optimization.adam import adam
 
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
-JIT = {"apply": (), "gaussian_nll": (), "mixture_moments": (), "predict": (), "fit": ("steps",)}
+JIT = {"apply": (), "gaussian_nll": (), "mixture_moments": (), "predict": (), "fit": ("steps", "learning_rate")}
 
 #: The floor added to every predicted variance.
 MIN_VARIANCE = 1e-6
@@ -162,10 +164,26 @@ def _check_member(params):
 
 def apply(params, x):
     """One member's predicted mean and variance, two scalars, for one input ``x`` (D,)."""
-    _check_member(params)
-    mean, raw = mlp_apply(params, x, activation="relu")
+    x = _check_input(x, _check_member(params))
+    _checks.layers(params)
+    return _apply_jit(params, x)
+
+
+def _check_input(x, D):
+    x = _checks.float_array(x, "x")
+    return _checks.same_shape(x, "x", (D,), expected_from="to match params[0]['W']")
+
+
+def _apply(params, x):
+    mean, raw = mlp_apply(params, x, "relu")
     variance = jax.nn.softplus(raw) + MIN_VARIANCE
     return mean, variance
+
+
+# The public functions check their input, then hand it as it comes to a compiled core like this one:
+# called eagerly, each of their operations would compile on its own for every new shape, and the
+# training loop's lax.scan would compile again at every call.
+_apply_jit = jax.jit(_apply)
 
 
 def _check_data(X, y, D):
@@ -179,8 +197,16 @@ def gaussian_nll(params, X, y):
     """One member's mean Gaussian negative log-likelihood on ``X`` (N, D), ``y`` (N,), without the
     constant ``log(2 pi) / 2``."""
     X, y = _check_data(X, y, _check_member(params))
-    mean, variance = jax.vmap(apply, in_axes=(None, 0))(params, X)  # (N,), (N,)
+    _checks.layers(params)
+    return _gaussian_nll_jit(params, X, y)
+
+
+def _gaussian_nll(params, X, y):
+    mean, variance = jax.vmap(_apply, in_axes=(None, 0))(params, X)  # (N,), (N,)
     return jnp.mean(0.5 * jnp.log(variance) + 0.5 * (y - mean) ** 2 / variance)
+
+
+_gaussian_nll_jit = jax.jit(_gaussian_nll)
 
 
 def mixture_moments(means, variances):
@@ -188,9 +214,16 @@ def mixture_moments(means, variances):
     means = _checks.float_array(means, "means", ndim=1, what=" (M,)")
     variances = _checks.float_array(variances, "variances", ndim=1, what=" (M,)")
     _checks.same_shape(variances, "variances", means.shape, expected_from="M from means")
+    return _mixture_moments_jit(means, variances)
+
+
+def _mixture_moments(means, variances):
     mean = jnp.mean(means)
     variance = jnp.mean(variances) + jnp.mean((means - mean) ** 2)  # aleatoric + epistemic
     return mean, variance
+
+
+_mixture_moments_jit = jax.jit(_mixture_moments)
 
 
 def _check_ensemble(params):
@@ -202,14 +235,23 @@ def _check_ensemble(params):
             if jnp.ndim(layer[name]) < 1 or jnp.shape(layer[name])[0] != M:
                 raise ValueError(f"params[{l}]['{name}'] must have the leading member axis of size {M}, "
                                  f"got shape {jnp.shape(layer[name])}")
+    # Each member's layers must chain: the check of one member, on shapes alone (nothing compiles).
+    jax.eval_shape(lambda p: _checks.layers([{k: v[0] for k, v in layer.items()} for layer in p]), params)
     return M, D
 
 
 def predict(params, x):
     """The ensemble's mixture mean and variance for one input ``x`` (D,): two scalars."""
-    _check_ensemble(params)
-    means, variances = jax.vmap(apply, in_axes=(0, None))(params, x)  # (M,), (M,)
-    return mixture_moments(means, variances)
+    _, D = _check_ensemble(params)
+    return _predict_jit(params, _check_input(x, D))
+
+
+def _predict(params, x):
+    means, variances = jax.vmap(_apply, in_axes=(0, None))(params, x)  # (M,), (M,)
+    return _mixture_moments(means, variances)
+
+
+_predict_jit = jax.jit(_predict)
 
 
 @cached  # the chapter's figure and the tests share this run when the book is built (cookbook/_memo.py)
@@ -218,14 +260,20 @@ def fit(params, X, y, *, steps, learning_rate=0.01):
     full-batch Adam. Returns the trained parameters and each member's loss before each step, (M, steps)."""
     _, D = _check_ensemble(params)
     X, y = _check_data(X, y, D)
-    _checks.size(steps, "steps")
+    steps = _checks.size(steps, "steps")
     _checks.positive(learning_rate, "learning_rate")
-    optimizer = adam(1.0)  # the step size is applied below, so that it may be traced
+    return _fit(params, X, y, steps=steps, learning_rate=_checks.static_number(learning_rate, "learning_rate"))
+
+
+# One compiled program per set of shapes, steps and step size (static, as the Python number it is).
+@functools.partial(jax.jit, static_argnames=("steps", "learning_rate"))
+def _fit(params, X, y, *, steps, learning_rate):
+    optimizer = adam(1.0)  # the step size is applied below
 
     def train_one(member):
         def step(carry, _):
             member, state = carry
-            value, grads = jax.value_and_grad(gaussian_nll)(member, X, y)
+            value, grads = jax.value_and_grad(_gaussian_nll)(member, X, y)
             updates, state = optimizer.update(grads, state, member)
             member = jax.tree.map(lambda p, u: p + learning_rate * u, member, updates)
             return (member, state), value
