@@ -169,13 +169,15 @@ likelihood they reach. GPyTorch and GPJax add sparse and variational approximati
 :math:`N`; for the cubic cost, see inducing-point methods.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
 from cookbook import _checks
 
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
-JIT = {"rbf_kernel": (), "posterior": (), "log_marginal_likelihood": (), "fit_hyperparameters": ("steps",)}
+JIT = {"rbf_kernel": (), "posterior": (), "log_marginal_likelihood": (), "fit_hyperparameters": ("steps", "learning_rate", "lengthscale", "variance", "noise")}
 #: Arguments whose last axis may take any size: the input dimension D of the training inputs, which
 #: nothing else fixes where there are no test inputs.
 FREE_LENGTH = {"log_marginal_likelihood": ("x_train",), "fit_hyperparameters": ("x_train",)}
@@ -202,7 +204,13 @@ def rbf_kernel(x1, x2, *, lengthscale, variance):
     _checks.same_shape(x2, "x2", (x2.shape[0], x1.shape[1]), expected_from="D from x1")
     _checks.positive(lengthscale, "lengthscale")
     _checks.positive(variance, "variance")
-    return _kernel(x1, x2, lengthscale, variance)
+    return _kernel_jit(x1, x2, lengthscale=lengthscale, variance=variance)
+
+
+# The public functions check their input, then hand it as it comes to a compiled core like this one
+# (the hyperparameters traced, so that one program serves every value): called eagerly, each of their
+# operations would compile on its own for every new shape, and the fit's lax.scan at every call.
+_kernel_jit = jax.jit(_kernel)
 
 
 def _training_data(x_train, y_train):
@@ -228,6 +236,11 @@ def posterior(x_train, y_train, x_test, *, lengthscale, variance, noise):
     x_test = _inputs(x_test, "x_test")
     _checks.same_shape(x_test, "x_test", (x_test.shape[0], x_train.shape[1]), expected_from="D from x_train")
     _hyper(lengthscale, variance, noise)
+    return _posterior(x_train, y_train, x_test, lengthscale=lengthscale, variance=variance, noise=noise)
+
+
+@jax.jit
+def _posterior(x_train, y_train, x_test, lengthscale, variance, noise):
     L = _factor(x_train, lengthscale, variance, noise)
     K_star = _kernel(x_train, x_test, lengthscale, variance)  # (N, M)
     K_star_star = _kernel(x_test, x_test, lengthscale, variance)  # (M, M)
@@ -243,10 +256,17 @@ def log_marginal_likelihood(x_train, y_train, *, lengthscale, variance, noise):
     Gaussian noise: a scalar, differentiable in the hyperparameters."""
     x_train, y_train = _training_data(x_train, y_train)
     _hyper(lengthscale, variance, noise)
+    return _log_marginal_likelihood_jit(x_train, y_train, lengthscale=lengthscale, variance=variance, noise=noise)
+
+
+def _log_marginal_likelihood(x_train, y_train, lengthscale, variance, noise):
     N = x_train.shape[0]
     L = _factor(x_train, lengthscale, variance, noise)
     alpha = jax.scipy.linalg.cho_solve((L, True), y_train)
     return -0.5 * y_train @ alpha - jnp.sum(jnp.log(jnp.diag(L))) - 0.5 * N * jnp.log(2 * jnp.pi)
+
+
+_log_marginal_likelihood_jit = jax.jit(_log_marginal_likelihood)
 
 
 def fit_hyperparameters(x_train, y_train, *, steps, learning_rate=0.05, lengthscale=1.0, variance=1.0, noise=0.1):
@@ -257,16 +277,24 @@ def fit_hyperparameters(x_train, y_train, *, steps, learning_rate=0.05, lengthsc
     likelihood before each step, shape (steps,).
     """
     x_train, y_train = _training_data(x_train, y_train)
-    _checks.size(steps, "steps")
+    steps = _checks.size(steps, "steps")
     _checks.positive(learning_rate, "learning_rate")
     _hyper(lengthscale, variance, noise)
     _checks.positive(noise, "noise")  # its logarithm is the parameter: zero has none
+    static = {name: _checks.static_number(value, name) for name, value in
+              (("learning_rate", learning_rate), ("lengthscale", lengthscale), ("variance", variance), ("noise", noise))}
+    return _fit_hyperparameters(x_train, y_train, steps=steps, **static)
+
+
+# The step size and the starting values are static, as the Python numbers they are.
+@functools.partial(jax.jit, static_argnames=("steps", "learning_rate", "lengthscale", "variance", "noise"))
+def _fit_hyperparameters(x_train, y_train, *, steps, learning_rate, lengthscale, variance, noise):
     dtype = y_train.dtype
     log_theta = jnp.log(jnp.array([lengthscale, variance, noise], dtype))
 
     def objective(log_theta):
         ell, var, sigma2 = jnp.exp(log_theta)
-        return log_marginal_likelihood(x_train, y_train, lengthscale=ell, variance=var, noise=sigma2)
+        return _log_marginal_likelihood(x_train, y_train, ell, var, sigma2)
 
     b1, b2, eps = 0.9, 0.999, 1e-8
 

@@ -9,9 +9,6 @@ from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
 from cookbook.uncertainty._data import GAP, gap_data
 from cookbook.uncertainty.gaussian_process import fit_hyperparameters, log_marginal_likelihood, posterior, rbf_kernel
 
-posterior_jit = jax.jit(posterior)
-lml_jit = jax.jit(log_marginal_likelihood)
-fit_jit = jax.jit(fit_hyperparameters, static_argnames="steps")
 HYPER = dict(lengthscale=0.8, variance=1.7, noise=0.05)
 
 
@@ -32,8 +29,8 @@ def test_posterior_and_marginal_likelihood_match_sklearn_in_float64():
     gp = sklearn_gp(x, y, **HYPER)
     want_mean, want_cov = gp.predict(x_test, return_cov=True)
     with jax.enable_x64(True):
-        mean, cov = posterior_jit(x, y, x_test, **HYPER)
-        lml = lml_jit(x, y, **HYPER)
+        mean, cov = posterior(x, y, x_test, **HYPER)
+        lml = log_marginal_likelihood(x, y, **HYPER)
         assert mean.dtype == jnp.float64
         np.testing.assert_allclose(mean, want_mean, rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(cov, want_cov, rtol=1e-9, atol=1e-12)
@@ -43,7 +40,7 @@ def test_posterior_and_marginal_likelihood_match_sklearn_in_float64():
 def test_posterior_in_float32_is_within_1e_4_of_sklearn():
     x, y, x_test = random_problem(1)
     want_mean, want_cov = sklearn_gp(x, y, **HYPER).predict(x_test, return_cov=True)
-    mean, cov = posterior_jit(jnp.float32(x), jnp.float32(y), jnp.float32(x_test), **HYPER)
+    mean, cov = posterior(np.float32(x), np.float32(y), np.float32(x_test), **HYPER)
     assert mean.shape == (5,) and cov.shape == (5, 5) and mean.dtype == jnp.float32
     np.testing.assert_allclose(mean, want_mean, atol=1e-4)
     np.testing.assert_allclose(cov, want_cov, atol=1e-4)
@@ -51,7 +48,7 @@ def test_posterior_in_float32_is_within_1e_4_of_sklearn():
 
 def test_rbf_kernel_matches_sklearn_and_a_loop():
     x1, _, x2 = random_problem(2)
-    got = rbf_kernel(jnp.float32(x1), jnp.float32(x2), lengthscale=0.8, variance=1.7)
+    got = rbf_kernel(np.float32(x1), np.float32(x2), lengthscale=0.8, variance=1.7)
     want = (ConstantKernel(1.7) * RBF(0.8))(x1, x2)
     loop = np.array([[1.7 * np.exp(-np.sum((a - b) ** 2) / (2 * 0.8**2)) for b in x2] for a in x1])
     np.testing.assert_allclose(want, loop, rtol=1e-12)
@@ -82,7 +79,8 @@ def test_gradient_in_the_log_hyperparameters_matches_sklearn():
 @pytest.fixture(scope="module")
 def fitted():
     x, y = gap_data(n=20)
-    return x, y, fit_jit(x, y, steps=200)
+    theta, history = fit_hyperparameters(x, y, steps=200)
+    return x, y, (theta, np.asarray(history))
 
 
 def test_fitted_hyperparameters_reach_the_marginal_likelihood_of_sklearns_optimiser(fitted):
@@ -90,7 +88,7 @@ def test_fitted_hyperparameters_reach_the_marginal_likelihood_of_sklearns_optimi
     kernel = ConstantKernel(1.0) * RBF(1.0) + WhiteKernel(0.1)
     gp = GaussianProcessRegressor(kernel, alpha=0.0).fit(np.float64(x), np.float64(y))
     best = gp.log_marginal_likelihood_value_
-    reached = float(lml_jit(x, y, **theta))
+    reached = float(log_marginal_likelihood(x, y, **theta))
     assert reached > best - 0.05, (reached, best)
     assert history[-1] > history[0] + 10
     # The noise found is near the 0.1**2 that made the data.
@@ -102,7 +100,7 @@ def test_fitted_hyperparameters_reach_the_marginal_likelihood_of_sklearns_optimi
 def test_tight_on_the_data_wide_in_the_gap_and_the_prior_far_away():
     x, y = gap_data()
     grid = np.array([[-1.5], [1.2], [0.0], [9.0]], np.float32)  # two on the data, the gap's middle, far
-    mean, cov = posterior_jit(x, y, grid, lengthscale=0.5, variance=1.0, noise=0.01)
+    mean, cov = posterior(x, y, grid, lengthscale=0.5, variance=1.0, noise=0.01)
     var = np.diag(cov)
     assert var[0] < 0.01 and var[1] < 0.01
     assert var[2] > 30 * max(var[0], var[1])
@@ -113,7 +111,7 @@ def test_tight_on_the_data_wide_in_the_gap_and_the_prior_far_away():
 def test_covariance_is_symmetric_positive_semidefinite_and_below_the_prior():
     x, y, x_test = random_problem(4)
     with jax.enable_x64(True):
-        _, cov = posterior_jit(x, y, x_test, **HYPER)
+        _, cov = posterior(x, y, x_test, **HYPER)
         eig = np.linalg.eigvalsh(np.asarray(cov))
     np.testing.assert_allclose(cov, cov.T, atol=1e-14)
     assert eig.min() > -1e-12
@@ -123,26 +121,27 @@ def test_covariance_is_symmetric_positive_semidefinite_and_below_the_prior():
 def test_with_little_noise_the_mean_interpolates_the_targets():
     x, y, _ = random_problem(5)
     with jax.enable_x64(True):
-        mean, cov = posterior_jit(x, y, x[:5], lengthscale=0.8, variance=1.7, noise=1e-10)
+        mean, cov = posterior(x, y, x[:5], lengthscale=0.8, variance=1.7, noise=1e-10)
     np.testing.assert_allclose(mean, y[:5], atol=1e-6)
     np.testing.assert_allclose(np.diag(cov), 0.0, atol=1e-6)
 
 
 def test_one_training_point_and_one_test_point_by_hand():
-    mean, cov = posterior_jit(jnp.array([[0.0]]), jnp.array([2.0]), jnp.array([[1.0]]), lengthscale=1.0, variance=1.0, noise=1.0)
+    x, y, x_test = np.array([[0.0]], np.float32), np.array([2.0], np.float32), np.array([[1.0]], np.float32)
+    mean, cov = posterior(x, y, x_test, lengthscale=1.0, variance=1.0, noise=1.0)
     k = np.exp(-0.5)
     np.testing.assert_allclose(mean, [k * 2.0 / 2.0], rtol=1e-6)
     np.testing.assert_allclose(cov, [[1.0 - k**2 / 2.0]], rtol=1e-6)
-    lml = lml_jit(jnp.array([[0.0]]), jnp.array([2.0]), lengthscale=1.0, variance=1.0, noise=1.0)
+    lml = log_marginal_likelihood(x, y, lengthscale=1.0, variance=1.0, noise=1.0)
     np.testing.assert_allclose(lml, -0.5 * 4 / 2 - 0.5 * np.log(2) - 0.5 * np.log(2 * np.pi), rtol=1e-6)
 
 
 # ---- Bad input ------------------------------------------------------------------------------------
 
 def test_clear_errors_on_bad_input():
-    x, y, x_test = (jnp.float32(a) for a in random_problem())
+    x, y, x_test = (np.float32(a) for a in random_problem())
     with pytest.raises(TypeError, match="x_train"):
-        posterior(jnp.int32(x), y, x_test, **HYPER)
+        posterior(np.int32(x), y, x_test, **HYPER)
     with pytest.raises(ValueError, match="x_train"):
         posterior(x[:, 0], y, x_test, **HYPER)
     with pytest.raises(ValueError, match="y_train"):
@@ -162,9 +161,10 @@ def test_clear_errors_on_bad_input():
 
 
 def test_without_noise_close_inputs_make_the_factorisation_fail_with_nan_in_float32():
-    x = jnp.array([[0.0], [1e-4], [1.0]])  # the page: numerically singular without noise
-    y = jnp.array([0.0, 0.1, 1.0])
-    mean, _ = posterior_jit(x, y, x, lengthscale=1.0, variance=1.0, noise=0.0)
+    x = np.array([[0.0], [1e-4], [1.0]], np.float32)  # the page: numerically singular without noise
+    y = np.array([0.0, 0.1, 1.0], np.float32)
+    x_test = x[:2]  # the two close inputs: the example's shapes, so its compiled posterior serves
+    mean, _ = posterior(x, y, x_test, lengthscale=1.0, variance=1.0, noise=0.0)
     assert np.all(np.isnan(mean))
-    mean, _ = posterior_jit(x, y, x, lengthscale=1.0, variance=1.0, noise=0.01)
+    mean, _ = posterior(x, y, x_test, lengthscale=1.0, variance=1.0, noise=0.01)
     assert np.all(np.isfinite(mean))
