@@ -173,6 +173,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from cookbook import _checks
 from cookbook._memo import cached
@@ -200,6 +201,14 @@ def loss_weight(t):
     """The weight :math:`-\\alpha_t' / (1 - \\alpha_t)` of the cross-entropy at level ``t``; for the
     linear schedule, :math:`1 / t`."""
     t = _checks.float_array(t, "t")
+    return _loss_weight_jit(t)
+
+
+# The public functions check their input, then hand it as it comes to a compiled core like this one:
+# called eagerly, each of their operations would compile on its own for every new shape, and a
+# lax.scan would compile again at every call.
+@jax.jit
+def _loss_weight_jit(t):
     return 1.0 / t
 
 
@@ -217,6 +226,11 @@ def mask_tokens(key, x, t, vocab_size):
     vocab_size = _checks.size(vocab_size, "vocab_size")
     x = _checks.check_range(_checks.int_array(x, "x", ndim=1, what=" (L,)"), "x", 0, vocab_size)
     t = _level(t)
+    return _mask_tokens(key, x, t, vocab_size=vocab_size)
+
+
+@functools.partial(jax.jit, static_argnames="vocab_size")
+def _mask_tokens(key, x, t, *, vocab_size):
     masked = jax.random.uniform(key, x.shape) < 1.0 - alpha(t)
     return jnp.where(masked, vocab_size, x).astype(jnp.int32)
 
@@ -243,7 +257,7 @@ def weighted_masked_cross_entropy(logits, x, z, t):
     _checks.same_shape(z, "z", (L,), expected_from="one token per row of logits")
     _checks.check_range(x, "x (ids below K, the last axis of logits)", 0, K)
     _checks.check_range(z, "z (ids up to the mask id K, the last axis of logits)", 0, K + 1)
-    if _checks.is_concrete((x, z)) and bool(jnp.any((z != K) & (z != x))):
+    if _checks.is_concrete((x, z)) and bool(np.any((np.asarray(z) != K) & (np.asarray(z) != np.asarray(x)))):
         raise ValueError("z must equal x wherever it is not the mask id K: unmasked tokens are never changed")
     return _weighted_ce(logits, x, z, _level(t))
 
@@ -319,8 +333,14 @@ def train(params, data, key, *, steps, batch_size=128, learning_rate=3e-3):
     drawn with replacement, the step size decayed along a cosine (the loop of :doc:`ddpm`)."""
     data, L, K = _check_data(params, data, "data")
     steps, batch_size = _checks.size(steps, "steps"), _checks.size(batch_size, "batch_size")
-    optimizer = adam(_checks.positive(learning_rate, "learning_rate"))
-    return _fit(params, data, key, steps, batch_size, optimizer, lambda p, x, k: _loss(p, x, k, L, K))
+    adam(_checks.positive(learning_rate, "learning_rate"))  # its checks of the step size, before anything is traced
+    return _train(params, data, key, steps=steps, batch_size=batch_size,
+                  learning_rate=_checks.static_number(learning_rate, "learning_rate"), L=L, K=K)
+
+
+@functools.partial(jax.jit, static_argnames=("steps", "batch_size", "learning_rate", "L", "K"))
+def _train(params, data, key, *, steps, batch_size, learning_rate, L, K):
+    return _fit(params, data, key, steps, batch_size, adam(learning_rate), lambda p, x, k: _loss(p, x, k, L, K))
 
 
 # ---- Sampling and the data ---------------------------------------------------------------------
@@ -331,7 +351,11 @@ def sample(params, key, num_samples, num_steps):
     from the network; a revealed token stays."""
     L, K = _sizes(params)
     num_samples, num_steps = _checks.size(num_samples, "num_samples"), _checks.size(num_steps, "num_steps")
+    return _sample(params, key, num_samples=num_samples, num_steps=num_steps, L=L, K=K)
 
+
+@functools.partial(jax.jit, static_argnames=("num_samples", "num_steps", "L", "K"))
+def _sample(params, key, *, num_samples, num_steps, L, K):
     def step(z, inputs):
         i, k = inputs
         t, s = (num_steps - i) / num_steps, (num_steps - i - 1) / num_steps
@@ -363,4 +387,9 @@ def _periodic(key, num, length, vocab_size, period):
 def is_periodic(x, period=3):
     """Whether each row of ``x`` (B, L) repeats its first ``period`` tokens: a bool per row."""
     x = _checks.int_array(x, "x", ndim=2, what=" (B, L)")
+    return _is_periodic(x, _checks.size(period, "period"))
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _is_periodic(x, period):
     return jnp.all(x[:, period:] == x[:, :-period], axis=1)
