@@ -176,26 +176,29 @@ The Laplacian encoding of a path of 5 nodes: the second eigenvector runs from on
 other (shown with its first entry made positive, since the solver may return either sign), and its
 negative is an equally valid eigenvector:
 
->>> import jax, jax.numpy as jnp
+>>> import jax, numpy as np
 >>> from cookbook.graphs.graph_transformer import (apply, init, laplacian_pe, normalized_laplacian,
 ...     shortest_path_distances)
->>> A = jnp.zeros((5, 5)).at[jnp.arange(4), jnp.arange(1, 5)].set(1.0)
->>> A = A + A.T
->>> pe = laplacian_pe(A, 2)
->>> jnp.round(pe[:, 0] * jnp.sign(pe[0, 0]), 4) + 0.0  # (+ 0.0 turns a -0 into 0)
-Array([ 0.5,  0.5,  0. , -0.5, -0.5], dtype=float32)
->>> L = normalized_laplacian(A)
+>>> A = np.eye(5, k=1) + np.eye(5, k=-1)  # the path 0 - 1 - 2 - 3 - 4
+>>> pe = np.asarray(laplacian_pe(A, 2))
+>>> np.round(pe[:, 0] * np.sign(pe[0, 0]), 4) + 0.0  # (+ 0.0 turns a -0 into 0)
+array([ 0.5,  0.5,  0. , -0.5, -0.5], dtype=float32)
+>>> L = np.asarray(normalized_laplacian(A))
 >>> eigenvalue = pe[:, 0] @ L @ pe[:, 0]
->>> bool(jnp.allclose(L @ -pe[:, 0], eigenvalue * -pe[:, 0], atol=1e-5))
+>>> bool(np.allclose(L @ -pe[:, 0], eigenvalue * -pe[:, 0], atol=1e-5))
 True
->>> shortest_path_distances(A, 3)[0]
-Array([0, 1, 2, 3, 3], dtype=int32)
+>>> shortest_path_distances(A, 3)
+Array([[0, 1, 2, 3, 3],
+       [1, 0, 1, 2, 3],
+       [2, 1, 0, 1, 2],
+       [3, 2, 1, 0, 1],
+       [3, 3, 2, 1, 0]], dtype=int32)
 
 During training, each step draws new signs:
 
 >>> from cookbook.graphs.graph_transformer import random_sign_flip
 >>> flipped = random_sign_flip(jax.random.key(1), pe)
->>> bool(jnp.allclose(jnp.abs(flipped), jnp.abs(pe)))
+>>> bool(np.allclose(np.abs(flipped), np.abs(pe)))
 True
 
 A graph transformer of two GPS layers on the path, with 3 input features; renumbering the nodes
@@ -203,13 +206,13 @@ A graph transformer of two GPS layers on the path, with 3 input features; renumb
 
 >>> params = init(jax.random.key(0), in_size=3, pe_size=2, d_model=8, heads=2, num_layers=2,
 ...               out_size=4, max_distance=3)
->>> x = jnp.linspace(-1.0, 1.0, 15).reshape(5, 3)
+>>> x = np.linspace(-1.0, 1.0, 15).reshape(5, 3)
 >>> y = apply(params, x, A, pe)
 >>> y.shape
 (5, 4)
->>> perm = jnp.array([3, 0, 4, 1, 2])
+>>> perm = np.array([3, 0, 4, 1, 2])
 >>> y_perm = apply(params, x[perm], A[perm][:, perm], pe[perm])
->>> bool(jnp.allclose(y_perm, y[perm], atol=1e-5))
+>>> bool(np.allclose(y_perm, np.asarray(y)[perm], atol=1e-5))
 True
 
 Attention masked to the neighbours is local, global attention is not: changing node 4 changes what
@@ -217,10 +220,11 @@ node 0 receives only when node 0 may attend to everyone:
 
 >>> from cookbook.graphs.graph_transformer import attention
 >>> layer, distances = params["layers"][0]["attention"], shortest_path_distances(A, 3)
->>> h = jnp.linspace(-1.0, 1.0, 40).reshape(5, 8)
->>> h_changed = h.at[4].set(5.0)
->>> neighbours, everyone = (A != 0) | jnp.eye(5, dtype=bool), jnp.ones((5, 5), dtype=bool)
->>> [bool(jnp.allclose(attention(layer, h, distances, mask)[0], attention(layer, h_changed, distances, mask)[0]))
+>>> h = np.linspace(-1.0, 1.0, 40).reshape(5, 8)
+>>> h_changed = h.copy()
+>>> h_changed[4] = 5.0
+>>> neighbours, everyone = (A != 0) | np.eye(5, dtype=bool), np.ones((5, 5), dtype=bool)
+>>> [bool(np.allclose(attention(layer, h, distances, mask)[0], attention(layer, h_changed, distances, mask)[0]))
 ...  for mask in (neighbours, everyone)]
 [True, False]
 
@@ -298,6 +302,11 @@ def random_sign_flip(key, pe):
     """``pe`` (N, k) with each column multiplied by an independent random sign: an equally valid
     encoding of the same graph, drawn afresh at every training step."""
     pe = _checks.float_array(pe, "pe", ndim=2, what=" (N, k)")
+    return _random_sign_flip(key, pe)
+
+
+@jax.jit
+def _random_sign_flip(key, pe):
     signs = jax.random.rademacher(key, (pe.shape[1],), dtype=pe.dtype)  # (k,) of +-1
     return pe * signs[None, :]
 
@@ -414,6 +423,11 @@ def init(key, *, in_size, pe_size, d_model, heads, num_layers, out_size, max_dis
                                              (max_distance, "max_distance"))]
     if sizes[2] % sizes[3]:
         raise ValueError(f"d_model must be a multiple of heads, got d_model={sizes[2]} and heads={sizes[3]}")
+    return _init(key, tuple(sizes))
+
+
+@functools.partial(jax.jit, static_argnums=1)  # one compiled program per configuration
+def _init(key, sizes):
     flat, treedef = jax.tree_util.tree_flatten_with_path(_shapes(*sizes), is_leaf=lambda s: isinstance(s, tuple))
     names = [str(path[-1].key) for path, _ in flat]  # the dict key of each leaf: W_q, b, scale, ...
     counts = [int(np.prod(shape)) if name.startswith("W") else 0 for name, (_, shape) in zip(names, flat)]

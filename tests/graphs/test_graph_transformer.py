@@ -71,10 +71,11 @@ def test_shortest_path_distances_match_scipy(setup):
     A, _, _ = setup
     want = shortest_path(np.asarray(A), unweighted=True)
     np.testing.assert_array_equal(shortest_path_distances(A, MAX_DISTANCE), np.minimum(want, MAX_DISTANCE))
-    # Two components: the nodes of the other one are unreachable, in the last bucket.
+    # Two components and an isolated node: the nodes not reached are in the last bucket (5 nodes and a cap
+    # of 3, the page's program).
     two = np.zeros((5, 5), np.float32)
     two[[0, 1, 2, 3], [1, 0, 3, 2]] = 1
-    np.testing.assert_array_equal(np.asarray(shortest_path_distances(two, MAX_DISTANCE))[0], [0, 1, 4, 4, 4])
+    np.testing.assert_array_equal(np.asarray(shortest_path_distances(two, 3))[0], [0, 1, 3, 3, 3])
 
 
 def test_attention_masked_to_neighbours_is_message_passing(setup):
