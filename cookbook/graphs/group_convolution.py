@@ -155,27 +155,27 @@ Example
 A lifting layer and a group convolution on a 5 x 5 image with 2 channels; turning the image by a
 quarter turn acts on the output as ``rotate``:
 
->>> import jax, jax.numpy as jnp
+>>> import jax, numpy as np
 >>> from cookbook.graphs.group_convolution import apply, group_conv, init, lift, rotate
->>> x = jnp.linspace(-1.0, 1.0, 50).reshape(5, 5, 2) ** 3
+>>> x = np.linspace(-1.0, 1.0, 50).reshape(5, 5, 2) ** 3
 >>> params = init(jax.random.key(0), in_channels=2, channels=(3, 4), num_classes=3)
 >>> F = group_conv(params["convs"][0], jax.nn.relu(lift(params["lift"], x)))
 >>> F.shape
 (4, 5, 5, 4)
->>> F_turned = group_conv(params["convs"][0], jax.nn.relu(lift(params["lift"], jnp.rot90(x))))
->>> bool(jnp.allclose(F_turned, rotate(F, 1), atol=1e-5))
+>>> F_turned = group_conv(params["convs"][0], jax.nn.relu(lift(params["lift"], np.rot90(x))))
+>>> bool(np.allclose(F_turned, rotate(F, 1), atol=1e-5))
 True
 
 Turning the planes without cycling them is not the action: it does not match.
 
->>> bool(jnp.allclose(F_turned, jnp.rot90(F, axes=(1, 2)), atol=1e-5))
+>>> bool(np.allclose(F_turned, np.rot90(F, axes=(1, 2)), atol=1e-5))
 False
 
 The classifier whose first two layers these are gives the same logits for all four turns of its
 input:
 
->>> logits = jnp.stack([apply(params, jnp.rot90(x, u)) for u in range(4)])
->>> logits.shape, float(jnp.abs(logits - logits[:1]).max()) < 1e-5
+>>> logits = np.stack([apply(params, np.rot90(x, u)) for u in range(4)])
+>>> logits.shape, float(np.abs(logits - logits[:1]).max()) < 1e-5
 ((4, 3), True)
 
 Implementation notes
@@ -378,7 +378,12 @@ def init(key, *, in_channels=1, channels=(4, 8), num_classes=10, kernel_size=3):
     shapes = [(k, k, C, channels[0])] + [(ROTATIONS, k, k, c_in, c_out)
                                          for c_in, c_out in zip(channels[:-1], channels[1:])]
     shapes.append((channels[-1], classes))
-    # One draw cut into the layers: one random-number kernel to compile rather than one per layer.
+    return _init(key, tuple(shapes))
+
+
+@functools.partial(jax.jit, static_argnums=1)  # one compiled program per configuration
+def _init(key, shapes):
+    # One draw cut into the layers: one random-number kernel rather than one per layer.
     sizes = [int(np.prod(shape)) for shape in shapes]
     z = jnp.split(jax.random.normal(key, (sum(sizes),)), np.cumsum(sizes)[:-1].tolist())
     layers = [{"W": w.reshape(shape) * np.sqrt(2.0 / np.prod(shape[:-1])), "b": jnp.zeros((shape[-1],))}
@@ -407,11 +412,13 @@ def apply(params, x):
     b_out = _checks.float_array(params["out"]["b"], "params['out']['b']", ndim=1, what=" (classes,)")
     _checks.same_shape(b_out, "params['out']['b']", W_out.shape[1:])
 
-    return _forward(W, b, layers, W_out, b_out, x)
+    return _forward(layers, W, b, W_out, b_out, x)
 
 
+# The arguments in the order of params' leaves (convs, lift, out), so that under jax.jit apply is this
+# one compiled core taking its inputs as they come (the program its eager call ran).
 @jax.jit
-def _forward(W, b, layers, W_out, b_out, x):
+def _forward(layers, W, b, W_out, b_out, x):
     h = jax.nn.relu(_lift(W, b, x))  # (4, H, W, C0)
     for W_l, b_l in layers:
         h = jax.nn.relu(_group_conv(W_l, b_l, h))  # (4, H, W, C_l)
