@@ -163,7 +163,9 @@ def beam_search(logits_fn, prompt, *, beam_width, num_new, eos_id=None, alpha=0.
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or alpha < 0:
         raise ValueError(f"alpha must be a non-negative number, got {alpha!r}")
     P, K, N = prompt.shape[0], beam_width, num_new
-    probe = jnp.asarray(logits_fn(jnp.concatenate([prompt, jnp.zeros(N, prompt.dtype)])))
+    # The shape of logits_fn's output, read by tracing it (abstractly: nothing is computed or compiled).
+    probe = jax.eval_shape(lambda tokens: jnp.asarray(logits_fn(tokens)),
+                           jax.ShapeDtypeStruct((P + N,), prompt.dtype))
     if probe.ndim != 2 or probe.shape[0] != P + N:
         raise ValueError(f"logits_fn must return (L, V) logits for a sequence of L = {P + N} tokens, got shape {probe.shape}")
     V = probe.shape[1]
