@@ -236,6 +236,13 @@ def init(key, d_model, d_ff, num_experts):
     """A router and ``num_experts`` perceptrons ``d_model -> d_ff -> d_model``, stacked on a leading axis."""
     d_model, d_ff = _checks.size(d_model, "d_model"), _checks.size(d_ff, "d_ff")
     num_experts = _checks.size(num_experts, "num_experts")
+    return _init(key, d_model, d_ff, num_experts)
+
+
+# The sizes are checked above; the draws run as one compiled program per set of sizes, rather than
+# a dozen eager operations (splits, draws, a scaling) that each compile.
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def _init(key, d_model, d_ff, num_experts):
     k_router, k_experts = jax.random.split(key)
     experts = jax.vmap(lambda k: mlp.init(k, (d_model, d_ff, d_model)))(jax.random.split(k_experts, num_experts))
     return {"W_r": jax.random.normal(k_router, (d_model, num_experts)) / jnp.sqrt(d_model), "experts": experts}
