@@ -184,8 +184,17 @@ def discriminator_loss(real_logits, fake_logits):
     a batch of data (B,) and a batch of generated samples (B',)."""
     real_logits = _checks.float_array(real_logits, "real_logits", ndim=1, what=" (B,)")
     fake_logits = _checks.float_array(fake_logits, "fake_logits", ndim=1, what=" (B,)")
+    return _discriminator_loss_jit(real_logits, fake_logits)
+
+
+def _discriminator_loss(real_logits, fake_logits):
     # -log D(x) = softplus(-l); -log(1 - D(G(z))) = softplus(l)
     return jnp.mean(jax.nn.softplus(-real_logits)) + jnp.mean(jax.nn.softplus(fake_logits))
+
+
+# The public functions check their input, then hand it as it comes to a compiled core like this one:
+# called eagerly, each of their operations would compile on its own for every new shape.
+_discriminator_loss_jit = jax.jit(_discriminator_loss)
 
 
 def generator_loss(fake_logits, *, non_saturating=True):
@@ -194,9 +203,16 @@ def generator_loss(fake_logits, *, non_saturating=True):
     fake_logits = _checks.float_array(fake_logits, "fake_logits", ndim=1, what=" (B,)")
     if not isinstance(non_saturating, bool):
         raise TypeError(f"non_saturating must be a bool, got {non_saturating!r}")
+    return _generator_loss_jit(fake_logits, non_saturating=non_saturating)
+
+
+def _generator_loss(fake_logits, non_saturating):
     if non_saturating:
         return jnp.mean(jax.nn.softplus(-fake_logits))
     return -jnp.mean(jax.nn.softplus(fake_logits))
+
+
+_generator_loss_jit = jax.jit(_generator_loss, static_argnames="non_saturating")
 
 
 def optimal_discriminator(log_p, log_q):
@@ -205,6 +221,11 @@ def optimal_discriminator(log_p, log_q):
     log_p = _checks.float_array(log_p, "log_p")
     log_q = _checks.float_array(log_q, "log_q")
     _checks.same_shape(log_q, "log_q", log_p.shape, expected_from="the shape of log_p")
+    return _optimal_discriminator(log_p, log_q)
+
+
+@jax.jit
+def _optimal_discriminator(log_p, log_q):
     return jax.nn.sigmoid(log_p - log_q)
 
 
@@ -225,6 +246,11 @@ def init(key, *, latent, hidden, data_dim, dtype=jnp.float32):
     """A generator and a discriminator, each an MLP with two ``tanh`` layers of ``hidden`` units:
     ``{"generator": [...], "discriminator": [...]}``, lists of ``{"W", "b"}`` layers."""
     Z, H, X = _checks.size(latent, "latent"), _checks.size(hidden, "hidden"), _checks.size(data_dim, "data_dim")
+    return _init(key, Z, H, X, jnp.dtype(dtype))
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))  # one program, not one per draw, slice and zeros
+def _init(key, Z, H, X, dtype):
     k_g, k_d = jax.random.split(key)
     return {"generator": _mlp_init(k_g, (Z, H, H, X), dtype), "discriminator": _mlp_init(k_d, (X, H, H, 1), dtype)}
 
@@ -250,6 +276,11 @@ def generate(params, z):
     """The sample ``G(z)`` (X,) for one noise vector ``z`` (Z,)."""
     Z, _ = _check_params(params)
     z = _checks.same_shape(_checks.float_array(z, "z", ndim=1, what=" (Z,)"), "z", (Z,), expected_from="latent of params")
+    return _generate(params, z)
+
+
+@jax.jit
+def _generate(params, z):
     return _mlp(params["generator"], z)
 
 
@@ -257,6 +288,11 @@ def discriminate(params, x):
     """The discriminator's logit (a scalar) that one point ``x`` (X,) is data rather than a sample."""
     _, X = _check_params(params)
     x = _checks.same_shape(_checks.float_array(x, "x", ndim=1, what=" (X,)"), "x", (X,), expected_from="data_dim of params")
+    return _discriminate(params, x)
+
+
+@jax.jit
+def _discriminate(params, x):
     return _mlp(params["discriminator"], x)[0]
 
 
@@ -288,10 +324,10 @@ def _train(params, key, X, steps, batch, learning_rate, non_saturating):
     batched = jax.vmap(_mlp, in_axes=(None, 0))  # (B, in) -> (B, out)
 
     def d_loss(d, g, real, z):
-        return discriminator_loss(batched(d, real)[:, 0], batched(d, batched(g, z))[:, 0])
+        return _discriminator_loss(batched(d, real)[:, 0], batched(d, batched(g, z))[:, 0])
 
     def g_loss(g, d, z):
-        return generator_loss(batched(d, batched(g, z))[:, 0], non_saturating=non_saturating)
+        return _generator_loss(batched(d, batched(g, z))[:, 0], non_saturating)
 
     def step(carry, inputs):
         (g, d), (m_g, v_g), (m_d, v_d) = carry

@@ -17,8 +17,8 @@ P, Q = norm(0.0, 1.0), norm(1.5, 0.7)
 def test_discriminator_loss_is_binary_cross_entropy_as_in_optax():
     rng = np.random.default_rng(0)
     real, fake = rng.normal(size=7).astype(np.float32) * 3, rng.normal(size=5).astype(np.float32) * 3
-    want = np.mean(optax.sigmoid_binary_cross_entropy(real, np.ones(7))) \
-        + np.mean(optax.sigmoid_binary_cross_entropy(fake, np.zeros(5)))
+    bce = jax.jit(optax.sigmoid_binary_cross_entropy)  # optax's operations as one program, not one each
+    want = np.mean(np.asarray(bce(real, np.ones(7, np.float32)))) + np.mean(np.asarray(bce(fake, np.zeros(5, np.float32))))
     np.testing.assert_allclose(discriminator_loss(real, fake), want, rtol=1e-6)
     # From logits it stays finite where probabilities would round to 0 or 1.
     assert np.isfinite(float(discriminator_loss(np.array([-200.0], np.float32), np.array([200.0], np.float32))))
@@ -26,8 +26,8 @@ def test_discriminator_loss_is_binary_cross_entropy_as_in_optax():
 
 def test_generator_gradients_saturate_for_the_minimax_loss_only():
     logits = np.array([-12.0, -4.0, 0.0, 3.0, 9.0], np.float32)
-    ns = jax.grad(generator_loss)(logits)
-    mm = jax.grad(lambda l: generator_loss(l, non_saturating=False))(logits)
+    ns = np.asarray(jax.jit(jax.grad(generator_loss))(logits))  # one program each, not a forward and a backward
+    mm = np.asarray(jax.jit(jax.grad(lambda l: generator_loss(l, non_saturating=False)))(logits))
     sigmoid = 1 / (1 + np.exp(-logits.astype(np.float64)))
     np.testing.assert_allclose(ns, -(1 - sigmoid) / 5, rtol=1e-5)  # -sigma(-l) / B
     np.testing.assert_allclose(mm, -sigmoid / 5, rtol=1e-5, atol=1e-12)  # -sigma(l) / B
@@ -48,7 +48,7 @@ def test_logistic_regression_on_x_and_x_squared_recovers_the_optimal_discriminat
         return jax.value_and_grad(lambda w: discriminator_loss(features(real) @ w, features(fake) @ w))(w)
 
     w = minimize(lambda w: [np.float64(a) if i == 0 else np.asarray(a, np.float64) for i, a in
-                            enumerate(loss_and_grad(jnp.asarray(w, jnp.float32)))],
+                            enumerate(loss_and_grad(np.float32(w)))],
                  np.zeros(3), jac=True, method="L-BFGS-B").x
     grid = np.linspace(-2.0, 3.0, 11).astype(np.float32)
     trained = 1 / (1 + np.exp(-(np.stack([np.ones_like(grid), grid, grid**2], -1) @ w)))
@@ -116,9 +116,8 @@ logits = jax.jit(jax.vmap(discriminate, in_axes=(None, 0)))
 @pytest.fixture(scope="module")
 def trained():
     params0 = numpy_init(0, latent=2, hidden=16, data_dim=2)
-    params, d_losses, g_losses = fit(params0, jax.random.key(1), jnp.asarray(ring(4096, 0)),
-                                     steps=2000, batch=128, learning_rate=2e-3)
-    return params0, params, d_losses, g_losses
+    params, d_losses, g_losses = fit(params0, jax.random.key(1), ring(4096, 0), steps=2000, batch=128, learning_rate=2e-3)
+    return params0, params, np.asarray(d_losses), np.asarray(g_losses)  # the losses read in NumPy
 
 
 def test_it_learns_a_ring_of_gaussians(trained):
@@ -167,8 +166,7 @@ def test_mode_collapse_is_a_best_reply_that_the_discriminator_then_punishes(trai
     assert loss_covering == pytest.approx(0.73, abs=0.02) and loss_collapsed == pytest.approx(0.57, abs=0.02)
     # 2. A discriminator trained against the collapsed samples rejects that mode: its logit there
     #    becomes the lowest of the eight, and collapse now costs the generator more than coverage did.
-    d = _discriminator_replies(params["discriminator"], jnp.asarray(ring(2000, 1)), jnp.asarray(collapsed),
-                               jax.random.key(2))
+    d = _discriminator_replies(params["discriminator"], ring(2000, 1), collapsed, jax.random.key(2))
     replied = {**params, "discriminator": d}
     at_centres = np.asarray(logits(replied, CENTRES))
     assert int(np.argmin(at_centres)) == favourite
@@ -181,7 +179,7 @@ def test_mode_collapse_is_a_best_reply_that_the_discriminator_then_punishes(trai
     start["generator"][-1] = {"W": 0.01 * start["generator"][-1]["W"], "b": CENTRES[favourite].copy()}
     start["discriminator"] = jax.tree.map(np.asarray, d)
     assert coverage(np.asarray(sample(start, NOISE))) == (1, 1.0)
-    moved, _, _ = fit(start, jax.random.key(3), jnp.asarray(ring(4096, 0)), steps=2000, batch=128, learning_rate=2e-3)
+    moved, _, _ = fit(start, jax.random.key(3), ring(4096, 0), steps=2000, batch=128, learning_rate=2e-3)
     after = np.asarray(sample(moved, NOISE))
     assert (np.linalg.norm(after - CENTRES[favourite], axis=1) < 0.15).mean() < 0.25
     assert coverage(after)[0] >= 7
