@@ -1,5 +1,4 @@
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -56,9 +55,13 @@ def test_numpyro_nuts_agrees_with_the_exact_posterior_and_with_sgld(data, chains
         theta = numpyro.sample("theta", dist.Normal(0.0, 1.0 / np.sqrt(PRIOR)).expand([3]).to_event(1))
         numpyro.sample("y", dist.Normal(X @ theta, np.sqrt(NOISE)), obs=y)
 
-    mcmc = MCMC(NUTS(model), num_warmup=200, num_samples=500, progress_bar=False)  # small: NUTS compiles slowly
-    mcmc.run(jax.random.key(1), X, y)
-    nuts = np.asarray(mcmc.get_samples()["theta"], np.float64)
+    @jax.jit  # the whole run, its initialisation included, as one program: run eagerly, it compiled 95
+    def run(key, X, y):
+        mcmc = MCMC(NUTS(model), num_warmup=200, num_samples=500, progress_bar=False)  # small: NUTS compiles slowly
+        mcmc.run(key, X, y)
+        return mcmc.get_samples()["theta"]
+
+    nuts = np.asarray(run(jax.random.key(1), X, y), np.float64)
     std = np.sqrt(np.diag(cov))
     assert np.all(np.abs(nuts.mean(0) - mean) < 0.15 * std)
     assert np.all(np.abs(nuts.mean(0) - chains.mean(0)) < 0.2 * std)
@@ -67,8 +70,9 @@ def test_numpyro_nuts_agrees_with_the_exact_posterior_and_with_sgld(data, chains
 
 
 def test_one_step_drifts_by_half_the_step_times_the_gradient_and_adds_noise_of_variance_step_size():
-    theta, grad = jnp.array([1.0, -2.0, 0.5]), jnp.array([4.0, 0.0, -2.0])
+    theta, grad = np.float32([1.0, -2.0, 0.5]), np.float32([4.0, 0.0, -2.0])
     steps = jax.jit(jax.vmap(lambda k: sgld_step(theta, grad, k, step_size=0.1)))(jax.random.split(jax.random.key(2), 20000))
+    steps = np.asarray(steps)  # the moments in NumPy
     np.testing.assert_allclose(steps.mean(0), theta - 0.05 * grad, atol=0.01)
     np.testing.assert_allclose(steps.var(0), 0.1, rtol=0.05)
 
