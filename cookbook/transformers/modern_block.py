@@ -155,6 +155,14 @@ def init(key, d_model, num_heads, d_ff):
     if d_model % num_heads or (d_model // num_heads) % 2:
         raise ValueError(f"d_model must split into num_heads heads of even size, got d_model={d_model}, "
                          f"num_heads={num_heads}")
+    return _init(key, int(d_model), int(num_heads), int(d_ff))
+
+
+# The sizes are checked above; the draws run as one compiled program per set of sizes (rather than a
+# split, a draw and a division per matrix, each compiled on its own), which the jit check of init
+# traces without compiling it again.
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def _init(key, d_model, num_heads, d_ff):
     H, head_dim = num_heads, d_model // num_heads
     shapes = {"W_q": (d_model, H, head_dim), "W_k": (d_model, H, head_dim), "W_v": (d_model, H, head_dim),
               "W_o": (H, head_dim, d_model), "W_gate": (d_model, d_ff), "W_up": (d_model, d_ff),

@@ -65,13 +65,13 @@ def test_matches_the_equations_in_float64(params):
 
 def test_only_relative_positions_matter(params):
     x = _x(2)
-    np.testing.assert_allclose(np.asarray(apply(params, x, positions=jnp.arange(T) + 37)),
+    np.testing.assert_allclose(np.asarray(apply(params, x, positions=np.arange(T, dtype=np.int32) + 37)),
                                np.asarray(apply(params, x)), rtol=1e-4, atol=1e-4)
 
 
 def test_qk_norm_makes_the_block_indifferent_to_the_scale_of_the_query_and_key_weights(params):
     x = _x(3)
-    scaled = {**params, "W_q": 1000.0 * params["W_q"], "W_k": 10.0 * params["W_k"]}
+    scaled = {**params, "W_q": 1000.0 * np.asarray(params["W_q"]), "W_k": 10.0 * np.asarray(params["W_k"])}
     np.testing.assert_allclose(np.asarray(apply(scaled, x)), np.asarray(apply(params, x)), rtol=1e-4, atol=1e-4)
     # Without QK-norm the same scaling changes the block (the softmax sharpens).
     pos = np.arange(T)
@@ -82,9 +82,9 @@ def test_causal_and_bias_free(params):
     x = _x(4)
     changed = x.copy()
     changed[3] += 1.0
-    y, y2 = apply(params, x), apply(params, changed)
-    np.testing.assert_array_equal(np.asarray(y[:3]), np.asarray(y2[:3]))
-    assert not np.allclose(np.asarray(y[3:]), np.asarray(y2[3:]))
+    y, y2 = np.asarray(apply(params, x)), np.asarray(apply(params, changed))
+    np.testing.assert_array_equal(y[:3], y2[:3])
+    assert not np.allclose(y[3:], y2[3:])
     # Every parameter is a projection matrix or a gain: no bias vectors to count.
     assert count_parameters(params) == 4 * 16 * 16 + 3 * 16 * 40 + 2 * 16 + 2 * 8
     assert apply(params, np.zeros((T, D), np.float32)).tolist() == np.zeros((T, D)).tolist()  # zero in, zero out
@@ -128,8 +128,8 @@ def test_bad_input_raises(params):
     with pytest.raises(ValueError, match=r"d_model must split into num_heads heads of even size"):
         init(jax.random.key(0), d_model=12, num_heads=4, d_ff=8)
     with pytest.raises(ValueError, match=r"x must have shape \(3, 16\) \(d_model from params\), got shape \(3, 10\)"):
-        apply(params, jnp.ones((3, 10)))
+        apply(params, np.ones((3, 10), np.float32))
     with pytest.raises(ValueError, match=r'params\["q_norm"\] must have shape \(8,\)'):
-        apply({**params, "q_norm": jnp.ones(5)}, jnp.ones((3, 16)))
+        apply({**params, "q_norm": np.ones(5, np.float32)}, np.ones((3, 16), np.float32))
     with pytest.raises(ValueError, match=r"params must be the dict of init"):
-        apply({"W_q": params["W_q"]}, jnp.ones((3, 16)))
+        apply({"W_q": params["W_q"]}, np.ones((3, 16), np.float32))
