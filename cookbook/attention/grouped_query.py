@@ -169,6 +169,8 @@ group, before a short uptraining:
 ((48, 3, 4), (7, 48))
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -197,7 +199,13 @@ def init(key, d_model, num_heads, num_groups):
     d_model, num_heads = _checks.size(d_model, "d_model"), _checks.size(num_heads, "num_heads")
     if d_model % num_heads:
         raise ValueError(f"num_heads must divide d_model, got d_model={d_model} and num_heads={num_heads}")
-    _check_heads(num_heads, num_groups)
+    return _init(key, d_model, num_heads, _check_heads(num_heads, num_groups))
+
+
+# Each public function checks its input in Python, then hands it as it comes to one compiled core
+# like this one: a program per set of shapes, rather than a dozen eager operations that each compile.
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def _init(key, d_model, num_heads, num_groups):
     H, G, D = num_heads, num_groups, d_model // num_heads
     k_q, k_k, k_v, k_o = jax.random.split(key, 4)
     in_std, out_std = 1.0 / jnp.sqrt(d_model), 1.0 / jnp.sqrt(H * D)
@@ -223,7 +231,11 @@ def keys_values(params, context):
     """The keys and values of ``context`` (S, d_model), each (G, S, D): the key-value cache."""
     d_model, H, G, _ = _check_params(params, grouped=True)
     _check_heads(H, G)
-    context = _check_sequence(context, "context", "S", d_model)
+    return _keys_values(params, _check_sequence(context, "context", "S", d_model))
+
+
+@jax.jit
+def _keys_values(params, context):
     return project(params["W_k"], params["b_k"], context), project(params["W_v"], params["b_v"], context)
 
 
@@ -235,20 +247,30 @@ def apply(params, x, context=None, mask=None):
     batch with :func:`jax.vmap`.
     """
     d_model, H, G, D = _check_params(params, grouped=True)
+    _check_heads(H, G)
     x = _check_sequence(x, "x", "T", d_model)
-    context = x if context is None else context
-    k, v = keys_values(params, context)  # (G, S, D) each
+    if context is not None:
+        context = _check_sequence(context, "context", "S", d_model)
+    T, S = x.shape[0], (x if context is None else context).shape[0]
+    if mask is not None:
+        mask = mask if hasattr(mask, "shape") else jnp.asarray(mask)
+        if mask.ndim > 3 or mask.shape[-1] != S or mask.ndim == 3 and mask.shape[0] not in (1, H):
+            raise ValueError(f"mask must broadcast to (H, T, S) = {(H, T, S)} with its last axis S = {S}, "
+                             f"got shape {tuple(mask.shape)}")
+    return _apply(params, x, context, mask)
+
+
+@jax.jit
+def _apply(params, x, context, mask):
+    H, D = params["W_q"].shape[1:]
+    G = params["W_k"].shape[1]
+    k, v = _keys_values(params, x if context is None else context)  # (G, S, D) each
     T, S = x.shape[0], k.shape[1]
     q = project(params["W_q"], params["b_q"], x).reshape(G, H // G, T, D)  # head h -> group h // (H // G)
     k = jnp.broadcast_to(k[:, None], (G, H // G, S, D))  # shared by the heads of a group
     v = jnp.broadcast_to(v[:, None], (G, H // G, S, D))
-    if mask is not None:
-        mask = jnp.asarray(mask)
-        if mask.ndim > 3 or mask.shape[-1] != S or mask.ndim == 3 and mask.shape[0] not in (1, H):
-            raise ValueError(f"mask must broadcast to (H, T, S) = {(H, T, S)} with its last axis S = {S}, "
-                             f"got shape {mask.shape}")
-        if mask.ndim == 3:
-            mask = jnp.broadcast_to(mask, (H, *mask.shape[1:])).reshape(G, H // G, *mask.shape[1:])
+    if mask is not None and mask.ndim == 3:
+        mask = jnp.broadcast_to(mask, (H, *mask.shape[1:])).reshape(G, H // G, *mask.shape[1:])
     y = scaled_dot_product_attention(q, k, v, mask).reshape(H, T, D)  # (H, T, D)
     return jnp.einsum("HTD,HDM->TM", y, params["W_o"]) + params["b_o"][None, :]  # (T, d_model)
 
@@ -256,8 +278,13 @@ def apply(params, x, context=None, mask=None):
 def from_multi_head(params, num_groups):
     """Grouped-query parameters from multi-head ones, by averaging the key and value heads of each
     group (the uptraining recipe of Ainslie et al.)."""
-    d_model, H, _, D = _check_params(params)  # multi-head: as many key-value heads as query heads
-    G = _check_heads(H, num_groups)
+    _, H, _, _ = _check_params(params)  # multi-head: as many key-value heads as query heads
+    return _from_multi_head(params, _check_heads(H, num_groups))
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _from_multi_head(params, G):
+    d_model, H, D = params["W_q"].shape
     pool_W = lambda W: W.reshape(d_model, G, H // G, D).mean(axis=2)  # (d_model, G, D)
     pool_b = lambda b: b.reshape(G, H // G, D).mean(axis=1)  # (G, D)
     return {**params, "W_k": pool_W(params["W_k"]), "b_k": pool_b(params["b_k"]),

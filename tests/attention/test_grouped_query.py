@@ -1,15 +1,14 @@
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from cookbook.attention import multi_head
 from cookbook.attention.grouped_query import apply, from_multi_head, init, keys_values, kv_cache_floats
-from cookbook.attention.scaled_dot_product import scaled_dot_product_attention
 
 TOL = dict(rtol=1e-5, atol=1e-5)
 D_MODEL, H = 24, 6  # D = 4 features per head
-gqa_apply = jax.jit(apply)
+# apply, keys_values and from_multi_head run one compiled core each, called directly; inputs, edits
+# and the by-hand references are NumPy (an eager jnp operation compiles for every shape).
 mha_apply = jax.jit(multi_head.apply)
 
 
@@ -19,7 +18,20 @@ def _x(seed, T=5):
 
 @pytest.fixture(scope="module")
 def mha_params():
-    return multi_head.init(jax.random.key(0), D_MODEL, H)
+    """Multi-head weights in multi_head.init's shapes, drawn in NumPy (the biases nonzero)."""
+    shapes = jax.eval_shape(lambda: multi_head.init(jax.random.key(0), D_MODEL, H))
+    rng = np.random.default_rng(0)
+    return {name: ((0.1 if name.startswith("b") else 1.0 / np.sqrt(D_MODEL))
+                   * rng.standard_normal(leaf.shape)).astype(np.float32) for name, leaf in shapes.items()}
+
+
+def _attention(q, k, v, mask=None):
+    """softmax(q k^T / sqrt(D), masked) v for one head, in float64 NumPy."""
+    s = np.asarray(q, np.float64) @ np.asarray(k, np.float64).T / np.sqrt(q.shape[-1])
+    if mask is not None:
+        s = np.where(mask, s, -np.inf)
+    w = np.exp(s - s.max(axis=-1, keepdims=True))
+    return (w / w.sum(axis=-1, keepdims=True)) @ np.asarray(v, np.float64)
 
 
 def test_as_many_groups_as_heads_is_multi_head_attention(mha_params):
@@ -28,40 +40,42 @@ def test_as_many_groups_as_heads_is_multi_head_attention(mha_params):
     mask[..., 0] = True
     gqa_params = from_multi_head(mha_params, H)  # one head per group: the parameters are unchanged
     assert all(np.array_equal(gqa_params[name], mha_params[name]) for name in mha_params)
-    np.testing.assert_allclose(gqa_apply(gqa_params, x, c, mask), mha_apply(mha_params, x, c, mask), **TOL)
+    np.testing.assert_allclose(apply(gqa_params, x, c, mask), mha_apply(mha_params, x, c, mask), **TOL)
 
 
 def test_one_group_is_multi_query_attention():
     params = init(jax.random.key(4), D_MODEL, H, 1)
     x = _x(5, T=7)
     causal = np.tril(np.ones((7, 7), bool))
-    expected = jax.jit(_multi_query_by_hand)(params, x, causal)
-    np.testing.assert_allclose(gqa_apply(params, x, None, causal), expected, **TOL)
+    expected = _multi_query_by_hand(params, x, causal)
+    np.testing.assert_allclose(apply(params, x, None, causal), expected, **TOL)
 
 
 def _multi_query_by_hand(params, x, causal):
     # Multi-query attention by hand: one key and one value projection shared by every head.
-    k = x @ params["W_k"][:, 0] + params["b_k"][0][None, :]  # (S, D)
-    v = x @ params["W_v"][:, 0] + params["b_v"][0][None, :]
-    heads = [scaled_dot_product_attention(x @ params["W_q"][:, h] + params["b_q"][h][None, :], k, v, causal)
-             for h in range(H)]
-    return sum(heads[h] @ params["W_o"][h] for h in range(H)) + params["b_o"][None, :]
+    p = {name: np.asarray(w, np.float64) for name, w in params.items()}
+    k = x @ p["W_k"][:, 0] + p["b_k"][0][None, :]  # (S, D)
+    v = x @ p["W_v"][:, 0] + p["b_v"][0][None, :]
+    heads = [_attention(x @ p["W_q"][:, h] + p["b_q"][h][None, :], k, v, causal) for h in range(H)]
+    return sum(heads[h] @ p["W_o"][h] for h in range(H)) + p["b_o"][None, :]
 
 
 def test_each_head_reads_its_own_group():
     params = init(jax.random.key(6), D_MODEL, H, 3)  # heads (0, 1), (2, 3), (4, 5)
     x = _x(7)
     # Zeroing the values of group 1 changes exactly the contribution of heads 2 and 3.
-    zeroed = {**params, "W_v": params["W_v"].at[:, 1].set(0.0)}
-    delta = gqa_apply(params, x) - gqa_apply(zeroed, x)
-    np.testing.assert_allclose(delta, jax.jit(_group_one_by_hand)(params, x), rtol=1e-4, atol=1e-5)
+    W_v = np.array(params["W_v"])
+    W_v[:, 1] = 0.0
+    zeroed = {**params, "W_v": W_v}
+    delta = np.asarray(apply(params, x)) - np.asarray(apply(zeroed, x))
+    np.testing.assert_allclose(delta, _group_one_by_hand(params, x), rtol=1e-4, atol=1e-5)
 
 
 def _group_one_by_hand(params, x):
-    k, v = keys_values(params, x)
-    A = jax.vmap(lambda q: jax.nn.softmax(q @ k[1].T / 2.0))(  # (2, T, S) for heads 2, 3; sqrt(D) = 2
-        jnp.stack([x @ params["W_q"][:, h] for h in (2, 3)]))
-    return sum(A[i] @ v[1] @ params["W_o"][h] for i, h in enumerate((2, 3)))
+    k, v = (np.asarray(a, np.float64) for a in keys_values(params, x))  # (G, S, D) each
+    p = {name: np.asarray(w, np.float64) for name, w in params.items()}
+    # Heads 2 and 3 attend with their own queries to group 1's keys and values (sqrt(D) = 2).
+    return sum(_attention(x @ p["W_q"][:, h] + p["b_q"][h], k[1], v[1]) @ p["W_o"][h] for h in (2, 3))
 
 
 @pytest.mark.parametrize("G", [1, 3])
@@ -76,21 +90,21 @@ def test_cache_size_is_asserted(G):
 def test_uptraining_average_pools_key_value_heads(mha_params):
     params = from_multi_head(mha_params, 2)
     assert params["W_k"].shape == (D_MODEL, 2, 4) and params["b_v"].shape == (2, 4)
-    np.testing.assert_allclose(params["W_k"][:, 1], mha_params["W_k"][:, 3:].mean(axis=1), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(params["W_k"])[:, 1], mha_params["W_k"][:, 3:].mean(axis=1), rtol=1e-6)
     np.testing.assert_array_equal(params["W_q"], mha_params["W_q"])
-    assert gqa_apply(params, _x(10)).shape == (5, D_MODEL)
+    assert apply(params, _x(10)).shape == (5, D_MODEL)
 
 
 def test_vmap_over_a_batch_and_permutation_equivariance():
     params = init(jax.random.key(11), D_MODEL, H, 2)
-    xs = jnp.stack([_x(12), _x(13)])
-    batched = jax.jit(jax.vmap(apply, in_axes=(None, 0)))(params, xs)
-    np.testing.assert_allclose(batched[1], gqa_apply(params, xs[1]), **TOL)
+    xs = np.stack([_x(12), _x(13)])
+    batched = np.asarray(jax.jit(jax.vmap(apply, in_axes=(None, 0)))(params, xs))
+    np.testing.assert_allclose(batched[1], apply(params, xs[1]), **TOL)
     perm = np.array([3, 0, 4, 1, 2])
-    np.testing.assert_allclose(gqa_apply(params, xs[0][perm]), batched[0][perm], **TOL)
+    np.testing.assert_allclose(apply(params, xs[0][perm]), batched[0][perm], **TOL)
 
 
-def test_bad_arguments_raise_clear_errors():
+def test_bad_arguments_raise_clear_errors(mha_params):
     with pytest.raises(ValueError, match=r"num_groups must divide num_heads, got num_heads=6 and num_groups=4"):
         init(jax.random.key(0), D_MODEL, H, 4)
     with pytest.raises(ValueError, match=r"num_heads must divide d_model"):
@@ -107,8 +121,8 @@ def test_bad_arguments_raise_clear_errors():
     with pytest.raises(TypeError, match="x must be a floating-point array"):
         apply(params, np.ones((5, 24), np.int32))
     with pytest.raises(ValueError, match=r'params\["W_k"\] must have shape \(24, 2, 4\)'):
-        apply({**params, "W_k": params["W_k"][..., :1]}, np.ones((5, 24)))
+        apply({**params, "W_k": np.asarray(params["W_k"])[..., :1]}, np.ones((5, 24)))
     with pytest.raises(TypeError, match="num_groups must be an int"):
-        from_multi_head(init(jax.random.key(0), D_MODEL, H, H), 2.5)
+        from_multi_head(mha_params, 2.5)
     with pytest.raises(ValueError, match=r'params\["W_k"\] must have shape \(24, 6, 4\)'):
         from_multi_head(params, 1)  # already grouped: not a multi-head checkpoint
