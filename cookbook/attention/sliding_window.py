@@ -146,6 +146,14 @@ def sliding_window_mask(T, window, num_sinks=0):
     when ``s < num_sinks`` and ``s <= t``."""
     _checks.size(T, "T", minimum=1)
     _check_sizes(window, num_sinks)
+    return _mask(int(T), int(window), int(num_sinks))
+
+
+# The public functions check their input in Python, then hand it as it comes to one compiled core
+# like this one: a program per set of shapes and sizes, rather than a few eager operations that each
+# compile for every new shape.
+@partial(jax.jit, static_argnums=(0, 1, 2))
+def _mask(T, window, num_sinks):
     t = jnp.arange(T)[:, None]
     s = jnp.arange(T)[None, :]
     return (s <= t) & ((s > t - window) | (s < num_sinks))
@@ -204,6 +212,11 @@ def init_cache(window, num_sinks, D, Dv, dtype=jnp.float32):
     _check_sizes(window, num_sinks)
     _checks.size(D, "D", minimum=1)
     _checks.size(Dv, "Dv", minimum=1)
+    return _init_cache(int(window), int(num_sinks), int(D), int(Dv), jnp.dtype(dtype))
+
+
+@partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
+def _init_cache(window, num_sinks, D, Dv, dtype):
     zeros = lambda n, d: jnp.zeros((n, d), dtype)
     return Cache(zeros(num_sinks, D), zeros(num_sinks, Dv), zeros(window, D), zeros(window, Dv), jnp.zeros((), jnp.int32))
 
