@@ -148,6 +148,7 @@ True
 (576, 32768)
 """
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -176,6 +177,14 @@ def init(key, d_model, num_heads, head_dim, latent_dim, query_latent_dim, rope_d
         _checks.size(value, name, minimum=1)
     if rope_dim % 2:
         raise ValueError(f"rope_dim must be even (RoPE rotates pairs of features), got {rope_dim}")
+    return _init(key, *(int(value) for value in sizes.values()))
+
+
+# The sizes are checked above; the draws run as one compiled program per set of sizes (rather than a
+# split, a draw and a division per matrix, each compiled on its own), which the jit check of init
+# traces without compiling it again.
+@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4, 5, 6))
+def _init(key, d_model, num_heads, head_dim, latent_dim, query_latent_dim, rope_dim):
     H = num_heads
     shapes = {
         "W_dq": (d_model, query_latent_dim), "W_uq": (query_latent_dim, H, head_dim),
@@ -294,6 +303,11 @@ def init_cache(params, max_len):
     """An empty cache with room for ``max_len`` tokens."""
     _, _, _, d_c, _, d_r = _sizes(params)
     _checks.size(max_len, "max_len", minimum=1)
+    return _init_cache(int(max_len), d_c, d_r)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _init_cache(max_len, d_c, d_r):
     return Cache(jnp.zeros((max_len, d_c)), jnp.zeros((max_len, d_r)), jnp.zeros((), jnp.int32))
 
 

@@ -60,12 +60,12 @@ def test_naive_and_absorbed_forms_equal_the_equation(params):
 
 def test_decoding_from_the_latent_cache_gives_the_full_pass(params):
     x = normal(2, T, 11)
-    full = mla.apply(params, x)
+    full = np.asarray(mla.apply(params, x))
     cache = mla.init_cache(params, max_len=T)
     assert sum(a.size for a in (cache.c_kv, cache.k_rope)) == mla.cache_floats(T, latent_dim=7, rope_dim=4)
     for t in range(T):  # decode_step runs one compiled core: no jax.jit around it
         u, cache = mla.decode_step(params, cache, x[t])
-        np.testing.assert_allclose(np.asarray(u), np.asarray(full[t]), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(np.asarray(u), full[t], rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match=r"cache.length \(the cache is full\) must lie in \[0, 7\), got values from 7 to 7"):
         mla.decode_step(params, cache, x[0])
 
@@ -74,9 +74,9 @@ def test_causal_and_differentiable(params):
     x = normal(3, T, 11)
     x2 = x.copy()
     x2[5] += 3.0
-    y, y2 = mla.apply(params, x), mla.apply(params, x2)
-    np.testing.assert_array_equal(np.asarray(y[:5]), np.asarray(y2[:5]))
-    assert not np.allclose(np.asarray(y[5:]), np.asarray(y2[5:]))
+    y, y2 = np.asarray(mla.apply(params, x)), np.asarray(mla.apply(params, x2))
+    np.testing.assert_array_equal(y[:5], y2[:5])
+    assert not np.allclose(y[5:], y2[5:])
 
     @jax.jit  # both gradients in one compiled program
     def gradients(p):
