@@ -215,6 +215,8 @@ True
 (3, 5)
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -252,6 +254,15 @@ def variance_scaling(key, fan_in, fan_out, *, scale, mode, distribution="truncat
         raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
     if distribution not in _DISTRIBUTIONS:
         raise ValueError(f"distribution must be one of {_DISTRIBUTIONS}, got {distribution!r}")
+    return _variance_scaling(key, fan_in, fan_out, _checks.static_number(scale, "scale"), mode, distribution,
+                             jnp.dtype(dtype))
+
+
+# The public functions check their input in Python, then run a compiled core (sizes, scale, names
+# and dtype static): the page's examples, the tests and the bad-input checks share one program per
+# shape instead of dispatching each draw and product eagerly, or compiling a fresh scan per call.
+@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4, 5, 6))
+def _variance_scaling(key, fan_in, fan_out, scale, mode, distribution, dtype):
     n = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[mode]
     std = (scale / n) ** 0.5  # a Python float: the shape and scale are static
     shape = (fan_in, fan_out)
@@ -299,6 +310,11 @@ def layer_variances(weights, x, activation="relu"):
     x = _checks.float_array(x, "x", ndim=2, what=" (B, H)")
     if x.shape[1] != weights.shape[1]:
         raise ValueError(f"x must have shape (B, H) = (B, {weights.shape[1]}), got shape {x.shape}")
+    return _layer_variances(weights, x, activation)
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _layer_variances(weights, x, activation):
     phi = _ACTIVATIONS[activation]
 
     def layer(h, W):
