@@ -172,6 +172,13 @@ def _conv(p, x, stride=1):
 
 def init_block(key, in_channels, out_channels, *, stride=1):
     """Parameters and batch-norm state of one pre-activation residual block."""
+    return _init_block_jit(key, in_channels, out_channels, stride)
+
+
+# The public functions run compiled cores (sizes, stride and training static), after their checks:
+# the page's examples, the tests and the bad-input checks share one program per shape instead of
+# dispatching every draw, convolution and normalisation eagerly.
+def _init_block(key, in_channels, out_channels, stride):
     k1, k2, k3 = jax.random.split(key, 3)
     bn1, s1 = init_batch_norm(in_channels)
     bn2, s2 = init_batch_norm(out_channels)
@@ -182,13 +189,25 @@ def init_block(key, in_channels, out_channels, *, stride=1):
     return params, {"bn1": s1, "bn2": s2}
 
 
+_init_block_jit = jax.jit(_init_block, static_argnums=(1, 2, 3))
+
+
 def block(params, state, x, *, training, stride=1):
     """``x + F(x)`` for a batch ``x`` (B, H, W, C); returns the output and the new batch-norm state."""
+    x = _check_block(params, x, stride)
+    return _block_jit(params, state, x, training, stride)
+
+
+def _check_block(params, x, stride):
     x = _checks.float_array(x, "x")
     if x.ndim != 4 or x.shape[-1] != params["conv1"]["w"].shape[2]:
         raise ValueError(f"x must have shape (B, H, W, {params['conv1']['w'].shape[2]}), got shape {x.shape}")
     if ("proj" in params) != (stride != 1 or params["conv1"]["w"].shape[2] != params["conv1"]["w"].shape[3]):
         raise ValueError(f"stride {stride} does not match the block's parameters (made with another stride)")
+    return x
+
+
+def _block(params, state, x, training, stride):
     h, s1 = batch_norm(params["bn1"], state["bn1"], x, training=training)
     h = jax.nn.relu(h)
     shortcut = _conv(params["proj"], h, stride) if "proj" in params else x
@@ -198,15 +217,23 @@ def block(params, state, x, *, training, stride=1):
     return shortcut + h, {"bn1": s1, "bn2": s2}
 
 
+_block_jit = jax.jit(_block, static_argnums=(3, 4))
+
+
 def init(key, *, in_channels, channels=(8, 16), num_classes=10):
     """A small ResNet: a stem convolution, one block per stage (each stage after the first halves
     the resolution), a final normalisation, global average pooling and a linear classifier."""
+    return _init(key, in_channels, tuple(channels), num_classes)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def _init(key, in_channels, channels, num_classes):
     k_stem, k_head, *k_blocks = jax.random.split(key, 2 + len(channels))
     params = {"stem": _conv_params(k_stem, 3, in_channels, channels[0]), "blocks": []}
     state = {"blocks": []}
     c_prev = channels[0]
     for i, (k, c) in enumerate(zip(k_blocks, channels)):
-        p, s = init_block(k, c_prev, c, stride=1 if i == 0 else 2)
+        p, s = _init_block(k, c_prev, c, 1 if i == 0 else 2)
         params["blocks"].append(p)
         state["blocks"].append(s)
         c_prev = c
@@ -219,10 +246,16 @@ def init(key, *, in_channels, channels=(8, 16), num_classes=10):
 def apply(params, state, x, *, training):
     """Logits (B, num_classes) for a batch ``x`` (B, H, W, C_in), and the new state."""
     x = _checks.float_array(x, "x", ndim=4, what=" (B, H, W, C_in)")
+    return _apply(params, state, x, training)
+
+
+@functools.partial(jax.jit, static_argnums=3)
+def _apply(params, state, x, training):
     h = _conv(params["stem"], x)
     new_state = {"blocks": []}
     for i, (p, s) in enumerate(zip(params["blocks"], state["blocks"])):
-        h, s = block(p, s, h, training=training, stride=1 if i == 0 else 2)
+        stride = 1 if i == 0 else 2
+        h, s = _block(p, s, _check_block(p, h, stride), training, stride)
         new_state["blocks"].append(s)
     h, new_state["bn"] = batch_norm(params["bn"], state["bn"], h, training=training)
     features = jax.vmap(global_avg_pool)(jax.nn.relu(h))  # (B, C)
