@@ -143,6 +143,8 @@ The fraction of 2 by 2 max-pool outputs that survive a one-pixel shift of a rand
 0.34
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -172,14 +174,25 @@ def _window_args(x, window, stride, padding):
 def max_pool(x, window, *, stride=None, padding="VALID"):
     """Maximum over each ``window`` of ``x`` (H, W, C); ``stride`` defaults to the window."""
     x = _feature_map(x)
-    dims, strides, pads = _window_args(x, window, stride, padding)
+    return _max_pool(x, *_window_args(x, window, stride, padding))
+
+
+# The public functions check their input in Python, then run a compiled core (the window's
+# dimensions, strides and padding static): the page's examples, the tests and the bad-input checks
+# share one program per shape instead of dispatching each operation eagerly.
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def _max_pool(x, dims, strides, pads):
     return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, dims, strides, pads)  # pads with -inf
 
 
 def avg_pool(x, window, *, stride=None, padding="VALID"):
     """Mean over each ``window`` of ``x`` (H, W, C), counting only pixels inside the image."""
     x = _feature_map(x)
-    dims, strides, pads = _window_args(x, window, stride, padding)
+    return _avg_pool(x, *_window_args(x, window, stride, padding))
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def _avg_pool(x, dims, strides, pads):
     sums = jax.lax.reduce_window(x.astype(jnp.float32), 0.0, jax.lax.add, dims, strides, pads)
     counts = jax.lax.reduce_window(jnp.ones(x.shape[:2] + (1,)), 0.0, jax.lax.add, dims, strides, pads)
     return (sums / counts).astype(x.dtype)
@@ -187,7 +200,11 @@ def avg_pool(x, window, *, stride=None, padding="VALID"):
 
 def global_avg_pool(x):
     """Mean of each channel of ``x`` (H, W, C) over all positions: shape (C,)."""
-    x = _feature_map(x)
+    return _global_avg_pool(_feature_map(x))
+
+
+@jax.jit
+def _global_avg_pool(x):
     return jnp.mean(x.astype(jnp.float32), axis=(0, 1)).astype(x.dtype)
 
 
@@ -195,6 +212,11 @@ def shift_unchanged_fraction(x, window, *, shift=1):
     """Fraction of ``max_pool(x, window)`` outputs left exactly unchanged when ``x`` is rolled
     ``shift`` pixels along its width (circularly, so that no border effects enter), per channel: (C,)."""
     x, shift = _feature_map(x), _checks.size(shift, "shift")
-    y = max_pool(x, window)
-    y_shifted = max_pool(jnp.roll(x, shift, axis=1), window)
+    return _shift_unchanged_fraction(x, _window_args(x, window, None, "VALID"), shift)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _shift_unchanged_fraction(x, window_args, shift):
+    y = _max_pool(x, *window_args)
+    y_shifted = _max_pool(jnp.roll(x, shift, axis=1), *window_args)
     return jnp.mean(y == y_shifted, axis=(0, 1))  # (C,)
