@@ -226,6 +226,11 @@ def _check_scan(a, b, h0):
         h0 = _inexact(h0, "h0")
         if h0.shape != a.shape[1:]:
             raise ValueError(f"h0 must have the shape of one step of a and b, {a.shape[1:]}, got {h0.shape}")
+    return a, b, h0
+
+
+def _common_dtype(a, b, h0):
+    """``a``, ``b`` and ``h0`` (zeros when None) in the dtype they promote to, inside the compiled scans."""
     dtype = jnp.result_type(a, b) if h0 is None else jnp.result_type(a, b, h0)
     h0 = jnp.zeros(a.shape[1:], dtype) if h0 is None else h0
     return a.astype(dtype), b.astype(dtype), h0.astype(dtype)
@@ -249,10 +254,13 @@ def linear_scan(a, b, h0=None):
     return _parallel(*_check_scan(a, b, h0))
 
 
-# The checked arguments go to one compiled computation each: called eagerly, the scans would
-# otherwise dispatch (and compile) their many small operations one by one.
+# The checked arguments go, as they came, to one compiled computation each (the promotion to a
+# common dtype and the zero state included): called eagerly, the scans would otherwise dispatch (and
+# compile) their many small operations one by one.
 @jax.jit
 def _sequential(a, b, h0):
+    a, b, h0 = _common_dtype(a, b, h0)
+
     def step(h, ab):
         a_t, b_t = ab
         h = a_t * h + b_t
@@ -264,6 +272,7 @@ def _sequential(a, b, h0):
 
 @jax.jit
 def _parallel(a, b, h0):
+    a, b, h0 = _common_dtype(a, b, h0)
     b = b.at[0].add(a[0] * h0)  # h_0 = a_0 h_{-1} + b_0: the initial state folded into the first input
     _, h = jax.lax.associative_scan(combine, (a, b))
     return h  # (T, ...)

@@ -16,8 +16,8 @@ from cookbook.sequence_models.linear_recurrence import (
 )
 
 TOL = dict(rtol=1e-5, atol=1e-5)  # float32 against a float64 loop
-parallel = jax.jit(linear_scan)
-sequential = jax.jit(linear_scan_sequential)
+# linear_scan and linear_scan_sequential check their inputs, then run one compiled core each: the tests
+# call them as they are (a jax.jit around them would compile a second program for every shape).
 
 
 def _loop(a, b, h0=None):
@@ -46,10 +46,10 @@ def _ab(seed, shape, complex_=False):
 def test_both_forms_match_a_numpy_loop_with_and_without_h0(complex_):
     a, b = _ab(0, (11, 3, 5), complex_)
     h0 = (_ab(1, (3, 5), complex_)[1])
-    for fn in (parallel, sequential):
+    for fn in (linear_scan, linear_scan_sequential):
         np.testing.assert_allclose(fn(a, b), _loop(a, b), **TOL)
         np.testing.assert_allclose(fn(a, b, h0), _loop(a, b, h0), **TOL)
-    assert parallel(a, b).dtype == (np.complex64 if complex_ else np.float32)
+    assert linear_scan(a, b).dtype == (np.complex64 if complex_ else np.float32)
 
 
 def test_the_operator_is_associative_and_composes_affine_maps():
@@ -86,11 +86,12 @@ def test_work_is_linear_and_depth_logarithmic(T, monkeypatch):
 
 def test_causality_t_one_and_odd_lengths():
     a, b = _ab(3, (7, 5))
-    h = parallel(a, b)
+    h = np.asarray(linear_scan(a, b))
     b2 = b.copy()
     b2[4] += 10.0
-    np.testing.assert_array_equal(parallel(a, b2)[:4], h[:4])  # later input, earlier states unchanged
-    assert not np.allclose(parallel(a, b2)[4:], h[4:])
+    h2 = np.asarray(linear_scan(a, b2))
+    np.testing.assert_array_equal(h2[:4], h[:4])  # later input, earlier states unchanged
+    assert not np.allclose(h2[4:], h[4:])
     a1, b1 = a[:1], b[:1]
     h0 = np.full(5, 2.0, np.float32)
     np.testing.assert_allclose(linear_scan(a1, b1, h0), a1 * h0 + b1, rtol=1e-6)
@@ -104,8 +105,8 @@ def test_mixed_dtypes_bfloat16_jit_and_vmap():
     h16 = linear_scan(a.astype(jnp.bfloat16), b.astype(jnp.bfloat16))
     assert h16.dtype == jnp.bfloat16
     np.testing.assert_allclose(np.asarray(h16, np.float32), _loop(a, b).real, atol=0.05, rtol=0.02)
-    batched = jax.vmap(linear_scan, in_axes=(1, 1), out_axes=1)(a, b)
-    np.testing.assert_allclose(batched, parallel(a, b), **TOL)
+    batched = jax.jit(jax.vmap(linear_scan, in_axes=(1, 1), out_axes=1))(a, b)  # jit and vmap, one program
+    np.testing.assert_allclose(batched, linear_scan(a, b), **TOL)
 
 
 # ---- The Linear Recurrent Unit ----------------------------------------------------------------------
@@ -123,9 +124,8 @@ def _lru_loop(params, x):
 
 
 def test_lru_matches_a_numpy_loop():
-    k_p, k_x = jax.random.split(jax.random.key(5))
-    params = init(k_p, 3, 8)  # the shapes of the page's example: one compilation serves both
-    x = jax.random.normal(k_x, (7, 3))
+    params = init(jax.random.key(5), 3, 8)  # the shapes of the page's example: one compilation serves both
+    x = np.random.default_rng(5).standard_normal((7, 3)).astype(np.float32)
     # apply checks its input and runs one compiled core, the example's program: no jax.jit around it.
     np.testing.assert_allclose(apply(params, x), _lru_loop(params, x), rtol=1e-4, atol=1e-5)
 
@@ -153,7 +153,7 @@ def test_ring_initialisation_and_the_unit_impulse_energy():
 
 def test_lru_learns_a_delay_line():
     # y_t = x_{t-3}: the unit must hold three past inputs. 200 Adam steps of 16 sequences of 16
-    # steps bring the held-out MSE from about 1.6 (at initialisation) below 0.01.
+    # steps bring the held-out MSE from about 3.8 (at initialisation) below 0.01 (measured 3.0e-4).
     T, H, N, delay, steps, batch = 16, 1, 16, 3, 200, 16
 
     def data(key):
@@ -196,7 +196,7 @@ def test_bad_input_raises_clear_errors():
         linear_scan(a, b, b)
     with pytest.raises(ValueError, match=r"a must have a leading time axis"):
         linear_scan(np.float32(1.0), np.float32(1.0))
-    np.testing.assert_allclose(linear_scan(a.tolist(), b.tolist()), parallel(a, b), **TOL)  # lists are arrays
+    np.testing.assert_allclose(linear_scan(a.tolist(), b.tolist()), linear_scan(a, b), **TOL)  # lists are arrays
     with pytest.raises(ValueError, match=r"need 0 <= r_min < r_max <= 1"):
         init(jax.random.key(0), 3, 5, r_min=0.9, r_max=1.5)
     with pytest.raises(TypeError, match=r"N must be an int"):
