@@ -221,7 +221,15 @@ def stability_limit(params, x, parametrization):
     D, width = _check_params(params)
     x = _checks.float_array(x, "x", ndim=2, what=" (N, D)")
     _checks.same_shape(x, "x", (x.shape[0], D), expected_from="(N, D) to match params['W_in']")
-    c = multipliers(width, parametrization)
+    _check_parametrization(parametrization)
+    return _stability_limit(params, x, parametrization)
+
+
+# One compiled program per shape and parametrisation (the kernel's closure, built inside, would
+# otherwise make empirical_ntk compile again at every call).
+@functools.partial(jax.jit, static_argnums=2)
+def _stability_limit(params, x, parametrization):
+    c = multipliers(params["W_in"].shape[1], parametrization)
     # W = sqrt(c) u: the kernel with respect to u weighs each layer's J J^T by its multiplier.
     u = {k: params[k] / c[k] ** 0.5 for k in params}
     theta = empirical_ntk(lambda u, x: _apply({k: u[k] * c[k] ** 0.5 for k in u}, x), u, x, x)  # (N, N)
