@@ -161,7 +161,7 @@ def segsum(log_a):
     difference of two running sums, which cancels badly in float32 when the running sum is large.
     """
     log_a = _checks.float_array(log_a, "log_a", min_ndim=1, what=" (..., T)")
-    return _segsum(log_a)
+    return _segsum_jit(log_a)
 
 
 def _segsum(log_a):
@@ -171,6 +171,9 @@ def _segsum(log_a):
     terms = jnp.where(i > j, log_a[..., :, None], 0.0)  # terms[..., k, j] = log_a[k] for k > j
     sums = jnp.cumsum(terms, axis=-2)  # sums[..., i, j] = sum of log_a[k] for j < k <= i
     return jnp.where(i >= j, sums, -jnp.inf)  # (..., T, T)
+
+
+_segsum_jit = jax.jit(_segsum)  # called eagerly: one program per shape, not one per operation
 
 
 def _check(x, log_a, B, C):

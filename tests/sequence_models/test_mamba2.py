@@ -6,9 +6,8 @@ import pytest
 from cookbook.sequence_models.mamba2 import segsum, ssd_chunked, ssd_quadratic, ssd_recurrent
 
 TOL = dict(rtol=1e-4, atol=1e-4)  # float32 against a float64 loop
-recurrent = jax.jit(ssd_recurrent)
-quadratic = jax.jit(ssd_quadratic)
-chunked = jax.jit(ssd_chunked, static_argnames="chunk_size")
+# The three forms check their inputs, then run one compiled core each: the tests call them as they are
+# (a jax.jit around them would compile a second program per shape), at the page's shapes where they can.
 
 
 def _inputs(seed, T=11, H=3, P=5, N=7):
@@ -33,20 +32,21 @@ def _loop(x, log_a, B, C):
 def test_the_three_forms_match_a_numpy_loop_with_t_not_a_multiple_of_the_chunk():
     args = _inputs(0)  # T = 11, the page's shapes
     expected = _loop(*args)
-    np.testing.assert_allclose(recurrent(*args), expected, **TOL)
-    np.testing.assert_allclose(quadratic(*args), expected, **TOL)
+    np.testing.assert_allclose(ssd_recurrent(*args), expected, **TOL)
+    np.testing.assert_allclose(ssd_quadratic(*args), expected, **TOL)
     for Q in (1, 4, 16):  # one step per chunk, 11 = 2 * 4 + 3, one chunk longer than T
-        np.testing.assert_allclose(chunked(*args, chunk_size=Q), expected, **TOL)
+        np.testing.assert_allclose(ssd_chunked(*args, chunk_size=Q), expected, **TOL)
 
 
 def test_t_one_and_causality():
     args = _inputs(1, T=1)
-    for y in (recurrent(*args), quadratic(*args), ssd_chunked(*args, chunk_size=4)):
+    for y in (ssd_recurrent(*args), ssd_quadratic(*args), ssd_chunked(*args, chunk_size=4)):
         np.testing.assert_allclose(y, _loop(*args), **TOL)
     x, log_a, B, C = _inputs(0)
     x2 = x.copy()
     x2[6:] += 5.0
-    np.testing.assert_allclose(chunked(x2, log_a, B, C, chunk_size=4)[:6], chunked(x, log_a, B, C, chunk_size=4)[:6], **TOL)
+    y, y2 = (np.asarray(ssd_chunked(z, log_a, B, C, chunk_size=4)) for z in (x, x2))
+    np.testing.assert_allclose(y2[:6], y[:6], **TOL)
 
 
 def test_segsum_builds_the_decay_mask_and_keeps_float32_precision():
@@ -59,7 +59,7 @@ def test_segsum_builds_the_decay_mask_and_keeps_float32_precision():
     # After a long prefix the running sum is large, and the difference of two running sums loses the
     # small segments; the segment sums do not.
     long = np.concatenate([np.full(2000, -5.0), np.full(8, -1e-4)]).astype(np.float32)
-    S = np.asarray(segsum(jnp.asarray(long)))
+    S = np.asarray(segsum(long))
     running = np.cumsum(long)  # float32
     exact = -1e-4 * 3  # the sum over (2004, 2007]
     assert abs(S[2007, 2004] - exact) < 1e-9
@@ -81,18 +81,19 @@ def test_without_decay_it_is_causal_linear_attention():
     zero = np.zeros_like(log_a)
     scores = np.tril(C @ B.T)  # queries C, keys B, values x, no softmax, no normalisation
     expected = np.einsum("ij,jhp->ihp", scores, x)
-    np.testing.assert_allclose(chunked(x, zero, B, C, chunk_size=4), expected, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(ssd_chunked(x, zero, B, C, chunk_size=4), expected, rtol=1e-4, atol=1e-3)
 
 
 def test_gradients_of_the_forms_agree_and_bfloat16():
     args = tuple(jnp.asarray(z) for z in _inputs(4, T=7, H=2, P=3, N=5))
     loss = lambda f: (lambda *a: jnp.sum(jnp.sin(f(*a))))
-    g_rec = jax.grad(loss(ssd_recurrent), argnums=(0, 1, 2, 3))(*args)
-    g_chunk = jax.grad(loss(lambda *a: ssd_chunked(*a, chunk_size=3)), argnums=(0, 1, 2, 3))(*args)
+    # Each gradient as one compiled program (forward and backward), not eager operations around the cores.
+    g_rec = jax.jit(jax.grad(loss(ssd_recurrent), argnums=(0, 1, 2, 3)))(*args)
+    g_chunk = jax.jit(jax.grad(loss(lambda *a: ssd_chunked(*a, chunk_size=3)), argnums=(0, 1, 2, 3)))(*args)
     for a, b in zip(g_rec, g_chunk):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
     args = _inputs(0)
-    y16 = chunked(*(z.astype(jnp.bfloat16) for z in args), chunk_size=4)
+    y16 = ssd_chunked(*(z.astype(jnp.bfloat16) for z in args), chunk_size=4)
     assert y16.dtype == jnp.bfloat16
     scale = np.abs(_loop(*args)).max()
     np.testing.assert_allclose(np.asarray(y16, np.float32), _loop(*args), atol=0.03 * scale)
