@@ -163,6 +163,8 @@ graph, the dense :math:`\hat{A}` costs :math:`O(N^2)` memory; the edge-list form
 connections, normalisation layers between propagations, and decoupling propagation from depth.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -185,7 +187,13 @@ def normalized_adjacency(adjacency, add_self_loops=True):
     the degrees are row sums, and a node of degree 0 gets a zero row and column."""
     if not isinstance(add_self_loops, bool):
         raise TypeError(f"add_self_loops must be True or False, got {add_self_loops!r}")
-    A = _square(adjacency)
+    return _normalized_adjacency(_square(adjacency), add_self_loops)
+
+
+# Each public function checks its input, then runs one compiled core like this one: called eagerly,
+# it would otherwise dispatch (and compile, for every new shape) its operations one by one.
+@functools.partial(jax.jit, static_argnums=1)
+def _normalized_adjacency(A, add_self_loops):
     if add_self_loops:
         A = A + jnp.eye(A.shape[0], dtype=A.dtype)
     degree = A.sum(axis=1)  # (N,)
@@ -200,7 +208,12 @@ def dirichlet_energy(x, adjacency):
     A = _square(adjacency)
     x = _checks.float_array(x, "x", ndim=2, what=" (N, D)")
     _checks.same_shape(x, "x", (A.shape[0], x.shape[1]), expected_from="one row per node of adjacency")
-    return jnp.sum(x * (x - normalized_adjacency(A) @ x), axis=0)
+    return _dirichlet_energy(x, A)
+
+
+@jax.jit
+def _dirichlet_energy(x, A):
+    return jnp.sum(x * (x - _normalized_adjacency(A, True) @ x), axis=0)
 
 
 def init(key, sizes):
@@ -219,7 +232,12 @@ def apply(params, x, adjacency):
     x = _check_input(params, x)
     A = _square(adjacency)
     _checks.same_shape(A, "adjacency", (x.shape[0],) * 2, expected_from="N from x")
-    A_hat = normalized_adjacency(A)
+    return _apply(params, x, A)
+
+
+@jax.jit
+def _apply(params, x, A):
+    A_hat = _normalized_adjacency(A, True)
     h = x
     for l, layer in enumerate(params):
         h = A_hat @ (h @ layer["W"]) + layer["b"][None, :]  # (N, D_{l+1})
@@ -265,6 +283,12 @@ def sage_apply(params, x, senders, receivers):
     _checks.same_shape(x, "x", (x.shape[0], D), expected_from="D from params[0]['W'], half its rows")
     N = x.shape[0]
     senders, receivers = check_edges(senders, receivers, N)
+    return _sage_apply(params, x, senders, receivers)
+
+
+@jax.jit
+def _sage_apply(params, x, senders, receivers):
+    N = x.shape[0]
     h = x
     for l, layer in enumerate(params):
         sent = h.at[senders].get(mode="fill", fill_value=jnp.nan)  # (E, D_l)
