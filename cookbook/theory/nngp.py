@@ -257,9 +257,12 @@ def relu_expectation(k_xx, k_xy, k_yy):
             raise ValueError("k_xx and k_yy are variances and must be non-negative, got a negative one")
         if (np.abs(b) > np.sqrt(a * c) * (1 + 1e-4) + 1e-30).any():
             raise ValueError("k_xy must satisfy |k_xy| <= sqrt(k_xx k_yy) (a covariance matrix), got one larger")
-    shape = next(iter(shapes.values()), ())
-    k_xx, k_xy, k_yy = (jnp.broadcast_to(v, shape) for v in (k_xx, k_xy, k_yy))
-    return _relu_expectation(k_xx, k_xy, k_yy)
+    return _relu_expectation_broadcast(k_xx, k_xy, k_yy)
+
+
+@jax.jit  # the scalars broadcast inside the compiled program, not by eager operations before it
+def _relu_expectation_broadcast(k_xx, k_xy, k_yy):
+    return _relu_expectation(*jnp.broadcast_arrays(k_xx, k_xy, k_yy))
 
 
 def _inputs(x1, x2):
