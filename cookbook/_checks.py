@@ -28,6 +28,11 @@ def _describe(x) -> str:
 
 
 def _as_array(x, name: str):
+    if type(x) is np.ndarray and x.dtype.kind in "biufc":
+        # The same array as jnp.asarray gives (dtype canonicalised, uncommitted, not weakly typed),
+        # placed without compiling: under JAX 0.10, jnp.asarray of a NumPy array compiles an identity
+        # program for each new shape and dtype.
+        return jax.device_put(x)
     if isinstance(x, jax.Array) or isinstance(x, np.ndarray):
         return jnp.asarray(x)
     if isinstance(x, (list, tuple, numbers.Number)) and not isinstance(x, bool):
