@@ -183,6 +183,7 @@ The libraries MAPIE and crepes implement these and many other conformal methods 
 conformal classification with prediction sets).
 """
 
+import functools
 import math
 import numbers
 
@@ -217,7 +218,10 @@ def conformal_quantile(scores, alpha):
     """The ``ceil((n + 1)(1 - alpha))``-th smallest of the ``n`` calibration ``scores`` (n,), or ``+inf``
     when that rank exceeds ``n``. A NaN among the scores gives NaN."""
     scores = _checks.float_array(scores, "scores", ndim=1, what=" (n,)")
-    alpha = _alpha(alpha)
+    return _conformal_quantile(scores, alpha=_alpha(alpha))
+
+
+def _quantile(scores, alpha):
     n = scores.shape[0]
     k = math.ceil((n + 1) * (1 - alpha) - 1e-9)  # exact-arithmetic integers are not rounded up
     if k > n:
@@ -225,6 +229,9 @@ def conformal_quantile(scores, alpha):
     else:
         q_hat = jnp.sort(scores)[k - 1]
     return jnp.where(jnp.isnan(scores).any(), jnp.nan, q_hat)
+
+
+_conformal_quantile = jax.jit(_quantile, static_argnames="alpha")
 
 
 def _pairs(cal, cal_names, test, test_names, y_cal):
@@ -241,8 +248,13 @@ def split_conformal(pred_cal, y_cal, pred_test, alpha):
     """Intervals ``(lower, upper)``, each (M,), around point predictions ``pred_test`` (M,), from the
     absolute residuals of ``pred_cal`` (n,) on the calibration targets ``y_cal`` (n,)."""
     (pred_cal,), (pred_test,), y_cal = _pairs([pred_cal], ["pred_cal"], [pred_test], ["pred_test"], y_cal)
+    return _split_conformal(pred_cal, y_cal, pred_test, alpha=_alpha(alpha))
+
+
+@functools.partial(jax.jit, static_argnames="alpha")
+def _split_conformal(pred_cal, y_cal, pred_test, alpha):
     scores = jnp.abs(y_cal - pred_cal)
-    q_hat = conformal_quantile(scores, alpha)
+    q_hat = _quantile(scores, alpha)
     lower, upper = pred_test - q_hat, pred_test + q_hat
     return lower, upper
 
@@ -252,8 +264,13 @@ def cqr(lo_cal, hi_cal, y_cal, lo_test, hi_test, alpha):
     narrowed, when the band was too wide) by the conformal quantile of its calibration errors."""
     (lo_cal, hi_cal), (lo_test, hi_test), y_cal = _pairs(
         [lo_cal, hi_cal], ["lo_cal", "hi_cal"], [lo_test, hi_test], ["lo_test", "hi_test"], y_cal)
+    return _cqr(lo_cal, hi_cal, y_cal, lo_test, hi_test, alpha=_alpha(alpha))
+
+
+@functools.partial(jax.jit, static_argnames="alpha")
+def _cqr(lo_cal, hi_cal, y_cal, lo_test, hi_test, alpha):
     scores = jnp.maximum(lo_cal - y_cal, y_cal - hi_cal)  # positive outside the band, negative inside
-    q_hat = conformal_quantile(scores, alpha)
+    q_hat = _quantile(scores, alpha)
     lower, upper = lo_test - q_hat, hi_test + q_hat
     return lower, upper
 
@@ -263,6 +280,11 @@ def pinball_loss(pred, y, tau):
     pred = _checks.float_array(pred, "pred", ndim=1, what=" (N,)")
     y = _checks.same_shape(_checks.float_array(y, "y", ndim=1, what=" (N,)"), "y", pred.shape, expected_from="pred")
     _checks.positive(tau, "tau")
+    return _pinball_loss(pred, y, tau)
+
+
+@jax.jit
+def _pinball_loss(pred, y, tau):
     u = y - pred
     return jnp.mean(jnp.maximum(tau * u, (tau - 1) * u))
 
@@ -275,10 +297,15 @@ def fit_linear_quantiles(features, y, *, taus, steps, learning_rate=0.1):
     y = _checks.float_array(y, "y", ndim=1, what=" (N,)")
     _checks.same_shape(y, "y", features.shape[:1], expected_from="N from features")
     taus = _checks.float_array(taus, "taus", ndim=1, what=" (Q,)")
-    if _checks.is_concrete(taus) and not bool(jnp.all((taus > 0) & (taus < 1))):
+    if _checks.is_concrete(taus) and not bool(np.all((np.asarray(taus) > 0) & (np.asarray(taus) < 1))):
         raise ValueError(f"taus must lie in (0, 1), got {taus}")
     _checks.size(steps, "steps")
     _checks.positive(learning_rate, "learning_rate")
+    return _fit(features, y, taus, steps=steps, learning_rate=_checks.static_number(learning_rate, "learning_rate"))
+
+
+@functools.partial(jax.jit, static_argnames=("steps", "learning_rate"))
+def _fit(features, y, taus, steps, learning_rate):
 
     def loss(W):
         u = y[:, None] - features @ W  # (N, Q)
