@@ -8,8 +8,8 @@ from cookbook.uncertainty._data import gap_data
 from cookbook.uncertainty.mc_dropout import apply, fit, init, predict
 
 RATE, NOISE = 0.2, 0.01
-passes = jax.jit(lambda params, x, keys, rate: jax.vmap(lambda k: apply(params, x, k, rate=rate))(keys),
-                 static_argnames="rate")
+passes = jax.jit(lambda params, x, key, rate, n: jax.vmap(lambda k: apply(params, x, k, rate=rate))(
+    jax.random.split(key, n)), static_argnames=("rate", "n"))  # n passes with the keys of jax.random.split(key, n)
 predict_many = jax.jit(lambda params, xs, key: jax.vmap(
     lambda x, k: predict(params, x, k, rate=RATE, num_samples=200, noise=NOISE))(xs, jax.random.split(key, len(xs))))
 
@@ -34,10 +34,10 @@ def test_without_a_key_it_is_the_plain_network():
 def test_with_one_hidden_layer_the_mean_over_masks_is_the_plain_network():
     # The output is linear in the mask, and the inverted scaling makes each kept unit count 1 on average.
     params = init(jax.random.key(1), (3, 11, 1))
-    params = jax.tree.map(lambda p: p + 0.2, params)
+    params = jax.tree.map(lambda p: np.asarray(p) + np.float32(0.2), params)
     x = np.float32([0.3, -1.0, 2.0])
-    samples = passes(params, x, jax.random.split(jax.random.key(2), 4000), 0.5)[:, 0]
-    plain = float(mlp_apply(params, x)[0])
+    samples = np.asarray(passes(params, x, jax.random.key(2), 0.5, 4000))[:, 0]
+    plain = float(jax.jit(mlp_apply)(params, x)[0])
     assert abs(float(samples.mean()) - plain) < 4 * float(samples.std()) / np.sqrt(4000)
     assert float(samples.std()) > 0.05 * abs(plain)  # the passes do differ
 
@@ -49,7 +49,7 @@ def test_predict_is_the_mean_and_variance_of_the_passes_plus_noise():
     predict_jit = jax.jit(lambda p, x, k, rate: predict(p, x, k, rate=rate, num_samples=7, noise=0.3),
                           static_argnames="rate")
     mean, variance = predict_jit(params, x, key, 0.5)
-    samples = np.asarray(passes(params, x, jax.random.split(key, 7), 0.5)[:, 0], np.float64)
+    samples = np.asarray(passes(params, x, key, 0.5, 7), np.float64)[:, 0]
     np.testing.assert_allclose(mean, samples.mean(), rtol=1e-5)
     np.testing.assert_allclose(variance, samples.var() + 0.3, rtol=1e-5)
     _, variance = predict_jit(params, x, key, 0.0)
@@ -62,9 +62,9 @@ def test_predictive_variance_is_at_least_three_times_larger_in_the_gap(trained):
     x, y, params, losses = trained
     assert losses[-1] < 0.2 * losses[0]
     gap = np.linspace(-0.5, 0.5, 11, dtype=np.float32)[:, None]
-    mean, var = predict_many(params, np.concatenate([x, gap]), jax.random.key(5))  # one compile for both
+    mean, var = map(np.asarray, predict_many(params, np.concatenate([x, gap]), jax.random.key(5)))  # one compile for both
     mean_on, var_on, var_gap = mean[: len(x)], var[: len(x)], var[len(x):]
-    assert float(jnp.sqrt(jnp.mean((mean_on - y) ** 2))) < 0.15  # fits the data (noise 0.1)
+    assert float(np.sqrt(np.mean((mean_on - np.asarray(y)) ** 2))) < 0.15  # fits the data (noise 0.1)
     ratio = float(var_gap.mean() / var_on.mean())
     assert ratio > 3, ratio  # measured: 5
 
@@ -100,10 +100,11 @@ def test_clear_errors_on_bad_input():
 def test_the_step_size_and_weight_decay_are_numbers_the_loop_is_compiled_for():
     # fit's core is compiled for each learning rate and weight decay: a 0-d array gives the same run
     # as the Python number, and a traced value is refused by name rather than by JAX's hashing error.
-    X = np.linspace(-1, 1, 16, dtype=np.float32)[:, None]
-    params = init(jax.random.key(0), (1, 8, 1))
-    runs = [fit(params, X, X[:, 0], jax.random.key(1), rate=0.1, steps=3, learning_rate=lr, weight_decay=wd)
-            for lr, wd in ((0.01, 1e-4), (jnp.array(0.01), np.float32(1e-4)))]
+    # The page's run (its shapes, its defaults), so that the Python numbers reuse its program.
+    X = np.linspace(-1, 1, 11, dtype=np.float32)[:, None]
+    params = init(jax.random.key(0), (1, 16, 16, 1))
+    runs = [fit(params, X, 2 * X[:, 0], jax.random.key(3), rate=0.1, steps=300, learning_rate=lr, weight_decay=wd)
+            for lr, wd in ((0.005, 1e-4), (jnp.array(0.005), np.float32(1e-4)))]
     for a, b in zip(*(jax.tree.leaves(run) for run in runs)):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(TypeError, match="learning_rate must be a concrete number"):
