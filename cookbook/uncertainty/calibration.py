@@ -164,6 +164,8 @@ map of the logits); Platt scaling is their two-class ancestor. With few validati
 ECE itself is a noisy, biased-upward estimate; debiased and adaptive-bin variants exist.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -206,6 +208,13 @@ def expected_calibration_error(probs, labels, num_bins=15):
     confidence binned into ``num_bins`` equal bins (lo, hi] of [0, 1], the first also holding 0."""
     probs, labels = _probs_labels(probs, labels)
     num_bins = _checks.size(num_bins, "num_bins")
+    return _expected_calibration_error(probs, labels, num_bins)
+
+
+# The public functions check their input, then run compiled cores like this one: the page's calls,
+# the tests' and the jit check's reuse one program per shape instead of dispatching op by op.
+@functools.partial(jax.jit, static_argnums=2)
+def _expected_calibration_error(probs, labels, num_bins):
     total_confidence, total_correct, _ = _binned(probs, labels, num_bins)
     N = probs.shape[0]
     return jnp.sum(jnp.abs(total_correct - total_confidence)) / N  # sum_m |B_m|/N |acc - conf|
@@ -216,6 +225,11 @@ def reliability_diagram(probs, labels, num_bins=15):
     the number of examples."""
     probs, labels = _probs_labels(probs, labels)
     num_bins = _checks.size(num_bins, "num_bins")
+    return _reliability_diagram(probs, labels, num_bins)
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _reliability_diagram(probs, labels, num_bins):
     total_confidence, total_correct, count = _binned(probs, labels, num_bins)
     safe = jnp.maximum(count, 1).astype(probs.dtype)
     mean_confidence, accuracy = total_confidence / safe, total_correct / safe
@@ -227,6 +241,10 @@ def temperature_nll(logits, labels, temperature):
     ``logits`` (N, K)."""
     logits, labels = _probs_labels(logits, labels, "logits")
     _checks.positive(temperature, "temperature")
+    return _temperature_nll(logits, labels, temperature)
+
+
+def _nll(logits, labels, temperature):
     log_probs = jax.nn.log_softmax(logits / temperature, axis=1)  # max subtracted inside
     return -jnp.mean(jnp.take_along_axis(log_probs, labels[:, None], axis=1))
 
@@ -236,9 +254,16 @@ def fit_temperature(logits, labels, steps=30):
     ``labels`` (N,): ``steps`` Newton steps on its logarithm from ``T = 1``."""
     logits, labels = _probs_labels(logits, labels, "logits")
     _checks.size(steps, "steps")
+    return _fit_temperature(logits, labels, steps)
 
+
+_temperature_nll = jax.jit(_nll)
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _fit_temperature(logits, labels, steps):
     def loss(log_t):
-        return temperature_nll(logits, labels, jnp.exp(log_t))
+        return _nll(logits, labels, jnp.exp(log_t))
 
     grad = jax.grad(loss)
     curvature = jax.grad(grad)
