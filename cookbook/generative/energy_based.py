@@ -185,7 +185,12 @@ def _free_energy(params, v):
 
 def free_energy(params, v):
     """``F(v) = -log sum_h exp(-E(v, h))`` of one visible vector ``v`` (D,)."""
-    return _free_energy(params, _check(params, v))
+    return _free_energy_jit(params, _check(params, v))
+
+
+# The public functions check their input, then run compiled cores like this one: the page's calls,
+# the tests' and the jit check's reuse one program per shape instead of dispatching op by op.
+_free_energy_jit = jax.jit(_free_energy)
 
 
 def _gibbs(params, key, v):
@@ -200,7 +205,10 @@ def gibbs_step(params, key, v):
     for name, value in params.items():
         _checks.check_no_nan(value, f"params['{name}']")  # a NaN probability would draw 0 in silence
     _checks.check_no_nan(v, "v")
-    return _gibbs(params, key, v)
+    return _gibbs_jit(params, key, v)
+
+
+_gibbs_jit = jax.jit(_gibbs)
 
 
 def cd_loss(params, key, v, *, k=1):
@@ -210,6 +218,10 @@ def cd_loss(params, key, v, *, k=1):
     k = _checks.size(k, "k")
     for name, value in params.items():
         _checks.check_no_nan(value, f"params['{name}']")
+    return _cd_loss_jit(params, key, v, k)
+
+
+def _cd_loss(params, key, v, k):
     v_k, _ = jax.lax.scan(lambda v, key: (_gibbs(params, key, v), None), v, jax.random.split(key, k))
     return _free_energy(params, v) - _free_energy(params, jax.lax.stop_gradient(v_k))
 
@@ -232,6 +244,9 @@ def langevin(energy, key, x, *, steps, step_size):
     return x
 
 
+_cd_loss_jit = jax.jit(_cd_loss, static_argnums=3)
+
+
 @cached  # the tests' run is stored when the book is built (cookbook/_memo.py)
 def fit(params, key, V, *, steps, batch, k=1, learning_rate=1e-2):
     """Adam on the mean ``cd_loss`` of random minibatches of ``batch`` rows of ``V`` (N, D);
@@ -250,7 +265,7 @@ def _train(params, key, V, steps, batch, k, learning_rate):
 
     def mean_loss(params, key, Vb):
         keys = jax.random.split(key, Vb.shape[0])
-        return jnp.mean(jax.vmap(lambda key, v: cd_loss(params, key, v, k=k))(keys, Vb))
+        return jnp.mean(jax.vmap(lambda key, v: _cd_loss(params, key, v, k))(keys, Vb))
 
     def step(carry, inputs):
         params, m, v = carry
