@@ -164,11 +164,20 @@ def masks(D, H):
     """The masks ``M_W`` (D, H) and ``M_V`` (H, D), float, for ``D`` inputs in their natural order
     and ``H`` hidden units of degrees cycling through 1, ..., D - 1."""
     D, H = _checks.size(D, "D", minimum=2), _checks.size(H, "H")
+    return _masks_jit(D, H)
+
+
+def _masks(D, H):
     degrees = jnp.arange(H) % (D - 1) + 1  # (H,), each in [1, D - 1]
     d = jnp.arange(1, D + 1)  # (D,)
     M_W = (degrees[None, :] >= d[:, None]).astype(jnp.float32)  # unit k sees input d iff d <= m_k
     M_V = (d[None, :] > degrees[:, None]).astype(jnp.float32)  # output d sees unit k iff m_k < d
     return M_W, M_V
+
+
+# The public functions check their input, then run compiled cores like this one: the page's calls,
+# the tests' and the jit check's reuse one program per shape instead of dispatching op by op.
+_masks_jit = jax.jit(_masks, static_argnums=(0, 1))
 
 
 def init(key, *, D, H, dtype=jnp.float32):
@@ -195,19 +204,26 @@ def _check(params, x, name="x"):
 
 
 def _logits(params, x):
-    M_W, M_V = masks(*params["W"].shape)
+    M_W, M_V = _masks(*params["W"].shape)
     h = jax.nn.relu(x @ (params["W"] * M_W) + params["b"])  # (H,)
     return h @ (params["V"] * M_V) + params["c"]  # (D,)
 
 
 def logits(params, x):
     """The logits (D,) of ``p(x_d = 1 | x_<d)`` for every ``d``, from one binary example ``x`` (D,)."""
-    return _logits(params, _check(params, x))
+    return _logits_jit(params, _check(params, x))
+
+
+_logits_jit = jax.jit(_logits)
 
 
 def log_prob(params, x):
     """The exact log-probability of one binary example ``x`` (D,) of 0s and 1s."""
-    x = _check(params, x)
+    return _log_prob(params, _check(params, x))
+
+
+@jax.jit
+def _log_prob(params, x):
     l = _logits(params, x)  # noqa: E741 - the equation's symbol
     return jnp.sum(x * l - jax.nn.softplus(l))
 
@@ -217,6 +233,11 @@ def sample(params, key):
     _check(params, None)
     for name, value in params.items():
         _checks.check_no_nan(value, f"params['{name}']")  # a NaN logit would draw 0 in silence
+    return _sample(params, key)
+
+
+@jax.jit
+def _sample(params, key):
     D = params["W"].shape[0]
     uniforms = jax.random.uniform(key, (D,), params["W"].dtype)
 
@@ -235,10 +256,17 @@ def conv_mask(size, *, first):
         raise ValueError(f"size must be odd (the kernel has a centre), got {size}")
     if not isinstance(first, bool):
         raise TypeError(f"first must be a bool, got {first!r}")
+    return _conv_mask_jit(size, first)
+
+
+def _conv_mask(size, first):
     order = jnp.arange(size * size).reshape(size, size)  # raster position within the kernel
     centre = (size * size) // 2
     keep = order < centre if first else order <= centre
     return keep.astype(jnp.float32)[:, :, None, None]
+
+
+_conv_mask_jit = jax.jit(_conv_mask, static_argnums=(0, 1))
 
 
 def masked_conv(kernel, x, *, first):
@@ -250,7 +278,14 @@ def masked_conv(kernel, x, *, first):
     if kernel.shape[0] != kernel.shape[1]:
         raise ValueError(f"kernel must be square, got shape {kernel.shape}")
     _checks.same_shape(x, "x", x.shape[:2] + kernel.shape[2:3], expected_from="C_in of kernel")
-    masked = kernel * conv_mask(kernel.shape[0], first=first).astype(kernel.dtype)
+    if not isinstance(first, bool):
+        raise TypeError(f"first must be a bool, got {first!r}")
+    return _masked_conv(kernel, x, first)
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _masked_conv(kernel, x, first):
+    masked = kernel * _conv_mask(kernel.shape[0], first).astype(kernel.dtype)
     y = jax.lax.conv_general_dilated(x[None], masked, window_strides=(1, 1), padding="SAME",
                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
     return y[0]
