@@ -236,6 +236,12 @@ def mixture_score(x, means, stds, weights):
     means, stds, weights = _mixture(means, stds, weights)
     D = means.shape[1]
     x = _checks.same_shape(_checks.float_array(x, "x"), "x", (D,), expected_from="the dimension of means")
+    return _mixture_score(x, means, stds, weights)
+
+
+@jax.jit  # the public functions check, then run compiled code
+def _mixture_score(x, means, stds, weights):
+    D = means.shape[1]
     diff = means - x[None, :]  # (K, D)
     log_density = jnp.log(weights) - D * jnp.log(stds) - 0.5 * jnp.sum(diff**2, axis=-1) / stds**2  # (K,)
     responsibility = jax.nn.softmax(log_density)
@@ -263,6 +269,11 @@ def langevin_step(x, score, step_size, noise):
     score = _checks.same_shape(_checks.float_array(score, "score"), "score", x.shape, expected_from="the shape of x")
     noise = _checks.same_shape(_checks.float_array(noise, "noise"), "noise", x.shape, expected_from="the shape of x")
     _checks.positive(step_size, "step_size")
+    return _langevin_step(x, score, step_size, noise)
+
+
+@jax.jit
+def _langevin_step(x, score, step_size, noise):
     return x + 0.5 * step_size * score + jnp.sqrt(step_size) * noise
 
 
@@ -279,6 +290,11 @@ def vp_marginal(t, beta_min=0.1, beta_max=20.0):
     t = _time(t)
     _checks.positive(beta_min, "beta_min")
     _checks.positive(beta_max, "beta_max")
+    return _vp_marginal(t, beta_min, beta_max)
+
+
+@jax.jit
+def _vp_marginal(t, beta_min, beta_max):
     integral = beta_min * t + 0.5 * (beta_max - beta_min) * t**2
     m = jnp.exp(-0.5 * integral)
     return m, jnp.sqrt(-jnp.expm1(-integral))  # 1 - m^2 without cancellation at small t
@@ -290,6 +306,11 @@ def ve_std(t, sigma_min=0.01, sigma_max=50.0):
     t = _time(t)
     _checks.positive(sigma_min, "sigma_min")
     _checks.positive(sigma_max, "sigma_max")
+    return _ve_std(t, sigma_min, sigma_max)
+
+
+@jax.jit
+def _ve_std(t, sigma_min, sigma_max):
     return sigma_min * (sigma_max / sigma_min) ** t
 
 
@@ -299,6 +320,11 @@ def vp_probability_flow(x, t, score, beta_min=0.1, beta_max=20.0):
     x = _checks.float_array(x, "x")
     score = _checks.same_shape(_checks.float_array(score, "score"), "score", x.shape, expected_from="the shape of x")
     t = _time(t)
+    return _vp_probability_flow(x, t, score, beta_min, beta_max)
+
+
+@jax.jit
+def _vp_probability_flow(x, t, score, beta_min, beta_max):
     beta = beta_min + t * (beta_max - beta_min)
     f = -0.5 * beta * x
     g = jnp.sqrt(beta)
@@ -314,6 +340,11 @@ def score(params, x, sigma):
     D = _check_params(params)
     x = _checks.same_shape(_checks.float_array(x, "x"), "x", (D,), expected_from="the data dimension of params")
     sigma = _checks.float_array(sigma, "sigma", ndim=0, what=" (a scalar noise level)")
+    return _score(params, x, sigma)
+
+
+@jax.jit
+def _score(params, x, sigma):
     return _net(params, x, _sigma_feature(sigma)) / sigma
 
 
@@ -375,7 +406,7 @@ def trained_mixture_score(steps=4000):
     noise levels from 0.1 to 3."""
     means, stds, weights = example_mixture()
     data = jax.jit(mixture_sample, static_argnums=1)(jax.random.key(0), 4096, means, stds, weights)
-    params = jax.jit(denoiser_init, static_argnums=1)(jax.random.key(1), 2)
+    params = denoiser_init(jax.random.key(1), 2)  # runs the page's program (the same weights as under jit)
     sigmas = jnp.geomspace(0.1, 3.0, 10)
     return jax.jit(train.uncached, static_argnames=("steps", "batch_size", "learning_rate"))(
         params, data, jax.random.key(2), sigmas=sigmas, steps=steps)

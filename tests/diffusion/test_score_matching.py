@@ -22,6 +22,7 @@ from cookbook.diffusion.score_matching import (
 _mmd2 = jax.jit(mmd2)
 _sample = jax.jit(mixture_sample, static_argnums=1)
 _scores = jax.jit(jax.vmap(mixture_score, in_axes=(0, None, None, None)))  # (B, D) points
+_learned = jax.jit(jax.vmap(score, in_axes=(None, 0, None)))  # one program for the four levels
 
 
 def _log_density(x, means, stds, weights):
@@ -43,11 +44,11 @@ def test_mixture_score_matches_finite_differences_of_the_log_density_in_float64(
 
 def test_mixture_score_is_finite_and_exact_far_from_every_mean():
     means, stds, weights = example_mixture()
-    far = jnp.array([1e3, -1e3])
-    out = mixture_score(far, means, stds, weights)
+    far = np.float32([1e3, -1e3])
+    out = np.asarray(mixture_score(far, means, stds, weights))
     assert np.isfinite(out).all()
     # far away the widest component dominates: score = (mu - x) / s^2 of the component of std 0.5
-    np.testing.assert_allclose(out, (means[1] - far) / 0.25, rtol=1e-5)
+    np.testing.assert_allclose(out, (np.asarray(means)[1] - far) / 0.25, rtol=1e-5)
 
 
 def test_vp_and_ve_kernels_match_their_integrals():
@@ -136,12 +137,12 @@ def trained():
 def test_it_learns_the_exact_score_of_the_blurred_mixture(trained, sigma):
     params, losses = trained
     means, stds, weights = example_mixture()
-    blurred = jnp.sqrt(stds**2 + sigma**2)
+    blurred = np.sqrt(np.asarray(stds) ** 2 + np.float32(sigma) ** 2)  # float32, as in jnp
     x = _sample(jax.random.key(9), 1000, means, blurred, weights)
-    exact = _scores(x, means, blurred, weights)
-    learned = jax.jit(jax.vmap(score, in_axes=(None, 0, None)))(params, x, jnp.float32(sigma))
+    exact = np.asarray(_scores(x, means, blurred, weights))
+    learned = np.asarray(_learned(params, x, np.float32(sigma)))
     # measured: 1.6%, 1.7%, 1.3%, 0.2% of the mean squared score
-    assert float(jnp.mean(jnp.sum((learned - exact) ** 2, -1)) / jnp.mean(jnp.sum(exact**2, -1))) < 0.03
+    assert float(np.mean(np.sum((learned - exact) ** 2, -1)) / np.mean(np.sum(exact**2, -1))) < 0.03
 
 
 def test_the_loss_at_the_exact_score_is_its_minimum_over_a_rescaled_score():
