@@ -163,6 +163,8 @@ its ``set_timesteps`` offers "leading", "trailing" and "linspace" spacings, of w
 the one here.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -212,8 +214,17 @@ def ddim_step(xt, eps, t, t_prev, alpha_bar, eta=0.0, noise=None):
     if noise is None:
         if not (_checks.is_concrete(eta) and float(eta) == 0.0):
             raise ValueError(f"noise is needed when eta is not 0, got eta = {eta} and noise = None")
+    else:
+        noise = _same_as(noise, "noise", xt, "xt")
+    return _ddim_step(xt, eps, t, t_prev, alpha_bar, eta, noise)
+
+
+# The public functions check their input, then run compiled cores like this one: the page's calls,
+# the tests' and the jit check's reuse one program per shape instead of dispatching op by op.
+@jax.jit
+def _ddim_step(xt, eps, t, t_prev, alpha_bar, eta, noise):
+    if noise is None:  # eta is 0
         noise = jnp.zeros_like(xt)
-    noise = _same_as(noise, "noise", xt, "xt")
     a_t = _at(alpha_bar, t)
     a_prev = jnp.where(t_prev == -1, 1.0, _at(alpha_bar, t_prev))
     sigma = eta * jnp.sqrt((1.0 - a_prev) / (1.0 - a_t)) * jnp.sqrt(1.0 - a_t / a_prev)
@@ -247,6 +258,12 @@ def ddim_sample(params, key, num_samples, alpha_bar, num_steps, eta=0.0):
     alpha_bar = _schedule(alpha_bar, "alpha_bar")
     ddim_timesteps(num_steps, alpha_bar.shape[0])  # checks num_steps
     _check_eta(eta)
+    return _ddim_sample(params, key, num_samples, alpha_bar, num_steps, eta)
+
+
+@functools.partial(jax.jit, static_argnums=(2, 4))
+def _ddim_sample(params, key, num_samples, alpha_bar, num_steps, eta):
+    D = params[-1]["W"].shape[1]
     k_start, k_jumps = jax.random.split(key)
     x = jax.random.normal(k_start, (num_samples, D))
     return _ddim_loop(params, x, k_jumps, alpha_bar, num_steps, eta)
