@@ -194,6 +194,11 @@ def reconstruct(v_row, v_col):
     """The rank-1 second moment :math:`r s / \\operatorname{mean}(r)` of a matrix from its row and column means."""
     v_row = _checks.float_array(v_row, "v_row", ndim=1, what=" (n,)")
     v_col = _checks.float_array(v_col, "v_col", ndim=1, what=" (k,)")
+    return _reconstruct(v_row, v_col)
+
+
+@jax.jit  # checked above, then one compiled program per shape instead of three operations
+def _reconstruct(v_row, v_col):
     return jnp.outer(v_row, v_col) / jnp.mean(v_row)
 
 
