@@ -261,6 +261,11 @@ def init(key, sizes):
     sizes = tuple(_checks.size(n, f"sizes[{l}]") for l, n in enumerate(sizes))
     if sizes[-1] != 1:
         raise ValueError(f"sizes must end with 1 (one output), got {sizes!r}")
+    return _init(key, sizes)
+
+
+@functools.partial(jax.jit, static_argnums=1)  # one program per sizes, the eager draw's values bit for bit
+def _init(key, sizes):
     eps = jax.random.normal(key, (sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:])),))  # one draw
     params, start = [], 0
     for a, b in zip(sizes[:-1], sizes[1:]):
