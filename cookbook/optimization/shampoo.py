@@ -124,6 +124,7 @@ True
 True
 """
 
+from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -161,6 +162,11 @@ def inverse_root(X, p):
     if X.shape[0] != X.shape[1]:
         raise ValueError(f"X must be square, got shape {X.shape}")
     _checks.size(p, "p", minimum=1)
+    return _inverse_root(X, p)
+
+
+@partial(jax.jit, static_argnums=1)  # one program per shape, where eagerly it dispatched a dozen
+def _inverse_root(X, p):
     values, vectors = jnp.linalg.eigh(X.astype(jnp.float32))
     floor = jnp.maximum(RELATIVE_FLOOR * jnp.max(values), jnp.finfo(jnp.float32).tiny)
     return (vectors * jnp.maximum(values, floor)[None, :] ** (-1.0 / p)) @ vectors.T

@@ -24,9 +24,9 @@ def test_inverse_root_matches_scipy_and_floors_tiny_eigenvalues():
 
 
 def test_one_step_without_memory_is_the_orthogonal_factor_that_muon_approximates():
-    G = jax.random.normal(jax.random.key(1), (5, 3))
+    G = np.random.default_rng(1).standard_normal((5, 3)).astype(np.float32)  # NumPy: no sampler to compile
     opt = shampoo(1.0, eps=1e-12)
-    updates, _ = jax.jit(opt.update)({"w": G}, opt.init({"w": jnp.zeros((5, 3))}))
+    updates, _ = jax.jit(opt.update)({"w": G}, opt.init({"w": np.zeros((5, 3), np.float32)}))
     U, _, Vt = np.linalg.svd(np.asarray(G, np.float64), full_matrices=False)
     np.testing.assert_allclose(-np.asarray(updates["w"]), U @ Vt, atol=2e-3)
     # Muon's five Newton-Schulz steps land within its band around the same factor.
@@ -35,19 +35,19 @@ def test_one_step_without_memory_is_the_orthogonal_factor_that_muon_approximates
 
 def test_statistics_accumulate_and_the_step_is_equivariant_to_rotations_of_both_sides():
     rng = np.random.default_rng(2)
-    grads = [jnp.asarray(rng.normal(size=(4, 3)), jnp.float32) for _ in range(3)]
+    grads = [rng.normal(size=(4, 3)).astype(np.float32) for _ in range(3)]  # NumPy inputs: no conversions
     Q, _ = np.linalg.qr(rng.normal(size=(4, 4)))
     R, _ = np.linalg.qr(rng.normal(size=(3, 3)))
-    Q, R = jnp.asarray(Q, jnp.float32), jnp.asarray(R, jnp.float32)
+    Q, R = Q.astype(np.float32), R.astype(np.float32)
     opt = shampoo(0.5, eps=1e-3)
-    s, s_rot = opt.init({"w": jnp.zeros((4, 3))}), opt.init({"w": jnp.zeros((4, 3))})
+    s = s_rot = opt.init({"w": np.zeros((4, 3), np.float32)})  # immutable: the two runs start from one state
     step = jax.jit(opt.update)
     for G in grads:
         u, s = step({"w": G}, s)
         u_rot, s_rot = step({"w": Q @ G @ R}, s_rot)
     expected_left = 1e-3 * np.eye(4) + sum(np.asarray(G) @ np.asarray(G).T for G in grads)
     np.testing.assert_allclose(np.asarray(s.left["w"]), expected_left, rtol=1e-5)
-    np.testing.assert_allclose(np.asarray(u_rot["w"]), np.asarray(Q @ u["w"] @ R), atol=1e-4)
+    np.testing.assert_allclose(np.asarray(u_rot["w"]), Q @ np.asarray(u["w"]) @ R, atol=1e-4)  # in NumPy
     assert isinstance(s, ShampooState) and int(s.count) == 3
 
 
@@ -58,18 +58,19 @@ def test_on_a_kronecker_structured_quadratic_shampoo_beats_adam_by_thirty_times(
 
     def ill_conditioned(n):
         Q, _ = np.linalg.qr(rng.normal(size=(n, n)))
-        return jnp.asarray(Q @ np.diag(np.logspace(0, np.log10(30.0), n)) @ Q.T, jnp.float32)
+        return (Q @ np.diag(np.logspace(0, np.log10(30.0), n)) @ Q.T).astype(np.float32)
 
     A, B = ill_conditioned(6), ill_conditioned(5)
-    C = A @ jnp.asarray(rng.normal(size=(6, 5)), jnp.float32) @ B
+    C = A @ rng.normal(size=(6, 5)).astype(np.float32) @ B  # float32 NumPy: constants of the jitted runs
     loss = lambda p: jnp.sum((A @ p["w"] @ B - C) ** 2)
-    p0 = {"w": jnp.zeros((6, 5))}
+    p0 = {"w": np.zeros((6, 5), np.float32)}
     grids = {"shampoo": (shampoo, (1.0, 3.0, 10.0, 30.0)), "soap": (soap, (0.03, 0.1, 0.3, 1.0)),
              "adam": (adam, (0.1, 0.3, 1.0, 3.0))}
     curves = jax.jit(lambda: {name: jnp.stack([run_optimizer(loss, p0, make(lr), steps=200)[1] for lr in lrs])
                               for name, (make, lrs) in grids.items()})()
-    best = {name: float(jnp.nanmin(v[:, -1])) for name, v in curves.items()}  # the last step
-    lowest = {name: float(jnp.nanmin(v)) for name, v in curves.items()}  # anywhere on the way
+    curves = {name: np.asarray(v) for name, v in curves.items()}  # read in NumPy
+    best = {name: float(np.nanmin(v[:, -1])) for name, v in curves.items()}  # the last step
+    lowest = {name: float(np.nanmin(v)) for name, v in curves.items()}  # anywhere on the way
     assert best["shampoo"] < best["adam"] / 30, best
     # At a constant learning rate SOAP's last steps oscillate (Adam's do not here: its loss only
     # falls), so SOAP is compared by the lowest loss each reaches on the way.
@@ -80,24 +81,24 @@ def test_on_a_kronecker_structured_quadratic_shampoo_beats_adam_by_thirty_times(
 def test_soap_carries_its_first_moment_into_a_new_basis():
     # In the parameters' own coordinates the first moment is the moving average of the gradients,
     # whatever basis SOAP holds it in, also across a refresh of the basis.
-    grads = [jax.random.normal(k, (4, 3)) for k in jax.random.split(jax.random.key(5), 5)]
+    grads = list(np.random.default_rng(5).standard_normal((5, 4, 3)).astype(np.float32))  # NumPy: no sampler
     opt = soap(0.1, b1=0.9, precondition_every=2)
-    state, step = opt.init({"w": jnp.zeros((4, 3))}), jax.jit(opt.update)
+    state, step = opt.init({"w": np.zeros((4, 3), np.float32)}), jax.jit(opt.update)
     average = np.zeros((4, 3))
     for G in grads:
         _, state = step({"w": G}, state)
         average = 0.9 * average + 0.1 * np.asarray(G)
-        in_parameters = state.Q_left["w"] @ state.mu["w"] @ state.Q_right["w"].T
-        np.testing.assert_allclose(np.asarray(in_parameters), average, atol=1e-5)
+        Ql, mu, Qr = (np.asarray(a["w"]) for a in (state.Q_left, state.mu, state.Q_right))
+        np.testing.assert_allclose(Ql @ mu @ Qr.T, average, atol=1e-5)  # in NumPy float32
 
 
 def test_soap_refreshes_its_basis_every_few_steps_and_agrees_under_jit():
-    G = jax.random.normal(jax.random.key(3), (4, 3))
+    G = np.random.default_rng(3).standard_normal((4, 3)).astype(np.float32)  # NumPy: no sampler to compile
     opt = soap(0.1, precondition_every=3)
-    state = opt.init({"w": jnp.zeros((4, 3))})
+    state = opt.init({"w": np.zeros((4, 3), np.float32)})
     bases, step = [], jax.jit(opt.update)
     for _ in range(4):
-        _, state = step({"w": G * (1 + 0.1 * len(bases))}, state)
+        _, state = step({"w": G * np.float32(1 + 0.1 * len(bases))}, state)
         bases.append(np.asarray(state.Q_left["w"]))
     assert np.array_equal(bases[0], bases[1]) and np.array_equal(bases[1], bases[2])
     assert not np.array_equal(bases[2], bases[3])  # recomputed at the fourth step
