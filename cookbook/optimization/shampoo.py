@@ -129,6 +129,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from cookbook import _checks
 from cookbook.optimization.sgd import GradientTransformation, check_hyperparameter, check_update
@@ -190,9 +191,19 @@ def _check_statistics(grads, params, state):
         _checks.same_tree(stats, name, like, f"the gradients' {'rows' if axis == 0 else 'columns'}")
 
 
+def _eye(n, scale=1.0):
+    """``scale * jnp.eye(n)``, the same values built in NumPy: no program compiled per side."""
+    dtype = jax.dtypes.canonicalize_dtype(float)
+    return jnp.asarray(np.asarray(scale, dtype) * np.eye(n, dtype=dtype))
+
+
+def _zeros_like(w):
+    return jnp.asarray(np.zeros(jnp.shape(w), jnp.result_type(w)))  # jnp.zeros_like, built in NumPy
+
+
 def _statistics(params, eps):
-    left = jax.tree.map(lambda w: eps * jnp.eye(w.shape[0]), params)
-    right = jax.tree.map(lambda w: eps * jnp.eye(w.shape[1]), params)
+    left = jax.tree.map(lambda w: _eye(w.shape[0], eps), params)
+    right = jax.tree.map(lambda w: _eye(w.shape[1], eps), params)
     return left, right
 
 
@@ -229,12 +240,11 @@ def soap(learning_rate, b1=0.95, b2=0.95, eps=1e-8, precondition_every=10, stat_
 
     def init(params):
         _check_matrices(params)
-        left, right = jax.tree.map(jnp.zeros_like, _statistics(params, 1.0))
-        eye = lambda n: jnp.eye(n)
-        zeros = jax.tree.map(jnp.zeros_like, params)
+        left, right = jax.tree.map(_zeros_like, _statistics(params, 1.0))
+        zeros = jax.tree.map(_zeros_like, params)
         return ShampooState(jnp.zeros((), jnp.int32), left, right,
-                            jax.tree.map(lambda w: eye(w.shape[0]), params),
-                            jax.tree.map(lambda w: eye(w.shape[1]), params), zeros, jax.tree.map(jnp.zeros_like, params))
+                            jax.tree.map(lambda w: _eye(w.shape[0]), params),
+                            jax.tree.map(lambda w: _eye(w.shape[1]), params), zeros, jax.tree.map(_zeros_like, params))
 
     def update(grads, state, params=None):
         check_update(grads, params, {"state.mu": state.mu, "state.nu": state.nu})
