@@ -222,19 +222,23 @@ def slstm(params, xs, *, stabilise=True):
     stabilise = _flag(stabilise, "stabilise")
     W = _checks.float_array(params["W"], "params['W']", ndim=2, what=" (D, 4H)")
     D, H = W.shape[0], W.shape[1] // 4
+    checked = {}  # the weights as they came (as arrays): under jax.jit, the core's call only forwards them
     for name, shape in (("W", (D, 4 * H)), ("R", (H, 4 * H)), ("b", (4 * H,))):
         where = f"params['{name}']"
-        _checks.same_shape(_checks.float_array(params[name], where), where, shape, expected_from="init_slstm(key, D, H)")
+        checked[name] = _checks.same_shape(_checks.float_array(params[name], where), where, shape,
+                                           expected_from="init_slstm(key, D, H)")
     xs = _checks.float_array(xs, "xs", ndim=2, what=" (T, D)")
     if xs.shape[1] != D:
         raise ValueError(f"xs must have shape (T, D) with D = {D} as params['W'], got shape {xs.shape}")
+    return _slstm(checked, xs, stabilise)
+
+
+@functools.partial(jax.jit, static_argnums=2)  # one compiled program also when called eagerly
+def _slstm(params, xs, stabilise):
+    W, R, b = params["W"], params["R"], params["b"]
+    out_dtype = xs.dtype
     dtype = jnp.promote_types(xs.dtype, jnp.float32)
-    W, R, b = (params[name].astype(dtype) for name in ("W", "R", "b"))
-    return _slstm(W, R, b, xs.astype(dtype), stabilise).astype(xs.dtype)
-
-
-@functools.partial(jax.jit, static_argnums=4)  # one compiled program also when called eagerly
-def _slstm(W, R, b, xs, stabilise):
+    W, R, b, xs = (a.astype(dtype) for a in (W, R, b, xs))
     H = R.shape[0]
     pre_x = xs @ W + b[None]  # (T, 4H): the input's share of every gate, for all steps at once
 
@@ -251,13 +255,19 @@ def _slstm(W, R, b, xs, stabilise):
     zeros = jnp.zeros((H,), xs.dtype)
     m0 = jnp.full((H,), -jnp.inf if stabilise else 0.0, xs.dtype)  # nothing stored yet: scale e^-inf
     _, hs = jax.lax.scan(step, (zeros, zeros, m0, zeros), pre_x)
-    return hs  # (T, H)
+    return hs.astype(out_dtype)  # (T, H)
 
 
 def _mlstm_inputs(q, k, v, i_pre, f_pre):
     q, k, v, T = _checks.queries_keys_values(q, k, v)
     i_pre = _checks.same_shape(_checks.float_array(i_pre, "i_pre"), "i_pre", (T,), expected_from="one per token of k")
     f_pre = _checks.same_shape(_checks.float_array(f_pre, "f_pre"), "f_pre", (T,), expected_from="one per token of k")
+    return q, k, v, i_pre, f_pre
+
+
+def _compute_dtype(q, k, v, i_pre, f_pre):
+    """Inside a core: the inputs in float32 (float64 for float64 values), the keys divided by
+    sqrt(Dk), and the dtype of the result (that of ``v``)."""
     dtype = jnp.promote_types(v.dtype, jnp.float32)
     k = k.astype(dtype) / math.sqrt(k.shape[1])
     return v.dtype, q.astype(dtype), k, v.astype(dtype), i_pre.astype(dtype), f_pre.astype(dtype)
@@ -268,12 +278,12 @@ def mlstm_recurrent(q, k, v, i_pre, f_pre, *, stabilise=True):
     pre-activations ``i_pre``, ``f_pre`` (T,): a :func:`jax.lax.scan` carrying ``(C, n, m)``.
     ``stabilise=False`` is the plain recurrence, which overflows for large input gates."""
     stabilise = _flag(stabilise, "stabilise")
-    out_dtype, q, k, v, i_pre, f_pre = _mlstm_inputs(q, k, v, i_pre, f_pre)
-    return _mlstm_recurrent(q, k, v, i_pre, f_pre, stabilise).astype(out_dtype)
+    return _mlstm_recurrent(*_mlstm_inputs(q, k, v, i_pre, f_pre), stabilise)
 
 
 @functools.partial(jax.jit, static_argnums=5)
 def _mlstm_recurrent(q, k, v, i_pre, f_pre, stabilise):
+    out_dtype, q, k, v, i_pre, f_pre = _compute_dtype(q, k, v, i_pre, f_pre)
     Dk, Dv = k.shape[1], v.shape[1]
 
     def step(carry, xs):
@@ -289,18 +299,18 @@ def _mlstm_recurrent(q, k, v, i_pre, f_pre, stabilise):
     m0 = jnp.asarray(-jnp.inf if stabilise else 0.0, q.dtype)
     init = (jnp.zeros((Dv, Dk), q.dtype), jnp.zeros((Dk,), q.dtype), m0)
     _, h = jax.lax.scan(step, init, (q, k, v, i_pre, f_pre))
-    return h  # (T, Dv)
+    return h.astype(out_dtype)  # (T, Dv)
 
 
 def mlstm_parallel(q, k, v, i_pre, f_pre):
     """The same read-outs as ``mlstm_recurrent``, for the whole sequence at once: a (T, T) matrix
     of stabilised gate weights times the scores ``q k^T``, O(T^2 D)."""
-    out_dtype, q, k, v, i_pre, f_pre = _mlstm_inputs(q, k, v, i_pre, f_pre)
-    return _mlstm_parallel(q, k, v, i_pre, f_pre).astype(out_dtype)
+    return _mlstm_parallel(*_mlstm_inputs(q, k, v, i_pre, f_pre))
 
 
 @jax.jit
 def _mlstm_parallel(q, k, v, i_pre, f_pre):
+    out_dtype, q, k, v, i_pre, f_pre = _compute_dtype(q, k, v, i_pre, f_pre)
     T = k.shape[0]
     L = jnp.cumsum(jax.nn.log_sigmoid(f_pre))  # (T,): sum of log forget gates up to t
     t, s = jnp.arange(T)[:, None], jnp.arange(T)[None, :]
@@ -308,4 +318,4 @@ def _mlstm_parallel(q, k, v, i_pre, f_pre):
     m = jnp.max(D_tilde, axis=1)  # (T,): finite, since s = t is always allowed
     weights = jnp.exp(D_tilde - m[:, None]) * (q @ k.T)  # (T, T)
     denominator = jnp.maximum(jnp.abs(weights.sum(axis=1)), jnp.exp(-m))  # (T,)
-    return weights @ v / denominator[:, None]  # (T, Dv)
+    return (weights @ v / denominator[:, None]).astype(out_dtype)  # (T, Dv)

@@ -6,9 +6,9 @@ import pytest
 from cookbook.sequence_models.xlstm import init_slstm, mlstm_parallel, mlstm_recurrent, slstm
 
 TOL = dict(rtol=1e-5, atol=1e-5)  # float32 against float64, reached on every input below
-s_lstm = jax.jit(slstm, static_argnames="stabilise")
-m_recurrent = jax.jit(mlstm_recurrent, static_argnames="stabilise")
-m_parallel = jax.jit(mlstm_parallel)
+# The three functions check their input and hand it to a compiled core: called directly, they share
+# one program per shape with the page's examples; a jax.jit around them compiled one more each.
+s_lstm, m_recurrent, m_parallel = slstm, mlstm_recurrent, mlstm_parallel
 
 
 def _sigmoid(x):
@@ -41,7 +41,7 @@ def _numpy_mlstm(q, k, v, i_pre, f_pre):
 
 
 def _slstm_case(seed, T=11, D=3, H=5):
-    params = init_slstm(jax.random.key(seed), D, H)
+    params = {name: np.asarray(a) for name, a in init_slstm(jax.random.key(seed), D, H).items()}  # edited in NumPy
     xs = np.random.default_rng(seed).standard_normal((T, D)).astype(np.float32)
     return params, xs
 
@@ -57,7 +57,7 @@ def _mlstm_case(seed, T=11, Dk=5, Dv=3):
 
 def test_slstm_stabilised_and_plain_match_float64():
     params, xs = _slstm_case(0)
-    params["b"] = params["b"] + jnp.asarray(np.random.default_rng(1).standard_normal(20), jnp.float32)
+    params["b"] = params["b"] + np.random.default_rng(1).standard_normal(20).astype(np.float32)
     expected = _numpy_slstm(params, xs)
     np.testing.assert_allclose(s_lstm(params, xs), expected, **TOL)
     np.testing.assert_allclose(s_lstm(params, xs, stabilise=False), expected, **TOL)
@@ -68,7 +68,9 @@ def test_slstm_stabiliser_keeps_huge_and_tiny_input_gates_finite():
     assert np.isinf(np.exp(np.float32(100.0)))  # e^100 overflows float32; float64 holds it
     params, xs = _slstm_case(2)
     for shift in (100.0, -120.0):
-        shifted = dict(params, b=params["b"].at[5:10].add(shift))  # input-gate biases
+        b = params["b"].copy()
+        b[5:10] += shift  # input-gate biases
+        shifted = dict(params, b=b)
         plain = s_lstm(shifted, xs, stabilise=False)
         assert np.isnan(plain).any()  # inf / inf, or 0 / 0
         h = s_lstm(shifted, xs)
@@ -79,25 +81,29 @@ def test_slstm_stabiliser_keeps_huge_and_tiny_input_gates_finite():
 def test_slstm_normaliser_makes_a_weighted_average():
     params, xs = _slstm_case(3)
     # Output gate open (o = 1), forget gate shut (f = 0): h = c / n = z exactly, whatever the input gate.
-    b = params["b"].at[15:].set(1e4).at[10:15].set(-1e4).at[5:10].set(50.0)
-    R0 = jnp.zeros_like(params["R"])
+    b = params["b"].copy()
+    b[15:], b[10:15], b[5:10] = 1e4, -1e4, 50.0
+    R0 = np.zeros_like(params["R"])
     h = s_lstm(dict(params, b=b, R=R0), xs)
     np.testing.assert_allclose(h, np.tanh(xs @ np.asarray(params["W"])[:, :5]), **TOL)
     # Forget gate open (f -> 1) and a constant input gate: h is the running mean of z.
-    b = params["b"].at[15:].set(1e4).at[10:15].set(1e4).at[5:10].set(7.0)
-    W = params["W"].at[:, 5:10].set(0.0)
+    b = params["b"].copy()
+    b[15:], b[10:15], b[5:10] = 1e4, 1e4, 7.0
+    W = params["W"].copy()
+    W[:, 5:10] = 0.0
     z = np.tanh(xs @ np.asarray(params["W"])[:, :5])
     np.testing.assert_allclose(s_lstm(dict(params, b=b, R=R0, W=W), xs), np.cumsum(z, 0) / np.arange(1, 12)[:, None], **TOL)
 
 
 def test_init_forget_gate_memory():
     params = init_slstm(jax.random.key(4), 3, 5)
-    b_f = np.asarray(params["b"][10:15])
+    b = np.asarray(params["b"])
+    b_f = b[10:15]
     np.testing.assert_allclose(b_f, np.linspace(3.0, 6.0, 5), rtol=1e-6)
     memory = 1 / (1 - _sigmoid(b_f.astype(np.float64)))  # expected number of steps a value is kept
     assert 20 < memory[0] < 22 and 400 < memory[-1] < 410
-    np.testing.assert_array_equal(params["b"][:10], 0.0)
-    np.testing.assert_array_equal(params["b"][15:], 0.0)
+    np.testing.assert_array_equal(b[:10], 0.0)
+    np.testing.assert_array_equal(b[15:], 0.0)
 
 
 def test_mlstm_forms_match_float64_and_each_other():
@@ -137,6 +143,7 @@ def test_causality():
              (m_recurrent(q, k, v, i_pre, f_pre), m_recurrent(*changed)),
              (m_parallel(q, k, v, i_pre, f_pre), m_parallel(*changed))]
     for before, after in pairs:
+        before, after = np.asarray(before), np.asarray(after)
         np.testing.assert_array_equal(before[:6], after[:6])
         assert not np.allclose(before[6:], after[6:])
 
@@ -144,18 +151,19 @@ def test_causality():
 def test_mlstm_gradients_of_the_two_forms_agree():
     q, k, v, i_pre, f_pre = _mlstm_case(8, T=7, Dk=3, Dv=2)
     with jax.enable_x64(True):
-        args = tuple(jnp.asarray(a, jnp.float64) for a in (q, k, v, i_pre, f_pre))
+        args = tuple(np.float64(a) for a in (q, k, v, i_pre, f_pre))  # NumPy: no eager program per operation
         loss_p = jax.jit(lambda *a: jnp.sum(jnp.sin(mlstm_parallel(*a))))
         loss_r = lambda *a: jnp.sum(jnp.sin(mlstm_recurrent(*a)))  # noqa: E731
-        g_p = jax.jit(jax.grad(loss_p, argnums=(0, 1, 2, 3, 4)))(*args)
-        g_r = jax.jit(jax.grad(loss_r, argnums=(0, 1, 2, 3, 4)))(*args)
+        both = jax.jit(lambda *a: (jax.grad(loss_p, argnums=(0, 1, 2, 3, 4))(*a),
+                                   jax.grad(loss_r, argnums=(0, 1, 2, 3, 4))(*a)))  # one program for both
+        g_p, g_r = both(*args)
         for a, b in zip(g_p, g_r):
             np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-11)
         rng = np.random.default_rng(0)
         d = tuple(rng.standard_normal(a.shape) for a in args)
         eps = 1e-6
-        diff = loss_p(*(a + eps * e for a, e in zip(args, d))) - loss_p(*(a - eps * e for a, e in zip(args, d)))
-        np.testing.assert_allclose(diff / (2 * eps), sum(np.sum(g * e) for g, e in zip(g_p, d)), rtol=1e-6)
+        diff = float(loss_p(*(a + eps * e for a, e in zip(args, d)))) - float(loss_p(*(a - eps * e for a, e in zip(args, d))))
+        np.testing.assert_allclose(diff / (2 * eps), sum(np.sum(np.asarray(g) * e) for g, e in zip(g_p, d)), rtol=1e-6)
 
 
 def test_bfloat16_and_vmap():
@@ -170,7 +178,7 @@ def test_bfloat16_and_vmap():
     assert h16.dtype == jnp.bfloat16
     np.testing.assert_allclose(np.asarray(h16, np.float32), s_lstm(params, xs), atol=2e-2)
     heads = jax.vmap(mlstm_parallel)(*(np.stack([a, 2 * a]) for a in (q, k, v, i_pre, f_pre)))
-    np.testing.assert_allclose(heads[1], m_parallel(2 * q, 2 * k, 2 * v, 2 * i_pre, 2 * f_pre), **TOL)
+    np.testing.assert_allclose(np.asarray(heads)[1], m_parallel(2 * q, 2 * k, 2 * v, 2 * i_pre, 2 * f_pre), **TOL)
 
 
 def test_bad_input_raises_clear_errors():
