@@ -260,14 +260,22 @@ def _chunkwise(q, k, v, gamma, chunk_size):
 
 def multiscale_gammas(H):
     """The fixed decays of ``H`` heads, ``gamma_h = 1 - 2^(-5 - h)``."""
-    H = _checks.size(H, "H")
+    return _gammas(_checks.size(H, "H"))
+
+
+@functools.partial(jax.jit, static_argnums=0)  # one program, not an eager one per operation
+def _gammas(H):
     h = jnp.arange(H, dtype=jnp.float32)
     return 1.0 - 2.0 ** (-5.0 - h)
 
 
 def init(key, D):
     """Parameters of a multi-scale retention layer of width ``D``: five (D, D) projections."""
-    D = _checks.size(D, "D")
+    return _init(key, _checks.size(D, "D"))
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _init(key, D):
     k_q, k_k, k_v, k_g, k_o = jax.random.split(key, 5)
     return {name: jax.random.normal(k_w, (D, D)) / math.sqrt(D)
             for name, k_w in (("W_Q", k_q), ("W_K", k_k), ("W_V", k_v), ("W_G", k_g), ("W_O", k_o))}
@@ -300,7 +308,7 @@ def _multiscale(params, x, H, form, chunk_size, eps=1e-6):
         one_head = functools.partial(_chunkwise, chunk_size=chunk_size)
     else:
         one_head = _parallel if form == "parallel" else _recurrent
-    o = jax.vmap(one_head)(heads(q), heads(k) / math.sqrt(d), heads(v), multiscale_gammas(H))  # (H, T, d)
+    o = jax.vmap(one_head)(heads(q), heads(k) / math.sqrt(d), heads(v), _gammas(H))  # (H, T, d)
     o = (o - o.mean(axis=-1, keepdims=True)) * jax.lax.rsqrt(o.var(axis=-1, keepdims=True) + eps)
     o = o.transpose(1, 0, 2).reshape(T, D)  # each head normalised, then side by side
     return ((jax.nn.silu(x @ params["W_G"]) * o) @ params["W_O"]).astype(x.dtype)  # (T, D)
