@@ -166,6 +166,8 @@ are scatters into memory, which on accelerators are slower than dense matrix pro
 dense graphs, an adjacency matrix and a matrix product (:doc:`gcn`) can be faster.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -294,7 +296,14 @@ def apply(params, nodes, edges, senders, receivers, globals_, aggregation="sum")
     _checks.same_shape(edges, "edges", (E, De), expected_from="De from params")
     _checks.same_shape(globals_, "globals_", (Du,), expected_from="Du from params")
     senders, receivers = check_edges(senders, receivers, N, E)
+    params = {level: [{name: _checks.float_array(layer[name], f"params['{level}'][{l}]['{name}']") for name in ("W", "b")}
+                      for l, layer in enumerate(params[level])] for level in ("edge", "node", "global")}
+    return _apply(params, nodes, edges, senders, receivers, globals_, aggregation)
 
+
+@functools.partial(jax.jit, static_argnums=6)  # one compiled program per shape, also when called eagerly
+def _apply(params, nodes, edges, senders, receivers, globals_, aggregation):
+    (N, Dv), (E, De), Du = nodes.shape, edges.shape, globals_.shape[0]
     # Edge update: each edge reads its receiver, its sender and the graph.
     received = nodes.at[receivers].get(mode="fill", fill_value=jnp.nan)  # (E, Dv)
     sent = nodes.at[senders].get(mode="fill", fill_value=jnp.nan)  # (E, Dv)

@@ -7,8 +7,9 @@ import pytest
 from cookbook.graphs.message_passing import AGGREGATIONS, aggregate, apply, init, mlp
 
 N, E, DV, DE, DU, H = 6, 11, 3, 2, 5, 7
-# One compiled function per entry point (compilation is most of the cost of these tests).
-apply_jit = jax.jit(apply, static_argnames="aggregation")
+# One compiled function per entry point (compilation is most of the cost of these tests). apply checks
+# its input and hands it to a compiled core: called directly, it compiles one program per shape.
+apply_jit = apply
 aggregate_jit = jax.jit(aggregate, static_argnames=("num_nodes", "aggregation"))
 
 
@@ -26,8 +27,8 @@ def random_graph(seed, n=N, e=E):
     senders = rng.integers(0, n, e)
     receivers = rng.integers(0, n - 1, e)  # node n-1 receives nothing
     senders[:3], receivers[:3] = [2, 0, 0], [2, 1, 1]  # a self-loop, a repeated edge
-    as32 = lambda *shape: jnp.asarray(rng.standard_normal(shape), jnp.float32)
-    return as32(n, DV), as32(e, DE), jnp.asarray(senders), jnp.asarray(receivers), as32(DU)
+    as32 = lambda *shape: rng.standard_normal(shape).astype(np.float32)  # NumPy: sliced without eager programs
+    return as32(n, DV), as32(e, DE), senders, receivers, as32(DU)
 
 
 @pytest.fixture(scope="module")
@@ -129,6 +130,7 @@ def test_renumbering_nodes_and_edges_permutes_the_outputs(setup, aggregation):
         params, nodes[node_perm], edges[edge_perm], inverse[senders[edge_perm]], inverse[receivers[edge_perm]],
         globals_, aggregation=aggregation)
     # Equal up to the order of float32 additions in the segment sums.
+    new_nodes, new_edges = np.asarray(new_nodes), np.asarray(new_edges)
     np.testing.assert_allclose(p_nodes, new_nodes[node_perm], rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(p_edges, new_edges[edge_perm], rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(p_globals, new_globals, rtol=1e-6, atol=1e-6)
@@ -139,13 +141,15 @@ def test_one_block_is_local_to_one_hop(setup):
     # A path 0-1-2-3-4-5 (both directions) and a self-loop at 5: changing node 0 changes the outputs
     # of nodes 0 and 1 only.
     params, (nodes, _, _, _, globals_) = setup
-    path = jnp.arange(N - 1)
-    senders = jnp.concatenate([path, path + 1, jnp.array([N - 1])])
-    receivers = jnp.concatenate([path + 1, path, jnp.array([N - 1])])
-    edges = jnp.ones((E, DE))
-    before = apply_jit(params, nodes, edges, senders, receivers, globals_, aggregation="sum")[0]
-    after = apply_jit(params, nodes.at[0].add(1.0), edges, senders, receivers, globals_, aggregation="sum")[0]
-    changed = np.any(np.abs(np.asarray(after - before)) > 0, axis=1)
+    path = np.arange(N - 1)
+    senders = np.concatenate([path, path + 1, [N - 1]])
+    receivers = np.concatenate([path + 1, path, [N - 1]])
+    edges = np.ones((E, DE), np.float32)
+    changed_nodes = nodes.copy()
+    changed_nodes[0] += 1.0
+    before = np.asarray(apply_jit(params, nodes, edges, senders, receivers, globals_, aggregation="sum")[0])
+    after = np.asarray(apply_jit(params, changed_nodes, edges, senders, receivers, globals_, aggregation="sum")[0])
+    changed = np.any(np.abs(after - before) > 0, axis=1)
     np.testing.assert_array_equal(changed, [True, True, False, False, False, False])
 
 
@@ -157,7 +161,7 @@ def test_mean_and_max_cannot_count_what_the_sum_counts():
     multisets = [[a], [a, a], [a, b], [a, a, b], [a, a, b, b]]
     messages = jnp.array([[x] for m in multisets for x in m])
     receivers = jnp.array([i for i, m in enumerate(multisets) for _ in m])
-    seen = {agg: np.asarray(aggregate_jit(messages, receivers, 5, agg)[:, 0]) for agg in AGGREGATIONS}
+    seen = {agg: np.asarray(aggregate_jit(messages, receivers, 5, agg))[:, 0] for agg in AGGREGATIONS}
     sums, means, maxes = seen["sum"], seen["mean"], seen["max"]
     # One neighbour of kind a against two: only the sum tells them apart.
     assert sums[0] != sums[1] and means[0] == means[1] and maxes[0] == maxes[1]
@@ -168,9 +172,9 @@ def test_mean_and_max_cannot_count_what_the_sum_counts():
 
 
 def test_the_sum_of_one_hot_messages_is_the_multiset_itself():
-    kinds = jnp.array([0, 2, 2, 1, 2, 0])
-    receivers = jnp.array([0, 0, 0, 1, 1, 1])
-    counts = aggregate_jit(jax.nn.one_hot(kinds, 3), receivers, 2, "sum")
+    kinds = np.array([0, 2, 2, 1, 2, 0])
+    receivers = np.array([0, 0, 0, 1, 1, 1])
+    counts = aggregate_jit(np.eye(3, dtype=np.float32)[kinds], receivers, 2, "sum")  # one-hot rows
     np.testing.assert_array_equal(counts, [[1, 0, 2], [1, 1, 1]])
 
 
@@ -183,6 +187,7 @@ def test_a_node_without_messages_gets_zeros_and_finite_gradients():
             return out.sum(), out
 
         grad, out = jax.jit(jax.grad(total, has_aux=True))(messages)
+        out = np.asarray(out)
         np.testing.assert_array_equal(out[1:], 0.0)
         assert np.all(np.isfinite(grad))
         if aggregation == "max":
@@ -191,11 +196,11 @@ def test_a_node_without_messages_gets_zeros_and_finite_gradients():
 
 def test_vmap_over_node_features_matches_one_graph_at_a_time(setup):
     params, (nodes, edges, senders, receivers, globals_) = setup
-    batch = jnp.stack([nodes, 2.0 * nodes, -nodes])
+    batch = np.stack([nodes, 2.0 * nodes, -nodes])
     out = jax.vmap(apply_jit, in_axes=(None, 0, None, None, None, None))(params, batch, edges, senders, receivers,
                                                                          globals_)
     one = apply_jit(params, 2.0 * nodes, edges, senders, receivers, globals_, aggregation="sum")
-    np.testing.assert_allclose(out[0][1], one[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(out[0])[1], one[0], rtol=1e-5, atol=1e-6)
 
 
 # ---- Bad input ------------------------------------------------------------------------------------
@@ -203,23 +208,25 @@ def test_vmap_over_node_features_matches_one_graph_at_a_time(setup):
 def test_bad_edge_lists_raise_clear_errors(setup):
     params, (nodes, edges, senders, receivers, globals_) = setup
     with pytest.raises(ValueError, match=r"senders must lie in \[0, 6\), got values from 0 to 6"):
-        apply(params, nodes, edges, senders.at[3].set(N), receivers, globals_)
+        apply(params, nodes, edges, np.where(np.arange(E) == 3, N, senders), receivers, globals_)
     with pytest.raises(TypeError, match=r"receivers must be an integer array"):
-        apply(params, nodes, edges, senders, receivers.astype(jnp.float32), globals_)
+        apply(params, nodes, edges, senders, receivers.astype(np.float32), globals_)
     with pytest.raises(ValueError, match=r"senders must have shape \(11,\)"):
         apply(params, nodes, edges, senders[:5], receivers, globals_)
     with pytest.raises(ValueError, match=r"receivers must have shape \(3,\)"):
-        aggregate(jnp.ones((3, 2)), jnp.array([0, 1]), 2)
+        aggregate(np.ones((3, 2), np.float32), np.array([0, 1]), 2)
     with pytest.raises(ValueError, match=r"aggregation must be one of"):
-        aggregate(jnp.ones((3, 2)), jnp.array([0, 1, 1]), 2, "median")
+        aggregate(np.ones((3, 2), np.float32), np.array([0, 1, 1]), 2, "median")
     with pytest.raises(TypeError, match=r"num_nodes must be an int"):
-        aggregate(jnp.ones((3, 2)), jnp.array([0, 1, 1]), 2.0)
+        aggregate(np.ones((3, 2), np.float32), np.array([0, 1, 1]), 2.0)
 
 
 def test_an_index_out_of_range_under_jit_shows_nan(setup):
     params, (nodes, edges, senders, receivers, globals_) = setup
-    new_nodes, new_edges, _ = apply_jit(params, nodes, edges, senders.at[3].set(N + 4), receivers, globals_,
-                                        aggregation="sum")
+    # Under jax.jit the index is a tracer: the range cannot be checked, and the fill value shows.
+    new_nodes, new_edges, _ = jax.jit(apply, static_argnames="aggregation")(
+        params, nodes, edges, np.where(np.arange(E) == 3, N + 4, senders), receivers, globals_, aggregation="sum")
+    new_nodes, new_edges = np.asarray(new_nodes), np.asarray(new_edges)
     assert np.isnan(new_edges[3]).all() and np.isnan(new_nodes[int(receivers[3])]).all()
 
 
@@ -230,7 +237,7 @@ def test_bad_features_and_parameters_raise_clear_errors(setup):
     with pytest.raises(ValueError, match=r"globals_ must have shape \(5,\)"):
         apply(params, nodes, edges, senders, receivers, globals_[:2])
     with pytest.raises(TypeError, match=r"edges must be a floating-point array"):
-        apply(params, nodes, edges.astype(jnp.int32), senders, receivers, globals_)
+        apply(params, nodes, edges.astype(np.int32), senders, receivers, globals_)
     other = numpy_params(6, node_size=DV, edge_size=DE, global_size=DU, hidden=H + 1)
     with pytest.raises(ValueError, match=r"do not fit together"):
         apply({**params, "global": other["global"]}, nodes, edges, senders, receivers, globals_)
