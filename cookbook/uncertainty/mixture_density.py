@@ -225,12 +225,14 @@ def fit(params, X, y, *, steps, learning_rate=0.01):
     X, y = _check_data(params, X, y)
     _checks.size(steps, "steps")
     _checks.positive(learning_rate, "learning_rate")
-    return _fit(params, X, y, learning_rate, steps)
+    return _fit(params, X, y, _checks.static_number(learning_rate, "learning_rate"), steps)
 
 
-@functools.partial(jax.jit, static_argnums=4)
+# learning_rate is static (a Python float): under jax.jit, fit then only forwards its arrays to this
+# core, and the jit check reuses its compilation instead of compiling the training loop again.
+@functools.partial(jax.jit, static_argnums=(3, 4))
 def _fit(params, X, y, learning_rate, steps):
-    optimizer = adam(1.0)  # the step size is applied below, so that it may be traced
+    optimizer = adam(1.0)  # the step size is applied below
 
     def step(carry, _):
         params, state = carry
