@@ -269,18 +269,21 @@ def fit_classifier(params, X, labels, *, steps, kl_weight=1.0, learning_rate=0.0
     _checks.size(steps, "steps")
     _checks.positive(kl_weight, "kl_weight", allow_zero=True)
     _checks.positive(learning_rate, "learning_rate")
-    return _fit(params, X, labels, kl_weight, learning_rate, steps)
+    return _fit(params, X, labels, _checks.static_number(kl_weight, "kl_weight"),
+                _checks.static_number(learning_rate, "learning_rate"), steps)
 
 
 # The checks run in Python and the training is one compiled program: called eagerly, the scan would
-# trace and compile again on every call, and the jit check would compile the whole run once more.
-@functools.partial(jax.jit, static_argnums=5)
+# trace and compile again on every call. kl_weight and learning_rate are static (Python floats), so
+# that under jax.jit fit_classifier only forwards its arrays here and the jit check reuses this
+# compilation instead of compiling the whole run once more.
+@functools.partial(jax.jit, static_argnums=(3, 4, 5))
 def _fit(params, X, labels, kl_weight, learning_rate, steps):
     def loss(params, weight):
         evidence = jax.vmap(evidence_of, in_axes=(None, 0))(params, X)  # (N, K)
         return jnp.mean(jax.vmap(lambda e, l: _classification_loss(e, l, weight))(evidence, labels))
 
-    optimizer = adam(1.0)  # the step size is applied below, so that it may be traced
+    optimizer = adam(1.0)  # the step size is applied below
 
     def step(carry, weight):
         params, state = carry
