@@ -15,13 +15,17 @@ def _smooth_loss(x):
     return jnp.sum(jnp.tanh(A @ x) ** 2) + 0.1 * jnp.sum(x**4) + jnp.sum(jnp.sin(x) * x[::-1])
 
 
+def _normal(seed, *shape):
+    """Test inputs from NumPy: jax.random.normal would compile a sampler for each new shape."""
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
 def _rosenbrock_vector(z):
     return rosenbrock({"x": z[0], "y": z[1]})
 
 
 def test_hvp_matches_the_explicit_hessian_times_v():
-    k_x, k_v = jax.random.split(jax.random.key(0))
-    x, v = jax.random.normal(k_x, (7,)), jax.random.normal(k_v, (7,))
+    x, v = _normal(0, 2, 7)
     got, expected = jax.jit(lambda x, v: (hvp(_smooth_loss, x, v), jax.hessian(_smooth_loss)(x) @ v))(x, v)
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
 
@@ -30,24 +34,23 @@ def test_hvp_on_a_pytree_matches_the_flattened_hessian():
     def loss(p):
         return jnp.sum((p["w"] @ p["b"]) ** 2) + jnp.sum(p["b"] ** 3)
 
-    k_w, k_b, k_v = jax.random.split(jax.random.key(1), 3)
-    params = {"w": jax.random.normal(k_w, (5, 3)), "b": jax.random.normal(k_b, (3,))}
+    params = {"w": _normal(1, 5, 3), "b": _normal(2, 3)}
     flat, unravel = ravel_pytree(params)
-    v_flat = jax.random.normal(k_v, flat.shape)
+    v_flat = _normal(3, *flat.shape)
     expected = jax.jit(lambda z, v: jax.hessian(lambda z: loss(unravel(z)))(z) @ v)(flat, v_flat)
     got, _ = ravel_pytree(jax.jit(lambda p, v: hvp(loss, p, v))(params, unravel(v_flat)))
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
 
 
 def _spd(n, seed, ridge=0.05):
-    M = jax.random.normal(jax.random.key(seed), (n, n))
-    return M @ M.T / n + ridge * jnp.eye(n)  # symmetric positive definite, condition number ~ 10^2
+    M = np.float64(_normal(seed, n, n))  # built in NumPy, then placed on the device as float32
+    return jnp.asarray(np.float32(M @ M.T / n + ridge * np.eye(n)))  # symmetric positive definite, condition number ~ 10^2
 
 
 @pytest.mark.parametrize("n, seed", [(5, 0), (11, 1)])
 def test_conjugate_gradient_matches_solve(n, seed):
     A = _spd(n, seed)
-    b = jax.random.normal(jax.random.key(100 + seed), (n,))
+    b = _normal(100 + seed, n)
 
     @jax.jit
     def both(A, b):
@@ -60,22 +63,24 @@ def test_conjugate_gradient_matches_solve(n, seed):
 def test_conjugate_gradient_finishes_in_as_many_steps_as_distinct_eigenvalues():
     # Three distinct eigenvalues: CG is exact after 3 iterations even though n = 11.
     eigenvalues = jnp.array([1.0] * 4 + [4.0] * 4 + [9.0] * 3)
-    b = jnp.linspace(-1.0, 1.0, 11)
+    b = np.linspace(-1.0, 1.0, 11, dtype=np.float32)
+    exact = b / np.asarray(eigenvalues)
     x = conjugate_gradient(lambda v: eigenvalues * v, b, max_steps=3, tol=0.0)
-    np.testing.assert_allclose(x, b / eigenvalues, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(x, exact, rtol=1e-4, atol=1e-5)
     x2 = conjugate_gradient(lambda v: eigenvalues * v, b, max_steps=2, tol=0.0)
-    assert float(jnp.abs(x2 - b / eigenvalues).max()) > 1e-2  # two iterations are not enough
+    assert float(np.abs(np.asarray(x2) - exact).max()) > 1e-2  # two iterations are not enough
 
 
 def test_newton_solves_a_quadratic_in_one_step():
-    A, b = _spd(11, 2, ridge=1e-2), jnp.arange(11.0)
+    A, b = _spd(11, 2, ridge=1e-2), jnp.asarray(np.arange(11.0, dtype=np.float32))
     f = lambda x: 0.5 * x @ A @ x - b @ x
-    x_star = jnp.linalg.solve(A, b)
-    x0 = jnp.full(11, 3.0)
+    A_, b_ = np.asarray(A), np.asarray(b)  # the reference and the residuals in NumPy
+    x_star = np.linalg.solve(A_, b_)
+    x0 = np.full(11, 3.0, np.float32)
     x_newton, x_cg = jax.jit(lambda x: (newton_step(f, x), newton_cg_step(f, x, max_steps=50, tol=1e-7)))(x0)
     np.testing.assert_allclose(x_newton, x_star, rtol=1e-3, atol=1e-3)
     np.testing.assert_allclose(x_cg, x_star, rtol=1e-3, atol=1e-3)
-    assert float(jnp.linalg.norm(A @ x_newton - b)) < 1e-3 * float(jnp.linalg.norm(A @ x0 - b))
+    assert float(np.linalg.norm(A_ @ np.asarray(x_newton) - b_)) < 1e-3 * float(np.linalg.norm(A_ @ x0 - b_))
 
 
 def test_newton_converges_on_rosenbrock_in_a_few_steps():
@@ -123,10 +128,9 @@ def test_cg_takes_the_steepest_descent_step_on_negative_curvature_at_once():
 
 def test_cg_keeps_its_iterate_when_negative_curvature_comes_later():
     # diag(1, -1) and b = (1, 0.1): the first direction b has positive curvature (1 - 0.01), the second not.
-    A = jnp.diag(jnp.array([1.0, -1.0]))
-    b = jnp.array([1.0, 0.1])
-    x = conjugate_gradient(Partial(jnp.matmul, A), b, max_steps=5)
-    alpha = float(b @ b / (b @ A @ b))
+    A_, b = np.diag(np.float32([1.0, -1.0])), np.float32([1.0, 0.1])
+    x = conjugate_gradient(Partial(jnp.matmul, jnp.asarray(A_)), b, max_steps=5)
+    alpha = float(b @ b / (b @ A_ @ b))
     np.testing.assert_allclose(x, alpha * b, rtol=1e-5)
 
 
@@ -139,11 +143,11 @@ def test_a_reused_matvec_does_not_compile_again():
         traces.append(1)
         return A @ v
 
-    b = jnp.ones(5)
+    b = np.ones(5, np.float32)
     for seed in range(3):
         A = _spd(5, seed)
         x = conjugate_gradient(Partial(matmul, A), b, max_steps=10, tol=1e-7)
-        np.testing.assert_allclose(x, jnp.linalg.solve(A, b), rtol=1e-3, atol=1e-3)
+        np.testing.assert_allclose(x, np.linalg.solve(np.asarray(A), b), rtol=1e-3, atol=1e-3)
     # Each call traces matmul once for its shape check; only the first also compiles the solver.
     assert len(traces) == 2 + 1 + 1
 
