@@ -192,6 +192,7 @@ PyTorch's ``momentum=0.1`` is the weight of the *new* batch, this recipe's :math
 flax's ``momentum``) the weight of the old average.
 """
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -214,6 +215,11 @@ def init(num_features):
     """Parameters ``{"scale": ones, "bias": zeros}`` and state ``(mean=zeros, var=ones)``, all (C,)."""
     if not isinstance(num_features, int) or num_features < 1:
         raise ValueError(f"num_features must be a positive int, got {num_features!r}")
+    return _init(num_features)
+
+
+@functools.partial(jax.jit, static_argnums=0)  # one program per size, not one per eager array
+def _init(num_features):
     params = {"scale": jnp.ones((num_features,), jnp.float32), "bias": jnp.zeros((num_features,), jnp.float32)}
     state = BatchNormState(mean=jnp.zeros((num_features,), jnp.float32), var=jnp.ones((num_features,), jnp.float32))
     return params, state
@@ -242,6 +248,14 @@ def batch_norm(params, state, x, *, training, momentum=0.9, eps=1e-5):
     _checks.positive(eps, "eps", allow_zero=True)
     if isinstance(momentum, (int, float)) and not 0.0 <= momentum <= 1.0:
         raise ValueError(f"momentum must lie in [0, 1], got {momentum}")
+    # Checked in Python, then run as one compiled core (a program per shape) rather than a dozen
+    # eager operations; Python numbers for momentum and eps are built into it, as eagerly.
+    if isinstance(momentum, (int, float)) and isinstance(eps, (int, float)):
+        return _batch_norm_static(params, state, x, training=training, momentum=momentum, eps=eps)
+    return _batch_norm_traced(params, state, x, training=training, momentum=momentum, eps=eps)
+
+
+def _batch_norm(params, state, x, *, training, momentum, eps):
     axes = tuple(range(x.ndim - 1))  # every axis but the features
     per_feature = (1,) * (x.ndim - 1) + (x.shape[-1],)  # (1, ..., 1, C): broadcast without rank promotion
     x32 = x.astype(jnp.promote_types(x.dtype, jnp.float32))  # accumulate in at least float32
@@ -257,3 +271,7 @@ def batch_norm(params, state, x, *, training, momentum=0.9, eps=1e-5):
     inv = params["scale"] * jax.lax.rsqrt(var + eps)  # (C,): gamma / sqrt(var + eps)
     y = (x32 - mean.reshape(per_feature)) * inv.reshape(per_feature) + params["bias"].reshape(per_feature)
     return y.astype(x.dtype), state
+
+
+_batch_norm_static = jax.jit(_batch_norm, static_argnames=("training", "momentum", "eps"))
+_batch_norm_traced = jax.jit(_batch_norm, static_argnames=("training",))
