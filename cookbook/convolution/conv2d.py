@@ -187,6 +187,7 @@ PyTorch's ``torch.nn.Conv2d`` stores ``(C_out, C_in, KH, KW)`` and works on ``(C
 weights moved from it are transposed with ``w.transpose(2, 3, 1, 0)``.
 """
 
+import functools
 import math
 
 import jax
@@ -287,14 +288,21 @@ def conv2d_loops(x, w, b=None, *, stride=1, padding="SAME", dilation=1):
                     y[i, j] += x_pad[sh * i + dh * m, sw * j + dw * n] @ w64[m, n]  # (C_in,) @ (C_in, C_out)
     if b is not None:
         y += np.asarray(b, np.float64)[None, None, :]
-    return jnp.asarray(y, x.dtype)
+    return jnp.asarray(y.astype(x.dtype))  # cast in NumPy: no program compiled per shape
 
 
 def im2col(x, kernel_size, *, stride=1, padding="SAME", dilation=1):
     """Every window of ``x`` (H, W, C) as a row: shape (H_out, W_out, KH * KW * C), ordered (m, n, c)."""
     KH, KW = _pair(kernel_size, "kernel_size")
     x = _checks.float_array(x, "x", ndim=3, what=" (H, W, C): one image")
-    (sh, sw), (dh, dw), pads, (H_out, W_out) = _geometry(x.shape[:2], (KH, KW), stride, padding, dilation)
+    return _im2col(x, (KH, KW), *_geometry(x.shape[:2], (KH, KW), stride, padding, dilation))
+
+
+# Each public function checks its input in Python, then hands it as it comes to one compiled core
+# (the geometry static): a program per shape, rather than a few eager operations that each compile.
+@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4, 5))
+def _im2col(x, kernel_hw, stride, dilation, pads, out_hw):
+    (KH, KW), (sh, sw), (dh, dw), (H_out, W_out) = kernel_hw, stride, dilation, out_hw
     x_pad = jnp.pad(x, (pads[0], pads[1], (0, 0)))
     rows = sh * np.arange(H_out)[:, None] + dh * np.arange(KH)[None, :]  # (H_out, KH), static indices
     cols = sw * np.arange(W_out)[:, None] + dw * np.arange(KW)[None, :]  # (W_out, KW)
@@ -305,9 +313,14 @@ def im2col(x, kernel_size, *, stride=1, padding="SAME", dilation=1):
 
 def conv2d_im2col(x, w, b=None, *, stride=1, padding="SAME", dilation=1):
     """Convolution as im2col followed by one matrix product."""
-    x, w, b, _ = _check(x, w, b, stride, padding, dilation)
+    x, w, b, geometry = _check(x, w, b, stride, padding, dilation)
+    return _conv2d_im2col(x, w, b, *geometry)
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4, 5, 6))
+def _conv2d_im2col(x, w, b, stride, dilation, pads, out_hw):
     KH, KW, C_in, C_out = w.shape
-    cols = im2col(x, (KH, KW), stride=stride, padding=padding, dilation=dilation)  # (H_out, W_out, KH KW C_in)
+    cols = _im2col(x, (KH, KW), stride, dilation, pads, out_hw)  # (H_out, W_out, KH KW C_in)
     y = cols @ w.reshape(KH * KW * C_in, C_out)  # (H_out, W_out, C_out)
     return y if b is None else y + b[None, None, :]
 
@@ -318,6 +331,11 @@ def conv2d(x, w, b=None, *, stride=1, padding="SAME", dilation=1):
     ``padding`` is "SAME", "VALID" or an int; ``stride`` and ``dilation`` an int or a pair.
     """
     x, w, b, (stride, dilation, pads, _) = _check(x, w, b, stride, padding, dilation)
+    return _conv2d(x, w, b, stride, dilation, pads)
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4, 5))
+def _conv2d(x, w, b, stride, dilation, pads):
     y = jax.lax.conv_general_dilated(
         x[None], w, window_strides=stride, padding=pads, rhs_dilation=dilation,
         dimension_numbers=("NHWC", "HWIO", "NHWC"),
