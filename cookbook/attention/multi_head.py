@@ -216,7 +216,16 @@ def apply(params, x, context=None, mask=None):
     """
     d_model = _check_params(params)[0]
     x = _check_sequence(x, "x", "T", d_model)
-    context = x if context is None else _check_sequence(context, "context", "S", d_model)
+    if context is not None:
+        context = _check_sequence(context, "context", "S", d_model)
+    return _apply(params, x, context, mask)
+
+
+# Checked in Python above, then run as one compiled core: a program per set of shapes, rather than
+# a dozen eager operations that each compile (the mask's shape is checked where it is traced).
+@jax.jit
+def _apply(params, x, context, mask):
+    context = x if context is None else context
     q = project(params["W_q"], params["b_q"], x)  # (H, T, D)
     k = project(params["W_k"], params["b_k"], context)  # (H, S, D)
     v = project(params["W_v"], params["b_v"], context)  # (H, S, D)
