@@ -88,8 +88,17 @@ def test_soft_targets_match_a_numpy_loop():
 
 def small_problem(seed):
     rng = np.random.default_rng(seed)
-    actor_params = init_actor(jax.random.key(seed), O, D, H)
-    critic_params, target_params = (init_critics(jax.random.key(seed + k), O, D, H) for k in (1, 2))
+    # Weights drawn in NumPy in init's shapes, at init's scales (1 / sqrt(fan-in), the actor's last
+    # layer 0.01 of it), biases nonzero: jax.random and the eager scaling compile a program per shape.
+    def draw(shapes, scale_last=1.0):
+        return [{"W": rng.standard_normal(layer["W"].shape).astype(np.float32)
+                 * np.float32((scale_last if l == len(shapes) - 1 else 1.0) / np.sqrt(layer["W"].shape[-2])),
+                 "b": 0.1 * rng.standard_normal(layer["b"].shape).astype(np.float32)}
+                for l, layer in enumerate(shapes)]
+
+    actor_params = draw(jax.eval_shape(lambda k: init_actor(k, O, D, H), jax.random.key(0)), scale_last=0.01)
+    critic_shapes = jax.eval_shape(lambda k: init_critics(k, O, D, H), jax.random.key(0))
+    critic_params, target_params = draw(critic_shapes), draw(critic_shapes)
     batch = Batch(*(rng.normal(size=s).astype(np.float32) for s in ((B, O), (B, D), (B,))),
                   np.full(B, 0.99, np.float32), rng.normal(size=(B, O)).astype(np.float32))
     noise = rng.normal(size=(2, B, D)).astype(np.float32)
