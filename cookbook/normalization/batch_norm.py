@@ -197,6 +197,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from cookbook import _checks
 
@@ -245,6 +246,7 @@ def batch_norm(params, state, x, *, training, momentum=0.9, eps=1e-5):
     the state comes back unchanged. Returns ``(y, state)``, ``y`` in the dtype of ``x``.
     """
     x = _check(params, state, x)
+    training = _flag(training)
     _checks.positive(eps, "eps", allow_zero=True)
     if isinstance(momentum, (int, float)) and not 0.0 <= momentum <= 1.0:
         raise ValueError(f"momentum must lie in [0, 1], got {momentum}")
@@ -253,6 +255,17 @@ def batch_norm(params, state, x, *, training, momentum=0.9, eps=1e-5):
     if isinstance(momentum, (int, float)) and isinstance(eps, (int, float)):
         return _batch_norm_static(params, state, x, training=training, momentum=momentum, eps=eps)
     return _batch_norm_traced(params, state, x, training=training, momentum=momentum, eps=eps)
+
+
+def _flag(training):
+    """``training`` as a Python bool (it chooses the program, so it is static): a bool, a NumPy bool
+    or a concrete 0-d array of one; a ``TypeError`` otherwise."""
+    if isinstance(training, jax.core.Tracer):
+        raise TypeError(f"training must be a concrete bool: it chooses between two computations, so it "
+                        f"cannot be traced; got a traced {training.aval}")
+    if isinstance(training, (bool, np.bool_)) or (np.ndim(training) == 0 and np.asarray(training).dtype == bool):
+        return bool(training)
+    raise TypeError(f"training must be a bool, got {training!r}")
 
 
 def _batch_norm(params, state, x, *, training, momentum, eps):

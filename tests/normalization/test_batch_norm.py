@@ -208,6 +208,17 @@ def test_bad_arguments_raise_clear_errors():
         batch_norm(params, state, np.ones((2, 3), np.float32), training=True, momentum=1.5)
     with pytest.raises(ValueError, match=r"num_features must be a positive int, got 0"):
         init(0)
+    # training picks the program (a static argument of the compiled core): a bool, a NumPy bool or a
+    # concrete 0-d boolean array, which all give the same result; anything else is refused by name.
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    y, _ = batch_norm(params, state, x, training=True)
+    for flag in (np.bool_(True), np.array(True), jnp.array(True)):
+        np.testing.assert_array_equal(batch_norm(params, state, x, training=flag)[0], y)
+    for flag in (1, "yes", np.array([True])):
+        with pytest.raises(TypeError, match=r"training must be a bool, got"):
+            batch_norm(params, state, x, training=flag)
+    with pytest.raises(TypeError, match=r"training must be a concrete bool"):
+        jax.jit(lambda t: batch_norm(params, state, x, training=t))(True)
 
 
 def test_integer_input_and_negative_eps_raise():
