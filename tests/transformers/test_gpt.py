@@ -85,7 +85,11 @@ def test_it_learns_to_sort_unseen_sequences(trained, generated):
     assert 300 * 32 / 10**N < 0.01  # the page: 9600 training sequences, under 1% of 10^6 prompts
     test, tokens, _ = generated
     accuracy = (tokens[:, -N:] == test[:, -N:]).mean()
-    assert accuracy >= 0.95  # measured 0.989 (whole sequences: 0.945)
+    assert accuracy >= 0.95
+    # The page: "measured 98.9%" (200 held-out prompts of 6 tokens each, so one token is 0.08 %;
+    # allow half a per cent either way). Whole sequences are right 94.5 % of the time.
+    assert abs(accuracy - 0.989) < 0.005, accuracy
+    assert abs((tokens[:, -N:] == test[:, -N:]).all(axis=1).mean() - 0.945) < 0.02
 
 
 def test_cached_generation_gives_the_logits_of_the_full_forward_pass(trained, generated):
