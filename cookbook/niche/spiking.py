@@ -126,7 +126,7 @@ Array([0., 0., 1., 0., 0., 1.], dtype=float32)
 Array([0.4  , 0.76 , 1.084, 0.376, 0.738, 1.064], dtype=float32)
 >>> float(spike(jnp.float32(0.0), 5.0)), float(jax.grad(spike)(jnp.float32(0.0), 5.0))
 (0.0, 1.0)
->>> params = init(jax.random.key(0), sizes=(64, 11, 10))
+>>> params = init(jax.random.key(0), sizes=(64, 32, 10))
 >>> apply(params, jnp.ones(64), 0.9, T=3).shape
 (10,)
 
