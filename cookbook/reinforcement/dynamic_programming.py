@@ -150,6 +150,7 @@ Array([0., 1., 0., 0.], dtype=float32)
 """
 
 import numbers
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -223,6 +224,11 @@ def grid_world(height, width, *, slip=0.0, dtype=jnp.float32):
         raise ValueError(f"the grid needs at least 2 cells, got height {height} and width {width}")
     if isinstance(slip, numbers.Real) and not isinstance(slip, bool) and not 0.0 <= slip <= 1.0:
         raise ValueError(f"slip must lie in [0, 1], got {slip}")
+    return _grid_world(height, width, slip, jnp.dtype(dtype))
+
+
+@partial(jax.jit, static_argnums=(0, 1, 3))  # one compiled program per grid and dtype
+def _grid_world(height, width, slip, dtype):
     S, goal = height * width, height * width - 1
     row, col = jnp.divmod(jnp.arange(S), width)
     d_row = jnp.array([-1, 0, 1, 0])
@@ -243,9 +249,14 @@ def policy_evaluation(transitions, rewards, policy, discount):
     _checks.same_shape(policy, "policy", (S, A), expected_from="(S, A) of transitions")
     _probabilities(policy, "policy", "the actions a")
     discount = _discount(discount)
+    return _policy_evaluation(transitions, rewards, policy, discount)
+
+
+@jax.jit
+def _policy_evaluation(transitions, rewards, policy, discount):
     r_pi = jnp.einsum("sa,sa->s", policy, rewards)  # (S,)
     P_pi = jnp.einsum("sa,sat->st", policy, transitions)  # (S, S)
-    return jnp.linalg.solve(jnp.eye(S, dtype=P_pi.dtype) - discount * P_pi, r_pi)
+    return jnp.linalg.solve(jnp.eye(r_pi.shape[0], dtype=P_pi.dtype) - discount * P_pi, r_pi)
 
 
 def action_values(transitions, rewards, values, discount):
@@ -253,6 +264,11 @@ def action_values(transitions, rewards, values, discount):
     transitions, rewards, S, A = _model(transitions, rewards)
     values = _values(values, S)
     discount = _discount(discount)
+    return _action_values(transitions, rewards, values, discount)
+
+
+@jax.jit
+def _action_values(transitions, rewards, values, discount):
     return rewards + discount * jnp.einsum("sat,t->sa", transitions, values)
 
 
@@ -264,6 +280,11 @@ def greedy_policy(transitions, rewards, values, discount):
     """
     q = action_values(transitions, rewards, values, discount)
     _checks.check_no_nan(q, "rewards or values")
+    return _greedy(q)
+
+
+@jax.jit
+def _greedy(q):
     return jax.nn.one_hot(jnp.argmax(q, axis=1), q.shape[1], dtype=q.dtype)
 
 
@@ -275,12 +296,16 @@ def value_iteration(transitions, rewards, discount, num_iterations):
     transitions, rewards, S, A = _model(transitions, rewards)
     discount = _discount(discount)
     num_iterations = _checks.size(num_iterations, "num_iterations", minimum=0)
+    return _value_iteration(transitions, rewards, discount, num_iterations)
 
+
+@partial(jax.jit, static_argnums=3)  # one compiled loop per shape and number of iterations
+def _value_iteration(transitions, rewards, discount, num_iterations):
     def backup(_, values):
         q = rewards + discount * jnp.einsum("sat,t->sa", transitions, values)  # (S, A)
         return q.max(axis=1)
 
-    return jax.lax.fori_loop(0, num_iterations, backup, jnp.zeros((S,), rewards.dtype))
+    return jax.lax.fori_loop(0, num_iterations, backup, jnp.zeros(rewards.shape[:1], rewards.dtype))
 
 
 def policy_iteration(transitions, rewards, discount, num_iterations):
@@ -293,6 +318,12 @@ def policy_iteration(transitions, rewards, discount, num_iterations):
     discount = _discount(discount)
     num_iterations = _checks.size(num_iterations, "num_iterations", minimum=1)
     _checks.check_no_nan(rewards, "rewards")
+    return _policy_iteration(transitions, rewards, discount, num_iterations)
+
+
+@partial(jax.jit, static_argnums=3)
+def _policy_iteration(transitions, rewards, discount, num_iterations):
+    S, A = rewards.shape
     eye = jnp.eye(S, dtype=rewards.dtype)
 
     def evaluate(policy):

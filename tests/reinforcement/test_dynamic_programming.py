@@ -1,5 +1,4 @@
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -9,12 +8,8 @@ from cookbook.reinforcement.dynamic_programming import (action_values, grid_worl
 # One set of shapes for every jitted call: random MDPs of the grid world's size (3 x 5 cells, 4 moves).
 S, A, GAMMA = 15, 4, 0.9
 SWEEPS, ROUNDS = 200, 10  # one compiled loop each
-evaluate = jax.jit(policy_evaluation)
-backup = jax.jit(action_values)
-greedy = jax.jit(greedy_policy)
-iterate_values = jax.jit(value_iteration, static_argnums=3)
-iterate_policies = jax.jit(policy_iteration, static_argnums=3)
-world = jax.jit(grid_world, static_argnums=(0, 1))
+# The functions check their input, then run one compiled core each: the tests call them as they are
+# (a jax.jit around them would compile another program per shape).
 
 
 def random_mdp(seed, S=S, A=A):
@@ -46,7 +41,7 @@ def mdp():
 def test_policy_evaluation_matches_iterative_numpy_float64(mdp):
     transitions, rewards, policy = mdp
     expected = numpy_evaluation(transitions, rewards, policy, GAMMA)
-    got = evaluate(*(jnp.asarray(x, jnp.float32) for x in mdp), GAMMA)
+    got = policy_evaluation(*(np.asarray(x, np.float32) for x in mdp), GAMMA)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 
@@ -58,7 +53,7 @@ def test_bellman_equation_holds_exactly(mdp):
     backed_up = np.einsum("sa,sa->s", policy, rewards + GAMMA * np.einsum("sat,t->sa", transitions, values))
     np.testing.assert_allclose(backed_up, values, rtol=0, atol=1e-12)
     # float32: the same equation to float32 precision
-    values32 = np.asarray(evaluate(*(jnp.asarray(x, jnp.float32) for x in mdp), GAMMA), np.float64)
+    values32 = np.asarray(policy_evaluation(*(np.asarray(x, np.float32) for x in mdp), GAMMA), np.float64)
     backed_up32 = np.einsum("sa,sa->s", policy, rewards + GAMMA * np.einsum("sat,t->sa", transitions, values32))
     np.testing.assert_allclose(backed_up32, values32, rtol=0, atol=1e-5)
 
@@ -66,23 +61,23 @@ def test_bellman_equation_holds_exactly(mdp):
 def test_action_values_are_one_backup(mdp):
     transitions, rewards, policy = mdp
     values = np.arange(S, dtype=np.float32)
-    q = backup(transitions.astype(np.float32), rewards.astype(np.float32), values, 0.5)
+    q = action_values(transitions.astype(np.float32), rewards.astype(np.float32), values, 0.5)
     expected = rewards + 0.5 * np.einsum("sat,t->sa", transitions, values)
     np.testing.assert_allclose(q, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_value_iteration_and_policy_iteration_reach_the_same_optimum(mdp):
-    transitions, rewards, _ = (jnp.asarray(x, jnp.float32) for x in mdp)
-    v_star = iterate_values(transitions, rewards, GAMMA, SWEEPS)  # error <= 0.9**SWEEPS * max|V*|, below 1e-7 here
-    v_pi, policy = iterate_policies(transitions, rewards, GAMMA, ROUNDS)
+    transitions, rewards, _ = (np.asarray(x, np.float32) for x in mdp)
+    v_star = np.asarray(value_iteration(transitions, rewards, GAMMA, SWEEPS))  # error <= 0.9**SWEEPS * max|V*|, below 1e-7 here
+    v_pi, policy = policy_iteration(transitions, rewards, GAMMA, ROUNDS)
     np.testing.assert_allclose(v_pi, v_star, rtol=1e-5, atol=1e-5)
-    np.testing.assert_array_equal(policy, greedy(transitions, rewards, v_star, GAMMA))
+    np.testing.assert_array_equal(policy, greedy_policy(transitions, rewards, v_star, GAMMA))
     # the optimal values dominate those of random policies, state by state
     for seed in range(1, 4):
         _, _, other = random_mdp(seed)
-        assert (evaluate(transitions, rewards, jnp.asarray(other, jnp.float32), GAMMA) <= v_star + 1e-5).all()
+        assert (np.asarray(policy_evaluation(transitions, rewards, np.asarray(other, np.float32), GAMMA)) <= v_star + 1e-5).all()
     # and policy iteration's values are those of its own policy
-    np.testing.assert_allclose(evaluate(transitions, rewards, policy, GAMMA), v_pi, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(policy_evaluation(transitions, rewards, policy, GAMMA), v_pi, rtol=1e-6, atol=1e-6)
 
 
 def test_value_iteration_matches_a_numpy_loop_sweep_by_sweep(mdp):
@@ -90,37 +85,37 @@ def test_value_iteration_matches_a_numpy_loop_sweep_by_sweep(mdp):
     values = np.zeros(S)
     for _ in range(SWEEPS):
         values = np.array([max(rewards[s, a] + GAMMA * transitions[s, a] @ values for a in range(A)) for s in range(S)])
-    got = iterate_values(jnp.asarray(transitions, jnp.float32), jnp.asarray(rewards, jnp.float32), GAMMA, SWEEPS)
+    got = value_iteration(np.asarray(transitions, np.float32), np.asarray(rewards, np.float32), GAMMA, SWEEPS)
     np.testing.assert_allclose(got, values, rtol=1e-5, atol=1e-5)
 
 
 def test_grid_world_optimal_values_are_discount_to_the_distance():
     height, width = 3, 5
-    transitions, rewards = world(height, width)
+    transitions, rewards = (np.asarray(x) for x in grid_world(height, width))
     assert transitions.shape == (15, 4, 15) and rewards.shape == (15, 4)
     np.testing.assert_allclose(transitions.sum(axis=2), 1.0, atol=1e-6)
-    v_star = iterate_values(transitions, rewards, GAMMA, SWEEPS)
+    v_star = value_iteration(transitions, rewards, GAMMA, SWEEPS)
     row, col = np.divmod(np.arange(15), width)
     distance = (height - 1 - row) + (width - 1 - col)
     expected = np.where(distance > 0, GAMMA ** (distance - 1.0), 0.0)
     np.testing.assert_allclose(v_star, expected, rtol=1e-5, atol=1e-6)
-    v_pi, policy = iterate_policies(transitions, rewards, GAMMA, ROUNDS)
+    v_pi, policy = policy_iteration(transitions, rewards, GAMMA, ROUNDS)
     np.testing.assert_allclose(v_pi, v_star, atol=1e-5)
 
 
 def test_slippery_grid_world_rows_and_agreement():
-    transitions, rewards = world(3, 5, slip=0.3)
+    transitions, rewards = (np.asarray(x) for x in grid_world(3, 5, slip=0.3))
     np.testing.assert_allclose(transitions.sum(axis=2), 1.0, atol=1e-6)
     # from the cell left of the goal, moving right reaches it with 0.7 + 0.3 / 4
     assert np.isclose(transitions[13, 1, 14], 0.775) and np.isclose(rewards[13, 1], 0.775)
-    v_star = iterate_values(transitions, rewards, GAMMA, SWEEPS)
-    v_pi, _ = iterate_policies(transitions, rewards, GAMMA, ROUNDS)
+    v_star = value_iteration(transitions, rewards, GAMMA, SWEEPS)
+    v_pi, _ = policy_iteration(transitions, rewards, GAMMA, ROUNDS)
     np.testing.assert_allclose(v_pi, v_star, atol=1e-5)
 
 
 def test_discount_zero_gives_the_immediate_reward(mdp):
     transitions, rewards, policy = mdp
-    got = evaluate(*(jnp.asarray(x, jnp.float32) for x in mdp), 0.0)
+    got = policy_evaluation(*(np.asarray(x, np.float32) for x in mdp), 0.0)
     np.testing.assert_allclose(got, (policy * rewards).sum(axis=1), rtol=1e-5, atol=1e-6)
 
 
@@ -152,4 +147,4 @@ def test_bad_input(mdp):
     with pytest.raises(ValueError, match="slip"):
         grid_world(3, 4, slip=1.5)
     # under jit the values are traced: the rows are not checked and the solve runs on what it got
-    assert evaluate(unnormalised, rewards, policy, GAMMA).shape == (S,)
+    assert jax.jit(policy_evaluation)(unnormalised, rewards, policy, GAMMA).shape == (S,)
