@@ -225,12 +225,19 @@ def quantise(codebook, z_e):
     z_e = _checks.float_array(z_e, "z_e", min_ndim=1)
     _checks.same_shape(z_e, "z_e", z_e.shape[:-1] + codebook.shape[1:], expected_from="(..., Z) with Z of codebook")
     _checks.check_no_nan(z_e, "z_e")  # a NaN would pick entry 0 in silence
+    return _quantise_jit(codebook, z_e)
+
+
+def _quantise(codebook, z_e):
     codebook = jax.lax.stop_gradient(codebook)
     entries = codebook.reshape((1,) * (z_e.ndim - 1) + codebook.shape)  # (1..., M, Z)
     distances = jnp.sum((z_e[..., None, :] - entries) ** 2, axis=-1)  # (..., M), squared
     indices = jnp.argmin(distances, axis=-1)  # (...,)
     z_q = codebook[indices]  # (..., Z)
     return z_e + jax.lax.stop_gradient(z_q - z_e), indices
+
+
+_quantise_jit = jax.jit(_quantise)  # one compiled program per shape, also when called eagerly
 
 
 def _sizes(params):
@@ -271,13 +278,17 @@ def loss(params, x, *, beta=0.25):
     x = _checks.float_array(x, "x", ndim=1, what=" (D,)")
     _checks.same_shape(x, "x", (D,), expected_from="D of params")
     _checks.positive(beta, "beta", allow_zero=True)
-    value, _ = _loss_and_code(params, x, beta)
-    return value
+    return _loss(params, x, beta)
+
+
+@jax.jit
+def _loss(params, x, beta):
+    return _loss_and_code(params, x, beta)[0]
 
 
 def _loss_and_code(params, x, beta):
     z_e = encode(params, x)
-    z_q, indices = quantise(params["codebook"], z_e)
+    z_q, indices = _quantise(params["codebook"], z_e)  # shapes checked by loss and fit
     commitment = jnp.sum((z_e - jax.lax.stop_gradient(z_q)) ** 2)
     return jnp.sum((decode(params, z_q) - x) ** 2) + beta * commitment, (z_e, indices)
 
@@ -305,6 +316,12 @@ def ema_update(state, z_e, indices, *, decay=0.99, eps=1e-5):
     if isinstance(decay, (int, float)) and not 0 <= decay < 1:
         raise ValueError(f"decay must lie in [0, 1), got {decay}")
     _checks.positive(eps, "eps", allow_zero=True)
+    return _ema_update_jit(EMAState(counts, sums), z_e, indices, decay, eps)
+
+
+def _ema_update(state, z_e, indices, decay, eps):
+    counts, sums = state
+    M = sums.shape[0]
     one_hot = jax.nn.one_hot(indices, M, dtype=z_e.dtype)  # (N, M)
     n = jnp.sum(one_hot, axis=0)  # (M,)
     counts = decay * counts + (1 - decay) * n
@@ -314,12 +331,20 @@ def ema_update(state, z_e, indices, *, decay=0.99, eps=1e-5):
     return sums / smoothed[:, None], EMAState(counts, sums)
 
 
+_ema_update_jit = jax.jit(_ema_update)
+
+
 def perplexity(indices, *, num_codes):
     """``exp`` of the entropy of the frequencies of ``indices`` (any shape) among ``num_codes`` entries:
     the number of entries in use, counted as if they were used equally."""
     num_codes = _checks.size(num_codes, "num_codes")
     indices = _checks.int_array(indices, "indices", min_ndim=1)
     _checks.check_range(indices, "indices", 0, num_codes)
+    return _perplexity(indices, num_codes)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _perplexity(indices, num_codes):
     p = jnp.mean(jax.nn.one_hot(indices.reshape(-1), num_codes), axis=0)  # (M,)
     return jnp.exp(-jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0)))
 
@@ -362,7 +387,7 @@ def _train(params, key, X, steps, batch, learning_rate, beta, decay):
         v = jax.tree.map(lambda v, g: b2 * v + (1 - b2) * g * g, v, grads)
         scale = learning_rate * jnp.sqrt(1 - b2**t) / (1 - b1**t)
         params = jax.tree.map(lambda p, m, v: p - scale * m / (jnp.sqrt(v) + tiny), params, m, v)
-        codebook, state = ema_update(state, z_e, indices, decay=decay)
+        codebook, state = _ema_update(state, z_e, indices, decay, 1e-5)  # ema_update's default eps
         return ({**params, "codebook": codebook}, m, v, state), value
 
     inputs = (jnp.arange(1, steps + 1, dtype=jnp.float32), jax.random.split(k_steps, steps))
