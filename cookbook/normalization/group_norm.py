@@ -165,6 +165,8 @@ Example
 Array([-1.069, -0.535,  0.   ,  1.604], dtype=float32)
 """
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 
@@ -193,7 +195,12 @@ def group_norm(x, scale, bias, num_groups, eps=1e-5):
         if value.shape != (C,):
             raise ValueError(f"{name} must have shape ({C},) to match the channels of x {x.shape}, "
                              f"got shape {value.shape}")
-    G = num_groups
+    return _group_norm(x, scale, bias, num_groups, eps)
+
+
+@partial(jax.jit, static_argnums=3)  # one compiled program per shape and number of groups
+def _group_norm(x, scale, bias, G, eps):
+    C = x.shape[-1]
     x32 = x.astype(jnp.promote_types(x.dtype, jnp.float32))
     xg = x32.reshape(x.shape[:-1] + (G, C // G))  # (..., G, C/G)
     axes = tuple(range(x.ndim - 1)) + (x.ndim,)  # every axis but the group axis
