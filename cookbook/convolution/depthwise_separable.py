@@ -127,6 +127,7 @@ Example
 """
 
 import math
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -140,9 +141,14 @@ JIT = {"depthwise_conv2d": ("stride", "padding"), "separable_conv2d": ("stride",
 
 def init(key, *, kernel_size, in_channels, out_channels):
     """Depthwise kernel (K, K, M) and pointwise kernel (M, N), He-normal."""
-    k_dw, k_pw = jax.random.split(key)
     K = _checks.size(kernel_size, "kernel_size")
     in_channels, out_channels = _checks.size(in_channels, "in_channels"), _checks.size(out_channels, "out_channels")
+    return _init(key, K, in_channels, out_channels)
+
+
+@partial(jax.jit, static_argnums=(1, 2, 3))  # one compiled program per set of sizes
+def _init(key, K, in_channels, out_channels):
+    k_dw, k_pw = jax.random.split(key)
     return {
         "depthwise": jax.random.normal(k_dw, (K, K, in_channels)) * math.sqrt(2.0 / (K * K)),
         "pointwise": jax.random.normal(k_pw, (in_channels, out_channels)) * math.sqrt(2.0 / in_channels),
@@ -172,8 +178,13 @@ def depthwise_conv2d_loops(x, w_depthwise, *, stride=1, padding="SAME"):
 def depthwise_conv2d(x, w_depthwise, *, stride=1, padding="SAME"):
     """Each channel of ``x`` (H, W, M) filtered by its own kernel ``w_depthwise[:, :, c]``."""
     x, w_depthwise = _check(x, w_depthwise)
-    M = x.shape[-1]
     stride, _, pads, _ = _geometry(x.shape[:2], w_depthwise.shape[:2], stride, padding, 1)
+    return _depthwise(x, w_depthwise, stride, pads)
+
+
+@partial(jax.jit, static_argnums=(2, 3))  # one compiled program per shape, stride and padding
+def _depthwise(x, w_depthwise, stride, pads):
+    M = x.shape[-1]
     return jax.lax.conv_general_dilated(
         x[None], w_depthwise[:, :, None, :], window_strides=stride, padding=pads,  # kernel (K, K, 1, M)
         dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=M,  # one group per channel
@@ -184,15 +195,27 @@ def pointwise_conv2d(z, w_pointwise):
     """A 1 by 1 convolution: mix the channels of ``z`` (H, W, M) at every pixel with ``w_pointwise`` (M, N)."""
     z = _checks.float_array(z, "z", ndim=3, what=" (H, W, M)")
     w_pointwise = _checks.float_array(w_pointwise, "w_pointwise")
-    if w_pointwise.ndim != 2 or w_pointwise.shape[0] != z.shape[-1]:
-        raise ValueError(f"w_pointwise must have shape (M, N) with M = {z.shape[-1]}, got shape {w_pointwise.shape}")
+    _check_pointwise(w_pointwise, z.shape[-1])
     return jnp.einsum("hwm,mn->hwn", z, w_pointwise)
+
+
+def _check_pointwise(w_pointwise, M):
+    if w_pointwise.ndim != 2 or w_pointwise.shape[0] != M:
+        raise ValueError(f"w_pointwise must have shape (M, N) with M = {M}, got shape {w_pointwise.shape}")
 
 
 def separable_conv2d(x, w_depthwise, w_pointwise, *, stride=1, padding="SAME"):
     """Depthwise then pointwise convolution of one image ``x`` (H, W, M): shape (H_out, W_out, N)."""
     w_pointwise = _checks.float_array(w_pointwise, "w_pointwise")
-    return pointwise_conv2d(depthwise_conv2d(x, w_depthwise, stride=stride, padding=padding), w_pointwise)
+    x, w_depthwise = _check(x, w_depthwise)
+    stride, _, pads, _ = _geometry(x.shape[:2], w_depthwise.shape[:2], stride, padding, 1)
+    _check_pointwise(w_pointwise, x.shape[-1])
+    return _separable(x, w_depthwise, w_pointwise, stride, pads)
+
+
+@partial(jax.jit, static_argnums=(3, 4))  # both convolutions in one compiled program
+def _separable(x, w_depthwise, w_pointwise, stride, pads):
+    return jnp.einsum("hwm,mn->hwn", _depthwise(x, w_depthwise, stride, pads), w_pointwise)
 
 
 def costs(height, width, *, kernel_size, in_channels, out_channels):
