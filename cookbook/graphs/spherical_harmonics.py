@@ -276,7 +276,8 @@ def sphere_quadrature(degree):
     points = np.stack([np.outer(rho, np.cos(phi)), np.outer(rho, np.sin(phi)),
                        np.outer(z, np.ones_like(phi))], axis=-1).reshape(-1, 3)
     weights = np.outer(w, np.full_like(phi, 2 * np.pi / (degree + 1))).reshape(-1)
-    return jnp.asarray(points, jnp.float32), jnp.asarray(weights, jnp.float32)
+    # Cast in NumPy and placed as they are: jnp.asarray(..., jnp.float32) compiles a conversion per shape.
+    return jax.device_put(points.astype(np.float32)), jax.device_put(weights.astype(np.float32))
 
 
 def wigner_d(R, l):
@@ -344,8 +345,8 @@ def clebsch_gordan(l1, l2, l3):
     squares sum to 1."""
     l1, l2, l3 = _degree(l1, "l1"), _degree(l2, "l2"), _degree(l3, "l3")
     if not abs(l1 - l2) <= l3 <= l1 + l2:
-        return jnp.zeros((2 * l1 + 1, 2 * l2 + 1, 2 * l3 + 1))
-    return jnp.asarray(_clebsch_gordan_numpy(l1, l2, l3), jnp.float32)
+        return jax.device_put(np.zeros((2 * l1 + 1, 2 * l2 + 1, 2 * l3 + 1), np.float32))
+    return jax.device_put(_clebsch_gordan_numpy(l1, l2, l3).astype(np.float32))
 
 
 def _feature(u, name):
@@ -364,5 +365,10 @@ def tensor_product(u, v, l_out):
     if not abs(l1 - l2) <= l_out <= l1 + l2:
         raise ValueError(f"l_out must lie between |l1 - l2| and l1 + l2 for u of degree l1 = {l1} and v of "
                          f"degree l2 = {l2}, got l_out={l_out}")
-    C = jnp.asarray(_clebsch_gordan_numpy(l1, l2, l_out), jnp.result_type(u, v))
+    C = _clebsch_gordan_numpy(l1, l2, l_out).astype(jnp.result_type(u, v))  # cast in NumPy
+    return _contract(C, u, v)
+
+
+@jax.jit  # one compiled program per triple of degrees
+def _contract(C, u, v):
     return jnp.einsum("abc,a,b->c", C, u, v)
