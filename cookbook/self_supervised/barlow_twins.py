@@ -184,7 +184,10 @@ def cross_correlation(z1, z2):
     (N, D): each feature standardised over the N rows, then ``a.T @ b / N``. Entry ``(i, j)``
     correlates feature ``i`` of the first view with feature ``j`` of the second."""
     z1, z2 = _views(z1, z2)
-    return _correlation(z1, z2)
+    return _correlation_jit(z1, z2)
+
+
+_correlation_jit = jax.jit(_correlation)  # one compiled program per shape, also when called eagerly
 
 
 def barlow_twins_loss(z1, z2, off_diagonal_weight=5e-3):
@@ -193,6 +196,11 @@ def barlow_twins_loss(z1, z2, off_diagonal_weight=5e-3):
     the cross-correlation. A scalar, in float32 (float64 for float64 input)."""
     z1, z2 = _views(z1, z2)
     off_diagonal_weight = _checks.positive(off_diagonal_weight, "off_diagonal_weight", allow_zero=True)
+    return _loss(z1, z2, off_diagonal_weight)
+
+
+@jax.jit  # one compiled program per shape (the weight is traced), also when called eagerly
+def _loss(z1, z2, off_diagonal_weight):
     c = _correlation(z1, z2)
     diagonal = jnp.diagonal(c)  # (D,)
     invariance = jnp.sum((1.0 - diagonal) ** 2)
