@@ -134,19 +134,19 @@ Example
 >>> import jax, jax.numpy as jnp
 >>> from cookbook.foundations.mlp import init as mlp_init
 >>> from cookbook.parallelism.fsdp import init, train, unflatten
->>> mesh = jax.make_mesh((4,), ("data",))
->>> params = mlp_init(jax.random.key(0), (3, 5, 2), activation="tanh")  # 32 parameters
->>> state = init(params, mesh, stage=3)
->>> state.params.shape, state.params.sharding.shard_shape(state.params.shape)  # 8 on each device
-((32,), (8,))
->>> X = jnp.linspace(-1.0, 1.0, 24).reshape(8, 3)
+>>> mesh = jax.make_mesh((8,), ("data",))
+>>> params = mlp_init(jax.random.key(0), (3, 7, 2), activation="tanh")  # 44 parameters
+>>> state = init(params, mesh, stage=3)  # padded with zeros to 48
+>>> state.params.shape, state.params.sharding.shard_shape(state.params.shape)  # 6 on each device
+((48,), (6,))
+>>> X = jnp.linspace(-1.0, 1.0, 48).reshape(16, 3)
 >>> Y = jnp.stack([X.sum(1), X[:, 0] * X[:, 1]], axis=1)
->>> state, losses = train(state, X, Y, mesh, sizes=(3, 5, 2), stage=3, learning_rate=0.05, steps=20)
+>>> state, losses = train(state, X, Y, mesh, sizes=(3, 7, 2), stage=3, learning_rate=0.05, steps=20)
 >>> bool(losses[-1] < losses[0] / 2), int(state.count)
 (True, 20)
 >>> flat = jax.device_get(state.params)  # the whole vector, gathered to the host
->>> [layer["W"].shape for layer in unflatten(flat, (3, 5, 2))]
-[(3, 5), (5, 2)]
+>>> [layer["W"].shape for layer in unflatten(flat, (3, 7, 2))]
+[(3, 7), (7, 2)]
 
 Implementation notes
 --------------------
