@@ -151,9 +151,12 @@ Array([[ 0.    , -0.0625, -0.125 ],
 (4, 50, 8)
 """
 
+import functools
 import math
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 
 from cookbook import _checks
 from cookbook.attention.scaled_dot_product import scaled_dot_product_attention
@@ -167,26 +170,45 @@ def _power_of_two_slopes(n):
     return [start ** (h + 1) for h in range(n)]
 
 
-def alibi_slopes(num_heads):
-    """The head slopes of Press et al., shape (H,): geometric from ``2 ** (-8 / H)`` when H is a power
-    of two; otherwise those of the power of two below, then every other slope of the one above."""
-    if isinstance(num_heads, int) and not isinstance(num_heads, bool) and num_heads < 1:
-        raise ValueError(f"num_heads must be a positive integer, got num_heads={num_heads}")
-    num_heads = _checks.size(num_heads, "num_heads")
+def _slopes(num_heads):
     closest = 2 ** int(math.floor(math.log2(num_heads)))
     slopes = _power_of_two_slopes(closest)
     slopes += _power_of_two_slopes(2 * closest)[0::2][: num_heads - closest]
-    return jnp.array(slopes, jnp.float32)
+    return np.array(slopes, np.float32)
+
+
+def _bias(num_heads, T, S):
+    # In NumPy: the slopes and the distances depend on the sizes alone, so there is nothing to compile
+    # (eagerly in jnp each of these operations compiled for every new (H, T, S)).
+    query_positions = np.arange(S - T, S)  # (T,)
+    distance = np.abs(query_positions[:, None] - np.arange(S)[None, :]).astype(np.float32)  # (T, S)
+    return np.float32(0.0) - _slopes(num_heads)[:, None, None] * distance[None, :, :]  # (H, T, S); 0 - x avoids -0.0
+
+
+def _check_heads(num_heads):
+    if isinstance(num_heads, int) and not isinstance(num_heads, bool) and num_heads < 1:
+        raise ValueError(f"num_heads must be a positive integer, got num_heads={num_heads}")
+    return _checks.size(num_heads, "num_heads")
+
+
+def _check_lengths(T, S):
+    T, S = _checks.size(T, "T"), _checks.size(S, "S")
+    if T > S:
+        raise ValueError(f"T and S must satisfy 1 <= T <= S (queries are the last T of S positions), got T={T}, S={S}")
+    return T, S
+
+
+def alibi_slopes(num_heads):
+    """The head slopes of Press et al., shape (H,): geometric from ``2 ** (-8 / H)`` when H is a power
+    of two; otherwise those of the power of two below, then every other slope of the one above."""
+    num_heads = _check_heads(num_heads)
+    return jax.device_put(_slopes(num_heads))  # float32, placed without compiling
 
 
 def alibi_bias(num_heads, T, S):
     """The bias ``-m_h |p_t - s|`` of shape (H, T, S), the T queries being the last T of S positions."""
-    T, S = _checks.size(T, "T"), _checks.size(S, "S")
-    if T > S:
-        raise ValueError(f"T and S must satisfy 1 <= T <= S (queries are the last T of S positions), got T={T}, S={S}")
-    query_positions = jnp.arange(S - T, S)  # (T,)
-    distance = jnp.abs(query_positions[:, None] - jnp.arange(S)[None, :]).astype(jnp.float32)  # (T, S)
-    return 0.0 - alibi_slopes(num_heads)[:, None, None] * distance[None, :, :]  # (H, T, S); 0 - x avoids -0.0
+    T, S = _check_lengths(T, S)
+    return jax.device_put(_bias(_check_heads(num_heads), T, S))
 
 
 def alibi_attention(q, k, v, causal=True):
@@ -202,7 +224,16 @@ def alibi_attention(q, k, v, causal=True):
         raise TypeError(f"causal must be a bool, got {causal!r}")
     H, T, _ = q.shape
     S = k.shape[1]
+    _check_lengths(T, S)
+    v = _checks.float_array(v, "v")  # its shape is checked by scaled_dot_product_attention, where it is traced
+    return _alibi_attention(q, k, v, causal)
+
+
+@functools.partial(jax.jit, static_argnums=3)  # one program after the checks, not one per operation
+def _alibi_attention(q, k, v, causal):
+    H, T, _ = q.shape
+    S = k.shape[1]
     mask = None
     if causal:
         mask = jnp.arange(S)[None, :] <= jnp.arange(S - T, S)[:, None]  # (T, S): keys up to p_t
-    return scaled_dot_product_attention(q, k, v, mask, bias=alibi_bias(H, T, S))
+    return scaled_dot_product_attention(q, k, v, mask, bias=_bias(H, T, S))
