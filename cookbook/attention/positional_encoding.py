@@ -159,6 +159,8 @@ True
 False
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -180,6 +182,13 @@ def sinusoidal_encoding(T, d_model, base=10000.0):
     if d_model % 2:
         raise ValueError(f"d_model must be even for sine-cosine pairs, got d_model={d_model}")
     T, base = _checks.size(T, "T"), _checks.positive(base, "base")
+    return _sinusoidal_encoding(T, d_model, base)
+
+
+# The public functions check their arguments, then run a compiled core like this one: one program
+# per set of sizes, instead of a dozen eager operations each compiled for its shape.
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _sinusoidal_encoding(T, d_model, base):
     positions = jnp.arange(T, dtype=jnp.float32)  # (T,)
     frequencies = base ** (-jnp.arange(0, d_model, 2, dtype=jnp.float32) / d_model)  # (d_model / 2,)
     angles = positions[:, None] * frequencies[None, :]  # (T, d_model / 2)
@@ -189,6 +198,11 @@ def sinusoidal_encoding(T, d_model, base=10000.0):
 def init_learned(key, max_len, d_model):
     """A learned table of ``max_len`` positional embeddings, drawn with standard deviation 0.02."""
     max_len, d_model = _checks.size(max_len, "max_len"), _checks.size(d_model, "d_model")
+    return _init_learned(key, max_len, d_model)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _init_learned(key, max_len, d_model):
     return {"P": 0.02 * jax.random.normal(key, (max_len, d_model))}
 
 

@@ -1,22 +1,29 @@
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from cookbook.attention import multi_head
 from cookbook.attention.positional_encoding import init_learned, learned_encoding, sinusoidal_encoding
 
-D_MODEL = 12
-mha_apply = jax.jit(multi_head.apply)
+D_MODEL, HEADS, T = 8, 2, 5  # the page's example's sizes: the tests and the example share their programs
+mha_apply = multi_head.apply  # it checks its input and runs one compiled program per shape
 
 
 @pytest.fixture(scope="module")
 def mha_params():
-    return multi_head.init(jax.random.key(0), D_MODEL, 3)
+    """Weights in init's shapes and at its scales, drawn with NumPy (no random kernel to compile)."""
+    shapes = jax.eval_shape(lambda: multi_head.init(jax.random.key(0), D_MODEL, HEADS))
+    rng = np.random.default_rng(0)
+    std = {"W_q": D_MODEL ** -0.5, "W_k": D_MODEL ** -0.5, "W_v": D_MODEL ** -0.5, "W_o": D_MODEL ** -0.5}
+    return {name: (std.get(name, 0.0) * rng.standard_normal(s.shape)).astype(np.float32)
+            for name, s in shapes.items()}
 
 
-def _x(seed, T=7):
+def _x(seed):
     return np.random.default_rng(seed).standard_normal((T, D_MODEL)).astype(np.float32)
+
+
+PERM = np.array([2, 4, 0, 3, 1])
 
 
 def test_matches_the_formula_in_numpy():
@@ -30,7 +37,7 @@ def test_matches_the_formula_in_numpy():
 
 
 def test_values_by_hand_and_bounds():
-    P = sinusoidal_encoding(7, 4)
+    P = np.asarray(sinusoidal_encoding(7, 4))
     np.testing.assert_allclose(P[0], [0.0, 1.0, 0.0, 1.0])
     np.testing.assert_allclose(P[2, :2], [np.sin(2.0), np.cos(2.0)], rtol=1e-6)
     np.testing.assert_allclose(P[2, 2:], [np.sin(0.02), np.cos(0.02)], rtol=1e-5)  # frequency 10000^(-1/2)
@@ -49,29 +56,30 @@ def test_a_shift_is_the_same_rotation_at_every_position():
 
 def test_without_positions_self_attention_is_permutation_equivariant(mha_params):
     x = _x(1)
-    perm = np.array([2, 5, 0, 6, 3, 1, 4])
-    np.testing.assert_allclose(mha_apply(mha_params, x[perm]), mha_apply(mha_params, x)[perm], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(mha_apply(mha_params, x[PERM]), np.asarray(mha_apply(mha_params, x))[PERM],
+                               rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("kind", ["sinusoidal", "learned"])
 def test_with_positions_it_is_not(mha_params, kind):
     x = _x(2)
-    perm = np.array([2, 5, 0, 6, 3, 1, 4])
-    P = sinusoidal_encoding(7, D_MODEL) if kind == "sinusoidal" else learned_encoding(
-        init_learned(jax.random.key(3), 16, D_MODEL), 7) * 50  # scaled up: trained tables are not tiny
-    gap = np.abs(mha_apply(mha_params, x[perm] + P) - mha_apply(mha_params, x + P)[perm]).max()
+    if kind == "sinusoidal":
+        P = np.asarray(sinusoidal_encoding(T, D_MODEL))
+    else:  # scaled up: trained tables are not tiny
+        P = np.asarray(learned_encoding(init_learned(jax.random.key(3), 16, D_MODEL), T)) * 50
+    gap = np.abs(np.asarray(mha_apply(mha_params, x[PERM] + P)) - np.asarray(mha_apply(mha_params, x + P))[PERM]).max()
     assert gap > 1e-2
 
 
 def test_learned_table_shape_scale_and_slice():
     params = init_learned(jax.random.key(4), 64, 32)
     assert params["P"].shape == (64, 32)
-    np.testing.assert_allclose(float(params["P"].std()), 0.02, rtol=0.1)
-    np.testing.assert_array_equal(learned_encoding(params, 11), params["P"][:11])
+    np.testing.assert_allclose(float(np.asarray(params["P"]).std()), 0.02, rtol=0.1)
+    np.testing.assert_array_equal(learned_encoding(params, 11), np.asarray(params["P"])[:11])
 
 
 def test_sinusoids_extrapolate_the_table_does_not():
-    np.testing.assert_allclose(sinusoidal_encoding(1000, 8)[:5], sinusoidal_encoding(5, 8), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(sinusoidal_encoding(1000, 8))[:5], sinusoidal_encoding(5, 8), atol=1e-6)
     with pytest.raises(ValueError, match=r"T must be between 1 and max_len=16 of the learned table, got T=17"):
         learned_encoding(init_learned(jax.random.key(5), 16, 8), 17)
 
