@@ -17,6 +17,7 @@ TOL = dict(rtol=1e-5, atol=1e-5)  # float32 against float64, reached on every in
 # (and the bfloat16 ones, computed in float32) share the core's program with the page's example; a
 # jax.jit around them compiled one more program for each.
 recurrent, direct, mix_time, mix_channel = wkv, wkv_direct, time_mixing, channel_mixing
+D, F, T = 3, 8, 9  # the layer of the page's example: the tests share its init and mixing programs
 
 
 def _inputs(seed, T=11, D=5):
@@ -97,8 +98,8 @@ def test_decay_and_bonus_shape_the_weights():
 
 
 def test_mixers_are_causal():
-    params = init(jax.random.key(0), 5, 7)
-    x = np.random.default_rng(4).standard_normal((11, 5)).astype(np.float32)
+    params = init(jax.random.key(0), D, F)
+    x = np.random.default_rng(4).standard_normal((T, D)).astype(np.float32)
     changed = x.copy()
     changed[6:] += 3.0
     w, u, k, v = _inputs(4)
@@ -119,8 +120,10 @@ def test_gradients_of_the_two_forms_agree():
     w, u, k, v = _inputs(5, T=7, D=3)
     with jax.enable_x64(True):
         args = tuple(np.float64(a) for a in (w, u, k, v))  # NumPy: no eager program per operation
-        loss = jax.jit(lambda *a: jnp.sum(jnp.sin(wkv(*a))))
-        g_rec = jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3)))(*args)
+        # one program gives the loss (for the finite difference below) and the recurrence's gradient
+        loss_and_grad = jax.jit(jax.value_and_grad(lambda *a: jnp.sum(jnp.sin(wkv(*a))), argnums=(0, 1, 2, 3)))
+        loss = lambda *a: loss_and_grad(*a)[0]  # noqa: E731
+        g_rec = loss_and_grad(*args)[1]
         g_dir = jax.jit(jax.grad(lambda *a: jnp.sum(jnp.sin(wkv_direct(*a))), argnums=(0, 1, 2, 3)))(*args)
         for a, b in zip(g_rec, g_dir):
             np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
@@ -139,21 +142,21 @@ def test_bfloat16_within_tolerance_and_vmap():
     y16 = recurrent(w, u, k.astype(jnp.bfloat16), v.astype(jnp.bfloat16))
     assert y16.dtype == jnp.bfloat16
     np.testing.assert_allclose(np.asarray(y16, np.float32), recurrent(w, u, k, v), atol=3e-2)
-    params = init(jax.random.key(1), 5, 7)
-    x = np.random.default_rng(6).standard_normal((11, 5)).astype(np.float32)
+    params = init(jax.random.key(1), D, F)
+    x = np.random.default_rng(6).standard_normal((T, D)).astype(np.float32)
     params16 = {n: np.asarray(a).astype(jnp.bfloat16) for n, a in params["time"].items()}
     out16 = mix_time(params16, x.astype(jnp.bfloat16))
     assert out16.dtype == jnp.bfloat16
     np.testing.assert_allclose(np.asarray(out16, np.float32), mix_time(params["time"], x), atol=1e-1)
     batched = jax.vmap(wkv, in_axes=(None, None, 0, 0))(w, u, np.stack([k, 2 * k]), np.stack([v, v]))
-    np.testing.assert_allclose(batched[1], recurrent(w, u, 2 * k, v), **TOL)
+    np.testing.assert_allclose(np.asarray(batched)[1], recurrent(w, u, 2 * k, v), **TOL)
 
 
 def test_time_mixing_step_by_step():
-    params = init(jax.random.key(2), 5, 7)
+    params = init(jax.random.key(2), D, F)
     p = params["time"]
-    x = np.random.default_rng(7).standard_normal((11, 5))
-    prev = np.concatenate([np.zeros((1, 5)), x[:-1]])
+    x = np.random.default_rng(7).standard_normal((T, D))
+    prev = np.concatenate([np.zeros((1, D)), x[:-1]])
     P = {name: np.asarray(a, np.float64) for name, a in p.items()}
     shift = lambda mu: mu * x + (1 - mu) * prev  # noqa: E731
     r, k, v = shift(P["mu_r"]) @ P["W_r"], shift(P["mu_k"]) @ P["W_k"], shift(P["mu_v"]) @ P["W_v"]
@@ -166,11 +169,11 @@ def test_time_mixing_step_by_step():
 
 
 def test_init_spreads_the_decay_rates():
-    params = init(jax.random.key(3), 5, 7)
+    params = init(jax.random.key(3), D, F)
     w = np.exp(params["time"]["log_w"])
     np.testing.assert_allclose([w[0], w[-1]], [np.exp(-5.0), np.e], rtol=1e-6)
     assert np.all(np.diff(w) > 0) and 1 / w[0] > 148  # a memory of about 150 tokens in the slowest channel
-    assert params["channel"]["W_k"].shape == (5, 7) and params["channel"]["W_v"].shape == (7, 5)
+    assert params["channel"]["W_k"].shape == (D, F) and params["channel"]["W_v"].shape == (F, D)
 
 
 def test_bad_input_raises_clear_errors():
