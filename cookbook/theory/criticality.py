@@ -243,11 +243,14 @@ def kernel_map(K, activation, *, C_b, C_W):
     K = _variance(K, "K")
     C_b = _checks.positive(C_b, "C_b", allow_zero=True)
     C_W = _checks.positive(C_W, "C_W")
-    return _kernel_map(K, activation, C_b, C_W)
+    return _kernel_map(K, activation, C_W, C_b)
 
 
+# The cores take the keyword arguments C_W, C_b in the order in which jax.jit flattens them (sorted by
+# name), so that the function traced under jax.jit is one call of its core on its own inputs and the
+# jit check does not compile it again.
 @functools.partial(jax.jit, static_argnums=1)  # compiled once per activation and shape, also eagerly
-def _kernel_map(K, activation, C_b, C_W):
+def _kernel_map(K, activation, C_W, C_b):
     sigma = _ACTIVATIONS[activation]
     return C_b + C_W * _average(lambda z: sigma(z) ** 2, K)
 
@@ -281,11 +284,11 @@ def signal_propagation(key, x, dx, activation, *, depth, width, C_b, C_W):
     depth, width = _checks.size(depth, "depth"), _checks.size(width, "width")
     C_b = _checks.positive(C_b, "C_b", allow_zero=True)
     C_W = _checks.positive(C_W, "C_W")
-    return _propagate(key, x, dx, activation, depth, width, C_b, C_W)
+    return _propagate(key, x, dx, activation, depth, width, C_W, C_b)
 
 
 @functools.partial(jax.jit, static_argnums=(3, 4, 5))
-def _propagate(key, x, dx, activation, depth, width, C_b, C_W):
+def _propagate(key, x, dx, activation, depth, width, C_W, C_b):
     sigma = _ACTIVATIONS[activation]
     D = x.shape[0]
     first = (D + 1) * width

@@ -38,13 +38,14 @@ def test_tanh_averages_match_adaptive_quadrature(K):
 
 
 def test_relu_in_closed_form_and_chi_parallel_is_the_derivative_of_the_map():
-    K = jnp.array([0.1, 1.0, 7.0])
+    K = np.array([0.1, 1.0, 7.0], np.float32)  # NumPy: no eager program per operation
     np.testing.assert_allclose(kernel_map(K, "relu", C_b=0.2, C_W=1.7), 0.2 + 1.7 * K / 2, rtol=1e-6)
     for chi in susceptibilities(K, "relu", C_W=1.7):
         np.testing.assert_allclose(chi, 0.85, rtol=1e-6)
     # chi_parallel = d K^(l+1) / d K^(l), checked with automatic differentiation of the map.
+    map_derivative = jax.jit(jax.grad(lambda k: kernel_map(k, "tanh", C_b=0.1, C_W=1.3)))  # one program
     for K0 in (0.05, 0.8, 3.0):
-        derivative = jax.grad(lambda k: kernel_map(k, "tanh", C_b=0.1, C_W=1.3))(K0)
+        derivative = map_derivative(K0)
         np.testing.assert_allclose(susceptibilities(K0, "tanh", C_W=1.3)[0], derivative, rtol=1e-5)
 
 
@@ -72,10 +73,9 @@ def test_tanh_phases_at_the_fixed_point():
 def test_at_criticality_tanh_fades_as_a_power_law():
     # K^(l) ~ 1 / (2 l) at C_W = 1: after 1000 layers 2 l K is within 2 % of 1 (its log corrections
     # are O(log l / l)), where an exponential decay would leave nothing.
-    step = jax.jit(lambda K: kernel_map(K, "tanh", C_b=0.0, C_W=1.0))
-    K = jnp.array(1.0)
+    K = np.float32(1.0)
     for _ in range(1000):
-        K = step(K)
+        K = kernel_map(K, "tanh", C_b=0.0, C_W=1.0)  # the compiled core of the other tests' calls
     assert 2 * 1000 * float(K) == pytest.approx(1.0, abs=0.02)
 
 
@@ -93,13 +93,14 @@ def _predicted(activation, C_W, x, dx):
 @pytest.fixture(scope="module")
 def runs():
     """One compiled sampler per activation (C_W is traced), 200 networks of width 64 and 12 layers."""
-    x, dx = jnp.ones(8), jnp.array([1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0])  # dx perpendicular to x
-    keys = jax.random.split(jax.random.key(1), S)
+    x = np.ones(8, np.float32)
+    dx = np.array([1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0], np.float32)  # dx perpendicular to x
 
     def sampler(activation):
         one = lambda k, c: signal_propagation(k, x, dx, activation, depth=DEPTH, width=WIDTH, C_b=0.0, C_W=c)
-        run = jax.jit(jax.vmap(one, in_axes=(0, None)))
-        return lambda C_W: [np.asarray(a) for a in run(keys, C_W)]
+        # the S keys are split inside the compiled sampler (eagerly, the split compiled a program of its own)
+        run = jax.jit(lambda key, c: jax.vmap(one, in_axes=(0, None))(jax.random.split(key, S), c))
+        return lambda C_W: [np.asarray(a) for a in run(jax.random.key(1), C_W)]
 
     return x, dx, {"relu": sampler("relu"), "tanh": sampler("tanh")}
 
