@@ -15,10 +15,11 @@ apply_jit, logits_jit, softmax_jit = apply, attention_logits, segment_softmax
 
 
 def numpy_params(seed, dynamic, d=D, f=F, heads=HEADS):
-    """Parameters shaped as ``init`` makes them, drawn with NumPy (no random kernel to compile)."""
+    """Parameters shaped as ``init`` makes them, drawn with NumPy (no random kernel to compile), and
+    kept as NumPy arrays: the tests slice and scale them in NumPy, where jnp would compile each step."""
     shapes = jax.eval_shape(lambda: init(jax.random.key(0), d, f, heads=heads, dynamic=dynamic))
     rng = np.random.default_rng(seed)
-    return jax.tree.map(lambda s: jnp.asarray(rng.standard_normal(s.shape).astype(np.float32)), shapes)
+    return jax.tree.map(lambda s: rng.standard_normal(s.shape).astype(np.float32), shapes)
 
 
 @pytest.fixture(scope="module")
@@ -61,17 +62,18 @@ def test_segment_softmax_in_bfloat16_stays_close_to_float32():
     rng = np.random.default_rng(2)
     logits = (rng.standard_normal(11) * 3).astype(np.float32)
     segments = rng.integers(0, 3, 11).astype(np.int32)
-    w16 = softmax_jit(jnp.asarray(logits).astype(jnp.bfloat16), segments, num_segments=3)
+    w16 = softmax_jit(logits.astype(jnp.bfloat16), segments, num_segments=3)
     assert w16.dtype == jnp.bfloat16
     np.testing.assert_allclose(np.float32(w16), softmax_jit(logits, segments, num_segments=3), atol=1e-2)
 
 
 def test_segment_softmax_gradients():
     rng = np.random.default_rng(3)
-    segments = jnp.asarray(rng.integers(0, 3, 7))
+    segments = rng.integers(0, 3, 7).astype(np.int32)
     with jax.enable_x64(True):
-        logits = jnp.asarray(rng.standard_normal(7))
-        check_grads(lambda z: jnp.sin(segment_softmax(z, segments, 3)), (logits,), order=1, modes=("rev",))
+        logits = rng.standard_normal(7)  # float64
+        f = jax.jit(lambda z: jnp.sin(segment_softmax(z, segments, 3)))  # one program, not one per operation
+        check_grads(f, (logits,), order=1, modes=("rev",))
 
 
 # ---- The layers against references --------------------------------------------------------------
@@ -103,7 +105,7 @@ def _loop_reference(params, x, senders, receivers, dynamic):
 def test_layers_match_a_loop_over_nodes_and_heads_in_float64(graph, dynamic):
     x, senders, receivers = graph
     params = numpy_params(4, dynamic)
-    got = apply_jit(params, x, senders, receivers)
+    got = np.asarray(apply_jit(params, x, senders, receivers))
     want = _loop_reference(params, x, np.asarray(senders), np.asarray(receivers), dynamic)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(got[N - 1], 0.0)  # the node that receives nothing
@@ -141,11 +143,12 @@ def test_renumbering_nodes_and_edges_permutes_the_outputs(graph, dynamic):
     rng = np.random.default_rng(7)
     node_perm, edge_perm = rng.permutation(N), rng.permutation(len(senders))  # new j is old perm[j]
     inverse = np.argsort(node_perm)
-    out = apply_jit(params, x, senders, receivers)
+    out = np.asarray(apply_jit(params, x, senders, receivers))  # permuted in NumPy
     p_out = apply_jit(params, x[node_perm], inverse[senders[edge_perm]], inverse[receivers[edge_perm]])
     np.testing.assert_allclose(p_out, out[node_perm], rtol=1e-6, atol=1e-6)
     p_logits = logits_jit(params, x[node_perm], inverse[senders[edge_perm]], inverse[receivers[edge_perm]])
-    np.testing.assert_allclose(p_logits, logits_jit(params, x, senders, receivers)[edge_perm], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(p_logits, np.asarray(logits_jit(params, x, senders, receivers))[edge_perm],
+                               rtol=1e-6, atol=1e-6)
 
 
 # ---- Static and dynamic attention (Brody et al. 2022) ------------------------------------------------
@@ -180,8 +183,10 @@ def dictionary_lookup(seed, n):
     eye = np.eye(K)
     keys = np.concatenate([np.broadcast_to(eye, (n, K, K)), eye[values], np.zeros((n, K, 1))], axis=2)
     queries = np.concatenate([eye[asked], np.zeros((n, K, K)), np.ones((n, K, 1))], axis=2)
-    x = jnp.asarray(np.concatenate([keys, queries], axis=1).astype(np.float32))  # (n, 2K, 2K + 1)
-    return x, jnp.asarray(np.take_along_axis(values, asked, axis=1))  # (n, K)
+    # placed on the device without compiling (jnp.asarray compiles a program per shape); jax arrays,
+    # not NumPy, so that the training loop that closes over them does not embed them as constants
+    x = jax.device_put(np.concatenate([keys, queries], axis=1).astype(np.float32))  # (n, 2K, 2K + 1)
+    return x, jax.device_put(np.take_along_axis(values, asked, axis=1))  # (n, K)
 
 
 def _train_lookup(dynamic, steps=200, batch=16, width=8):
@@ -189,10 +194,10 @@ def _train_lookup(dynamic, steps=200, batch=16, width=8):
     test_x, test_y = dictionary_lookup(11, 200)
     rng = np.random.default_rng(12)
     params = {"layer": numpy_params(13, dynamic, d=2 * K + 1, f=width, heads=1),
-              "readout": jnp.asarray((rng.standard_normal((width, K)) / np.sqrt(width)).astype(np.float32))}
+              "readout": (rng.standard_normal((width, K)) / np.sqrt(width)).astype(np.float32)}
     for name in params["layer"]:  # in NumPy: an eager division would compile one program per shape
-        layer = np.asarray(params["layer"][name])
-        params["layer"][name] = jnp.asarray(layer / np.float32(np.sqrt(layer.shape[0])))
+        layer = params["layer"][name]
+        params["layer"][name] = layer / np.float32(np.sqrt(layer.shape[0]))
 
     def predict(p, x):
         h = apply(p["layer"], x, KEY_SENDERS, QUERY_RECEIVERS)  # (2K, width)
