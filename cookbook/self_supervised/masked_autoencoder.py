@@ -314,7 +314,9 @@ def draw_weights(key, shapes, scales=None):
             std = 1.0 / math.sqrt(shape[-3] * shape[-2])
         else:  # (..., fan_in, fan_out)
             std = math.sqrt((2.0 if names[-3:-1] == ["mlp", "0"] else 1.0) / shape[-2])
-        leaves.append(jnp.asarray(z * np.float32(std)))  # float32, as jax.random draws
+        leaf = z * np.float32(std)  # float32, as jax.random draws
+        # placed as jnp.asarray would place it, without compiling a program for each leaf's shape
+        leaves.append(leaf if xp is jnp else jax.device_put(leaf))
     return jax.tree.unflatten(treedef, leaves)
 
 

@@ -37,8 +37,9 @@ def test_patchify_and_unpatchify_round_trip():
 
 def test_random_masking_keeps_a_quarter_and_unshuffles():
     draws = 2000
-    visible, restore, masked = jax.jit(jax.vmap(lambda k: _random_masking(k, N, 4)))(
-        jax.random.split(jax.random.key(0), draws))
+    # the keys are split inside the compiled program (eagerly, the split compiled a program of its own)
+    visible, restore, masked = jax.jit(lambda key: jax.vmap(lambda k: _random_masking(k, N, 4))(
+        jax.random.split(key, draws)))(jax.random.key(0))
     visible, restore, masked = map(np.asarray, (visible, restore, masked))
     assert visible.shape == (draws, 4) and restore.shape == masked.shape == (draws, N)
     assert (masked.sum(1) == 12).all()  # exactly 75 % hidden, 25 % kept, in every draw
@@ -51,7 +52,7 @@ def test_random_masking_keeps_a_quarter_and_unshuffles():
     # uniform: each patch hidden with probability 3/4, within 4 standard deviations
     assert np.abs(masked.mean(0) - 0.75).max() < 4 * np.sqrt(0.75 * 0.25 / draws)
     v, r, m = random_masking(jax.random.key(3), 7, mask_ratio=0.6)  # the public call: round(0.6 * 7) = 4 hidden
-    assert v.shape == (3,) and int(m.sum()) == 4 and sorted(np.asarray(r)) == list(range(7))
+    assert v.shape == (3,) and int(np.asarray(m).sum()) == 4 and sorted(np.asarray(r)) == list(range(7))
 
 
 def numpy_loss(predictions, patches, masked, normalize):
@@ -100,7 +101,7 @@ def test_encoder_never_reads_the_masked_patches(params):
     changed[np.asarray(masked)] = rng.random((12, P))
     np.testing.assert_array_equal(encode(params, changed, visible), encoded)
     seen = patches.copy()
-    seen[int(visible[0])] += 1.0
+    seen[int(np.asarray(visible)[0])] += 1.0
     assert not np.allclose(encode(params, seen, visible), encoded, atol=1e-4)
 
 
