@@ -148,6 +148,8 @@ Array([[1., 1., 1.],
 (4, 3)
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -174,6 +176,12 @@ def survival_probabilities(num_blocks, final_survival):
     """The linear decay rule: ``p_l = 1 - l / L * (1 - p_L)`` for blocks ``l = 1, ..., L``; shape (L,)."""
     num_blocks = _checks.size(num_blocks, "num_blocks")
     _check_prob(final_survival, "final_survival")
+    return _survival_probabilities(num_blocks, final_survival)
+
+
+# One compiled program per number of blocks, rather than four eager operations that each compile.
+@functools.partial(jax.jit, static_argnums=0)
+def _survival_probabilities(num_blocks, final_survival):
     l = jnp.arange(1, num_blocks + 1, dtype=jnp.float32)
     return 1.0 - l / num_blocks * (1.0 - final_survival)
 
@@ -188,9 +196,23 @@ def drop_path(key, branch, survival_prob, *, deterministic=False):
     branch = _checks.float_array(branch, "branch", min_ndim=1, what=" (B, ...)")
     if deterministic:
         return branch
+    return _drop_path(key, branch, survival_prob, _scale(survival_prob, branch.dtype))
+
+
+def _scale(survival_prob, dtype):
+    """``1 / p`` in the branch's dtype; a known ``p`` is divided in NumPy (no program to compile)."""
+    if isinstance(survival_prob, jax.core.Tracer):
+        return jnp.asarray(1.0 / survival_prob, dtype)
+    if isinstance(survival_prob, jax.Array):
+        survival_prob = np.asarray(survival_prob)
+    return np.asarray(1.0 / survival_prob, dtype)
+
+
+# One compiled program per shape: the draw, the scaling and the select.
+@jax.jit
+def _drop_path(key, branch, survival_prob, scale):
     mask_shape = (branch.shape[0],) + (1,) * (branch.ndim - 1)  # one draw per example
     keep = jax.random.bernoulli(key, survival_prob, mask_shape)
-    scale = jnp.asarray(1.0 / survival_prob, branch.dtype)
     return jnp.where(keep, branch * scale, jnp.zeros_like(branch))
 
 
@@ -216,6 +238,13 @@ def residual_stack(key, W, x, survival_probs, *, deterministic=False):
     survival_probs = _checks.float_array(survival_probs, "survival_probs")
     _checks.same_shape(survival_probs, "survival_probs", (L,), expected_from="(L,), L from W")
     _check_prob(survival_probs, "survival_probs")
+    return _residual_stack(key, W, x, survival_probs, deterministic)
+
+
+# A module-level core: an eager lax.scan would compile again at every call.
+@functools.partial(jax.jit, static_argnums=4)
+def _residual_stack(key, W, x, survival_probs, deterministic):
+    L = W.shape[0]
     keys = jax.random.split(key, L) if not deterministic else jnp.zeros(L)  # keys unused when deterministic
 
     def block(h, inputs):
