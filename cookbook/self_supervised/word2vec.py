@@ -114,7 +114,7 @@ loss of one pair with two negatives:
 >>> import numpy as np
 >>> from cookbook.self_supervised.word2vec import noise_distribution, sgns_loss, skip_gram_pairs
 >>> centers, contexts, valid = skip_gram_pairs(np.array([7, 8, 9]), window=1)
->>> [(int(w), int(c)) for w, c, ok in zip(centers, contexts, valid) if ok]
+>>> [(w, c) for w, c, ok in zip(centers.tolist(), contexts.tolist(), valid.tolist()) if ok]
 [(7, 8), (8, 7), (8, 9), (9, 8)]
 >>> noise_distribution(np.array([1.0, 16.0, 81.0]), power=0.75).round(3)  # 1 : 8 : 27
 Array([0.028, 0.222, 0.75 ], dtype=float32)
@@ -147,6 +147,8 @@ two style words of its attribute, 1500 sentences of five words. After 300 Adam s
 at least 65), against 2 at the random initialisation (the test asks for at most 10).
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -170,6 +172,12 @@ def sgns_loss(center_vectors, context_vectors, negative_vectors):
     B, D = u.shape
     K = n.shape[1]
     _checks.same_shape(n, "negative_vectors", (B, K, D), expected_from="B and D of center_vectors")
+    return _sgns_loss(u, v, n)
+
+
+# One compiled program per shape, rather than a dozen eager operations that each compile.
+@jax.jit
+def _sgns_loss(u, v, n):
     dtype = jnp.promote_types(jnp.result_type(u, v, n), jnp.float32)
     u, v, n = u.astype(dtype), v.astype(dtype), n.astype(dtype)
     positive = jax.nn.log_sigmoid(jnp.sum(u * v, axis=1))  # (B,)
@@ -183,7 +191,11 @@ def skip_gram_pairs(tokens, *, window):
     positions: ``(centers, contexts, valid)``, each (T * 2 window,), ordered by centre and then by
     offset (-window..-1, 1..window); ``valid`` is False where the context falls off either end."""
     tokens = _checks.int_array(tokens, "tokens", ndim=1, what=" (T,)")
-    window = _checks.size(window, "window")
+    return _skip_gram_pairs(tokens, _checks.size(window, "window"))
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _skip_gram_pairs(tokens, window):
     T = tokens.shape[0]
     offsets = jnp.concatenate([jnp.arange(-window, 0), jnp.arange(1, window + 1)])  # (2 window,)
     positions = jnp.arange(T)[:, None] + offsets[None, :]  # (T, 2 window)
@@ -197,7 +209,11 @@ def noise_distribution(counts, power=0.75):
     """The negative-sampling distribution (V,): word ``counts`` (V,) raised to ``power`` and
     normalised to sum to 1."""
     counts = _checks.float_array(counts, "counts", ndim=1, what=" (V,)")
-    power = _checks.positive(power, "power", allow_zero=True)
+    return _noise_distribution(counts, _checks.positive(power, "power", allow_zero=True))
+
+
+@jax.jit
+def _noise_distribution(counts, power):
     weights = jnp.power(counts.astype(jnp.promote_types(counts.dtype, jnp.float32)), power)
     return weights / weights.sum()
 
@@ -210,6 +226,11 @@ def analogy(embeddings, a, b, c):
     for name, x in (("a", a), ("b", b), ("c", c)):
         x = _checks.int_array(x, name, ndim=0, what=" (a token id)")
         _checks.check_range(x, name, 0, V)
+    return _analogy(embeddings, a, b, c)
+
+
+@jax.jit
+def _analogy(embeddings, a, b, c):
     e = embeddings.astype(jnp.promote_types(embeddings.dtype, jnp.float32))
     e = e * jax.lax.rsqrt(jnp.maximum(jnp.sum(e * e, axis=1, keepdims=True), EPS**2))
     query = e[b] - e[a] + e[c]  # (D,)
