@@ -128,6 +128,8 @@ Fourier features and a network on them:
 (1,)
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -144,17 +146,28 @@ def _non_negative(x, name):
     return x
 
 
+def _ray(sigmas, deltas):
+    sigmas = _checks.float_array(sigmas, "sigmas", ndim=1, what=" (S,)")
+    deltas = _checks.float_array(deltas, "deltas", ndim=1, what=" (S,)")
+    _checks.same_shape(deltas, "deltas", sigmas.shape, expected_from="the shape of sigmas")
+    _non_negative(sigmas, "sigmas")
+    _non_negative(deltas, "deltas")
+    return sigmas, deltas
+
+
 def rendering_weights(sigmas, deltas):
     """``w_i = T_i (1 - exp(-sigma_i delta_i))`` with ``T_i = exp(-sum_{j<i} sigma_j delta_j)``: (S,).
 
     Densities and interval lengths (S,), non-negative (checked when concrete; under :func:`jax.jit`
     a negative one gives a weight below zero or above one, in plain sight).
     """
-    sigmas = _checks.float_array(sigmas, "sigmas", ndim=1, what=" (S,)")
-    deltas = _checks.float_array(deltas, "deltas", ndim=1, what=" (S,)")
-    _checks.same_shape(deltas, "deltas", sigmas.shape, expected_from="the shape of sigmas")
-    _non_negative(sigmas, "sigmas")
-    _non_negative(deltas, "deltas")
+    return _rendering_weights(*_ray(sigmas, deltas))
+
+
+# Each public function checks its input, then runs one compiled core (one program per shape, rather
+# than one per eager operation).
+@jax.jit
+def _rendering_weights(sigmas, deltas):
     u = sigmas * deltas  # (S,) optical depth of each interval
     T = jnp.exp(-(jnp.cumsum(u) - u))  # exclusive sum: T_1 = 1
     w = T * -jnp.expm1(-u)
@@ -164,18 +177,32 @@ def rendering_weights(sigmas, deltas):
 def render(sigmas, colors, deltas):
     """The colour (C,) of a ray from densities (S,), colours (S, C) and interval lengths (S,)."""
     colors = _checks.float_array(colors, "colors", ndim=2, what=" (S, C)")
-    w = rendering_weights(sigmas, deltas)
-    if colors.shape[0] != w.shape[0]:
-        raise ValueError(f"colors must have shape (S, C) with S = {w.shape[0]} as sigmas, got {colors.shape}")
-    return w @ colors  # (C,)
+    sigmas, deltas = _ray(sigmas, deltas)
+    if colors.shape[0] != sigmas.shape[0]:
+        raise ValueError(f"colors must have shape (S, C) with S = {sigmas.shape[0]} as sigmas, got {colors.shape}")
+    return _render(sigmas, colors, deltas)
 
 
-def fourier_features(x, B):
-    """``[cos(2 pi B x), sin(2 pi B x)]`` for a coordinate x (D,) and frequencies B (F, D): (2F,)."""
+@jax.jit
+def _render(sigmas, colors, deltas):
+    return _rendering_weights(sigmas, deltas) @ colors  # (C,)
+
+
+def _coordinate(x, B):
     x = _checks.float_array(x, "x", ndim=1, what=" (D,)")
     B = _checks.float_array(B, "B", ndim=2, what=" (F, D)")
     if B.shape[1] != x.shape[0]:
         raise ValueError(f"B must have shape (F, D) with D = {x.shape[0]} as x, got B {B.shape}")
+    return x, B
+
+
+def fourier_features(x, B):
+    """``[cos(2 pi B x), sin(2 pi B x)]`` for a coordinate x (D,) and frequencies B (F, D): (2F,)."""
+    return _fourier_features(*_coordinate(x, B))
+
+
+@jax.jit
+def _fourier_features(x, B):
     angle = 2 * jnp.pi * (B @ x)  # (F,)
     return jnp.concatenate([jnp.cos(angle), jnp.sin(angle)])
 
@@ -184,7 +211,11 @@ def init(key, sizes):
     """A ReLU network with widths ``sizes`` (2F, ..., C): He-normal weights, zero biases."""
     if not isinstance(sizes, (tuple, list)) or len(sizes) < 2:
         raise ValueError(f"sizes must be a tuple of at least two widths, got {sizes!r}")
-    sizes = [_checks.size(s, "sizes") for s in sizes]
+    return _init(key, tuple(_checks.size(s, "sizes") for s in sizes))
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _init(key, sizes):
     params = []
     for m, n in zip(sizes[:-1], sizes[1:]):
         key, k_w = jax.random.split(key)
@@ -194,16 +225,25 @@ def init(key, sizes):
 
 def apply(params, x, B):
     """The network on the Fourier features of one coordinate x (D,). Batch with :func:`jax.vmap`."""
-    h = fourier_features(x, B)
+    x, B = _coordinate(x, B)
+    width = 2 * B.shape[0]
     if not isinstance(params, (list, tuple)) or not params:
         raise ValueError(f"params must be a non-empty list of layers, got {type(params).__name__}")
     for n, layer in enumerate(params):
         W = _checks.float_array(layer["W"], f"params[{n}]['W']", ndim=2, what=" (in, out)")
         b = _checks.float_array(layer["b"], f"params[{n}]['b']", ndim=1, what=" (out,)")
-        if W.shape[0] != h.shape[0]:
-            raise ValueError(f"params[{n}]['W'] must take {h.shape[0]} inputs, got shape {W.shape}")
+        if W.shape[0] != width:
+            raise ValueError(f"params[{n}]['W'] must take {width} inputs, got shape {W.shape}")
         _checks.same_shape(b, f"params[{n}]['b']", W.shape[1:], expected_from="out of W")
-        h = h @ W + b
+        width = W.shape[1]
+    return _apply(params, x, B)
+
+
+@jax.jit
+def _apply(params, x, B):
+    h = _fourier_features(x, B)
+    for n, layer in enumerate(params):
+        h = h @ layer["W"] + layer["b"]
         if n < len(params) - 1:
             h = jax.nn.relu(h)
     return h
