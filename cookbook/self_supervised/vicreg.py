@@ -175,17 +175,22 @@ def _compute_dtype(*zs):
     return jnp.promote_types(jnp.result_type(*zs), jnp.float32)
 
 
+# The terms' compiled cores: each public function checks its input, then runs one program per shape
+# (rather than one per eager operation).
+@jax.jit
 def _invariance(z1, z2):
     d = (z1 - z2).astype(_compute_dtype(z1, z2))
     return jnp.mean(d * d)
 
 
+@jax.jit
 def _variance(z, gamma, eps):
     z = z.astype(_compute_dtype(z))
     variance = jnp.var(z, axis=0, ddof=1)  # (D,), unbiased
     return jnp.mean(jax.nn.relu(gamma - jnp.sqrt(variance + eps)))
 
 
+@jax.jit
 def _covariance(z):
     z = z.astype(_compute_dtype(z))
     N, D = z.shape
@@ -233,6 +238,11 @@ def vicreg_loss(z1, z2, sim_weight=25.0, var_weight=25.0, cov_weight=1.0, *, gam
     cov_weight = _checks.positive(cov_weight, "cov_weight", allow_zero=True)
     gamma = _checks.positive(gamma, "gamma")
     eps = _checks.positive(eps, "eps", allow_zero=True)
+    return _vicreg_loss(z1, z2, sim_weight, var_weight, cov_weight, gamma, eps)
+
+
+@jax.jit
+def _vicreg_loss(z1, z2, sim_weight, var_weight, cov_weight, gamma, eps):
     return (sim_weight * _invariance(z1, z2)
             + var_weight * (_variance(z1, gamma, eps) + _variance(z2, gamma, eps))
             + cov_weight * (_covariance(z1) + _covariance(z2)))

@@ -7,10 +7,9 @@ from jax.test_util import check_grads
 from cookbook.self_supervised.vicreg import covariance_term, invariance_term, variance_term, vicreg_loss
 from ssl_helpers import digits_and_views, knn_of, two_view_trainer
 
-loss_jit = jax.jit(vicreg_loss)
+# The loss and each term check their input, then run one compiled core: they are called directly (a
+# jax.jit around them would compile one more program). The three terms share one program here.
 terms_jit = jax.jit(lambda z1, z2: (invariance_term(z1, z2), variance_term(z1), covariance_term(z1)))
-variance_jit = jax.jit(variance_term)
-covariance_jit = jax.jit(covariance_term)
 
 
 def numpy_terms(z1, z2, gamma=1.0, eps=1e-4):
@@ -49,7 +48,7 @@ def test_each_term_against_a_float64_loop():
     np.testing.assert_allclose(got[1], v, rtol=1e-5)
     np.testing.assert_allclose(got[2], c, rtol=1e-5)
     _, v2, c2 = numpy_terms(z2, z1)
-    np.testing.assert_allclose(loss_jit(z1, z2, 2.0, 3.0, 0.5), 2.0 * s + 3.0 * (v + v2) + 0.5 * (c + c2), rtol=1e-5)
+    np.testing.assert_allclose(vicreg_loss(z1, z2, 2.0, 3.0, 0.5), 2.0 * s + 3.0 * (v + v2) + 0.5 * (c + c2), rtol=1e-5)
     # the covariance against NumPy's
     cov = np.cov(z1.T.astype(np.float64))
     np.testing.assert_allclose(got[2], (np.sum(cov ** 2) - np.sum(np.diag(cov) ** 2)) / 5, rtol=1e-5)
@@ -62,18 +61,19 @@ def test_the_variance_hinge():
     sigmas = np.array([0.0, 0.3, 0.9, 1.0, 1.5, 4.0])
     z = np.concatenate([s * base for s in sigmas], axis=1).astype(np.float32)  # (7, 6)
     expected = np.mean(np.maximum(0.0, 1.0 - np.sqrt(sigmas ** 2 + 1e-4)))
-    np.testing.assert_allclose(variance_jit(z), expected, rtol=1e-5)
-    np.testing.assert_allclose(variance_jit(z[:, 4:]), 0.0, atol=1e-7)  # above gamma: no push at all
-    np.testing.assert_allclose(variance_jit(z, gamma=2.0), np.mean(np.maximum(0.0, 2.0 - np.sqrt(sigmas ** 2 + 1e-4))),
+    np.testing.assert_allclose(variance_term(z), expected, rtol=1e-5)
+    np.testing.assert_allclose(variance_term(z[:, 4:]), 0.0, atol=1e-7)  # above gamma: no push at all
+    np.testing.assert_allclose(variance_term(z, gamma=2.0), np.mean(np.maximum(0.0, 2.0 - np.sqrt(sigmas ** 2 + 1e-4))),
                                rtol=1e-5)
 
 
 def test_a_constant_embedding_gets_the_largest_variance_penalty():
     constant = np.full((11, 5), 3.0, np.float32)
-    np.testing.assert_allclose(variance_jit(constant), 1.0 - np.sqrt(1e-4), rtol=1e-6)  # 0.99
+    np.testing.assert_allclose(variance_term(constant), 1.0 - np.sqrt(1e-4), rtol=1e-6)  # 0.99
     rng = np.random.default_rng(2)
     for scale in (1e-3, 0.1, 0.5, 2.0):
-        assert variance_jit((scale * rng.standard_normal((11, 5))).astype(np.float32)) < variance_jit(constant)
+        z = (scale * rng.standard_normal((11, 5))).astype(np.float32)
+        assert float(variance_term(z)) < float(variance_term(constant))
     # and its gradient is finite, pointing every feature towards spreading out
     grad = jax.jit(jax.grad(lambda z: vicreg_loss(z, z)))(constant + 1e-3 * rng.standard_normal((11, 5)).astype(np.float32))
     assert np.isfinite(grad).all() and np.abs(grad).max() > 0
@@ -84,37 +84,37 @@ def test_the_covariance_term_sums_the_off_diagonal():
     # a diagonal covariance (features rescaled independently) costs nothing beyond the sample noise
     whiten = np.linalg.cholesky(np.linalg.inv(np.cov(z1.T)))  # L with L^T cov L = I
     decorrelated = ((z1 - z1.mean(0)) @ whiten).astype(np.float32)
-    np.testing.assert_allclose(covariance_jit(decorrelated), 0.0, atol=1e-8)
+    np.testing.assert_allclose(covariance_term(decorrelated), 0.0, atol=1e-8)
     # one feature copied into all D slots: every off-diagonal entry equals its variance
     copied = np.tile(z1[:, :1], (1, 3))
     var = np.var(z1[:, 0].astype(np.float64), ddof=1)
-    np.testing.assert_allclose(covariance_jit(copied), 3 * 2 * var ** 2 / 3, rtol=1e-5)
+    np.testing.assert_allclose(covariance_term(copied), 3 * 2 * var ** 2 / 3, rtol=1e-5)
 
 
 def test_invariances():
     z1, z2 = views(4)
-    base = loss_jit(z1, z2)
+    base = float(vicreg_loss(z1, z2))
     perm = np.random.default_rng(5).permutation(len(z1))
-    np.testing.assert_allclose(loss_jit(z1[perm], z2[perm]), base, rtol=1e-5)  # batch order
-    np.testing.assert_allclose(loss_jit(z2, z1), base, rtol=1e-5)  # the two views swapped
-    np.testing.assert_allclose(loss_jit(z1 + 3.0, z2 + 3.0), base, rtol=1e-4)  # a common shift
-    assert loss_jit(z1[perm], z2) > base  # but images paired wrongly are not
+    np.testing.assert_allclose(vicreg_loss(z1[perm], z2[perm]), base, rtol=1e-5)  # batch order
+    np.testing.assert_allclose(vicreg_loss(z2, z1), base, rtol=1e-5)  # the two views swapped
+    np.testing.assert_allclose(vicreg_loss(z1 + 3.0, z2 + 3.0), base, rtol=1e-4)  # a common shift
+    assert float(vicreg_loss(z1[perm], z2)) > base  # but images paired wrongly are not
 
 
 def test_gradients():
     z1, z2 = views(6, N=7, D=3)
     with jax.enable_x64(True):
         check_grads(jax.jit(lambda a, b: vicreg_loss(a, b, 1.0, 2.0, 3.0)),
-                    (jnp.asarray(z1, jnp.float64), jnp.asarray(z2, jnp.float64)), order=1, modes=["rev"])
+                    (np.float64(z1), np.float64(z2)), order=1, modes=["rev"])
 
 
 def test_edge_cases():
     z1, z2 = views(7)
     s, v, c = numpy_terms(z1, z2)
     # N = 2, the smallest batch with a variance
-    assert np.isfinite(loss_jit(z1[:2], z2[:2]))
+    assert np.isfinite(vicreg_loss(z1[:2], z2[:2]))
     # bfloat16 input: computed in float32
-    got = terms_jit(jnp.asarray(z1, jnp.bfloat16), jnp.asarray(z2, jnp.bfloat16))
+    got = terms_jit(z1.astype(jnp.bfloat16), z2.astype(jnp.bfloat16))
     assert all(g.dtype == jnp.float32 for g in got)
     np.testing.assert_allclose(got, (s, v, c), rtol=3e-2, atol=1e-2)
 
