@@ -141,6 +141,8 @@ Example
 True
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -156,6 +158,14 @@ def init(key, D, H, *, dtype=jnp.float32):
     ``W_x`` is LeCun-normal, ``W_h`` Gaussian with variance ``1/H``, biases zero.
     """
     D, H = _checks.size(D, "D"), _checks.size(H, "H")
+    return _init(key, D, H, jnp.dtype(dtype))
+
+
+# The public functions check their input, then run compiled cores like this one: the page's calls,
+# the tests' and the jit check's reuse one program per shape instead of dispatching op by op (and
+# instead of compiling apply's lax.scan again at every call).
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def _init(key, D, H, dtype):
     k_x, k_h = jax.random.split(key)
     return {
         "W_x": jax.random.normal(k_x, (D, 3 * H), dtype) / jnp.sqrt(D).astype(dtype),
@@ -183,6 +193,10 @@ def cell(params, h, x):
         raise ValueError(f"x must have shape (D,) = ({D},), got shape {x.shape}")
     if h.shape != (H,):
         raise ValueError(f"h must have shape (H,) = ({H},), got shape {h.shape}")
+    return _cell(params, h, x)
+
+
+def _step(params, h, x):
     xr, xz, xn = jnp.split(x @ params["W_x"] + params["b_x"], 3)
     hr, hz, hn = jnp.split(h @ params["W_h"], 3)
     r = jax.nn.sigmoid(xr + hr)
@@ -191,17 +205,29 @@ def cell(params, h, x):
     return (1 - z) * n + z * h
 
 
+_cell = jax.jit(_step)
+
+
 def apply(params, xs, h0=None):
     """The hidden states (T, H) of the layer over ``xs`` (T, D), from ``h0`` (H,) or zeros."""
     D, H = _sizes(params)
     xs = _checks.float_array(xs, "xs")
     if xs.ndim != 2 or xs.shape[1] != D:
         raise ValueError(f"xs must have shape (T, D) with D = {D}, got shape {xs.shape}")
+    if h0 is not None:
+        h0 = _checks.float_array(h0, "h")
+        if h0.shape != (H,):
+            raise ValueError(f"h must have shape (H,) = ({H},), got shape {h0.shape}")
+    return _apply(params, xs, h0)
+
+
+@jax.jit
+def _apply(params, xs, h0):
     if h0 is None:
-        h0 = jnp.zeros((H,), xs.dtype)
+        h0 = jnp.zeros(params["b_hn"].shape, xs.dtype)
 
     def step(h, x):
-        h = cell(params, h, x)
+        h = _step(params, h, x)
         return h, h
 
     _, hs = jax.lax.scan(step, h0, xs)  # (T, H)

@@ -35,11 +35,6 @@ def _random_params(seed, D, H):
     return params
 
 
-# apply and cell dispatch their operations one by one, and apply's scan compiles again on every call:
-# the tests run them through one jitted program each, shared by the calls of the same shapes.
-_apply, _cell = jax.jit(apply), jax.jit(cell)
-
-
 @pytest.mark.parametrize("T, D, H", [(11, 3, 5)])
 def test_matches_flax_gru_cell_over_a_sequence(T, D, H):
     params = _random_params(T, D, H)
@@ -50,7 +45,7 @@ def test_matches_flax_gru_cell_over_a_sequence(T, D, H):
     assert jax.tree.map(jnp.shape, to_flax(params)) == flax_shapes
     with jax.numpy_rank_promotion("allow"):
         expected = jax.jit(layer.apply)(to_flax(params), xs)  # (2, T, H), one program rather than op by op
-    np.testing.assert_allclose(jax.vmap(_apply, in_axes=(None, 0))(params, xs), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(jax.vmap(apply, in_axes=(None, 0))(params, xs), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_scan_matches_a_python_loop_over_cells():
@@ -60,9 +55,9 @@ def test_scan_matches_a_python_loop_over_cells():
     h0 = np.tanh(normal(3, 5))
     h, hs = h0, []
     for x in xs:
-        h = _cell(params, h, x)
+        h = cell(params, h, x)
         hs.append(h)
-    np.testing.assert_allclose(_apply(params, xs, h0), np.stack(hs), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(apply(params, xs, h0), np.stack(hs), rtol=1e-6, atol=1e-6)
 
 
 def test_one_step_by_hand():
@@ -89,7 +84,7 @@ def test_update_gate_near_one_copies_the_state_and_its_gradient():
 
 def test_state_stays_in_the_unit_interval_for_huge_inputs():
     params = _random_params(4, 3, 5)
-    hs = _apply(params, np.full((7, 3), -1e30, np.float32))
+    hs = apply(params, np.full((7, 3), -1e30, np.float32))
     assert np.all(np.isfinite(hs)) and np.all(np.abs(hs) <= 1.0)
 
 
@@ -139,4 +134,4 @@ def test_bad_arrays_raise_clear_errors_and_lists_are_accepted():
         cell(params, np.zeros(5, np.float32), np.ones(3, np.int32))
     with pytest.raises(ValueError, match=r"params\['b_hn'\] must have shape \(5,\)"):
         apply(params | {"b_hn": params["b_hn"][:1]}, xs)
-    np.testing.assert_allclose(apply(params, xs.tolist()), _apply(params, xs), rtol=1e-6)
+    np.testing.assert_allclose(apply(params, xs.tolist()), apply(params, xs), rtol=1e-6)
