@@ -211,7 +211,9 @@ def _check(f, h0, ts, args, n_steps):
     if _checks.is_concrete(ts) and ts.shape[0] > 1 and not bool(np.all(np.diff(np.asarray(ts)) > 0)):
         raise ValueError(f"ts must be strictly increasing, got {np.asarray(ts)}")
     try:
-        out = jax.eval_shape(f, ts[0], h0, args)
+        # An abstract time, not ts[0]: indexing a concrete ts compiles a program per shape, and a
+        # traced one would put an operation before the compiled core.
+        out = jax.eval_shape(f, jax.ShapeDtypeStruct((), ts.dtype), h0, args)
     except Exception as error:  # noqa: BLE001 - any failure of f on these inputs is reported as bad input
         raise ValueError(f"f(t, h0, args) fails on h0 of shape {tuple(h0.shape)} and these args: {error}") from None
     if out.shape != h0.shape:
