@@ -158,6 +158,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from cookbook import _checks
 from cookbook._memo import cached
@@ -172,6 +173,14 @@ def init(key, *, D, K, dtype=jnp.float32):
     """Encoder and decoder weights for ``D`` inputs and a code of ``K``: Gaussian with variance
     ``1 / fan_in``, biases zero."""
     D, K = _checks.size(D, "D"), _checks.size(K, "K")
+    return _init(key, D, K, dtype)
+
+
+# Every public function checks its input in Python, then runs one compiled core like this one, so a
+# repeated call with the same shapes (the examples', the tests', the jit and bad-input checks') reuses
+# one program instead of compiling each small operation alone.
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def _init(key, D, K, dtype):
     draw = jax.random.normal(key, (2, D * K), dtype)  # one draw for both weight matrices
     return {"W_e": draw[0].reshape(D, K) / jnp.sqrt(D).astype(dtype), "b_e": jnp.zeros((K,), dtype),
             "W_d": draw[1].reshape(K, D) / jnp.sqrt(K).astype(dtype), "b_d": jnp.zeros((D,), dtype)}
@@ -200,8 +209,15 @@ def encode(params, x, *, activation="tanh"):
 def reconstruct(params, x, *, activation="tanh"):
     """The reconstruction ``x_hat`` (D,) of one input ``x`` (D,), with no corruption."""
     x = _check(params, x, activation)
+    return _reconstruct_jit(params, x, activation=activation)
+
+
+def _reconstruct(params, x, activation):
     h = encode(params, x, activation=activation)  # (K,)
     return h @ params["W_d"] + params["b_d"]
+
+
+_reconstruct_jit = jax.jit(_reconstruct, static_argnames="activation")
 
 
 def loss(params, key, x, *, noise=0.0, activation="tanh"):
@@ -209,10 +225,17 @@ def loss(params, key, x, *, noise=0.0, activation="tanh"):
     deviation ``noise`` (one draw) and the clean ``x`` (D,); ``noise=0`` is a plain autoencoder."""
     x = _check(params, x, activation)
     _checks.positive(noise, "noise", allow_zero=True)
+    return _loss_jit(params, key, x, noise, activation=activation)
+
+
+def _loss(params, key, x, noise, activation):
     eps = jax.random.normal(key, x.shape, x.dtype)
     x_noisy = x + noise * eps
-    x_hat = reconstruct(params, x_noisy, activation=activation)
+    x_hat = _reconstruct(params, x_noisy, activation)
     return jnp.sum((x_hat - x) ** 2)
+
+
+_loss_jit = jax.jit(_loss, static_argnames="activation")  # the noise is traced: one program for every level
 
 
 def principal_angles(A, B):
@@ -221,6 +244,11 @@ def principal_angles(A, B):
     A = _checks.float_array(A, "A", ndim=2, what=" (D, P)")
     B = _checks.float_array(B, "B", ndim=2, what=" (D, Q)")
     _checks.same_shape(B, "B", (A.shape[0], B.shape[1]), expected_from="as many rows as A")
+    return _principal_angles(A, B)
+
+
+@jax.jit
+def _principal_angles(A, B):
     Q_A, _ = jnp.linalg.qr(A)
     Q_B, _ = jnp.linalg.qr(B)
     cosines = jnp.linalg.svd(Q_A.T @ Q_B, compute_uv=False)  # descending
@@ -229,7 +257,7 @@ def principal_angles(A, B):
 
 def _mean_loss(params, key, X, noise, activation):
     keys = jax.random.split(key, X.shape[0])
-    return jnp.mean(jax.vmap(lambda k, x: loss(params, k, x, noise=noise, activation=activation))(keys, X))
+    return jnp.mean(jax.vmap(lambda k, x: _loss(params, k, x, noise, activation))(keys, X))
 
 
 @cached  # the tests' runs are stored when the book is built (cookbook/_memo.py)
@@ -239,7 +267,10 @@ def fit(params, key, X, *, steps, learning_rate=1e-2, noise=0.0, activation="tan
     Returns the trained parameters and the mean loss before each step, shape (steps,).
     """
     X = _checks.float_array(X, "X", ndim=2, what=" (N, D)")
-    _check(params, X[0], activation, name="X[0]")
+    if X.shape[0] == 0:
+        raise ValueError(f"X must hold at least one example, got shape {tuple(X.shape)}")
+    # A row's shape and dtype are checked on a NumPy stand-in: indexing X eagerly compiles a slice.
+    _check(params, np.zeros(X.shape[1:], X.dtype), activation, name="X[0]")
     steps = _checks.size(steps, "steps")
     _checks.positive(learning_rate, "learning_rate")
     _checks.positive(noise, "noise", allow_zero=True)
