@@ -215,8 +215,19 @@ def clipped_surrogate_loss(ratios, advantages, epsilon):
     if ratios.shape[0] == 0:
         raise ValueError("ratios must hold at least one step, got shape (0,)")
     epsilon = _checks.positive(epsilon, "epsilon")
+    return _clipped_surrogate_loss_jit(ratios, advantages, epsilon)
+
+
+# The public functions check their input in Python, then hand it as it comes to a compiled core, so
+# that a repeated call with the same shapes (the examples', the tests', the jit and bad-input checks')
+# reuses one program instead of compiling each small operation alone. The training loop calls the
+# cores' Python functions, as it called the checked functions before (it traces them either way).
+def _clipped_surrogate_loss(ratios, advantages, epsilon):
     clipped = jnp.clip(ratios, 1 - epsilon, 1 + epsilon)
     return -jnp.mean(jnp.minimum(ratios * advantages, clipped * advantages))
+
+
+_clipped_surrogate_loss_jit = jax.jit(_clipped_surrogate_loss)  # epsilon traced: one program per shape
 
 
 def ppo_policy_loss(logits, old_log_probs, actions, advantages, epsilon):
@@ -230,9 +241,20 @@ def ppo_policy_loss(logits, old_log_probs, actions, advantages, epsilon):
                                  "actions", (T,), expected_from="(T,) of logits")
     _checks.check_range(actions, "actions (indices into the last axis of logits)", 0, A)
     advantages = _checks.float_array(advantages, "advantages", ndim=1, what=" (T,)")
+    _checks.same_shape(advantages, "advantages", (T,), expected_from="(T,) of ratios")
+    if T == 0:
+        raise ValueError("ratios must hold at least one step, got shape (0,)")
+    epsilon = _checks.positive(epsilon, "epsilon")
+    return _ppo_policy_loss_jit(logits, old_log_probs, actions, advantages, epsilon)
+
+
+def _ppo_policy_loss(logits, old_log_probs, actions, advantages, epsilon):
     log_probs = jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), actions[:, None], axis=1)[:, 0]  # (T,)
     ratios = jnp.exp(log_probs - old_log_probs)
-    return clipped_surrogate_loss(ratios, jax.lax.stop_gradient(advantages), epsilon)
+    return _clipped_surrogate_loss(ratios, jax.lax.stop_gradient(advantages), epsilon)
+
+
+_ppo_policy_loss_jit = jax.jit(_ppo_policy_loss)
 
 
 # ---- Solving CartPole -----------------------------------------------------------------------------
@@ -278,13 +300,16 @@ def actor_critic(params, observation):
     _check_params(params)
     observation = _checks.same_shape(_checks.float_array(observation, "observation"), "observation",
                                      (OBSERVATION,), expected_from="one observation; vmap for a batch")
-    return _actor_critic(params, observation)
+    return _actor_critic_jit(params, observation)
 
 
 def _actor_critic(params, observation):
     h = jnp.tanh(observation @ params[0]["W"] + params[0]["b"])  # (H,), shared by the two heads
     out = h @ params[1]["W"] + params[1]["b"]  # (3,)
     return out[:ACTIONS], out[ACTIONS]
+
+
+_actor_critic_jit = jax.jit(_actor_critic)
 
 
 @cached  # the page's figure and the test share this run when the book is built (cookbook/_memo.py)
@@ -318,7 +343,7 @@ def _ppo_loss(params, observations, actions, old_log_probs, advantages, targets,
     logits, values = jax.vmap(_actor_critic, in_axes=(None, 0))(params, observations)
     log_probs = jax.nn.log_softmax(logits)  # (B, A)
     entropy = -jnp.mean(jnp.sum(jnp.exp(log_probs) * log_probs, axis=-1))
-    return (ppo_policy_loss(logits, old_log_probs, actions, advantages, epsilon)
+    return (_ppo_policy_loss(logits, old_log_probs, actions, advantages, epsilon)
             + value_weight * jnp.mean((values - targets) ** 2) - entropy_weight * entropy)
 
 
