@@ -187,6 +187,8 @@ Array([[ 1.,  2.,  4.,  8.],
        [ 1., -1.,  1., -1.]], dtype=float32)
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -218,14 +220,32 @@ def _check_data(X, y):
 def l2_penalty(params, weight_decay):
     """``weight_decay / 2`` times the sum of squares of every leaf of the pytree ``params``."""
     _check_decay(weight_decay)
+    return _l2_penalty_jit(params, weight_decay)
+
+
+# Each public function checks its input in Python, then hands it as it comes to a compiled core (the
+# decay and the step size traced), so that a repeated call with the same shapes (the examples', the
+# tests', the jit and bad-input checks') reuses one program instead of compiling each small operation.
+def _l2_penalty(params, weight_decay):
     return 0.5 * weight_decay * sum(jnp.sum(jnp.square(p)) for p in jax.tree.leaves(params))
+
+
+_l2_penalty_jit = jax.jit(_l2_penalty)
 
 
 def ridge_loss(w, X, y, weight_decay):
     """Penalised squared error ``0.5 * |X w - y|^2 + weight_decay / 2 * |w|^2`` (sums, not means)."""
     X, y = _check_data(X, y)
     w = _checks.same_shape(_checks.float_array(w, "w"), "w", (X.shape[1],), expected_from="(D,), D from X")
-    return 0.5 * jnp.sum(jnp.square(X @ w - y)) + l2_penalty(w, weight_decay)
+    _check_decay(weight_decay)
+    return _ridge_loss_jit(w, X, y, weight_decay)
+
+
+def _ridge_loss(w, X, y, weight_decay):
+    return 0.5 * jnp.sum(jnp.square(X @ w - y)) + _l2_penalty(w, weight_decay)
+
+
+_ridge_loss_jit = jax.jit(_ridge_loss)
 
 
 def ridge(X, y, weight_decay):
@@ -236,6 +256,11 @@ def ridge(X, y, weight_decay):
     """
     X, y = _check_data(X, y)
     _check_decay(weight_decay)
+    return _ridge(X, y, weight_decay)
+
+
+@jax.jit
+def _ridge(X, y, weight_decay):
     U, s, Vt = jnp.linalg.svd(X, full_matrices=False)  # (N, R), (R,), (R, D)
     cutoff = jnp.finfo(X.dtype).eps * max(X.shape) * s[0]  # numpy's pinv cut-off for s = 0 directions
     safe = jnp.where(s > cutoff, s**2 + weight_decay, 1.0)
@@ -248,11 +273,16 @@ def fit_ridge_gradient_descent(X, y, weight_decay, *, learning_rate, steps, w=No
     X, y = _check_data(X, y)
     _check_decay(weight_decay)
     steps = _checks.size(steps, "steps")
+    return _fit(X, y, weight_decay, learning_rate, w, steps=steps)
+
+
+@functools.partial(jax.jit, static_argnames="steps")
+def _fit(X, y, weight_decay, learning_rate, w, *, steps):
     if w is None:
         w = jnp.zeros(X.shape[1], X.dtype)
 
     def step(w, _):
-        loss, grad = jax.value_and_grad(ridge_loss)(w, X, y, weight_decay)
+        loss, grad = jax.value_and_grad(_ridge_loss)(w, X, y, weight_decay)
         return w - learning_rate * grad, loss
 
     return jax.lax.scan(step, w, length=steps)
@@ -267,12 +297,22 @@ def _check_step(params, grads, weight_decay):
 def l2_sgd_step(params, grads, *, learning_rate, weight_decay):
     """One SGD step on the data loss plus the L2 penalty: ``params - lr * (grads + wd * params)``."""
     _check_step(params, grads, weight_decay)
+    return _l2_sgd_step(params, grads, learning_rate, weight_decay)
+
+
+@jax.jit
+def _l2_sgd_step(params, grads, learning_rate, weight_decay):
     return jax.tree.map(lambda p, g: p - learning_rate * (g + weight_decay * p), params, grads)
 
 
 def decoupled_sgd_step(params, grads, *, learning_rate, weight_decay):
     """One SGD step with the decay applied to the weights directly: ``(1 - lr * wd) * params - lr * grads``."""
     _check_step(params, grads, weight_decay)
+    return _decoupled_sgd_step(params, grads, learning_rate, weight_decay)
+
+
+@jax.jit
+def _decoupled_sgd_step(params, grads, learning_rate, weight_decay):
     return jax.tree.map(lambda p, g: (1.0 - learning_rate * weight_decay) * p - learning_rate * g, params, grads)
 
 
@@ -280,4 +320,9 @@ def polynomial_features(x, degree):
     """Powers ``x**0, ..., x**degree`` of each entry of ``x`` (N,), shape (N, degree + 1)."""
     x = _checks.float_array(x, "x", ndim=1, what=" (N,)")
     degree = _checks.size(degree, "degree", minimum=0)
+    return _polynomial_features(x, degree)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _polynomial_features(x, degree):
     return x[:, None] ** jnp.arange(degree + 1)[None, :]
