@@ -158,7 +158,17 @@ def feature_map(x):
     float32 for x below about -17, where ``exp(x) - 1`` is -1 to float precision.
     """
     x = _checks.float_array(x, "x")
+    return _feature_map_jit(x)
+
+
+# Each public function checks its input in Python, then hands it as it comes to one compiled core, so
+# that a repeated call with the same shapes (the examples', the tests', the jit and bad-input checks')
+# reuses one program instead of compiling each small operation alone.
+def _feature_map(x):
     return jnp.where(x > 0, x + 1.0, jnp.exp(jnp.where(x > 0, 0.0, x)))  # inner where: no overflow, no NaN grad
+
+
+_feature_map_jit = jax.jit(_feature_map)
 
 
 def _check(q, k, v):
@@ -180,14 +190,21 @@ def kernel_attention(q, k, v, mask=None):
     """
     q, k, v = _check(q, k, v)
     T, S = q.shape[0], k.shape[0]
-    phi_q, phi_k = feature_map(q.astype(jnp.float32)), feature_map(k.astype(jnp.float32))
-    weights = phi_q @ phi_k.T  # (T, S), all positive
     if mask is not None:
-        mask = jnp.asarray(mask)
+        mask = _checks._as_array(mask, "mask")
         if mask.dtype != jnp.bool_:
             raise TypeError(f"mask must be boolean (True = may attend), got dtype {mask.dtype}")
         if mask.shape not in ((T, S), (1, S)):
             raise ValueError(f"mask must have shape (T, S) = {(T, S)} or (1, S) = {(1, S)}, got shape {mask.shape}")
+    return _kernel_attention(q, k, v, mask)
+
+
+@jax.jit
+def _kernel_attention(q, k, v, mask):
+    T, S = q.shape[0], k.shape[0]
+    phi_q, phi_k = _feature_map(q.astype(jnp.float32)), _feature_map(k.astype(jnp.float32))
+    weights = phi_q @ phi_k.T  # (T, S), all positive
+    if mask is not None:
         weights = jnp.where(jnp.broadcast_to(mask, (T, S)), weights, 0.0)
     y = weights @ v.astype(jnp.float32) / (weights.sum(axis=1, keepdims=True) + EPS)  # (T, Dv)
     return y.astype(v.dtype)
@@ -196,7 +213,12 @@ def kernel_attention(q, k, v, mask=None):
 def linear_attention(q, k, v):
     """The non-causal linear form: the keys are summed once, O((T + S) D Dv) time."""
     q, k, v = _check(q, k, v)
-    phi_q, phi_k = feature_map(q.astype(jnp.float32)), feature_map(k.astype(jnp.float32))
+    return _linear_attention(q, k, v)
+
+
+@jax.jit
+def _linear_attention(q, k, v):
+    phi_q, phi_k = _feature_map(q.astype(jnp.float32)), _feature_map(k.astype(jnp.float32))
     U = phi_k.T @ v.astype(jnp.float32)  # (D, Dv): sum over s of phi(k_s) v_s^T
     z = phi_k.sum(axis=0)  # (D,)
     y = phi_q @ U / (phi_q @ z + EPS)[:, None]  # (T, Dv)
@@ -209,8 +231,13 @@ def causal_linear_attention(q, k, v):
     q, k, v = _check(q, k, v)
     if q.shape[0] != k.shape[0]:
         raise ValueError(f"causal attention needs as many queries as keys, got q {q.shape} and k {k.shape}")
+    return _causal_linear_attention(q, k, v)
+
+
+@jax.jit
+def _causal_linear_attention(q, k, v):
     D, Dv = q.shape[1], v.shape[1]
-    phi_q, phi_k = feature_map(q.astype(jnp.float32)), feature_map(k.astype(jnp.float32))
+    phi_q, phi_k = _feature_map(q.astype(jnp.float32)), _feature_map(k.astype(jnp.float32))
 
     def step(state, xs):
         U, z = state

@@ -11,9 +11,15 @@ from cookbook.attention.linear_attention import (
 )
 
 TOL = dict(rtol=1e-5, atol=1e-5)  # reached between the forms, float32
-parallel = jax.jit(kernel_attention)
-linear = jax.jit(linear_attention)
-recurrent = jax.jit(causal_linear_attention)
+# The three forms check their input and then run one compiled core per shape: the tests call them as
+# they are, with NumPy inputs, so that the jit checks and the tests share those programs, and look at
+# their results in NumPy.
+parallel = kernel_attention
+linear = linear_attention
+recurrent = causal_linear_attention
+# jax.nn.elu(x) + 1, the form that the feature map avoids, as one program, on the trap's inputs.
+elu_plus_one = jax.jit(lambda x: jax.nn.elu(x) + 1.0)
+TRAP = np.array([-17.0, -17.5, -30.0], np.float32)
 
 
 def _qkv(seed, T=7, S=11, D=4, Dv=3):
@@ -28,11 +34,11 @@ def _numpy_reference(q, k, v, mask):
 
 
 def test_feature_map_is_elu_plus_one_and_positive():
-    x = jnp.array([-80.0, -1.0, 0.0, 0.5, 3.0])
+    x = np.array([-80.0, -1.0, 0.0, 0.5, 3.0], np.float32)
     np.testing.assert_allclose(feature_map(x), [np.exp(-80.0), np.exp(-1.0), 1.0, 1.5, 4.0], rtol=1e-6)
-    assert np.all(feature_map(jnp.linspace(-80, 30, 111)) > 0)
-    assert float(jax.nn.elu(-30.0) + 1.0) == 0.0  # the trap that the direct exp avoids
-    grads = jax.vmap(jax.grad(feature_map))(x)
+    assert np.all(np.asarray(feature_map(np.linspace(-80, 30, 111, dtype=np.float32))) > 0)
+    assert float(np.asarray(elu_plus_one(TRAP))[2]) == 0.0  # the trap that the direct exp avoids, at -30
+    grads = jax.jit(jax.vmap(jax.grad(feature_map)))(x)
     np.testing.assert_allclose(grads, [np.exp(-80.0), np.exp(-1.0), 1.0, 1.0, 1.0], rtol=1e-6)
 
 
@@ -41,7 +47,7 @@ def test_parallel_form_matches_numpy_with_and_without_mask():
     np.testing.assert_allclose(parallel(q, k, v), _numpy_reference(q, k, v, np.ones((7, 11))), **TOL)
     mask = np.random.default_rng(0).random((7, 11)) < 0.5
     mask[:, 0] = True
-    np.testing.assert_allclose(parallel(q, k, v, jnp.asarray(mask)), _numpy_reference(q, k, v, mask), **TOL)
+    np.testing.assert_allclose(parallel(q, k, v, mask), _numpy_reference(q, k, v, mask), **TOL)
 
 
 def test_linear_form_equals_the_parallel_form_t_not_s():
@@ -52,10 +58,11 @@ def test_linear_form_equals_the_parallel_form_t_not_s():
 def test_recurrent_form_equals_the_causal_parallel_form():
     q, k, v = _qkv(2, T=11, S=11)
     causal = np.tril(np.ones((11, 11), bool))
-    np.testing.assert_allclose(recurrent(q, k, v), parallel(q, k, v, causal), **TOL)
+    y = np.asarray(recurrent(q, k, v))
+    np.testing.assert_allclose(y, parallel(q, k, v, causal), **TOL)
     # Causality: the first outputs do not depend on later tokens.
-    np.testing.assert_allclose(recurrent(q[:5], k[:5], v[:5]), recurrent(q, k, v)[:5], **TOL)
-    np.testing.assert_allclose(recurrent(q, k, v)[0], v[0], **TOL)  # the first query sees only itself
+    np.testing.assert_allclose(recurrent(q[:5], k[:5], v[:5]), y[:5], **TOL)
+    np.testing.assert_allclose(y[0], v[0], **TOL)  # the first query sees only itself
 
 
 def test_outputs_are_convex_combinations_of_the_values():
@@ -71,10 +78,10 @@ def test_extreme_inputs_and_empty_rows_stay_finite():
         assert np.all(np.isfinite(linear(q * scale, k * scale, v)))
     mask = np.ones((5, 5), bool)
     mask[2] = False
-    y = parallel(q, k, v, mask)
+    y = np.asarray(parallel(q, k, v, mask))
     assert np.all(np.isfinite(y))
     np.testing.assert_array_equal(y[2], np.zeros(3))
-    np.testing.assert_allclose(recurrent(-100.0 * np.ones((5, 4)), k, v), np.zeros((5, 3)), atol=1e-6)
+    np.testing.assert_allclose(recurrent(np.full((5, 4), -100.0, np.float32), k, v), np.zeros((5, 3)), atol=1e-6)
 
 
 def test_bfloat16_and_vmap_over_heads():
@@ -82,8 +89,8 @@ def test_bfloat16_and_vmap_over_heads():
     y16 = recurrent(q.astype(jnp.bfloat16), k.astype(jnp.bfloat16), v.astype(jnp.bfloat16))
     assert y16.dtype == jnp.bfloat16
     np.testing.assert_allclose(np.asarray(y16, np.float32), recurrent(q, k, v), atol=3e-2)
-    qs, ks, vs = (jnp.stack([x, 2 * x]) for x in (q, k, v))
-    batched = jax.vmap(causal_linear_attention)(qs, ks, vs)
+    qs, ks, vs = (np.stack([x, 2 * x]) for x in (q, k, v))
+    batched = np.asarray(jax.vmap(causal_linear_attention)(qs, ks, vs))
     np.testing.assert_allclose(batched[1], recurrent(2 * q, 2 * k, 2 * v), **TOL)
 
 
@@ -108,10 +115,9 @@ def test_bad_arguments_raise_clear_errors():
 
 
 def test_elu_plus_one_rounds_to_zero_below_about_minus_17():
-    x = jnp.array([-17.0, -17.5])
-    direct = jax.nn.elu(x) + 1.0
+    direct = np.asarray(elu_plus_one(TRAP))  # at -17, -17.5 (and -30)
     assert float(direct[0]) > 0 and float(direct[1]) == 0.0
-    assert np.all(np.asarray(feature_map(x)) > 0)
+    assert np.all(np.asarray(feature_map(TRAP)) > 0)
 
 
 def test_linear_form_has_fewer_flops_once_t_exceeds_the_head_width():
