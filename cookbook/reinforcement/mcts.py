@@ -123,8 +123,6 @@ The player to move (+1) has two in a row on the top line; the search finds the w
 (Array(True, dtype=bool), Array(-1., dtype=float32))
 """
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -160,9 +158,16 @@ def _play(board, action):
     return -board.at[action].set(1.0)  # place the mark, then look from the opponent's side
 
 
+# The public functions check their input in Python, then hand it as it comes to one compiled core, so
+# that a repeated call with the same shapes (the examples', the tests', the jit and bad-input checks')
+# reuses one program instead of compiling each small operation alone.
+_outcome_jit = jax.jit(_outcome)
+_play_jit = jax.jit(_play)
+
+
 def outcome(board):
     """``(done, value)``: whether the game is over, and its value for the player to move (-1 lost, 0 draw)."""
-    return _outcome(_board(board))
+    return _outcome_jit(_board(board))
 
 
 def play(board, action):
@@ -171,7 +176,7 @@ def play(board, action):
     if _checks.is_concrete(board) and not isinstance(action, jax.core.Tracer):
         if not 0 <= int(action) < 9 or float(np.asarray(board)[int(action)]) != 0.0:
             raise ValueError(f"action must be an empty cell in [0, 9), got {action} on {np.asarray(board).tolist()}")
-    return _play(board, action)
+    return _play_jit(board, action)
 
 
 def _playout(board, u):
@@ -201,13 +206,16 @@ def search(board, key, num_simulations, c_puct=1.5, *, num_playouts=4):
     board = _board(board)
     num_simulations = _checks.size(num_simulations, "num_simulations")
     c_puct = _checks.positive(c_puct, "c_puct")
-    if _checks.is_concrete(board) and bool(_outcome(board)[0]):
+    if _checks.is_concrete(board) and bool(_outcome_jit(board)[0]):
         raise ValueError(f"board must be an unfinished game, got {np.asarray(board).tolist()}")
     num_playouts = _checks.size(num_playouts, "num_playouts")
-    return _search(board, key, num_simulations, c_puct, num_playouts)
+    if isinstance(c_puct, jax.core.Tracer):
+        return _search_traced(board, key, num_simulations, c_puct, num_playouts)
+    # A number (the usual case) is a constant of the program: the core then takes the function's
+    # inputs as they come, and a jax.jit around search compiles nothing more.
+    return _search_static(board, key, num_simulations, float(c_puct), num_playouts)
 
 
-@functools.partial(jax.jit, static_argnames=("num_simulations", "num_playouts"))
 def _search(board, key, num_simulations, c_puct, num_playouts):
     M = num_simulations + 1
     u = jax.random.uniform(key, (num_simulations, num_playouts, 9))  # the random numbers of every playout
@@ -260,3 +268,7 @@ def _search(board, key, num_simulations, c_puct, num_playouts):
     tree, _ = jax.lax.scan(simulate, tree, (jnp.arange(1, M), u))
     visits = tree["visits"][0]
     return visits, tree["value_sums"][0] / jnp.maximum(visits, 1.0)
+
+
+_search_traced = jax.jit(_search, static_argnames=("num_simulations", "num_playouts"))
+_search_static = jax.jit(_search, static_argnames=("num_simulations", "c_puct", "num_playouts"))

@@ -1,7 +1,6 @@
 import functools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -52,12 +51,12 @@ def random_positions(n, seed):
 
 def test_the_game_rules_match_a_python_reference():
     positions = random_positions(11, 0)
-    boards = jnp.asarray(positions, jnp.float32)
-    done, value = jax.jit(jax.vmap(outcome))(boards)
+    boards = np.asarray(positions, np.float32)
+    done, value = (np.asarray(a) for a in jax.jit(jax.vmap(outcome))(boards))
     for position, d, v in zip(positions, done, value):
         assert (bool(d), float(v)) == numpy_outcome(position)
     action = 4 if positions[3][4] == 0 else positions[3].index(0)
-    after = jax.jit(play)(boards[3], action)
+    after = play(boards[3], action)  # its compiled core, as the example's call and the jit check run it
     np.testing.assert_array_equal(after, numpy_play(positions[3], action))
     # the game's exact value: a draw from the empty board, 5478 legal positions in all
     assert minimax((0,) * 9) == 0
@@ -65,8 +64,11 @@ def test_the_game_rules_match_a_python_reference():
     assert minimax((0,) * 9) == 0 and minimax.cache_info().currsize == 5478  # every position, finished ones too
 
 
-#: One compiled program for every search of the module: the boards of a batch, searched one after another.
-search_all = jax.jit(lambda boards, keys: jax.lax.map(lambda x: search(x[0], x[1], SIMULATIONS), (boards, keys)))
+#: One compiled program for every search of the module: a batch of 30 boards, searched one after
+#: another, with the keys split from ``key`` inside (the first n of 30 keys are those of a split into n).
+BATCH = 30
+search_all = jax.jit(lambda boards, key: jax.lax.map(lambda x: search(x[0], x[1], SIMULATIONS),
+                                                     (boards, jax.random.split(key, BATCH))))
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +79,9 @@ def games():
     n = len(kinds)
     rng = np.random.default_rng(1)
     boards, done, results = [(0,) * 9] * n, np.zeros(n, bool), np.zeros(n)
+    filler = [(0,) * 9] * (BATCH - n)  # empty boards that fill the batch; their searches are not read
     for t in range(9):
-        visits = np.asarray(search_all(jnp.asarray(boards, jnp.float32), jax.random.split(jax.random.key(t), n))[0])
+        visits = np.asarray(search_all(np.asarray(boards + filler, np.float32), jax.random.key(t))[0])[:n]
         for g in range(n):
             if done[g]:
                 continue
@@ -106,9 +109,8 @@ def test_draws_against_itself(games):
 
 
 def test_picks_a_minimax_optimal_move_in_random_positions():
-    positions = random_positions(30, 2)
-    keys = jax.random.split(jax.random.key(3), 30)
-    visits = search_all(jnp.asarray(positions, jnp.float32), keys)[0]
+    positions = random_positions(BATCH, 2)
+    visits = search_all(np.asarray(positions, np.float32), jax.random.key(3))[0]
     for position, v in zip(positions, np.asarray(visits)):
         assert int(v.argmax()) in optimal_moves(position), (position, v)
         assert v.sum() == SIMULATIONS
