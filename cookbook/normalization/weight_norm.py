@@ -187,20 +187,39 @@ def weight_norm(v, g, eps=1e-12):
     if g.shape != (v.shape[-1],):
         raise ValueError(f"g must have shape ({v.shape[-1]},), one gain per output of v {v.shape}, "
                          f"got shape {g.shape}")
+    if isinstance(eps, jax.core.Tracer):
+        return _weight_norm_traced(v, g, eps)
+    return _weight_norm_jit(v, g, float(eps))
+
+
+# Each public function checks its input in Python, then runs one compiled core, so that a repeated
+# call with the same shapes (the examples', the tests', the jit and bad-input checks') reuses one
+# program instead of compiling each small operation alone. A number eps is a constant of the core's
+# program, so the core takes the function's array inputs as they come (and a jax.jit around the
+# function compiles nothing more); a traced eps runs in a second core that traces it.
+def _weight_norm(v, g, eps):
     v32 = v.astype(jnp.promote_types(v.dtype, jnp.float32))
     direction = _l2_normalize(v32, axis=tuple(range(v.ndim - 1)), eps=eps)  # unit columns
     return (direction * g.reshape((1,) * (v.ndim - 1) + g.shape)).astype(v.dtype)
 
 
+_weight_norm_jit = jax.jit(_weight_norm, static_argnums=2)
+_weight_norm_traced = jax.jit(_weight_norm)
+
+
 def _as_matrix(W):
-    W = _checks.float_array(W, "W", min_ndim=2, what=" (..., D_in, D_out)")
     return W.reshape(-1, W.shape[-1])  # (D_in, D_out): a convolution kernel's leading axes flattened
 
 
 def spectral_init(key, W):
     """A random unit vector ``u`` of shape (D_out,) to start the power iteration of ``W``."""
-    D_out = _as_matrix(W).shape[-1]
-    u = jax.random.normal(key, (D_out,), jnp.float32)
+    W = _checks.float_array(W, "W", min_ndim=2, what=" (..., D_in, D_out)")
+    return _spectral_init(key, W)
+
+
+@jax.jit
+def _spectral_init(key, W):  # W is passed only for its shape
+    u = jax.random.normal(key, (W.shape[-1],), jnp.float32)
     return u / jnp.linalg.norm(u)
 
 
@@ -212,12 +231,19 @@ def spectral_norm(W, u, *, n_steps=1, eps=1e-12):
     to the next call, and the estimate ``sigma``. The singular vectors get no gradient.
     """
     W = _checks.float_array(W, "W", min_ndim=2, what=" (..., D_in, D_out)")
-    M, u = _as_matrix(W), _checks.float_array(u, "u")
+    u = _checks.float_array(u, "u")
     _checks.positive(eps, "eps", allow_zero=True)
-    if u.shape != (M.shape[1],):
-        raise ValueError(f"u must have shape ({M.shape[1]},), the output size of W {W.shape}, got shape {u.shape}")
+    if u.shape != (W.shape[-1],):
+        raise ValueError(f"u must have shape ({W.shape[-1]},), the output size of W {W.shape}, got shape {u.shape}")
     if not isinstance(n_steps, int) or n_steps < 1:
         raise ValueError(f"n_steps must be a positive int, got {n_steps!r}")
+    if isinstance(eps, jax.core.Tracer):
+        return _spectral_norm_traced(W, u, eps, n_steps=n_steps)
+    return _spectral_norm_jit(W, u, float(eps), n_steps=n_steps)
+
+
+def _spectral_norm(W, u, eps, *, n_steps):
+    M = _as_matrix(W)
     M = M.astype(jnp.promote_types(M.dtype, jnp.float32))
     M_const = jax.lax.stop_gradient(M)
 
@@ -232,3 +258,7 @@ def spectral_norm(W, u, *, n_steps=1, eps=1e-12):
     sigma = q @ M @ u  # gradient flows through M only: d sigma / d M = q u^T
     W_bar = M / jnp.where(sigma != 0, sigma, 1.0)
     return W_bar.reshape(W.shape).astype(W.dtype), u, sigma
+
+
+_spectral_norm_jit = jax.jit(_spectral_norm, static_argnums=2, static_argnames="n_steps")
+_spectral_norm_traced = jax.jit(_spectral_norm, static_argnames="n_steps")
