@@ -17,6 +17,7 @@ def _absmax_reference(x, bits, axis):
 
 
 def _roundtrip(x, bits, axis, kind):
+    """``(q, scale, xhat)``, as the recipe's functions return them (JAX arrays, or tracers under jit)."""
     if kind == "absmax":
         q, scale = quantize_absmax(x, bits=bits, axis=axis)
         return q, scale, dequantize(q, scale)
@@ -85,13 +86,14 @@ def test_zero_point_beats_absmax_on_one_sided_data():
     err = {kind: float(np.mean((h - np.asarray(_roundtrip(h, 4, None, kind)[2])) ** 2))
            for kind in ("absmax", "zeropoint")}
     assert err["zeropoint"] < err["absmax"] / 3  # the page's "less than a third"
-    q, _, zero = quantize_zeropoint(h, bits=4)
+    q, _, zero = (np.asarray(a) for a in quantize_zeropoint(h, bits=4))  # read in NumPy
     assert int(q.min()) == 0 and int(q.max()) == 15 and int(zero.squeeze()) == 0
 
 
 def test_zero_point_represents_zero_exactly_and_matches_a_hand_case():
     x = np.array([-1.0, 0.0, 0.5, 2.0], np.float32)
-    q, scale, zero = quantize_zeropoint(x, bits=2)  # range [-1, 2] in 3 steps of 1; 0 is the integer 1
+    # Range [-1, 2] in 3 steps of 1; 0 is the integer 1.
+    q, scale, zero = (np.asarray(a) for a in quantize_zeropoint(x, bits=2))
     np.testing.assert_allclose(scale, [1.0])
     assert int(zero[0]) == 1
     np.testing.assert_array_equal(q, [0, 1, 1, 3])  # 0.5 + 1 rounds to even, 2
@@ -110,18 +112,18 @@ def test_all_zero_slice_gives_scale_zero_and_exact_zeros():
     for kind in ("absmax", "zeropoint"):
         x = np.random.default_rng(3).standard_normal((3, 5)).astype(np.float32)
         x[1] = 0.0
-        q, scale, xhat = _roundtrip(x, 8, 1, kind)
-        assert float(scale[1, 0]) == 0.0 and np.all(np.isfinite(np.asarray(xhat)))
-        np.testing.assert_array_equal(np.asarray(xhat)[1], 0.0)
-        _, scale, xhat = _roundtrip(np.zeros((3, 5), np.float32), 4, None, kind)
+        q, scale, xhat = (np.asarray(a) for a in _roundtrip(x, 8, 1, kind))  # read in NumPy
+        assert float(scale[1, 0]) == 0.0 and np.all(np.isfinite(xhat))
+        np.testing.assert_array_equal(xhat[1], 0.0)
+        _, scale, xhat = (np.asarray(a) for a in _roundtrip(np.zeros((3, 5), np.float32), 4, None, kind))
         assert float(scale.squeeze()) == 0.0 and not np.any(xhat)
 
 
 def test_bfloat16_input_keeps_the_bound_with_a_float32_scale(x):
-    xb = jnp.asarray(x, jnp.bfloat16)
+    xb = x.astype(jnp.bfloat16)  # in NumPy (ml_dtypes), rounded as jnp.asarray rounds it
     q, scale = quantize_absmax(xb, bits=8, axis=0)
     assert scale.dtype == jnp.float32
-    xf = np.asarray(xb.astype(jnp.float32))
+    xf = xb.astype(np.float32)
     assert np.all(np.abs(xf - np.asarray(dequantize(q, scale))) <= np.asarray(scale) / 2 * (1 + 1e-5) + 1e-7)
 
 
@@ -144,7 +146,7 @@ def test_bad_input(x):
         quantize_absmax(np.array([1.0, np.nan], np.float32))
     with pytest.raises(ValueError, match="x"):
         quantize_zeropoint(np.array([1.0, np.inf], np.float32))
-    q, scale = quantize_absmax(x, axis=0)
+    q, scale = (np.asarray(a) for a in quantize_absmax(x, axis=0))  # sliced in NumPy below
     with pytest.raises(TypeError, match="q"):
         dequantize(np.asarray(q, np.float32), scale)
     with pytest.raises(ValueError, match="scale"):
