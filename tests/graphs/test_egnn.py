@@ -8,15 +8,18 @@ from cookbook.graphs import egnn
 from cookbook.graphs.egnn import apply, init
 
 N, F, H, L = 7, 3, 5, 2
-apply_jit = jax.jit(apply)
+# apply checks its input and then runs one compiled core per shape: the tests call it as it is, with
+# NumPy inputs (a jax.jit around it compiled the same computation a second time), and read its outputs
+# in NumPy.
+apply_jit = apply
 
 
 def random_params(seed, F=F, H=H, L=L):
     """Parameters of init's shapes with random biases too, and phi_x at full scale (gain 1)."""
     rng = np.random.default_rng(seed)
     shapes = egnn._shapes(F, H, L)
-    return jax.tree.map(lambda s: jnp.asarray(rng.standard_normal(s) / np.sqrt(s[1]) if len(s) == 3
-                                              else 0.1 * rng.standard_normal(s), jnp.float32),
+    return jax.tree.map(lambda s: (rng.standard_normal(s) / np.sqrt(s[1]) if len(s) == 3
+                                   else 0.1 * rng.standard_normal(s)).astype(np.float32),
                         shapes, is_leaf=lambda s: isinstance(s, tuple))
 
 
@@ -39,8 +42,7 @@ def random_orthogonal(seed, det):
 
 def inputs(seed, n=N):
     rng = np.random.default_rng(seed)
-    return (jnp.asarray(rng.standard_normal((n, F)), jnp.float32),
-            jnp.asarray(rng.standard_normal((n, 3)), jnp.float32))
+    return rng.standard_normal((n, F)).astype(np.float32), rng.standard_normal((n, 3)).astype(np.float32)
 
 
 # ---- Against a plain loop in float64 ------------------------------------------------------------
@@ -76,7 +78,7 @@ def test_matches_a_loop_over_node_pairs_in_float64():
     params = random_params(0)
     h, x = inputs(1)
     A = random_graph(2)
-    got_h, got_x = apply_jit(params, h, x, A)
+    got_h, got_x = (np.asarray(a) for a in apply_jit(params, h, x, A))
     want_h, want_x = numpy_egnn(params, h, x, A)
     np.testing.assert_allclose(got_h, want_h, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(got_x, want_x, rtol=1e-5, atol=1e-5)
@@ -102,7 +104,7 @@ def test_rotations_and_reflections_with_translations(det):
     params = random_params(3)
     h, x = inputs(4)
     A = random_graph(5)
-    h_out, x_out = apply_jit(params, h, x, A)
+    h_out, x_out = (np.asarray(a) for a in apply_jit(params, h, x, A))
     for seed in range(3):
         Q = random_orthogonal(10 * seed + (det > 0), det)
         t = np.random.default_rng(seed).normal(0, 3, (1, 3)).astype(np.float32)
@@ -117,7 +119,7 @@ def test_renumbering_the_nodes_permutes_the_outputs():
     A = random_graph(8)
     A[0, 3] = 0.25  # not symmetric: the permutation must act on rows and columns alike
     perm = np.random.default_rng(9).permutation(N)
-    h_out, x_out = apply_jit(params, h, x, A)
+    h_out, x_out = (np.asarray(a) for a in apply_jit(params, h, x, A))
     h_perm, x_perm = apply_jit(params, h[perm], x[perm], A[perm][:, perm])
     np.testing.assert_allclose(h_perm, h_out[perm], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(x_perm, x_out[perm], rtol=1e-5, atol=1e-5)
@@ -182,8 +184,8 @@ def trained():
     params_e = init(jax.random.key(0), feature_dim=1, hidden=16, num_layers=1)
     rng = np.random.default_rng(100)  # the baseline drawn in NumPy: nothing to compile
     sizes = [4 * M, 64, 64, 3 * M]
-    params_m = [{"W": jnp.asarray(rng.standard_normal((a, b)) / np.sqrt(a) * (0.01 if b == 3 * M else 1), jnp.float32),
-                 "b": jnp.zeros(b)} for a, b in zip(sizes[:-1], sizes[1:])]
+    params_m = [{"W": (rng.standard_normal((a, b)) / np.sqrt(a) * (0.01 if b == 3 * M else 1)).astype(np.float32),
+                 "b": np.zeros(b, np.float32)} for a, b in zip(sizes[:-1], sizes[1:])]
 
     @jax.jit
     def run(params):
