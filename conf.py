@@ -194,6 +194,12 @@ def _done_reading(app, doctree):
             f.write(f"{docname}\t{time.perf_counter() - _read_started.pop(docname):.3f}\n")
 
 
+def _share_sidebars(app, pagename, templatename, context, doctree):
+    from cookbook._book import sidebar
+
+    sidebar.share_sidebars(app, pagename, context)
+
+
 def setup(app):
     app.add_config_value("cookbook_page_machinery", "", "env")
     app.connect("source-read", _start_reading)
@@ -203,4 +209,6 @@ def setup(app):
     app.connect("env-get-outdated", _pages_with_new_connections)
     app.connect("builder-inited", _copy_mathjax)
     app.connect("autodoc-process-docstring", _add_page_parts)
+    # Before the theme's handlers (priority 500), which draw the sidebar through the page's toctree.
+    app.connect("html-page-context", _share_sidebars, priority=400)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

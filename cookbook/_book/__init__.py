@@ -12,6 +12,8 @@ Nothing here is a recipe. Each job has its own module:
 * :mod:`~cookbook._book.notebooks` writes each recipe page as a Jupyter notebook, which the page
   links;
 * :mod:`~cookbook._book.check` checks that every recipe page has the shape the book promises;
+* :mod:`~cookbook._book.sidebar` resolves the table of contents of the sidebar once per chapter
+  rather than once per page;
 * :mod:`~cookbook._book.runtime` sets up every process that runs the book's code (devices, doctest
   flags, the compilation cache).
 
