@@ -91,6 +91,30 @@ bibtex_default_style = "plain"
 bibtex_reference_style = "author_year"
 bibtex_foot_reference_style = "foot"
 
+
+def _register_pybtex_plugins():
+    """Hand pybtex its plugins once, instead of at every citation.
+
+    pybtex finds a plugin (a style, a name format, a sorting) by reading the entry points of every
+    installed package each time it is asked, about 3.4 ms a time, and a build of the book asks 2,030
+    times (each footnote citation formats its entry with a fresh style, which asks for four). Its
+    ``register_plugin`` keeps a plugin in memory, where pybtex looks first: each plugin that the
+    installed packages declare is registered once, as the same class the entry point loads.
+    """
+    from importlib.metadata import entry_points
+
+    import pybtex.plugin
+
+    declared = entry_points()
+    for group in sorted(declared.groups):
+        if group.split(".suffixes")[0].split(".aliases")[0] not in pybtex.plugin._DEFAULT_PLUGINS:
+            continue
+        for entry in declared.select(group=group):
+            pybtex.plugin.register_plugin(group, entry.name, entry.load(), force=True)
+
+
+_register_pybtex_plugins()
+
 # -- Figures drawn at build time -----------------------------------------------------------------
 plot_formats = [("png", 100)]
 plot_html_show_source_link = False
