@@ -176,6 +176,9 @@ Array([1.   , 0.1  , 0.01 , 0.001], dtype=float32)
 Array([32.5, 15.8,  4. ], dtype=float32)
 """
 
+import functools
+
+import jax
 import jax.numpy as jnp
 
 from cookbook import _checks
@@ -184,17 +187,31 @@ from cookbook import _checks
 JIT = {"apply_rope": ("base",), "rope_frequencies": ("D", "base"), "relative_distance_bound": ("D", "base")}
 
 
-def rope_frequencies(D, base=10000.0):
-    """The angular frequencies ``base ** (-2i / D)`` of the D / 2 feature pairs, in float32."""
-    D = _checks.size(D, "D", minimum=2)
-    if D % 2:
-        raise ValueError(f"D must be even (features come in pairs), got D={D}")
-    base = _checks.positive(base, "base")
+# Each public function checks its input in Python, then hands it as it comes to one compiled core
+# (D and base static), so that repeated calls of the same shapes reuse one program instead of
+# dispatching a dozen operations one by one.
+def _frequencies(D, base):
     return base ** (-jnp.arange(0, D, 2, dtype=jnp.float32) / D)  # (D / 2,)
 
 
+def _check_D_base(D, base):
+    D = _checks.size(D, "D", minimum=2)
+    if D % 2:
+        raise ValueError(f"D must be even (features come in pairs), got D={D}")
+    _checks.positive(base, "base")
+    return D, _checks.static_number(base, "base")
+
+
+def rope_frequencies(D, base=10000.0):
+    """The angular frequencies ``base ** (-2i / D)`` of the D / 2 feature pairs, in float32."""
+    return _rope_frequencies(*_check_D_base(D, base))
+
+
+_rope_frequencies = jax.jit(_frequencies, static_argnums=(0, 1))
+
+
 def _positions(positions, name):
-    positions = jnp.asarray(positions)
+    positions = _checks._as_array(positions, name)  # a NumPy array placed without compiling
     if not (jnp.issubdtype(positions.dtype, jnp.integer) or jnp.issubdtype(positions.dtype, jnp.floating)):
         raise TypeError(f"{name} must hold integer or real positions, got dtype {positions.dtype}")
     return positions
@@ -207,11 +224,18 @@ def apply_rope(x, positions, base=10000.0):
     x = _checks.float_array(x, "x", min_ndim=2, what=" (..., T, D)")
     if x.shape[-1] % 2:
         raise ValueError(f"x must have shape (..., T, D) with D even, got shape {x.shape}")
-    *batch, T, D = x.shape
+    T = x.shape[-2]
     positions = _positions(positions, "positions")
     if positions.shape != (T,):
         raise ValueError(f"positions must have shape (T,) = ({T},) to match x {x.shape}, got shape {positions.shape}")
-    frequencies = rope_frequencies(D, base)  # (D / 2,)
+    _checks.positive(base, "base")
+    return _apply_rope(x, positions, base=_checks.static_number(base, "base"))
+
+
+@functools.partial(jax.jit, static_argnames="base")
+def _apply_rope(x, positions, *, base):
+    *batch, T, D = x.shape
+    frequencies = _frequencies(D, base)  # (D / 2,)
     angles = positions.astype(jnp.float32)[:, None] * frequencies[None, :]  # (T, D / 2)
     cos = jnp.broadcast_to(jnp.cos(angles), (*batch, T, D // 2))
     sin = jnp.broadcast_to(jnp.sin(angles), (*batch, T, D // 2))
@@ -227,7 +251,12 @@ def relative_distance_bound(offsets, D, base=10000.0):
     Times ``max_i |h_{i+1} - h_i|`` it bounds the score of a query and a key at offset r.
     """
     offsets = _positions(offsets, "offsets")
-    frequencies = rope_frequencies(D, base)  # (D / 2,)
+    return _relative_distance_bound(offsets, *_check_D_base(D, base))
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _relative_distance_bound(offsets, D, base):
+    frequencies = _frequencies(D, base)  # (D / 2,)
     angles = offsets.astype(jnp.float32)[..., None] * frequencies.reshape((1,) * offsets.ndim + (-1,))  # (..., D / 2)
     partial_cos = jnp.cumsum(jnp.cos(angles), axis=-1)  # real and imaginary parts of the partial sums
     partial_sin = jnp.cumsum(jnp.sin(angles), axis=-1)
