@@ -9,7 +9,8 @@ from cookbook.foundations.mlp import apply, init
 from cookbook.uncertainty._data import gap_data
 from cookbook.uncertainty.laplace import fit_map, posterior_precision, predictive
 
-precision_jit = jax.jit(posterior_precision, static_argnames="subset")
+# posterior_precision and predictive run one compiled core each, called as they are (a jax.jit
+# around posterior_precision compiled a second program per shape); the tests read results in NumPy.
 predict_many = jax.jit(lambda params, H, xs, noise, subset: jax.vmap(
     lambda x: predictive(params, H, x, noise=noise, subset=subset))(xs), static_argnames="subset")
 NOISE, PRIOR = 0.3, 2.0
@@ -31,7 +32,13 @@ def exact_posterior(X, y):
 
 
 def as_params(theta):
-    return [{"W": jnp.asarray(theta[:-1, None], jnp.float32), "b": jnp.asarray(theta[-1:], jnp.float32)}]
+    return [{"W": theta[:-1, None].astype(np.float32), "b": theta[-1:].astype(np.float32)}]
+
+
+def numpy_layers(*sizes, bias=0.0):  # an MLP's layers drawn in NumPy: no sampler to compile
+    rng = np.random.default_rng(5)
+    return [{"W": rng.standard_normal((a, b)).astype(np.float32), "b": np.full(b, bias, np.float32)}
+            for a, b in zip(sizes[:-1], sizes[1:])]
 
 
 # ---- Exact for a linear-Gaussian model -------------------------------------------------------------
@@ -41,7 +48,7 @@ def test_precision_and_predictive_are_the_exact_bayesian_linear_regression():
     mean, precision = exact_posterior(X, y)
     params = as_params(mean)
     for subset in ("all", "last_layer"):  # without a hidden layer, the last layer is all
-        H = precision_jit(params, np.float32(X), noise=NOISE, prior_precision=PRIOR, subset=subset)
+        H = posterior_precision(params, np.float32(X), noise=NOISE, prior_precision=PRIOR, subset=subset)
         np.testing.assert_allclose(H, precision, rtol=1e-5)
     x_new = np.float32(np.random.default_rng(1).standard_normal((5, 3)))
     got_mean, got_var = predict_many(params, np.float32(precision), x_new, noise=NOISE, subset="all")
@@ -54,9 +61,10 @@ def test_precision_and_predictive_are_the_exact_bayesian_linear_regression():
 def test_fit_map_reaches_the_exact_posterior_mean():
     X, y = linear_problem(2)
     mean, _ = exact_posterior(X, y)
-    params, losses = fit_map(init(jax.random.key(0), (3, 1)), np.float32(X), np.float32(y), noise=NOISE,
+    params, losses = fit_map(numpy_layers(3, 1), np.float32(X), np.float32(y), noise=NOISE,
                              prior_precision=PRIOR, steps=1500, learning_rate=0.02)  # runs a compiled core
-    np.testing.assert_allclose(np.r_[params[0]["W"][:, 0], params[0]["b"]], mean, atol=2e-3)
+    W, b, losses = np.asarray(params[0]["W"]), np.asarray(params[0]["b"]), np.asarray(losses)
+    np.testing.assert_allclose(np.r_[W[:, 0], b], mean, atol=2e-3)
     assert losses[-1] < losses[0]
 
 
@@ -64,29 +72,28 @@ def test_fit_map_reaches_the_exact_posterior_mean():
 
 @pytest.fixture(scope="module")
 def small_net():
-    params = init(jax.random.key(3), (2, 7, 1))
-    params = jax.tree.map(lambda p: p + 0.1, params)  # non-zero biases
-    X = jnp.asarray(np.random.default_rng(4).standard_normal((5, 2)), jnp.float32)
+    params = numpy_layers(2, 7, 1, bias=0.1)  # non-zero biases
+    X = np.random.default_rng(4).standard_normal((5, 2)).astype(np.float32)
     return params, X
 
 
 def test_last_layer_ggn_is_the_exact_hessian_of_the_negative_log_posterior(small_net):
     params, X = small_net
-    y = jnp.arange(5.0)
+    y = np.arange(5, dtype=np.float32)
     def neg_log_posterior(last):
         pred = jax.vmap(apply, in_axes=(None, 0))(params[:-1] + [last], X)[:, 0]
         return jnp.sum((y - pred) ** 2) / (2 * NOISE) + 0.5 * PRIOR * sum(jnp.sum(p**2) for p in jax.tree.leaves(last))
 
     theta, unravel = ravel_pytree(params[-1])
     hessian = jax.jit(jax.hessian(lambda t: neg_log_posterior(unravel(t))))(theta)
-    H = precision_jit(params, X, noise=NOISE, prior_precision=PRIOR, subset="last_layer")
+    H = posterior_precision(params, X, noise=NOISE, prior_precision=PRIOR, subset="last_layer")
     assert H.shape == (8, 8)
     np.testing.assert_allclose(H, hessian, rtol=1e-4, atol=1e-4)
 
 
 def test_full_ggn_is_symmetric_and_at_least_the_prior(small_net):
     params, X = small_net
-    H = np.asarray(precision_jit(params, X, noise=NOISE, prior_precision=PRIOR, subset="all"), np.float64)
+    H = np.asarray(posterior_precision(params, X, noise=NOISE, prior_precision=PRIOR, subset="all"), np.float64)
     assert H.shape == (2 * 7 + 7 + 7 + 1,) * 2
     np.testing.assert_allclose(H, H.T, atol=1e-5)
     assert np.linalg.eigvalsh(H).min() > PRIOR - 1e-3  # J^T J / noise is positive semidefinite
@@ -104,23 +111,18 @@ def trained():
 
 def test_last_layer_predictive_variance_is_at_least_three_times_larger_in_the_gap(trained, subset="last_layer"):
     x, y, params, losses = trained
+    losses = np.asarray(losses)
     assert losses[-1] < 0.2 * losses[0]
-    H = precision_jit(params, x, noise=0.01, prior_precision=1.0, subset=subset)
+    H = posterior_precision(params, x, noise=0.01, prior_precision=1.0, subset=subset)
     gap = np.linspace(-0.5, 0.5, 11, dtype=np.float32)[:, None]
-    mean, var = predict_many(params, H, np.concatenate([x, gap]), noise=0.01, subset=subset)  # one compile
+    mean, var = map(np.asarray, predict_many(params, H, np.concatenate([x, gap]), noise=0.01, subset=subset))
     mean_on, var_on, var_gap = mean[: len(x)], var[: len(x)], var[len(x):]
-    assert float(jnp.sqrt(jnp.mean((mean_on - y) ** 2))) < 0.15  # the MAP network fits the data
+    assert float(np.sqrt(np.mean((mean_on - y) ** 2))) < 0.15  # the MAP network fits the data
     ratio = float(var_gap.mean() / var_on.mean())
     assert ratio > 3, ratio  # measured: 46
 
 
 # ---- Bad input --------------------------------------------------------------------------------------
-
-def numpy_layers(*sizes):  # an MLP's layers drawn in NumPy: no sampler to compile
-    rng = np.random.default_rng(5)
-    return [{"W": rng.standard_normal((a, b)).astype(np.float32), "b": np.zeros(b, np.float32)}
-            for a, b in zip(sizes[:-1], sizes[1:])]
-
 
 def test_clear_errors_on_bad_input():
     params = numpy_layers(2, 3, 1)
