@@ -166,8 +166,15 @@ def retrieve(patterns, query, beta):
     patterns = _checks.float_array(patterns, "patterns", ndim=2, what=" (N, D)")
     query = _checks.float_array(query, "query", ndim=1, what=" (D,)")
     beta = _checks.positive(beta, "beta")
-    N, D = patterns.shape
-    _checks.same_shape(query, "query", (D,), expected_from="D from patterns (N, D)")
+    _checks.same_shape(query, "query", (patterns.shape[1],), expected_from="D from patterns (N, D)")
+    return _retrieve(patterns, query, beta)
+
+
+# The public functions check their input in Python, then hand it as it comes to one compiled core
+# each: repeated calls of the same shapes reuse one program instead of dispatching op by op (and
+# async_sweep's scan, traced afresh at every eager call, compiles once per shape).
+@jax.jit
+def _retrieve(patterns, query, beta):
     X = patterns.astype(jnp.float32)
     scores = beta * (X @ query.astype(jnp.float32))  # (N,)
     p = jax.nn.softmax(scores)  # subtracts the max: no overflow at a large beta
@@ -178,6 +185,11 @@ def hebbian_weights(patterns):
     """Hebb's rule: ``W = patterns.T @ patterns / D`` with a zero diagonal, (D, D), for ±1 patterns (N, D)."""
     patterns = _checks.float_array(patterns, "patterns", ndim=2, what=" (N, D)")
     _plus_minus_one(patterns, "patterns")
+    return _hebbian_weights(patterns)
+
+
+@jax.jit
+def _hebbian_weights(patterns):
     N, D = patterns.shape
     W = patterns.T @ patterns / D  # (D, D)
     return W * (1.0 - jnp.eye(D, dtype=W.dtype))
@@ -197,6 +209,11 @@ def _weights_and_state(W, state):
 def energy(W, state):
     """The energy ``-1/2 state @ W @ state`` of a ±1 state (D,) under weights W (D, D)."""
     W, s = _weights_and_state(W, state)
+    return _energy(W, s)
+
+
+@jax.jit
+def _energy(W, s):
     return -0.5 * s @ W @ s
 
 
@@ -210,13 +227,18 @@ def async_sweep(W, state, order=None):
     """
     W, s = _weights_and_state(W, state)
     D = W.shape[0]
-    if order is None:
-        order = jnp.arange(D)
-    else:
+    if order is not None:
         order = _checks.int_array(order, "order", ndim=1, what=" (D,)")
         _checks.same_shape(order, "order", (D,), expected_from="D from W (D, D)")
         if _checks.is_concrete(order) and sorted(np.asarray(order).tolist()) != list(range(D)):
             raise ValueError(f"order must be a permutation of range({D}), got {np.asarray(order).tolist()}")
+    return _async_sweep(W, s, order)
+
+
+@jax.jit
+def _async_sweep(W, s, order):
+    if order is None:
+        order = jnp.arange(W.shape[0])
 
     def step(s, i):
         h_i = W[i] @ s  # the field on neuron i
