@@ -161,6 +161,8 @@ matrices too. QLoRA keeps :math:`W` quantised to four bits while :math:`A` and :
 higher precision.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -182,6 +184,14 @@ def init(key, D_in, D_out, r, *, dtype=jnp.float32):
     With ``B`` zero the adapted layer equals the base layer at initialisation.
     """
     D_in, D_out, r = _checks.size(D_in, "D_in"), _checks.size(D_out, "D_out"), _checks.size(r, "r")
+    return _init(key, D_in, D_out, r, dtype)
+
+
+# The public functions check their input in Python, then hand it as it comes to one compiled core
+# each (sizes static, alpha traced): repeated calls of the same shapes reuse one program instead of
+# dispatching op by op.
+@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))
+def _init(key, D_in, D_out, r, dtype):
     A = jax.random.normal(key, (D_in, r), dtype) / jnp.sqrt(D_in).astype(dtype)
     B = jnp.zeros((r, D_out), dtype)
     return A, B
@@ -209,18 +219,37 @@ def lora_apply(x, W, A, B, *, alpha):
     x = _checks.float_array(x, "x", min_ndim=1, what=" (..., D_in)")
     if x.shape[-1] != W.shape[0]:
         raise ValueError(f"x must have shape (..., D_in) with D_in = {W.shape[0]} from W, got shape {x.shape}")
+    return _lora_apply(x, W, A, B, alpha)
+
+
+@jax.jit
+def _lora_apply(x, W, A, B, alpha):
+    r = A.shape[1]
     return x @ W + (alpha / r) * ((x @ A) @ B)  # (..., D_out)
 
 
 def merge(W, A, B, *, alpha):
     """The merged weight ``W + (alpha / r) A B``, of the shape of ``W``."""
     W, A, B, alpha, r = _weights(W, A, B, alpha)
+    return _merge_jit(W, A, B, alpha)
+
+
+def _merge(W, A, B, alpha):
+    r = A.shape[1]
     return W + (alpha / r) * (A @ B)  # (D_in, D_out)
+
+
+_merge_jit = jax.jit(_merge)
 
 
 def dora_magnitude(W):
     """The norm of each output unit's weights over the inputs, ``(D_out,)``: DoRA's initial ``m``."""
     W = _checks.float_array(W, "W", ndim=2, what=" (D_in, D_out)")
+    return _dora_magnitude(W)
+
+
+@jax.jit
+def _dora_magnitude(W):
     return jnp.sqrt(jnp.sum(W * W, axis=0))  # (D_out,)
 
 
@@ -229,11 +258,17 @@ def dora_apply(x, W, A, B, m, *, alpha):
 
     Forms the merged ``V`` (its column norms need it); for ``x`` of shape ``(..., D_in)``.
     """
-    V = merge(W, A, B, alpha=alpha)  # (D_in, D_out), checks W, A, B and alpha
+    W, A, B, alpha, _ = _weights(W, A, B, alpha)
     m = _checks.float_array(m, "m", ndim=1, what=" (D_out,)")
-    _checks.same_shape(m, "m", (V.shape[1],), expected_from="D_out from W")
+    _checks.same_shape(m, "m", (W.shape[1],), expected_from="D_out from W")
     x = _checks.float_array(x, "x", min_ndim=1, what=" (..., D_in)")
-    if x.shape[-1] != V.shape[0]:
-        raise ValueError(f"x must have shape (..., D_in) with D_in = {V.shape[0]} from W, got shape {x.shape}")
+    if x.shape[-1] != W.shape[0]:
+        raise ValueError(f"x must have shape (..., D_in) with D_in = {W.shape[0]} from W, got shape {x.shape}")
+    return _dora_apply(x, W, A, B, m, alpha)
+
+
+@jax.jit
+def _dora_apply(x, W, A, B, m, alpha):
+    V = _merge(W, A, B, alpha)  # (D_in, D_out)
     norm = jnp.sqrt(jnp.sum(V * V, axis=0, keepdims=True))  # (1, D_out)
     return x @ (V * (m[None, :] / norm))  # (..., D_out)
