@@ -133,6 +133,8 @@ one, "m-sharpness"), which the paper found to matter; ``sharpness`` here is powe
 Hessian-vector products, exact up to its iteration count, and costs two gradients per iteration.
 """
 
+import functools
+
 import jax
 import jax.flatten_util
 import jax.numpy as jnp
@@ -154,9 +156,25 @@ def sam_perturbation(grads, rho):
     """:math:`\\hat\\epsilon = \\rho\\, g / \\lVert g \\rVert_2` over all leaves together (zero where ``g`` is)."""
     check_hyperparameter("rho", rho, 0.0, float("inf"))
     grads = jax.tree.map(lambda g: _checks.float_array(g, "grads"), grads)
+    return _sam_perturbation(grads, rho=_checks.static_number(rho, "rho"))
+
+
+def _perturbation(grads, rho):
     norm = global_norm(grads)
     scale = jnp.where(norm > 0, rho / jnp.where(norm > 0, norm, 1.0), 0.0)
     return jax.tree.map(lambda g: (scale * g).astype(g.dtype), grads)
+
+
+# The public functions check their input in Python, then run a compiled core (rho static, as
+# check_hyperparameter needs it concrete): a repeated call with the same tree of shapes reuses one
+# program instead of dispatching a few operations per leaf.
+_sam_perturbation = jax.jit(_perturbation, static_argnames="rho")
+
+
+@functools.partial(jax.jit, static_argnames="rho")
+def _perturbed(params, grads, *, rho):
+    """``params + ε̂``: the point of the ball where SAM takes its gradient."""
+    return jax.tree.map(jnp.add, params, _perturbation(grads, rho))
 
 
 def sam_gradient(grad_fn, params, rho=0.05):
@@ -165,8 +183,9 @@ def sam_gradient(grad_fn, params, rho=0.05):
         raise TypeError(f"grad_fn must be a function of params, got {type(grad_fn).__name__}")
     grads = grad_fn(params)
     _checks.same_tree(grads, "grad_fn(params)", params, "params")
-    epsilon = sam_perturbation(grads, rho)
-    return grad_fn(jax.tree.map(jnp.add, params, epsilon))
+    check_hyperparameter("rho", rho, 0.0, float("inf"))
+    grads = jax.tree.map(lambda g: _checks.float_array(g, "grads"), grads)
+    return grad_fn(_perturbed(params, grads, rho=_checks.static_number(rho, "rho")))
 
 
 def sharpness(loss_fn, params, *, iterations=50, key=None):
