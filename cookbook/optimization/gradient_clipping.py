@@ -115,6 +115,8 @@ Array([3. , 3.5], dtype=float32)
 2.0
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -127,13 +129,27 @@ JIT = {"clip_to_global_norm": ("max_norm",)}
 
 def global_norm(tree):
     """The Euclidean norm of all the entries of a pytree together, safe from overflow."""
-    leaves = jax.tree.leaves(tree)
-    if not leaves:
+    _check_not_empty(tree)
+    return _global_norm_jit(tree)
+
+
+def _check_not_empty(tree):
+    if not jax.tree.leaves(tree):
         raise ValueError("global_norm needs a pytree with at least one array, got an empty tree")
+
+
+# The public functions check their input in Python, then run a compiled core (a step size or bound
+# static, as check_hyperparameter needs it concrete): a repeated call with the same tree of shapes
+# reuses one program instead of dispatching a few operations per leaf.
+def _global_norm(tree):
+    leaves = jax.tree.leaves(tree)
     scale = jnp.max(jnp.stack([jnp.max(jnp.abs(x)).astype(jnp.float32) for x in leaves]))
     safe = jnp.where(scale > 0, scale, 1.0)
     total = sum(jnp.sum(jnp.square(x.astype(jnp.float32) / safe)) for x in leaves)
     return safe * jnp.sqrt(total)
+
+
+_global_norm_jit = jax.jit(_global_norm)
 
 
 def _check_updates(updates, params):
@@ -152,15 +168,26 @@ def clip(max_delta):
 
     def update(updates, state, params=None):
         _check_updates(updates, params)
-        return jax.tree.map(lambda g: jnp.clip(g, -max_delta, max_delta), updates), state
+        return _clip(updates, max_delta=_checks.static_number(max_delta, "max_delta")), state
 
     return GradientTransformation(_no_state, update)
+
+
+@functools.partial(jax.jit, static_argnames="max_delta")
+def _clip(updates, *, max_delta):
+    return jax.tree.map(lambda g: jnp.clip(g, -max_delta, max_delta), updates)
 
 
 def clip_to_global_norm(updates, max_norm):
     """``updates`` rescaled as one to global norm ``max_norm`` when their norm is larger, else unchanged."""
     _check_updates(updates, None)
-    norm = global_norm(updates)
+    _check_not_empty(updates)
+    return _clip_to_global_norm(updates, max_norm=_checks.static_number(max_norm, "max_norm"))
+
+
+@functools.partial(jax.jit, static_argnames="max_norm")
+def _clip_to_global_norm(updates, *, max_norm):
+    norm = _global_norm(updates)
     factor = jnp.where(norm < max_norm, 1.0, max_norm / jnp.maximum(norm, max_norm))
     return jax.tree.map(lambda g: (g * factor).astype(g.dtype), updates)
 
