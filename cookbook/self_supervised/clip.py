@@ -155,10 +155,14 @@ JIT = {"clip_loss": (), "sigmoid_loss": ()}
 EPS = 1e-12  # floor of an embedding's squared norm, as EPS**2: a zero vector normalises to zero, not NaN
 
 
-def _normalised_pair(image_embeddings, text_embeddings):
+def _check_pair(image_embeddings, text_embeddings):
     x = _checks.float_array(image_embeddings, "image_embeddings", ndim=2, what=" (B, D)")
     y = _checks.float_array(text_embeddings, "text_embeddings", ndim=2, what=" (B, D)")
     _checks.same_shape(y, "text_embeddings", x.shape, expected_from="the shape of image_embeddings")
+    return x, y
+
+
+def _normalised_pair(x, y):
     dtype = jnp.promote_types(jnp.result_type(x, y), jnp.float32)
 
     def normalise(v):
@@ -179,8 +183,17 @@ def clip_loss(image_embeddings, text_embeddings, temperature):
     """CLIP's symmetric contrastive loss of B image and B text embeddings (B, D), row ``i`` of each
     a matching pair: normalised inside, logits ``x @ y.T / temperature``, the mean of the
     image-to-text and text-to-image cross-entropies with the diagonal as targets. A scalar."""
-    x, y = _normalised_pair(image_embeddings, text_embeddings)
+    x, y = _check_pair(image_embeddings, text_embeddings)
     temperature = _checks.positive(_real(temperature, "temperature"), "temperature")
+    return _clip_loss(x, y, temperature)
+
+
+# The public functions check their input in Python, then hand it as it comes to one compiled core
+# (temperature and bias traced): repeated calls of the same shapes reuse one program instead of
+# dispatching a dozen operations one by one.
+@jax.jit
+def _clip_loss(x, y, temperature):
+    x, y = _normalised_pair(x, y)
     logits = x @ y.T / temperature  # (B, B): row i image i, column j text j
     image_to_text = jax.nn.logsumexp(logits, axis=1) - jnp.diagonal(logits)  # (B,)
     text_to_image = jax.nn.logsumexp(logits, axis=0) - jnp.diagonal(logits)  # (B,)
@@ -191,9 +204,15 @@ def sigmoid_loss(image_embeddings, text_embeddings, temperature, bias):
     """SigLIP's pairwise sigmoid loss of B image and B text embeddings (B, D): normalised inside,
     logits ``temperature * x @ y.T + bias``, labels 1 on the diagonal and -1 elsewhere,
     ``-sum(log_sigmoid(labels * logits)) / B``. A scalar."""
-    x, y = _normalised_pair(image_embeddings, text_embeddings)
+    x, y = _check_pair(image_embeddings, text_embeddings)
     temperature = _checks.positive(_real(temperature, "temperature"), "temperature")
     bias = _real(bias, "bias")
+    return _sigmoid_loss(x, y, temperature, bias)
+
+
+@jax.jit
+def _sigmoid_loss(x, y, temperature, bias):
+    x, y = _normalised_pair(x, y)
     B = x.shape[0]
     logits = temperature * (x @ y.T) + bias  # (B, B)
     labels = 2.0 * jnp.eye(B, dtype=logits.dtype) - 1.0  # (B, B): 1 on matching pairs, -1 elsewhere
