@@ -173,6 +173,11 @@ def byol_loss(predictions, targets):
     predictions = _checks.float_array(predictions, "predictions", ndim=2, what=" (N, D)")
     targets = _checks.float_array(targets, "targets", ndim=2, what=" (N, D)")
     _checks.same_shape(targets, "targets", predictions.shape, expected_from="the shape of predictions")
+    return _loss(predictions, targets)
+
+
+@jax.jit
+def _loss(predictions, targets):
     dtype = jnp.promote_types(jnp.result_type(predictions, targets), jnp.float32)
     p = _normalise(predictions.astype(dtype))
     z = _normalise(jax.lax.stop_gradient(targets).astype(dtype))
@@ -187,5 +192,15 @@ def ema_update(target_params, online_params, decay):
     decay = _checks.positive(decay, "decay", allow_zero=True)
     if isinstance(decay, (int, float)) and decay > 1:
         raise ValueError(f"decay must lie in [0, 1], got {decay}")
+    if isinstance(decay, (int, float)):  # a number (the usual case): a static argument, so 1 - decay in Python
+        return _ema_static(target_params, online_params, float(decay))
+    return _ema(target_params, online_params, decay)
+
+
+def _ema_update(target_params, online_params, decay):
     return jax.tree.map(lambda t, o: (decay * t + (1.0 - decay) * o).astype(jnp.result_type(t)),
                         target_params, online_params)
+
+
+_ema_static = jax.jit(_ema_update, static_argnums=2)
+_ema = jax.jit(_ema_update)  # a decay that is an array or traced
