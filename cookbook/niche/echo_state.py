@@ -230,9 +230,8 @@ def reservoir_states(params, u, x0=None, leak=1.0):
     params, N, D = _check_params(params)
     u = _checks.float_array(u, "u", ndim=2, what=" (T, D)")
     _checks.same_shape(u, "u", (u.shape[0], D), expected_from="D from params['W_in'] (N, D)")
-    if x0 is None:
-        x0 = jnp.zeros((N,), params["W"].dtype)
-    x0 = _checks.same_shape(_checks.float_array(x0, "x0"), "x0", (N,), expected_from="N from params['W'] (N, N)")
+    if x0 is not None:  # None: zeros, made inside the core
+        x0 = _checks.same_shape(_checks.float_array(x0, "x0"), "x0", (N,), expected_from="N from params['W'] (N, N)")
     leak = _checks.positive(leak, "leak")
     if isinstance(leak, float) and leak > 1:
         raise ValueError(f"leak must lie in (0, 1], got {leak}")
@@ -241,6 +240,8 @@ def reservoir_states(params, u, x0=None, leak=1.0):
 
 @jax.jit
 def _states(params, u, x0, a):
+    if x0 is None:
+        x0 = jnp.zeros(params["b"].shape, params["W"].dtype)
     def step(x, u_t):
         x = (1 - a) * x + a * jnp.tanh(params["W_in"] @ u_t + params["W"] @ x + params["b"])  # (N,)
         return x, x
@@ -273,6 +274,11 @@ def readout(W_out, c, states):
     c = _checks.same_shape(_checks.float_array(c, "c"), "c", W_out.shape[1:], expected_from="K from W_out (N, K)")
     X = _checks.float_array(states, "states", ndim=2, what=" (T, N)")
     _checks.same_shape(X, "states", (X.shape[0], W_out.shape[0]), expected_from="N from W_out (N, K)")
+    return _readout(W_out, c, X)
+
+
+@jax.jit
+def _readout(W_out, c, X):
     return X @ W_out + c[None]
 
 

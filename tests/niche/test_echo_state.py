@@ -59,7 +59,7 @@ def test_states_match_a_numpy_loop_with_a_leak_and_a_start(params, u):
     got = reservoir_states(params, u, x0, 0.3)
     np.testing.assert_allclose(got, numpy_states(params, u, x0, 0.3), atol=1e-4)
     # T = 1: one step from x0.
-    np.testing.assert_allclose(reservoir_states(params, u[:1], x0, 0.3)[0], got[0], atol=1e-6)
+    np.testing.assert_allclose(np.asarray(reservoir_states(params, u[:1], x0, 0.3))[0], np.asarray(got)[0], atol=1e-6)
 
 
 def test_states_are_causal(params, u, states):
@@ -89,7 +89,7 @@ def test_ridge_readout_matches_scikit_learn(states, u):
 def gap(params, u):
     """The distance between two copies of the reservoir started at opposite corners, x0 = ±1."""
     ones = np.ones(N, np.float32)
-    return np.linalg.norm(np.asarray(reservoir_states(params, u, ones) - reservoir_states(params, u, -ones)), axis=1)
+    return np.linalg.norm(np.asarray(reservoir_states(params, u, ones)) - np.asarray(reservoir_states(params, u, -ones)), axis=1)
 
 
 def test_echo_state_property_holds_below_spectral_radius_one_and_fails_above(params, u):
@@ -121,7 +121,7 @@ def test_bad_input_gets_a_clear_error(params):
     with pytest.raises(ValueError, match="leak"):
         reservoir_states(params, u, leak=1.5)
     with pytest.raises(ValueError, match="W"):
-        reservoir_states({**params, "W": params["W"][:, :5]}, u)
+        reservoir_states({**params, "W": np.asarray(params["W"])[:, :5]}, u)
     with pytest.raises(ValueError, match="targets"):
         ridge_readout(np.zeros((7, 3), np.float32), np.zeros((6, 1), np.float32), 1.0)
     with pytest.raises(ValueError, match="alpha"):
