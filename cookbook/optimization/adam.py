@@ -174,11 +174,13 @@ Array([-0.1,  0.1, -0.1], dtype=float32)
 (Array([1., 2., 3.], dtype=float32), True)
 """
 
+import numbers
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
+from cookbook import _checks
 from cookbook.optimization.sgd import GradientTransformation, check_hyperparameter, check_update
 
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
@@ -235,13 +237,30 @@ def check_adam_hyperparameters(learning_rate, b1, b2, eps):
 def adam(learning_rate, b1=0.9, b2=0.999, eps=1e-8, amsgrad=False):
     """Adam with bias correction; ``amsgrad=True`` divides by the running maximum of :math:`\\hat v`."""
     check_adam_hyperparameters(learning_rate, b1, b2, eps)
+    hyper = (learning_rate, b1, b2, eps)
+    # Called eagerly, update runs one compiled core: the numbers (the usual case) as
+    # static arguments, an array as a traced one. Traced (inside a training loop) they run as they are.
+    static = all(isinstance(h, numbers.Real) and not isinstance(h, jax.Array) for h in hyper)
 
     def init(params):
         return init_adam_state(params, amsgrad)
 
     def update(grads, state, params=None):
         check_update(grads, params, adam_moments(state))
-        direction, state = adam_direction(grads, state, b1, b2, eps, amsgrad)
-        return jax.tree.map(lambda d: d * -learning_rate, direction), state
+        if _checks.is_concrete((grads, state)):
+            if static:
+                return _update_static(grads, state, hyper, bool(amsgrad))
+            return _update(grads, state, hyper, bool(amsgrad))
+        return _adam_update(grads, state, hyper, amsgrad)
 
     return GradientTransformation(init, update)
+
+
+def _adam_update(grads, state, hyper, amsgrad):
+    learning_rate, b1, b2, eps = hyper
+    direction, state = adam_direction(grads, state, b1, b2, eps, amsgrad)
+    return jax.tree.map(lambda d: d * -learning_rate, direction), state
+
+
+_update_static = jax.jit(_adam_update, static_argnums=(2, 3))
+_update = jax.jit(_adam_update, static_argnums=3)
