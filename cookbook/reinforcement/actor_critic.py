@@ -169,13 +169,23 @@ def gae(rewards, discounts, values, lam):
     ``rewards`` and ``discounts`` have shape (T,); ``values`` has shape (T+1,), its last entry the
     value of the state after the last step, which bootstraps the tail; ``lam`` is in [0, 1].
     """
+    return _gae_jit(*_gae_inputs(rewards, discounts, values, lam))
+
+
+def _gae_inputs(rewards, discounts, values, lam):
     rewards = _checks.float_array(rewards, "rewards", ndim=1, what=" (T,)")
     (T,) = rewards.shape
     discounts = _checks.same_shape(_checks.float_array(discounts, "discounts", ndim=1, what=" (T,)"),
                                    "discounts", (T,), expected_from="(T,) of rewards")
     values = _checks.same_shape(_checks.float_array(values, "values", ndim=1, what=" (T+1,)"),
                                 "values", (T + 1,), expected_from="(T+1,) from rewards (T,)")
-    lam = _lam(lam)
+    return rewards, discounts, values, _lam(lam)
+
+
+# Each public function checks its input in Python, then runs one compiled core, so that a repeated
+# call with the same shapes (the examples', the tests', the jit and bad-input checks') reuses one
+# program instead of dispatching each small operation, and a scan with a fresh closure, alone.
+def _gae(rewards, discounts, values, lam):
     delta = rewards + discounts * values[1:] - values[:-1]  # (T,)
 
     def back(next_advantage, step):
@@ -185,6 +195,9 @@ def gae(rewards, discounts, values, lam):
 
     _, advantages = jax.lax.scan(back, jnp.zeros((), delta.dtype), (delta, discounts), reverse=True)
     return advantages
+
+
+_gae_jit = jax.jit(_gae)
 
 
 def actor_critic_loss(logits, values, actions, rewards, discounts, lam, *, value_weight=0.5, entropy_weight=0.01):
@@ -202,8 +215,18 @@ def actor_critic_loss(logits, values, actions, rewards, discounts, lam, *, value
                                  "rewards", (T,), expected_from="(T,) of logits")
     value_weight = _checks.positive(value_weight, "value_weight", allow_zero=True)
     entropy_weight = _checks.positive(entropy_weight, "entropy_weight", allow_zero=True)
-    advantages = gae(rewards, discounts, values, lam)
-    values = jnp.asarray(values)
+    _, discounts, values, lam = _gae_inputs(rewards, discounts, values, lam)
+    if isinstance(value_weight, jax.core.Tracer) or isinstance(entropy_weight, jax.core.Tracer):
+        return _loss_traced(logits, values, actions, rewards, discounts, lam, value_weight, entropy_weight)
+    # Number weights are constants of the core's program, so that it takes the function's array
+    # inputs as they come (and a jax.jit around the function compiles nothing more).
+    return _loss_jit(logits, values, actions, rewards, discounts, lam,
+                     _checks.static_number(value_weight, "value_weight"),
+                     _checks.static_number(entropy_weight, "entropy_weight"))
+
+
+def _loss(logits, values, actions, rewards, discounts, lam, value_weight, entropy_weight):
+    advantages = _gae(rewards, discounts, values, lam)
     targets = jax.lax.stop_gradient(advantages + values[:-1])  # the lambda-returns
     advantages = jax.lax.stop_gradient(advantages)
     log_pi = jax.nn.log_softmax(logits, axis=-1)  # (T, A)
@@ -211,3 +234,7 @@ def actor_critic_loss(logits, values, actions, rewards, discounts, lam, *, value
     entropy = -(jnp.exp(log_pi) * log_pi).sum(axis=-1)  # (T,)
     per_step = -advantages * log_pi_taken + value_weight * (targets - values[:-1]) ** 2 - entropy_weight * entropy
     return per_step.mean()
+
+
+_loss_jit = jax.jit(_loss, static_argnums=(6, 7))
+_loss_traced = jax.jit(_loss)

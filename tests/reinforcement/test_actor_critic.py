@@ -9,7 +9,8 @@ from cookbook.reinforcement.dynamic_programming import grid_world
 from rl_helpers import sample_episode
 
 T = 11
-advantages = jax.jit(gae)
+advantages = gae  # runs one compiled core per shape
+rlax_gae = jax.jit(rlax.truncated_generalized_advantage_estimation)
 
 
 def trajectory(seed, T=T):
@@ -37,7 +38,7 @@ def numpy_gae(rewards, discounts, values, lam):
 def test_matches_rlax_and_a_float64_loop(lam):
     rewards, discounts, values = trajectory(int(lam * 10))
     got = advantages(rewards, discounts, values, lam)
-    expected = rlax.truncated_generalized_advantage_estimation(rewards, discounts, lam, values)
+    expected = rlax_gae(rewards, discounts, lam, values)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(got, numpy_gae(rewards, discounts, values, lam), rtol=1e-5, atol=1e-5)
 
@@ -66,6 +67,7 @@ def test_loss_value_and_gradients():
     expected = np.mean(-a * log_pi[np.arange(T), actions] + 0.5 * a**2 - 0.01 * entropy)
     loss_grad = jax.jit(jax.value_and_grad(actor_critic_loss, argnums=(0, 1)))
     value, (g_logits, g_values) = loss_grad(logits, values, actions, rewards, discounts, lam)
+    g_logits, g_values = np.asarray(g_logits), np.asarray(g_values)
     np.testing.assert_allclose(value, expected, rtol=1e-5)
     # the critic moves towards its fixed targets: d/dV_t of 0.5 (target - V_t)^2 / T = -(target - V_t) / T
     np.testing.assert_allclose(g_values[:-1], -a / T, rtol=1e-4, atol=1e-6)
