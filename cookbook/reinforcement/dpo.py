@@ -153,8 +153,8 @@ from cookbook import _checks
 JIT = {"dpo_loss": (), "optimal_policy": (), "bandit_loss": ()}
 
 
-def _margins(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, beta):
-    """The scaled margins z (B,), computed so that extreme (finite) inputs do not overflow."""
+def _check_logps(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, beta):
+    """The four log-probability arrays (B,), checked, and beta."""
     names = ("policy_chosen_logps", "policy_rejected_logps", "reference_chosen_logps", "reference_rejected_logps")
     arrays = [_checks.float_array(x, name, ndim=1, what=" (B,)") for x, name in zip(
         (policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps), names)]
@@ -162,8 +162,12 @@ def _margins(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
         _checks.same_shape(x, name, arrays[0].shape, expected_from="the shape of policy_chosen_logps")
     if arrays[0].shape[0] == 0:
         raise ValueError("policy_chosen_logps must hold at least one pair, got shape (0,)")
-    beta = _checks.positive(beta, "beta")
-    pi_c, pi_r, ref_c, ref_r = (x / 4 for x in arrays)  # exact: a power of two
+    return (*arrays, _checks.positive(beta, "beta"))
+
+
+def _margins(pi_c, pi_r, ref_c, ref_r, beta):
+    """The scaled margins z (B,), computed so that extreme (finite) inputs do not overflow."""
+    pi_c, pi_r, ref_c, ref_r = (x / 4 for x in (pi_c, pi_r, ref_c, ref_r))  # exact: a power of two
     z = ((pi_c - ref_c) - (pi_r - ref_r)) * (4 * beta)  # (B,)
     return z
 
@@ -173,7 +177,16 @@ def dpo_loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
 
     All four log-probability arrays have shape (B,); ``beta`` is a positive scalar.
     """
-    z = _margins(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, beta)
+    return _dpo_loss(*_check_logps(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
+                                   reference_rejected_logps, beta))
+
+
+# Each public function checks its input in Python, then runs one compiled core (beta traced), so
+# that a repeated call with the same shapes (the examples', the tests', the jit and bad-input
+# checks') reuses one program instead of dispatching each small operation alone.
+@jax.jit
+def _dpo_loss(pi_c, pi_r, ref_c, ref_r, beta):
+    z = _margins(pi_c, pi_r, ref_c, ref_r, beta)
     return jnp.sum(-jax.nn.log_sigmoid(z) / z.shape[0])  # a mean that cannot overflow in the sum
 
 
@@ -183,6 +196,11 @@ def optimal_policy(reference_logits, rewards, beta):
     rewards = _checks.float_array(rewards, "rewards", ndim=1, what=" (K,)")
     _checks.same_shape(rewards, "rewards", reference_logits.shape, expected_from="(K,) of reference_logits")
     beta = _checks.positive(beta, "beta")
+    return _optimal_policy(reference_logits, rewards, beta)
+
+
+@jax.jit
+def _optimal_policy(reference_logits, rewards, beta):
     return jax.nn.softmax(reference_logits + rewards / beta)
 
 
@@ -198,9 +216,14 @@ def bandit_loss(logits, reference_logits, rewards, beta):
     _checks.same_shape(reference_logits, "reference_logits", logits.shape, expected_from="(K,) of logits")
     rewards = _checks.float_array(rewards, "rewards", ndim=1, what=" (K,)")
     _checks.same_shape(rewards, "rewards", logits.shape, expected_from="(K,) of logits")
-    K = logits.shape[0]
-    if K < 2:
+    if logits.shape[0] < 2:
         raise ValueError(f"logits must have at least 2 arms, got shape {logits.shape}")
+    return _bandit_loss(logits, reference_logits, rewards, _checks.positive(beta, "beta"))
+
+
+@jax.jit
+def _bandit_loss(logits, reference_logits, rewards, beta):
+    K = logits.shape[0]
     logp, ref_logp = jax.nn.log_softmax(logits), jax.nn.log_softmax(reference_logits)
     i, j = np.nonzero(~np.eye(K, dtype=bool))  # the K (K - 1) ordered pairs i != j, fixed by the shape
     z = _margins(logp[i], logp[j], ref_logp[i], ref_logp[j], beta)  # i chosen over j
