@@ -118,7 +118,23 @@ def rms_norm(x, scale, eps=1e-6):
     if scale.shape != (D,):
         raise ValueError(f"scale must have shape ({D},) to match the last axis of x {x.shape}, "
                          f"got shape {scale.shape}")
+    if isinstance(eps, jax.core.Tracer):
+        return _rms_norm_traced(x, scale, eps)
+    return _rms_norm_jit(x, scale, float(eps))
+
+
+# rms_norm checks its input in Python, then runs one compiled core, so that a repeated call with
+# the same shapes (the examples', the tests', the jit and bad-input checks') reuses one program
+# instead of compiling each small operation alone. A number eps is a constant of the core's program,
+# so the core takes the function's array inputs as they come (and a jax.jit around the function
+# compiles nothing more); a traced eps runs in a second core that traces it.
+def _rms_norm(x, scale, eps):
+    D = x.shape[-1]
     x32 = x.astype(jnp.promote_types(x.dtype, jnp.float32))
     mean_square = jnp.mean(jnp.square(x32), axis=-1, keepdims=True)  # (..., 1)
     y = x32 * jax.lax.rsqrt(mean_square + eps) * scale.reshape((1,) * (x.ndim - 1) + (D,))
     return y.astype(x.dtype)
+
+
+_rms_norm_jit = jax.jit(_rms_norm, static_argnums=2)
+_rms_norm_traced = jax.jit(_rms_norm)
