@@ -147,6 +147,8 @@ Array([0.6673], dtype=float32)
 Array([[0.05, 0.85, 0.05, 0.05]], dtype=float32)
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -168,8 +170,18 @@ def smooth_labels(labels, alpha):
     """Smoothed targets ``(1 - alpha) * labels + alpha / K`` for one-hot ``labels`` of shape (..., K)."""
     _check_alpha(alpha)
     labels = _checks.float_array(labels, "labels", min_ndim=1, what=" (..., K)")
+    return _smooth_labels_jit(labels, alpha)
+
+
+# Each public function checks its input in Python, then runs one compiled core (alpha traced), so
+# that a repeated call with the same shapes (the examples', the tests', the jit and bad-input
+# checks') reuses one program instead of compiling each small operation alone.
+def _smooth_labels(labels, alpha):
     K = labels.shape[-1]
     return (1.0 - alpha) * labels + alpha / K
+
+
+_smooth_labels_jit = jax.jit(_smooth_labels)
 
 
 def smoothed_cross_entropy(logits, labels, alpha):
@@ -178,7 +190,13 @@ def smoothed_cross_entropy(logits, labels, alpha):
     labels = _checks.float_array(labels, "labels", min_ndim=1, what=" (..., K)")
     if logits.shape != labels.shape:
         raise ValueError(f"logits and labels must have the same shape (..., K), got {logits.shape} and {labels.shape}")
-    q = smooth_labels(labels, alpha)
+    _check_alpha(alpha)
+    return _smoothed_cross_entropy(logits, labels, alpha)
+
+
+@jax.jit
+def _smoothed_cross_entropy(logits, labels, alpha):
+    q = _smooth_labels(labels, alpha)
     z = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))  # accumulate in at least float32
     z = z - jax.lax.stop_gradient(jnp.max(z, axis=-1, keepdims=True))  # exp never overflows
     log_p = z - jnp.log(jnp.sum(jnp.exp(z), axis=-1, keepdims=True))
@@ -192,6 +210,11 @@ def optimal_logit_gap(alpha, num_classes):
     """
     _check_alpha(alpha)
     num_classes = _checks.size(num_classes, "num_classes", minimum=2)
+    return _optimal_logit_gap(alpha, num_classes)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _optimal_logit_gap(alpha, num_classes):
     alpha = jnp.asarray(alpha, jnp.float32)
     off = alpha / num_classes
     return jnp.log((1.0 - alpha + off) / off)  # log(x / 0) = inf at alpha = 0, on purpose
