@@ -233,10 +233,20 @@ def init(key, *, sizes):
     """He-normal weights and zero biases of an MLP with layer widths ``sizes`` (input first)."""
     if not isinstance(sizes, (tuple, list)) or len(sizes) < 2:
         raise TypeError(f"sizes must be a tuple of at least two layer widths, got {sizes!r}")
-    sizes = [_checks.size(n, f"sizes[{i}]") for i, n in enumerate(sizes)]
+    sizes = tuple(_checks.size(n, f"sizes[{i}]") for i, n in enumerate(sizes))
+    return _core(_init, _init_compiled, key, sizes)
+
+
+def _init(key, sizes):
     keys = jax.random.split(key, len(sizes) - 1)
-    return [{"W": jax.random.normal(k, (n_in, n_out)) * jnp.sqrt(2.0 / n_in), "b": jnp.zeros(n_out)}
+    # the barrier keeps XLA from folding the scale into the draw's own constants: the weights are
+    # the draws times the scale, bit for bit as an eager init gives them
+    return [{"W": jax.lax.optimization_barrier(jax.random.normal(k, (n_in, n_out))) * jnp.sqrt(2.0 / n_in),
+             "b": jnp.zeros(n_out)}
             for k, n_in, n_out in zip(keys, sizes[:-1], sizes[1:])]
+
+
+_init_compiled = jax.jit(_init, static_argnums=1)  # sizes
 
 
 def encode(params, image):

@@ -54,13 +54,13 @@ def test_against_optax_ntxent():
 def test_gradients():
     z1, z2 = views(2, B=3, D=5)
     with jax.enable_x64(True):
-        check_grads(jax.jit(lambda a, b: nt_xent(a, b, 0.5)), (jnp.asarray(z1, jnp.float64), jnp.asarray(z2, jnp.float64)),
+        check_grads(jax.jit(lambda a, b: nt_xent(a, b, 0.5)), (z1.astype(np.float64), z2.astype(np.float64)),
                     order=1, modes=["rev"])
 
 
 def test_collapse_scores_log_2b_minus_1_at_every_temperature():
-    for B in (3, 5):
-        c = np.tile(np.array([[0.3, -1.0, 2.0]], np.float32), (B, 1))
+    for B, D in ((3, 5), (5, 7)):  # the shapes of the other tests' inputs: their programs
+        c = np.tile(np.array([[0.3, -1.0, 2.0, 0.5, -0.7, 1.1, 0.2][:D]], np.float32), (B, 1))
         for temperature in (0.05, 1.0):
             np.testing.assert_allclose(loss_jit(c, c, temperature), np.log(2 * B - 1), rtol=1e-6)
 
@@ -121,7 +121,7 @@ def test_edge_cases():
     # a tiny temperature stays finite
     assert np.isfinite(loss_jit(z1, z2, 1e-4))
     # bfloat16 input: computed in float32, within the rounding of the inputs
-    got = loss_jit(jnp.asarray(z1, jnp.bfloat16), jnp.asarray(z2, jnp.bfloat16), 0.5)
+    got = loss_jit(z1.astype(jnp.bfloat16), z2.astype(jnp.bfloat16), 0.5)  # rounded by NumPy: no eager compile
     np.testing.assert_allclose(got, numpy_nt_xent(z1, z2, 0.5), rtol=2e-2)
 
 
@@ -138,7 +138,7 @@ def test_bad_input():
 
 
 def test_augment():
-    images = jnp.asarray(np.random.default_rng(8).random((11, 8, 8)), jnp.float32)
+    images = np.random.default_rng(8).random((11, 8, 8)).astype(np.float32)
     keys = jax.random.split(jax.random.key(0), 11)
     out = augment_batch(keys, images, 0.1, 0.1)
     assert out.shape == images.shape and out.dtype == images.dtype
@@ -148,10 +148,10 @@ def test_augment():
     assert not np.allclose(out, other)
     # with no noise and no dropped pixels, each view is its image shifted by at most one pixel
     clean = np.asarray(augment_batch(keys, images, 0.0, 0.0))
-    for view, image in zip(clean, np.asarray(images)):
+    for view, image in zip(clean, images):
         padded = np.pad(image, 1)
         assert any(np.array_equal(view, padded[i:i + 8, j:j + 8]) for i in range(3) for j in range(3))
-    assert not all(np.array_equal(view, image) for view, image in zip(clean, np.asarray(images)))  # some moved
+    assert not all(np.array_equal(view, image) for view, image in zip(clean, images))  # some moved
     with pytest.raises(TypeError, match="max_shift"):
         augment(jax.random.key(0), images[0], max_shift=1.5)
     with pytest.raises(ValueError, match="drop"):
@@ -162,10 +162,11 @@ def test_augment():
 
 def test_encode_bad_params():
     params = init(jax.random.key(0), sizes=(64, 16, 8))  # the page's example's sizes: its programs
+    W1 = np.asarray(params[1]["W"])  # sliced in NumPy: no eager compile
     image = np.zeros((8, 8), np.float32)
     assert encode(params, image).shape == (8,)
     with pytest.raises(ValueError, match=r"params\[1\]"):
-        encode([params[0], {"W": params[1]["W"][:2], "b": params[1]["b"]}], image)
+        encode([params[0], {"W": W1[:2], "b": params[1]["b"]}], image)
     with pytest.raises(ValueError, match="params"):
         encode(params, np.zeros((7, 8), np.float32))
     with pytest.raises(TypeError, match="sizes"):
@@ -187,18 +188,17 @@ def digits_run():
     from sklearn.datasets import load_digits
     X, y = load_digits(return_X_y=True)
     X = (X / 16.0).astype(np.float32).reshape(-1, 8, 8)
-    X_train, X_test = jnp.asarray(X[:1000]), jnp.asarray(X[1000:1500])
+    X_train, X_test = X[:1000], X[1000:1500]
     B, steps = 128, 400
     opt = optax.adam(1e-2)
     views = jax.vmap(lambda k, x: augment(k, x, max_shift=1, noise=0.1, drop=0.2))
-    embed = jax.jit(jax.vmap(encode, in_axes=(None, 0)))
 
     @jax.jit
     def train(params, key):
         def step(carry, key):
             params, state = carry
             k_i, k_1, k_2 = jax.random.split(key, 3)
-            x = X_train[jax.random.choice(k_i, 1000, (B,), replace=False)]
+            x = jnp.asarray(X_train)[jax.random.choice(k_i, 1000, (B,), replace=False)]
             v1, v2 = views(jax.random.split(k_1, B), x), views(jax.random.split(k_2, B), x)
 
             def loss(p):
@@ -215,8 +215,13 @@ def digits_run():
     params0 = init(k_init, sizes=(64, 128, 8))
     params, losses = train(params0, k_train)
 
+    def embed(p, images):  # in NumPy: no compile for the two evaluation shapes
+        p = jax.tree.map(np.asarray, p)
+        h = np.maximum(images.reshape(len(images), -1) @ p[0]["W"] + p[0]["b"], 0.0)
+        return h @ p[1]["W"] + p[1]["b"]
+
     def accuracy(p):
-        return knn_accuracy(np.asarray(embed(p, X_train)), y[:1000], np.asarray(embed(p, X_test)), y[1000:1500])
+        return knn_accuracy(embed(p, X_train), y[:1000], embed(p, X_test), y[1000:1500])
 
     return accuracy(params0), accuracy(params), np.asarray(losses)
 
