@@ -130,8 +130,11 @@ True
 (1.0, 0.3)
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from cookbook import _checks
 
@@ -161,7 +164,14 @@ def dropout(key, x, rate, *, deterministic=False, broadcast_dims=()):
     if key is None:
         raise ValueError("key must be a PRNG key when deterministic=False and 0 < rate, got None")
     keep_prob = 1.0 - rate
+    # The keep probability traced (as jax.random.bernoulli takes it eagerly) and the divisor rounded
+    # to x's dtype here, so that every rate runs one compiled program per shape.
+    return _dropout(key, x, keep_prob, np.asarray(keep_prob, x.dtype), broadcast_dims)
+
+
+@functools.partial(jax.jit, static_argnums=4)
+def _dropout(key, x, keep_prob, divisor, broadcast_dims):
     mask_shape = tuple(1 if d in broadcast_dims else n for d, n in enumerate(x.shape))
     keep = jax.random.bernoulli(key, keep_prob, mask_shape)  # one draw from the key, never reused
     keep = jnp.broadcast_to(keep, x.shape)
-    return jnp.where(keep, x / jnp.asarray(keep_prob, x.dtype), jnp.zeros_like(x))
+    return jnp.where(keep, x / divisor, jnp.zeros_like(x))
