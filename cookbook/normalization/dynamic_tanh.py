@@ -108,6 +108,7 @@ Array([ 0.01 ,  0.964, -1.   ], dtype=float32)
 Array([0.01 , 0.964], dtype=float32)
 """
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -134,7 +135,12 @@ def dynamic_tanh(params, x):
                                expected_from="D from x")
     beta = _checks.same_shape(_checks.float_array(params["beta"], 'params["beta"]'), 'params["beta"]', (D,),
                               expected_from="D from x")
-    per_feature = (1,) * (x.ndim - 1) + (D,)  # gamma and beta act along the last axis
+    return _dynamic_tanh(alpha, gamma, beta, x)
+
+
+@jax.jit  # one compiled program per shape rather than a handful of small ones when called eagerly
+def _dynamic_tanh(alpha, gamma, beta, x):
+    per_feature = (1,) * (x.ndim - 1) + (x.shape[-1],)  # gamma and beta act along the last axis
     y = jnp.tanh(alpha.astype(jnp.float32) * x.astype(jnp.float32))
     y = gamma.reshape(per_feature) * y + beta.reshape(per_feature)
     return y.astype(x.dtype)
