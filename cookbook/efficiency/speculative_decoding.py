@@ -210,6 +210,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from cookbook import _checks
 
@@ -256,15 +257,22 @@ def _residual(p, q):
 def acceptance_rate(p, q):
     """``alpha = sum(min(p, q))`` over the last axis: the probability that a draft from ``q`` is accepted."""
     p, q, dtype = _pair(p, q)
-    return jnp.sum(jnp.minimum(p, q), axis=-1).astype(dtype)
+    return _acceptance_rate(p, q).astype(dtype)
+
+
+@jax.jit  # one compiled program rather than a minimum and a sum when called eagerly
+def _acceptance_rate(p, q):
+    return jnp.sum(jnp.minimum(p, q), axis=-1)
 
 
 def expected_tokens(alpha, gamma):
     """``(1 - alpha**(gamma + 1)) / (1 - alpha)``: the mean tokens per round (``gamma + 1`` at ``alpha = 1``)."""
     alpha = _checks.float_array(alpha, "alpha")
     gamma = _checks.size(gamma, "gamma")
-    if _checks.is_concrete(alpha) and alpha.size and not bool(jnp.all((alpha >= 0) & (alpha <= 1))):
-        raise ValueError(f"alpha must lie in [0, 1], got values from {float(alpha.min())} to {float(alpha.max())}")
+    if _checks.is_concrete(alpha) and alpha.size:
+        values = np.asarray(alpha).astype(np.float64)  # exact; checked in NumPy, not by eager programs
+        if not np.all((values >= 0) & (values <= 1)):
+            raise ValueError(f"alpha must lie in [0, 1], got values from {float(values.min())} to {float(values.max())}")
     return _expected_tokens(alpha, gamma)
 
 
