@@ -7,8 +7,8 @@ from cookbook.reinforcement.grpo import grpo_loss, group_advantages, kl_estimate
 from cookbook.reinforcement.ppo import clipped_surrogate_loss
 
 G, L, EPSILON, BETA = 7, 5, 0.2, 0.04
-advantages_of = jax.jit(group_advantages)
-loss = jax.jit(grpo_loss)
+# The functions are called as they are: each checks its input, then runs one compiled core (a jax.jit
+# around them would compile a second program; tests/test_replay.py checks them under jax.jit).
 
 
 def group(seed):
@@ -39,12 +39,12 @@ def numpy_grpo(new, old, ref, advantages, mask, epsilon, beta):
 
 def test_group_advantages_are_standardised_and_affine_invariant():
     rewards = np.random.default_rng(0).normal(size=G).astype(np.float32)
-    a = np.asarray(advantages_of(rewards), np.float64)
+    a = np.asarray(group_advantages(rewards), np.float64)
     r = rewards.astype(np.float64)
     np.testing.assert_allclose(a, (r - r.mean()) / (r.std() + 1e-6), rtol=1e-5, atol=1e-6)
     assert abs(a.mean()) < 1e-6 and abs(a.std() - 1) < 1e-5
-    np.testing.assert_allclose(advantages_of(3.0 * rewards - 7.0), a, rtol=1e-4, atol=1e-5)
-    np.testing.assert_array_equal(advantages_of(np.full(G, 5.0, np.float32)), np.zeros(G))  # no NaN
+    np.testing.assert_allclose(group_advantages(3.0 * rewards - 7.0), a, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(group_advantages(np.full(G, 5.0, np.float32)), np.zeros(G))  # no NaN
     # a batch of groups: vmap over prompts
     batch = np.stack([rewards, -rewards])
     np.testing.assert_allclose(jax.vmap(group_advantages)(batch), np.stack([a, -a]), rtol=1e-5, atol=1e-6)
@@ -54,7 +54,7 @@ def test_kl_estimate_is_non_negative_and_its_mean_is_the_kl_divergence():
     rng = np.random.default_rng(1)
     K = 11
     pi, ref = rng.dirichlet(np.ones(K)), rng.dirichlet(np.ones(K))
-    per_token = np.asarray(jax.jit(kl_estimate)(np.log(pi)[None].astype(np.float32),
+    per_token = np.asarray(kl_estimate(np.log(pi)[None].astype(np.float32),
                                                 np.log(ref)[None].astype(np.float32)), np.float64)[0]
     assert (per_token >= 0).all()
     # E_{o ~ pi}[D(o)], taken exactly over the K tokens, is KL(pi || ref)
@@ -67,20 +67,21 @@ def test_kl_estimate_is_non_negative_and_its_mean_is_the_kl_divergence():
 def test_loss_matches_a_float64_loop_and_ignores_padding():
     for seed in range(3):
         new, old, ref, rewards, mask = group(seed)
-        advantages = advantages_of(rewards)
+        advantages = group_advantages(rewards)
         expected = numpy_grpo(new, old, ref, np.asarray(advantages, np.float64), mask, EPSILON, BETA)
-        np.testing.assert_allclose(loss(new, old, ref, advantages, mask, EPSILON, BETA), expected, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(grpo_loss(new, old, ref, advantages, mask, EPSILON, BETA), expected, rtol=1e-5, atol=1e-6)
         padded = np.where(mask > 0, new, 123.0).astype(np.float32)  # anything at the padding, even exp-overflowing
         value, grads = jax.jit(jax.value_and_grad(grpo_loss))(padded, old, ref, advantages, mask, EPSILON, BETA)
-        np.testing.assert_allclose(value, loss(new, old, ref, advantages, mask, EPSILON, BETA), rtol=1e-6)
+        np.testing.assert_allclose(value, grpo_loss(new, old, ref, advantages, mask, EPSILON, BETA), rtol=1e-6)
+        grads = np.asarray(grads)
         assert np.isfinite(grads).all() and (grads[mask == 0] == 0).all()
 
 
 def test_one_token_answers_without_penalty_are_ppos_clipped_surrogate():
     new, old, ref, rewards, _ = group(4)
-    advantages = advantages_of(rewards)
+    advantages = group_advantages(rewards)
     ones = np.ones((G, L), np.float32)
-    one_token = loss(new, old, ref, advantages, ones * (np.arange(L) == 0), EPSILON, 0.0)
+    one_token = grpo_loss(new, old, ref, advantages, ones * (np.arange(L) == 0), EPSILON, 0.0)
     ratios = np.exp(new[:, 0] - old[:, 0])
     np.testing.assert_allclose(one_token, clipped_surrogate_loss(ratios, advantages, EPSILON), rtol=1e-5, atol=1e-7)
 
@@ -91,8 +92,8 @@ def test_grpo_raises_the_pass_rate_on_generated_addition():
     above 0.9."""
     steps, group_size, inner = 60, 8, 2
     a, b = np.divmod(np.arange(25), 5)
-    answers = jnp.asarray(a + b)
-    u = jnp.asarray(np.random.default_rng(5).uniform(size=(steps, 25, group_size)), jnp.float32)
+    answers = (a + b).astype(np.int32)
+    u = np.random.default_rng(5).uniform(size=(steps, 25, group_size)).astype(np.float32)
 
     def log_policy(params):
         return jax.nn.log_softmax(params["logits"])  # (25, 9)
@@ -126,9 +127,10 @@ def test_grpo_raises_the_pass_rate_on_generated_addition():
 
         return jax.lax.scan(step, params, u)
 
-    params = {"logits": jnp.zeros((25, 9))}
+    params = {"logits": np.zeros((25, 9), np.float32)}
     _, rates = train(params)
-    assert abs(float(pass_rate(params)) - 1 / 9) < 1e-6
+    rates = np.asarray(rates)
+    assert abs(float(jax.jit(pass_rate)(params)) - 1 / 9) < 1e-6
     assert rates[-1] > 0.9, rates[::10]  # 0.98 when written
 
 
