@@ -68,9 +68,10 @@ def test_edge_cases():
     np.testing.assert_allclose(soft_cross_entropy(z, z, T=2.0), entropy, rtol=1e-5, atol=1e-6)
     # bfloat16 logits are computed in float32.
     zb, vb = _logits(5, 2, 3), _logits(6, 2, 3)
-    got = soft_cross_entropy(jnp.asarray(zb, jnp.bfloat16), jnp.asarray(vb, jnp.bfloat16), T=2.0)
+    zb, vb = zb.astype(jnp.bfloat16), vb.astype(jnp.bfloat16)  # rounded by NumPy, as jnp.asarray rounds
+    got = soft_cross_entropy(zb, vb, T=2.0)
     assert got.dtype == jnp.float32
-    zr, vr = (np.asarray(jnp.asarray(a, jnp.bfloat16), np.float32) for a in (zb, vb))
+    zr, vr = zb.astype(np.float32), vb.astype(np.float32)
     np.testing.assert_allclose(got, soft_cross_entropy(zr, vr, T=2.0), rtol=1e-6)
 
 
@@ -110,6 +111,9 @@ def _mlp(params, X):
     return h @ params[-1]["W"] + params[-1]["b"][None, :]
 
 
+_mlp_jit = jax.jit(_mlp)  # one program per input shape, rather than each layer's operations eagerly
+
+
 @jax.jit
 def _train(key, X, teacher_logits, y, weight, T, alpha):
     """Full-batch Adam on the weighted mean distillation loss; T and alpha traced (one compilation)."""
@@ -134,13 +138,13 @@ def dark_knowledge():
     """A teacher on all digits; students that never see a 3, from its soft targets at T = 4 and at T = 1."""
     X, X_test, y, y_test = load_digits_split()
     k_teacher, k_student = jax.random.split(jax.random.key(0))
-    ones = jnp.ones(y.shape)
-    teacher = _train(k_teacher, X, jnp.zeros((y.shape[0], 10)), y, ones, 1.0, 0.0)
-    v = _mlp(teacher, X)
-    no_three = (y != THREE).astype(jnp.float32)  # weight 0: the student never sees a 3
+    ones = np.ones(y.shape, np.float32)
+    teacher = _train(k_teacher, X, np.zeros((y.shape[0], 10), np.float32), y, ones, 1.0, 0.0)
+    v = _mlp_jit(teacher, X)
+    no_three = (np.asarray(y) != THREE).astype(np.float32)  # weight 0: the student never sees a 3
 
     def score(params):
-        pred = np.asarray(_mlp(params, X_test).argmax(-1))
+        pred = np.asarray(_mlp_jit(params, X_test)).argmax(-1)
         three = np.asarray(y_test) == THREE
         return float((pred == np.asarray(y_test)).mean()), float((pred[three] == THREE).mean())
 
