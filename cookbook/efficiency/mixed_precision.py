@@ -211,6 +211,11 @@ def _boolean(finite):
 
 def all_finite(tree):
     """Whether every entry of every array leaf of ``tree`` is finite: a boolean scalar."""
+    return _all_finite(tree)
+
+
+@jax.jit  # one compiled program per tree of shapes rather than a test, a reduction and a stack eagerly
+def _all_finite(tree):
     leaves = [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
@@ -224,6 +229,13 @@ def adjust_loss_scale(state, finite, *, period=2000, factor=2.0, min_scale=1.0):
     if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not factor > 1:
         raise ValueError(f"factor must be a number above 1, got {factor!r}")
     _checks.positive(min_scale, "min_scale")
+    return _adjust(state, finite, min_scale, period, factor)
+
+
+# One compiled program per period and factor rather than a dozen small ones when called eagerly;
+# min_scale is traced, as a number it was a weakly typed constant of the same value.
+@functools.partial(jax.jit, static_argnums=(3, 4))
+def _adjust(state, finite, min_scale, period, factor):
     grow = state.count == period - 1
     scale = jnp.where(finite, jnp.where(grow, state.scale * factor, state.scale),
                       jnp.maximum(state.scale / factor, min_scale))
@@ -287,4 +299,9 @@ def apply_if_finite(params, grads, finite, *, learning_rate):
     _checks.same_tree(grads, "grads", params, "params")
     finite = _boolean(finite)
     _checks.positive(learning_rate, "learning_rate")
+    return _apply_if_finite(params, grads, finite, learning_rate)
+
+
+@jax.jit  # one compiled program per tree of shapes; the learning rate traced
+def _apply_if_finite(params, grads, finite, learning_rate):
     return jax.tree.map(lambda p, g: jnp.where(finite, p - learning_rate * g.astype(p.dtype), p), params, grads)

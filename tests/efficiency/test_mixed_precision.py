@@ -90,7 +90,7 @@ def test_low_precision_gradients_against_float32():
 
 
 def test_underflow_without_a_scale_and_overflow_with_too_large_a_one():
-    x = jnp.asarray([[1.0, 2.0, 3.0]], jnp.float16)
+    x = np.array([[1.0, 2.0, 3.0]], np.float16)
     params = {"w": np.ones(3, np.float32)}
 
     def loss_fn(params):
