@@ -57,7 +57,7 @@ def greedy_values(transitions, rewards, q):
 
 def test_targets_match_rlax_and_a_numpy_loop():
     rewards, discounts, q, next_online, next_target, actions = batch(0)
-    y, y_double = both_targets(rewards, discounts, next_online, next_target)
+    y, y_double = map(np.asarray, both_targets(rewards, discounts, next_online, next_target))
     rlax_td, rlax_double_td = jax.jit(lambda *args: (jax.vmap(rlax.q_learning)(*args[:5]),
                                                      jax.vmap(rlax.double_q_learning)(*args)))(
         q, actions, rewards, discounts, next_target, next_online)
@@ -70,7 +70,7 @@ def test_targets_match_rlax_and_a_numpy_loop():
     # an ended episode (discount 0) bootstraps nothing; with one network double Q-learning is Q-learning
     ended = discounts == 0
     np.testing.assert_array_equal(y[ended], rewards[ended])
-    same = both_targets(rewards, discounts, next_target, next_target)
+    same = tuple(map(np.asarray, both_targets(rewards, discounts, next_target, next_target)))
     np.testing.assert_array_equal(same[0], same[1])
 
 
@@ -107,7 +107,7 @@ def test_dqn_loss_is_half_the_mean_squared_td_error_and_holds_the_targets_fixed(
     y_double = rewards + discounts * next_target[np.arange(B), next_online.argmax(axis=1)]
     for (value, (g_params, g_target)), targets in zip(losses_and_grads(params, target_params), (y, y_double)):
         np.testing.assert_allclose(value, 0.5 * np.mean(np.square(targets - q[np.arange(B), actions])), rtol=1e-5)
-        assert all(np.all(g == 0) for g in jax.tree.leaves(g_target))  # the targets carry no gradient
+        assert all(np.all(np.asarray(g) == 0) for g in jax.tree.leaves(g_target))  # the targets carry no gradient
         assert any(np.abs(g).max() > 0 for g in jax.tree.leaves(g_params))
 
 
