@@ -110,7 +110,11 @@ def _register_pybtex_plugins():
         if group.split(".suffixes")[0].split(".aliases")[0] not in pybtex.plugin._DEFAULT_PLUGINS:
             continue
         for entry in declared.select(group=group):
-            pybtex.plugin.register_plugin(group, entry.name, entry.load(), force=True)
+            try:
+                plugin = entry.load()
+            except ImportError:  # left to pybtex, which fails only if a page asks for it
+                continue
+            pybtex.plugin.register_plugin(group, entry.name, plugin, force=True)
 
 
 _register_pybtex_plugins()
