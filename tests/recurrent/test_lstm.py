@@ -71,8 +71,10 @@ def test_scan_matches_a_python_loop_over_cells():
 
 def test_forget_bias_initialisation():
     params = init(jax.random.key(3), 3, 5)
-    np.testing.assert_array_equal(params["b"].reshape(4, 5), np.array([[0.0], [1.0], [0.0], [0.0]]) * np.ones(5))
-    assert float(np.sum(init(jax.random.key(3), 3, 5, forget_bias=0.0)["b"])) == 0.0
+    # Read in NumPy: no eager reshape or sum compiled.
+    b = np.asarray(params["b"])
+    np.testing.assert_array_equal(b.reshape(4, 5), np.array([[0.0], [1.0], [0.0], [0.0]]) * np.ones(5))
+    assert float(np.sum(np.asarray(init(jax.random.key(3), 3, 5, forget_bias=0.0)["b"]))) == 0.0
     assert params["W_x"].shape == (3, 20) and params["W_h"].shape == (5, 20)
 
 
@@ -99,11 +101,22 @@ def test_the_cell_state_is_a_gradient_highway():
 def test_gradients_pass_check_grads():
     params = init(jax.random.key(6), 3, 5)  # drawn in float32 at the example's sizes, then widened
     with jax.enable_x64(True):
-        params = jax.tree.map(lambda a: jnp.asarray(np.asarray(a, np.float64)), params)
-        xs = jnp.asarray(normal(6, 7, 3), jnp.float64)
-        carry0 = (jnp.asarray(normal(7, 5), jnp.float64), jnp.asarray(np.zeros(5)))
-        loss = jax.jit(lambda p, xs, carry0: jnp.sum(jnp.sin(apply(p, xs, carry0))))
-        check_grads(loss, (params, xs, carry0), order=1, modes=("rev", "fwd"))
+        params = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
+        xs = normal(6, 7, 3).astype(np.float64)
+        carry0 = (normal(7, 5).astype(np.float64), np.zeros(5))
+        # Every input as one vector, made in NumPy and cut back into the inputs inside the jitted
+        # loss: check_grads perturbs and compares one array, instead of compiling its eager
+        # operations for each of six shapes.
+        leaves, tree = jax.tree.flatten((params, xs, carry0))
+        flat = np.concatenate([leaf.ravel() for leaf in leaves])
+        ends = np.cumsum([leaf.size for leaf in leaves])
+
+        def loss(v):
+            pieces = [v[end - leaf.size:end].reshape(leaf.shape) for leaf, end in zip(leaves, ends)]
+            return jnp.sum(jnp.sin(apply(*jax.tree.unflatten(tree, pieces))))
+
+        assert flat.shape == (3 * 20 + 5 * 20 + 20 + 7 * 3 + 5 + 5,) and flat.dtype == np.float64
+        check_grads(jax.jit(loss), (flat,), order=1, modes=("rev", "fwd"))
 
 
 def test_huge_inputs_stay_finite():
@@ -220,7 +233,7 @@ def test_without_a_forget_gate_the_cell_drifts_both_ways_by_less_than_one_a_step
     zero = jax.tree.map(np.zeros_like, params)
     b = np.concatenate([1e4 * np.ones(H), 1e4 * np.ones(H), -1e4 * np.ones(H), np.zeros(H)]).astype(np.float32)
     drive = zero | {"b": b}
-    np.testing.assert_allclose(cells(drive, xs, c0)[-1], c0 - T, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(cells(drive, xs, c0))[-1], c0 - T, rtol=1e-5)
 
 
 def test_forget_gate_starts_at_sigmoid_of_the_bias():
