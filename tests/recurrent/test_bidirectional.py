@@ -25,9 +25,11 @@ def test_both_directions_match_python_loops_for_every_cell(name):
     k_p, k_x = jax.random.split(jax.random.key(0))
     params = init(k_p, module.init, 3, 5)
     xs = jax.random.normal(k_x, (7, 3))
-    carry = (jnp.zeros(5), jnp.zeros(5)) if name == "lstm" else jnp.zeros(5)
+    zeros = np.zeros(5, np.float32)
+    carry = (zeros, zeros) if name == "lstm" else zeros
     ys = bidirectional(module.apply, params, xs)  # its compiled core (the page's program, for the GRU)
     assert ys.shape == (7, 10)
+    ys, xs = np.asarray(ys), np.asarray(xs)  # sliced and reversed in NumPy: no eager slices compiled
     cell = jax.jit(module.cell)
     np.testing.assert_allclose(ys[:, :5], _python_loop(cell, params["forward"], xs, carry), rtol=1e-5, atol=1e-6)
     backward = _python_loop(cell, params["backward"], xs[::-1], carry)[::-1]
@@ -37,13 +39,13 @@ def test_both_directions_match_python_loops_for_every_cell(name):
 def test_matches_flax_bidirectional_gru():
     k_p, k_x = jax.random.split(jax.random.key(1))
     params = init(k_p, gru.init, 3, 5)
-    for d in params.values():
-        d["b_x"] = d["b_x"] + 0.3
-        d["b_hn"] = d["b_hn"] - 0.2
+    for d in params.values():  # in NumPy (float32 as before): no eager add or subtract compiled
+        d["b_x"] = np.asarray(d["b_x"]) + np.float32(0.3)
+        d["b_hn"] = np.asarray(d["b_hn"]) - np.float32(0.2)
     xs = np.random.default_rng(1).standard_normal((2, 11, 3)).astype(np.float32)  # NumPy: no sampler compiled
 
     def to_flax(p):  # the same mapping as in test_gru.py
-        W_x, W_h, b_x = (jnp.split(p[k], 3, axis=-1) for k in ("W_x", "W_h", "b_x"))
+        W_x, W_h, b_x = (np.split(np.asarray(p[k]), 3, axis=-1) for k in ("W_x", "W_h", "b_x"))
         out = {}
         for k, gate in enumerate("rzn"):
             out["i" + gate] = {"kernel": W_x[k], "bias": b_x[k]}
@@ -67,7 +69,7 @@ def test_each_direction_sees_only_its_side_of_the_sequence():
     params = init(k_p, rnn.init, 3, 5)
     xs = jax.random.normal(k_x, (7, 3))
     t = 3
-    jac = jax.jit(jax.jacrev(lambda xs: bidirectional(rnn.apply, params, xs)[t]))(xs)  # (2H, T, D)
+    jac = np.asarray(jax.jit(jax.jacrev(lambda xs: bidirectional(rnn.apply, params, xs)[t]))(xs))  # (2H, T, D)
     forward, backward = np.abs(jac[:5]).sum(axis=(0, 2)), np.abs(jac[5:]).sum(axis=(0, 2))
     assert np.all(forward[t + 1:] == 0) and np.all(forward[: t + 1] > 0)
     assert np.all(backward[:t] == 0) and np.all(backward[t:] > 0)
@@ -89,8 +91,9 @@ def test_length_one_sequence_and_vmap():
     ys = jax.vmap(bidirectional, in_axes=(None, None, 0))(lstm.apply, params, xs)
     assert ys.shape == (4, 1, 10)
     # With one step, both directions read the same single input from a zero state.
-    np.testing.assert_allclose(ys[1, 0, :5], lstm.apply(params["forward"], xs[1])[0], rtol=1e-6)
-    np.testing.assert_allclose(ys[1, 0, 5:], lstm.apply(params["backward"], xs[1])[0], rtol=1e-6)
+    ys = np.asarray(ys)  # indexed in NumPy: no eager slices compiled
+    np.testing.assert_allclose(ys[1, 0, :5], np.asarray(lstm.apply(params["forward"], xs[1]))[0], rtol=1e-6)
+    np.testing.assert_allclose(ys[1, 0, 5:], np.asarray(lstm.apply(params["backward"], xs[1]))[0], rtol=1e-6)
 
 
 def test_bad_input_raises_clear_errors():
@@ -110,6 +113,7 @@ def test_integer_arrays_raise_and_lists_are_accepted():
         with pytest.raises(TypeError, match=r"xs must be a floating-point array"):
             fn(gru.apply, p, xs.astype(np.int32))
         np.testing.assert_allclose(fn(gru.apply, p, xs.tolist()), fn(gru.apply, p, xs), rtol=1e-6)
-    bad = {"forward": params["forward"], "backward": params["backward"] | {"W_h": params["backward"]["W_h"][:, :1]}}
+    bad = {"forward": params["forward"],
+           "backward": params["backward"] | {"W_h": np.asarray(params["backward"]["W_h"])[:, :1]}}
     with pytest.raises(ValueError, match=r"params\['W_h'\] must have shape"):
         bidirectional(gru.apply, bad, xs)
