@@ -6,34 +6,39 @@ import numpy as np
 from cookbook.optimization.sgd import rosenbrock, run_optimizer
 
 
+def _array(x, dtype=np.float32):
+    """A JAX array of ``x``, put on the device as it is (``jnp.asarray`` compiles a copy per shape)."""
+    return jax.device_put(np.asarray(x, dtype))
+
+
 def least_squares_problem(seed=0):
     """A random least-squares problem on a pytree {"w": (5, 3), "b": (3,)}; returns (loss, params0)."""
-    k_x, k_w, k_y, k_p = jax.random.split(jax.random.key(seed), 4)
-    X = jax.random.normal(k_x, (11, 5))
-    Y = X @ jax.random.normal(k_w, (5, 3)) + 0.1 * jax.random.normal(k_y, (11, 3))
+    rng = np.random.default_rng(seed)  # NumPy draws: jax.random would compile a sampler per shape
+    X = rng.standard_normal((11, 5)).astype(np.float32)
+    Y = (X @ rng.standard_normal((5, 3)) + 0.1 * rng.standard_normal((11, 3))).astype(np.float32)
 
     def loss(params):
         return jnp.mean((X @ params["w"] + params["b"][None, :] - Y) ** 2)
 
-    params = {"w": 0.1 * jax.random.normal(k_p, (5, 3)), "b": jnp.zeros(3)}
+    params = {"w": _array(0.1 * rng.standard_normal((5, 3))), "b": _array(np.zeros(3))}
     return loss, params
 
 
 def rosenbrock_problem():
     """Three independent 2-D Rosenbrock problems as a pytree {"x": (3,), "y": (3,)}."""
-    return rosenbrock, {"x": jnp.array([-1.5, -1.0, 0.5]), "y": jnp.array([2.0, 1.5, -0.5])}
+    return rosenbrock, {"x": _array([-1.5, -1.0, 0.5]), "y": _array([2.0, 1.5, -0.5])}
 
 
 def quadratic_problem():
     """A convex quadratic with curvatures 1 to 10 and its minimiser, on a pytree of two leaves."""
-    curv = {"a": jnp.array([1.0, 3.0, 10.0]), "b": jnp.linspace(1.0, 5.0, 5).reshape(5, 1)}
-    centre = {"a": jnp.array([1.0, -2.0, 0.5]), "b": jnp.full((5, 1), 0.7)}
+    curv = {"a": _array([1.0, 3.0, 10.0]), "b": _array(np.linspace(1.0, 5.0, 5).reshape(5, 1))}
+    centre = {"a": _array([1.0, -2.0, 0.5]), "b": _array(np.full((5, 1), 0.7))}
 
     def loss(params):
         terms = jax.tree.map(lambda c, p, m: jnp.sum(0.5 * c * (p - m) ** 2), curv, params, centre)
         return sum(jax.tree.leaves(terms))
 
-    params = jax.tree.map(jnp.zeros_like, centre)
+    params = jax.tree.map(lambda m: _array(np.zeros(m.shape)), centre)
     return loss, params, centre
 
 
@@ -42,7 +47,7 @@ PROBLEMS = {"least_squares": least_squares_problem, "rosenbrock": rosenbrock_pro
 
 def max_gap(a, b):
     """Largest absolute difference between two pytrees of arrays."""
-    return max(float(jnp.max(jnp.abs(x - y))) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+    return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y)))) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
 def trajectories(pairs, *, steps=100):
@@ -60,9 +65,12 @@ def trajectories(pairs, *, steps=100):
             out.append((jax.tree.map(lambda a, u: a + u, p, updates), s))
         return tuple(out), tuple(p for p, _ in out)
 
-    carry = tuple((params, opt.init(params)) for (opt, _), (_, params) in zip(pairs, problems))
+    def run(starts):  # the states are made inside the one program too
+        carry = tuple((params, opt.init(params)) for (opt, _), params in zip(pairs, starts))
+        return jax.lax.scan(step, carry, length=steps)[1]
+
     with jax.numpy_rank_promotion("allow"):  # optax may rank-promote internally
-        _, paths = jax.jit(lambda c: jax.lax.scan(step, c, length=steps))(carry)
+        paths = jax.jit(run)(tuple(params for _, params in problems))
     return paths
 
 
@@ -109,9 +117,9 @@ def assert_jit_agrees(optimizer, params, grads):
 
 def tree_and_grads():
     """A two-leaf pytree of parameters and random gradients for the jit checks."""
-    k_w, k_b = jax.random.split(jax.random.key(42))
-    params = {"w": jnp.ones((5, 3)), "b": jnp.zeros(3)}
-    grads = {"w": jax.random.normal(k_w, (5, 3)), "b": jax.random.normal(k_b, (3,))}
+    rng = np.random.default_rng(42)
+    params = {"w": _array(np.ones((5, 3))), "b": _array(np.zeros(3))}
+    grads = {"w": _array(rng.standard_normal((5, 3))), "b": _array(rng.standard_normal(3))}
     return params, grads
 
 
@@ -127,10 +135,11 @@ def assert_update_rejects_bad_grads(optimizer, *, needs_params=False):
     params, grads = tree_and_grads()
     state = optimizer.init(params)
     passed = params if needs_params else None
+    w, b = np.asarray(grads["w"]), np.asarray(grads["b"])  # the bad leaves made in NumPy, then put on the device
     bad = {
-        "a trailing axis of another size": ({**grads, "w": grads["w"][:, :1]}, ValueError, r"grads\['w'\] must have the shape"),
-        "an extra leading axis": ({**grads, "b": jnp.stack([grads["b"]] * 2)}, ValueError, r"grads\['b'\] must have the shape"),
-        "an integer dtype": ({**grads, "w": grads["w"].astype(jnp.int32)}, TypeError, r"grads\['w'\] must be a floating-point"),
+        "a trailing axis of another size": ({**grads, "w": _array(w[:, :1])}, ValueError, r"grads\['w'\] must have the shape"),
+        "an extra leading axis": ({**grads, "b": _array(np.stack([b] * 2))}, ValueError, r"grads\['b'\] must have the shape"),
+        "an integer dtype": ({**grads, "w": _array(w, np.int32)}, TypeError, r"grads\['w'\] must be a floating-point"),
         "a missing leaf": ({"w": grads["w"]}, ValueError, r"grads must have the structure"),
     }
     for what, (g, error, message) in bad.items():
@@ -140,7 +149,7 @@ def assert_update_rejects_bad_grads(optimizer, *, needs_params=False):
         with pytest.raises(error, match=r"grads"):
             optimizer.update(g, state, passed)
     # A state built for parameters of other shapes, with the right gradients.
-    other = {"w": jnp.ones((5, 4)), "b": jnp.zeros(3)}
+    other = {"w": _array(np.ones((5, 4))), "b": _array(np.zeros(3))}
     with pytest.raises(ValueError, match=r"state\.\w+\['w'\] must have the shape"):
         optimizer.update(grads, optimizer.init(other), params)
     # The right input still works, eagerly and under jit.
