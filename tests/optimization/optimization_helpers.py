@@ -97,9 +97,14 @@ def assert_same_trajectory(mine, reference, problems, *, steps=100, rtol, atol):
 def assert_converges_on_quadratic(optimizer, *, steps, atol):
     """The optimiser reaches the minimiser of a convex quadratic to ``atol``."""
     loss, params, centre = quadratic_problem()
-    trajectory, losses = jax.jit(lambda p: run_optimizer(loss, p, optimizer, steps=steps))(params)
-    final = jax.tree.map(lambda p: p[-1], trajectory)
-    assert float(loss(final)) < 1e-3 * float(losses[0])
+    @jax.jit  # the run, its last parameters and their loss in one program
+    def run(params):
+        trajectory, losses = run_optimizer(loss, params, optimizer, steps=steps)
+        final = jax.tree.map(lambda p: p[-1], trajectory)
+        return final, loss(final), losses[0]
+
+    final, final_loss, first_loss = run(params)
+    assert float(final_loss) < 1e-3 * float(first_loss)
     for p, m in zip(jax.tree.leaves(final), jax.tree.leaves(centre)):
         np.testing.assert_allclose(np.asarray(p), np.asarray(m), atol=atol)
 

@@ -54,11 +54,17 @@ def test_velocity_of_a_constant_gradient_approaches_one_over_one_minus_mu():
 
 
 def test_momentum_beats_plain_sgd_on_rosenbrock():
-    params = {"x": jnp.array(-1.5), "y": jnp.array(2.0)}
-    plain, _ = run_optimizer(rosenbrock, params, sgd(1e-3), steps=500)
-    heavy, _ = run_optimizer(rosenbrock, params, sgd(1e-3, momentum=0.9), steps=500)
-    last = lambda t: jax.tree.map(lambda p: p[-1], t)
-    assert float(rosenbrock(last(heavy))) < 0.1 * float(rosenbrock(last(plain)))
+    params = {"x": np.float32(-1.5), "y": np.float32(2.0)}
+
+    @jax.jit  # both runs and their final losses in one program
+    def final_losses(params):
+        plain, _ = run_optimizer(rosenbrock, params, sgd(1e-3), steps=500)
+        heavy, _ = run_optimizer(rosenbrock, params, sgd(1e-3, momentum=0.9), steps=500)
+        last = lambda t: jax.tree.map(lambda p: p[-1], t)
+        return rosenbrock(last(plain)), rosenbrock(last(heavy))
+
+    plain, heavy = final_losses(params)
+    assert float(heavy) < 0.1 * float(plain)
 
 
 def test_init_and_update_agree_under_jit():
@@ -70,8 +76,9 @@ def test_init_and_update_agree_under_jit():
 
 
 def test_apply_updates_matches_optax_and_keeps_dtype():
-    params = {"w": jnp.ones((3, 5), jnp.bfloat16), "b": jnp.arange(7.0)}
-    updates = {"w": jnp.full((3, 5), 0.5), "b": -jnp.ones(7)}
+    put = jax.device_put  # NumPy arrays put on the device, where jnp.ones, arange and full compile
+    params = {"w": put(np.ones((3, 5), jnp.bfloat16)), "b": put(np.arange(7.0, dtype=np.float32))}
+    updates = {"w": put(np.full((3, 5), 0.5, np.float32)), "b": put(-np.ones(7, np.float32))}
     ours, theirs = apply_updates(params, updates), optax.apply_updates(params, updates)
     assert ours["w"].dtype == jnp.bfloat16
     for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs)):
@@ -79,9 +86,9 @@ def test_apply_updates_matches_optax_and_keeps_dtype():
 
 
 def test_rosenbrock_minimum_and_gradient():
-    at_min = {"x": jnp.ones(3), "y": jnp.ones(3)}
+    at_min = {"x": np.ones(3, np.float32), "y": np.ones(3, np.float32)}
     assert float(rosenbrock(at_min)) == 0.0
-    g = jax.grad(rosenbrock)({"x": jnp.array(-1.5), "y": jnp.array(2.0)})
+    g = jax.jit(jax.grad(rosenbrock))({"x": np.float32(-1.5), "y": np.float32(2.0)})  # one program
     # d/dx = -2(1 - x) - 400 x (y - x^2); d/dy = 200 (y - x^2)
     np.testing.assert_allclose(g["x"], -2 * 2.5 - 400 * -1.5 * (2.0 - 2.25), rtol=1e-6)
     np.testing.assert_allclose(g["y"], 200 * (2.0 - 2.25), rtol=1e-6)
