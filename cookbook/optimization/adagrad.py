@@ -108,11 +108,13 @@ Array([-0.1, -0.1], dtype=float32)
 Array([-0.0707, -0.0707], dtype=float32)
 """
 
+import numbers
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
+from cookbook import _checks
 from cookbook.optimization.sgd import GradientTransformation, check_hyperparameter, check_update
 
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
@@ -134,14 +136,30 @@ def adagrad(learning_rate, initial_accumulator_value=0.1, eps=1e-7):
     def init(params):
         return AdagradState(jax.tree.map(lambda p: jnp.full_like(p, initial_accumulator_value), params))
 
+    hyper = (learning_rate, eps)
+    # Called eagerly, update runs one compiled core: the numbers (the usual case) as
+    # static arguments, an array as a traced one. Traced (inside a training loop) it runs as it is.
+    static = all(isinstance(h, numbers.Real) and not isinstance(h, jax.Array) for h in hyper)
+
     def update(grads, state, params=None):
         check_update(grads, params, {"state.sum_of_squares": state.sum_of_squares})
-        s = jax.tree.map(lambda g, s: s + g * g, grads, state.sum_of_squares)
-
-        def step(g, s):
-            safe = jnp.where(s > 0, s, 1.0)  # a zero sum means a zero gradient: no step, no 0/0
-            return jnp.where(s > 0, -learning_rate * g / jnp.sqrt(safe + eps), 0.0)
-
-        return jax.tree.map(step, grads, s), AdagradState(s)
+        if _checks.is_concrete((grads, state)):
+            return (_update_static if static else _update)(grads, state, hyper)
+        return _adagrad_update(grads, state, hyper)
 
     return GradientTransformation(init, update)
+
+
+def _adagrad_update(grads, state, hyper):
+    learning_rate, eps = hyper
+    s = jax.tree.map(lambda g, s: s + g * g, grads, state.sum_of_squares)
+
+    def step(g, s):
+        safe = jnp.where(s > 0, s, 1.0)  # a zero sum means a zero gradient: no step, no 0/0
+        return jnp.where(s > 0, -learning_rate * g / jnp.sqrt(safe + eps), 0.0)
+
+    return jax.tree.map(step, grads, s), AdagradState(s)
+
+
+_update_static = jax.jit(_adagrad_update, static_argnums=2)
+_update = jax.jit(_adagrad_update)

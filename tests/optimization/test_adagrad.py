@@ -1,5 +1,4 @@
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -34,8 +33,8 @@ def test_converges_on_a_convex_quadratic():
 
 def test_step_is_invariant_to_gradient_scale_and_shrinks_like_one_over_root_t():
     opt = adagrad(0.1, initial_accumulator_value=0.0, eps=0.0)
-    state = opt.init(jnp.zeros(3))
-    g = jnp.array([1e-3, 1.0, 1e3])
+    state = opt.init(np.zeros(3, np.float32))
+    g = np.array([1e-3, 1.0, 1e3], np.float32)
     for t in range(1, 6):
         u, state = opt.update(g, state)
         np.testing.assert_allclose(u, np.full(3, -0.1 / np.sqrt(t)), rtol=1e-5)
@@ -43,7 +42,8 @@ def test_step_is_invariant_to_gradient_scale_and_shrinks_like_one_over_root_t():
 
 def test_zero_gradient_gives_zero_update():
     opt = adagrad(0.1, initial_accumulator_value=0.0)
-    u, state = opt.update(jnp.zeros(4), opt.init(jnp.zeros(4)))
+    zeros = np.zeros(3, np.float32)  # the shape of the test above, so the same programs
+    u, state = opt.update(zeros, opt.init(zeros))
     assert np.all(np.asarray(u) == 0.0) and np.all(np.isfinite(np.asarray(state.sum_of_squares)))
 
 
