@@ -116,11 +116,13 @@ quarter of a million parameters (see :doc:`/docs/performance`); with the square 
 fast as optax's.
 """
 
+import numbers
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
+from cookbook import _checks
 from cookbook.optimization.sgd import GradientTransformation, check_hyperparameter, check_update
 
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
@@ -142,10 +144,26 @@ def rmsprop(learning_rate, decay=0.9, eps=1e-8):
     def init(params):
         return RmspropState(jax.tree.map(jnp.zeros_like, params))
 
+    hyper = (learning_rate, decay, eps)
+    # Called eagerly, update runs one compiled core: the numbers (the usual case) as
+    # static arguments, an array as a traced one. Traced (inside a training loop) it runs as it is.
+    static = all(isinstance(h, numbers.Real) and not isinstance(h, jax.Array) for h in hyper)
+
     def update(grads, state, params=None):
         check_update(grads, params, {"state.nu": state.nu})
-        nu = jax.tree.map(lambda g, n: (1 - decay) * (g * g) + decay * n, grads, state.nu)
-        updates = jax.tree.map(lambda g, n: (g * jax.lax.rsqrt(n + eps)) * -learning_rate, grads, nu)
-        return updates, RmspropState(nu)
+        if _checks.is_concrete((grads, state)):
+            return (_update_static if static else _update)(grads, state, hyper)
+        return _rmsprop_update(grads, state, hyper)
 
     return GradientTransformation(init, update)
+
+
+def _rmsprop_update(grads, state, hyper):
+    learning_rate, decay, eps = hyper
+    nu = jax.tree.map(lambda g, n: (1 - decay) * (g * g) + decay * n, grads, state.nu)
+    updates = jax.tree.map(lambda g, n: (g * jax.lax.rsqrt(n + eps)) * -learning_rate, grads, nu)
+    return updates, RmspropState(nu)
+
+
+_update_static = jax.jit(_rmsprop_update, static_argnums=2)
+_update = jax.jit(_rmsprop_update)
