@@ -123,8 +123,11 @@ With a zero loss gradient, AdamW shrinks every weight by the same factor :math:`
 Array([0.95, 0.95, 0.95], dtype=float32)
 """
 
+import numbers
+
 import jax
 
+from cookbook import _checks
 from cookbook.optimization.adam import adam_direction, adam_moments, check_adam_hyperparameters, init_adam_state
 from cookbook.optimization.sgd import GradientTransformation, check_hyperparameter, check_update
 
@@ -136,6 +139,10 @@ def adamw(learning_rate, b1=0.9, b2=0.999, eps=1e-8, weight_decay=1e-4):
     """Adam with decoupled weight decay; ``update`` needs ``params``."""
     check_adam_hyperparameters(learning_rate, b1, b2, eps)
     check_hyperparameter("weight_decay", weight_decay, 0.0, float("inf"))
+    hyper = (learning_rate, b1, b2, eps, weight_decay)
+    # Called eagerly, update runs one compiled core: the numbers (the usual case) as
+    # static arguments, an array as a traced one. Traced (inside a training loop) it runs as it is.
+    static = all(isinstance(h, numbers.Real) and not isinstance(h, jax.Array) for h in hyper)
 
     def init(params):
         return init_adam_state(params, amsgrad=False)
@@ -144,8 +151,19 @@ def adamw(learning_rate, b1=0.9, b2=0.999, eps=1e-8, weight_decay=1e-4):
         if params is None:
             raise ValueError("adamw's update needs params for the weight decay, got params=None")
         check_update(grads, params, adam_moments(state))
-        direction, state = adam_direction(grads, state, b1, b2, eps, amsgrad=False)
-        updates = jax.tree.map(lambda d, p: (d + weight_decay * p) * -learning_rate, direction, params)
-        return updates, state
+        if _checks.is_concrete((grads, state, params)):
+            return (_update_static if static else _update)(grads, state, params, hyper)
+        return _adamw_update(grads, state, params, hyper)
 
     return GradientTransformation(init, update)
+
+
+def _adamw_update(grads, state, params, hyper):
+    learning_rate, b1, b2, eps, weight_decay = hyper
+    direction, state = adam_direction(grads, state, b1, b2, eps, amsgrad=False)
+    updates = jax.tree.map(lambda d, p: (d + weight_decay * p) * -learning_rate, direction, params)
+    return updates, state
+
+
+_update_static = jax.jit(_adamw_update, static_argnums=3)
+_update = jax.jit(_adamw_update)

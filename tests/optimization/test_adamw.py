@@ -40,13 +40,13 @@ def _one_step(opt, params, grads):
 
 def test_decoupled_decay_is_uniform_but_l2_under_adam_is_not():
     lr, lam = 0.01, 0.1
-    params = jnp.array([0.01, 1.0, 100.0])
+    params = np.array([0.01, 1.0, 100.0], np.float32)  # NumPy in and out: no eager jnp programs
     # AdamW with zero loss gradient: every weight is multiplied by 1 - lr * lam.
-    np.testing.assert_allclose(_one_step(adamw(lr, weight_decay=lam), params, jnp.zeros(3)) / params,
-                               np.full(3, 1 - lr * lam), rtol=1e-6)
+    decayed = np.asarray(_one_step(adamw(lr, weight_decay=lam), params, np.zeros(3, np.float32)))
+    np.testing.assert_allclose(decayed / params, np.full(3, 1 - lr * lam), rtol=1e-6)
     # Adam with the penalty in the loss: the gradient lam * theta is normalised away, and every weight
     # moves by lr, which is a 100% change for the small one and 0.01% for the large one.
-    moved = params - _one_step(adam(lr), params, lam * params)
+    moved = params - np.asarray(_one_step(adam(lr), params, np.float32(lam) * params))
     np.testing.assert_allclose(moved, np.full(3, lr), rtol=1e-3)  # float32 rounding of 100 - 0.01
 
 
@@ -54,8 +54,8 @@ def test_l2_under_adam_decays_weights_with_large_gradients_less():
     # Two equal weights; the loss pushes weight 0 with large, sign-alternating gradients and leaves
     # weight 1 alone. Measure how far each is pulled towards zero, relative to no regularisation.
     lr, lam, steps = 1e-3, 0.1, 200
-    noise = 10.0 * jnp.where(jnp.arange(steps) % 2 == 0, 1.0, -1.0)
-    loss_grads = jnp.stack([noise, jnp.zeros(steps)], axis=1)  # (steps, 2)
+    noise = 10.0 * np.where(np.arange(steps) % 2 == 0, 1.0, -1.0)
+    loss_grads = np.stack([noise, np.zeros(steps)], axis=1).astype(np.float32)  # (steps, 2)
 
     def run(opt, penalty):
         def step(carry, g):
@@ -66,9 +66,9 @@ def test_l2_under_adam_decays_weights_with_large_gradients_less():
         (params, _), _ = jax.lax.scan(step, (jnp.ones(2), opt.init(jnp.ones(2))), loss_grads)
         return params
 
-    free = run(adam(lr), 0.0)
-    l2_decay = free - run(adam(lr), lam)
-    adamw_decay = free - run(adamw(lr, weight_decay=lam), 0.0)
+    # The three runs in one program, read in NumPy.
+    free, l2, decoupled = map(np.asarray, jax.jit(lambda: (run(adam(lr), 0.0), run(adam(lr), lam), run(adamw(lr, weight_decay=lam), 0.0)))())
+    l2_decay, adamw_decay = free - l2, free - decoupled
     assert float(l2_decay[0]) < 0.05 * float(l2_decay[1])  # the busy weight is hardly decayed
     np.testing.assert_allclose(adamw_decay[0], adamw_decay[1], rtol=0.05)  # AdamW decays both alike
 
@@ -83,7 +83,7 @@ def test_init_and_update_agree_under_jit():
 def test_missing_params_and_bad_hyperparameters_raise():
     opt = adamw(0.1)
     with pytest.raises(ValueError, match=r"needs params for the weight decay"):
-        opt.update(jnp.ones(3), opt.init(jnp.ones(3)))
+        opt.update(np.ones(3, np.float32), opt.init(np.ones(3, np.float32)))
     with pytest.raises(ValueError, match=r"weight_decay must be in \[0.0, inf\), got -0.1"):
         adamw(0.1, weight_decay=-0.1)
 
