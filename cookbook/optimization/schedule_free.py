@@ -163,6 +163,7 @@ Implementation notes
 :math:`p`; this page keeps :math:`p = 2`.
 """
 
+import numbers
 from typing import NamedTuple
 
 import jax
@@ -200,6 +201,10 @@ def schedule_free_adamw(learning_rate, *, warmup_steps=0, b1=0.9, b2=0.999, eps=
     check_hyperparameter("weight_decay", weight_decay, 0.0, float("inf"))
     if not isinstance(warmup_steps, int) or isinstance(warmup_steps, bool) or warmup_steps < 0:
         raise ValueError(f"warmup_steps must be a non-negative int, got {warmup_steps!r}")
+    hyper = (learning_rate, b1, b2, eps, weight_decay)
+    # Called eagerly, update runs one compiled core: the numbers (the usual case) as
+    # static arguments, an array as a traced one. Traced (inside a training loop) it runs as it is.
+    static = all(isinstance(h, numbers.Real) and not isinstance(h, jax.Array) for h in hyper)
 
     def init(params):
         zero = jnp.zeros((), jnp.float32)
@@ -212,26 +217,37 @@ def schedule_free_adamw(learning_rate, *, warmup_steps=0, b1=0.9, b2=0.999, eps=
         if params is None:
             raise ValueError("schedule_free_adamw's update needs params (the point y), got params=None")
         check_update(grads, params, {"state.z": state.z, "state.nu": state.nu})
-        count = state.count + 1
-        t = count.astype(jnp.float32)
-        lr = learning_rate * jnp.minimum(1.0, t / warmup_steps) if warmup_steps else jnp.float32(learning_rate)
-        # z's step uses the previous step's rate (zero at the first step of a warm-up), as optax does.
-        step_lr = learning_rate * jnp.minimum(1.0, (t - 1) / warmup_steps) if warmup_steps else lr
-        max_lr = jnp.maximum(state.max_lr, lr)
-        weight_sum = state.weight_sum + max_lr**2
-        c = jnp.where(weight_sum > 0, max_lr**2 / jnp.where(weight_sum > 0, weight_sum, 1.0), 0.0)
-        nu = jax.tree.map(lambda g, v: b2 * v + (1 - b2) * g * g, grads, state.nu)
-        # AdamW's step without momentum, with the decay taken at y, moves the base sequence z.
-        z = jax.tree.map(
-            lambda z, g, v, y: z - step_lr * (g / (jnp.sqrt(v / (1 - b2**t)) + eps) + weight_decay * y),
-            state.z, grads, nu, params,
-        )
-        x = jax.tree.map(lambda y, z_old, z_new: (1 - c) * (y - (1 - b1) * z_old) / b1 + c * z_new, params, state.z, z)
-        new_y = jax.tree.map(lambda x, z: b1 * x + (1 - b1) * z, x, z)
-        updates = jax.tree.map(jnp.subtract, new_y, params)
-        return updates, ScheduleFreeState(count, z, nu, weight_sum, max_lr, state.b1)
+        if _checks.is_concrete((grads, state, params)):
+            return (_update_static if static else _update)(grads, state, params, hyper, warmup_steps)
+        return _schedule_free_update(grads, state, params, hyper, warmup_steps)
 
     return GradientTransformation(init, update)
+
+
+def _schedule_free_update(grads, state, params, hyper, warmup_steps):
+    learning_rate, b1, b2, eps, weight_decay = hyper
+    count = state.count + 1
+    t = count.astype(jnp.float32)
+    lr = learning_rate * jnp.minimum(1.0, t / warmup_steps) if warmup_steps else jnp.float32(learning_rate)
+    # z's step uses the previous step's rate (zero at the first step of a warm-up), as optax does.
+    step_lr = learning_rate * jnp.minimum(1.0, (t - 1) / warmup_steps) if warmup_steps else lr
+    max_lr = jnp.maximum(state.max_lr, lr)
+    weight_sum = state.weight_sum + max_lr**2
+    c = jnp.where(weight_sum > 0, max_lr**2 / jnp.where(weight_sum > 0, weight_sum, 1.0), 0.0)
+    nu = jax.tree.map(lambda g, v: b2 * v + (1 - b2) * g * g, grads, state.nu)
+    # AdamW's step without momentum, with the decay taken at y, moves the base sequence z.
+    z = jax.tree.map(
+        lambda z, g, v, y: z - step_lr * (g / (jnp.sqrt(v / (1 - b2**t)) + eps) + weight_decay * y),
+        state.z, grads, nu, params,
+    )
+    x = jax.tree.map(lambda y, z_old, z_new: (1 - c) * (y - (1 - b1) * z_old) / b1 + c * z_new, params, state.z, z)
+    new_y = jax.tree.map(lambda x, z: b1 * x + (1 - b1) * z, x, z)
+    updates = jax.tree.map(jnp.subtract, new_y, params)
+    return updates, ScheduleFreeState(count, z, nu, weight_sum, max_lr, state.b1)
+
+
+_update_static = jax.jit(_schedule_free_update, static_argnums=(3, 4))
+_update = jax.jit(_schedule_free_update, static_argnums=4)
 
 
 def eval_params(state, params):
