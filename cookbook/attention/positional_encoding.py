@@ -185,8 +185,9 @@ def sinusoidal_encoding(T, d_model, base=10000.0):
     return _sinusoidal_encoding(T, d_model, base)
 
 
-# The public functions check their arguments, then run a compiled core like this one: one program
-# per set of sizes, instead of a dozen eager operations each compiled for its shape.
+# sinusoidal_encoding checks its arguments, then runs this compiled core: one program per set of
+# sizes, instead of a dozen eager operations each compiled for its shape (the table is the same, bit
+# for bit).
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _sinusoidal_encoding(T, d_model, base):
     positions = jnp.arange(T, dtype=jnp.float32)  # (T,)
@@ -198,11 +199,8 @@ def _sinusoidal_encoding(T, d_model, base):
 def init_learned(key, max_len, d_model):
     """A learned table of ``max_len`` positional embeddings, drawn with standard deviation 0.02."""
     max_len, d_model = _checks.size(max_len, "max_len"), _checks.size(d_model, "d_model")
-    return _init_learned(key, max_len, d_model)
-
-
-@functools.partial(jax.jit, static_argnums=(1, 2))
-def _init_learned(key, max_len, d_model):
+    # Eager on purpose: compiled, XLA folds the 0.02 into the draw and the table moves by an ulp,
+    # which moves every model trained from it (GPT's page figures among them).
     return {"P": 0.02 * jax.random.normal(key, (max_len, d_model))}
 
 
