@@ -176,7 +176,6 @@ Array([1.   , 0.1  , 0.01 , 0.001], dtype=float32)
 Array([32.5, 15.8,  4. ], dtype=float32)
 """
 
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -189,7 +188,8 @@ JIT = {"apply_rope": ("base",), "rope_frequencies": ("D", "base"), "relative_dis
 
 # Each public function checks its input in Python, then hands it as it comes to one compiled core
 # (D and base static), so that repeated calls of the same shapes reuse one program instead of
-# dispatching a dozen operations one by one.
+# dispatching a dozen operations one by one. A base traced by an outer jax.jit goes to a second core
+# that takes it as an argument.
 def _frequencies(D, base):
     return base ** (-jnp.arange(0, D, 2, dtype=jnp.float32) / D)  # (D / 2,)
 
@@ -199,15 +199,19 @@ def _check_D_base(D, base):
     if D % 2:
         raise ValueError(f"D must be even (features come in pairs), got D={D}")
     _checks.positive(base, "base")
-    return D, _checks.static_number(base, "base")
+    return D, base
 
 
 def rope_frequencies(D, base=10000.0):
     """The angular frequencies ``base ** (-2i / D)`` of the D / 2 feature pairs, in float32."""
-    return _rope_frequencies(*_check_D_base(D, base))
+    D, base = _check_D_base(D, base)
+    if _checks.is_concrete(base):
+        return _rope_frequencies(D, _checks.static_number(base, "base"))
+    return _rope_frequencies_traced(D, base)
 
 
 _rope_frequencies = jax.jit(_frequencies, static_argnums=(0, 1))
+_rope_frequencies_traced = jax.jit(_frequencies, static_argnums=0)
 
 
 def _positions(positions, name):
@@ -229,11 +233,12 @@ def apply_rope(x, positions, base=10000.0):
     if positions.shape != (T,):
         raise ValueError(f"positions must have shape (T,) = ({T},) to match x {x.shape}, got shape {positions.shape}")
     _checks.positive(base, "base")
-    return _apply_rope(x, positions, base=_checks.static_number(base, "base"))
+    if _checks.is_concrete(base):
+        return _apply_rope(x, positions, base=_checks.static_number(base, "base"))
+    return _apply_rope_traced(x, positions, base)
 
 
-@functools.partial(jax.jit, static_argnames="base")
-def _apply_rope(x, positions, *, base):
+def _rotate(x, positions, base):
     *batch, T, D = x.shape
     frequencies = _frequencies(D, base)  # (D / 2,)
     angles = positions.astype(jnp.float32)[:, None] * frequencies[None, :]  # (T, D / 2)
@@ -245,19 +250,29 @@ def _apply_rope(x, positions, *, base):
     return rotated.reshape(x.shape).astype(x.dtype)
 
 
+_apply_rope = jax.jit(_rotate, static_argnames="base")
+_apply_rope_traced = jax.jit(_rotate)
+
+
 def relative_distance_bound(offsets, D, base=10000.0):
     """Su et al.'s decaying factor ``(2 / D) sum_j |sum_{i<j} exp(1j r theta_i)|`` for each offset r.
 
     Times ``max_i |h_{i+1} - h_i|`` it bounds the score of a query and a key at offset r.
     """
     offsets = _positions(offsets, "offsets")
-    return _relative_distance_bound(offsets, *_check_D_base(D, base))
+    D, base = _check_D_base(D, base)
+    if _checks.is_concrete(base):
+        return _relative_distance_bound(offsets, D, _checks.static_number(base, "base"))
+    return _relative_distance_bound_traced(offsets, D, base)
 
 
-@functools.partial(jax.jit, static_argnums=(1, 2))
-def _relative_distance_bound(offsets, D, base):
+def _bound(offsets, D, base):
     frequencies = _frequencies(D, base)  # (D / 2,)
     angles = offsets.astype(jnp.float32)[..., None] * frequencies.reshape((1,) * offsets.ndim + (-1,))  # (..., D / 2)
     partial_cos = jnp.cumsum(jnp.cos(angles), axis=-1)  # real and imaginary parts of the partial sums
     partial_sin = jnp.cumsum(jnp.sin(angles), axis=-1)
     return jnp.mean(jnp.hypot(partial_cos, partial_sin), axis=-1)  # (...,)
+
+
+_relative_distance_bound = jax.jit(_bound, static_argnums=(1, 2))
+_relative_distance_bound_traced = jax.jit(_bound, static_argnums=1)

@@ -182,14 +182,19 @@ def clip_to_global_norm(updates, max_norm):
     """``updates`` rescaled as one to global norm ``max_norm`` when their norm is larger, else unchanged."""
     _check_updates(updates, None)
     _check_not_empty(updates)
-    return _clip_to_global_norm(updates, max_norm=_checks.static_number(max_norm, "max_norm"))
+    if _checks.is_concrete(max_norm):
+        return _clip_to_global_norm(updates, max_norm=_checks.static_number(max_norm, "max_norm"))
+    return _clip_to_global_norm_traced(updates, max_norm)  # a bound traced by an outer jax.jit
 
 
-@functools.partial(jax.jit, static_argnames="max_norm")
-def _clip_to_global_norm(updates, *, max_norm):
+def _rescale(updates, max_norm):
     norm = _global_norm(updates)
     factor = jnp.where(norm < max_norm, 1.0, max_norm / jnp.maximum(norm, max_norm))
     return jax.tree.map(lambda g: (g * factor).astype(g.dtype), updates)
+
+
+_clip_to_global_norm = jax.jit(_rescale, static_argnames="max_norm")
+_clip_to_global_norm_traced = jax.jit(_rescale)
 
 
 def clip_by_global_norm(max_norm):

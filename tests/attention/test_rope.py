@@ -169,3 +169,18 @@ def test_bad_dtypes_and_arguments(bad, error, match):
         rope_frequencies(7)
     with pytest.raises(TypeError, match="D must be an int"):
         relative_distance_bound(np.arange(3), 8.5)
+
+
+def test_a_traced_base_runs_and_agrees_with_a_number():
+    # A number picks the compiled core built for it; a base traced by an outer jax.jit goes to a core
+    # that takes it as an argument, and gives the same rotation, frequencies and bound.
+    x = np.random.default_rng(3).standard_normal((2, 5, 8)).astype(np.float32)
+    positions = np.arange(5, dtype=np.int32)
+    rotated = jax.jit(apply_rope)(x, positions, 500.0)
+    np.testing.assert_allclose(rotated, apply_rope(x, positions, 500.0), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(jax.jit(rope_frequencies, static_argnums=0)(8, 500.0), rope_frequencies(8, 500.0),
+                               rtol=1e-6)
+    offsets = np.arange(0, 40, 7, dtype=np.int32)
+    np.testing.assert_allclose(jax.jit(relative_distance_bound, static_argnums=1)(offsets, 8, 500.0),
+                               relative_distance_bound(offsets, 8, 500.0), rtol=1e-5)
+    assert not np.allclose(rotated, apply_rope(x, positions, 10000.0))  # the base is not ignored

@@ -121,3 +121,15 @@ def test_squares_overflow_float32_above_about_1_8e19():
         assert np.isfinite(np.float32(1.8e19) ** 2) and np.isinf(np.float32(1.9e19) ** 2)
     # global_norm rescales first, so a gradient of such entries has a finite, correct norm.
     np.testing.assert_allclose(float(global_norm({"w": np.full(4, 1e30, np.float32)})), 2e30, rtol=1e-6)
+
+
+def test_a_traced_bound_runs_and_agrees_with_a_number():
+    # A number picks the compiled core built for it; a bound traced by an outer jax.jit goes to a
+    # core that takes it as an argument, and rescales the same way.
+    grads = {"w": np.float32([[3.0, -4.0], [12.0, 0.0]]), "b": np.float32([5.0, 0.0])}  # global norm 14
+    for max_norm in (2.0, 20.0):
+        traced = jax.jit(clip_to_global_norm)(grads, max_norm)
+        number = clip_to_global_norm(grads, max_norm)
+        for name in grads:
+            np.testing.assert_allclose(traced[name], number[name], rtol=1e-6)
+    np.testing.assert_allclose(float(global_norm(jax.jit(clip_to_global_norm)(grads, 2.0))), 2.0, rtol=1e-6)
