@@ -257,6 +257,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from cookbook import _checks
 
@@ -282,7 +283,8 @@ def memory_efficient_attention(q, k, v, mask=None, *, causal=False, block_size=1
     if not isinstance(causal, bool):
         raise TypeError(f"causal must be a bool, got {causal!r}")
     if mask is not None:
-        mask = jnp.asarray(mask)
+        if not isinstance(mask, (jax.Array, np.ndarray)):
+            mask = jnp.asarray(mask)  # a NumPy mask goes to the core as it is: no program to convert it
         if mask.dtype != jnp.bool_:
             raise TypeError(f"mask must be boolean (True = may attend), got dtype {mask.dtype}")
         if mask.shape not in ((T, S), (1, S)):
