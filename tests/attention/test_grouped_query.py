@@ -16,13 +16,26 @@ def _x(seed, T=5):
     return np.random.default_rng(seed).standard_normal((T, D_MODEL)).astype(np.float32)
 
 
+def _draw(init_fn, seed):
+    """Weights in the shapes that ``init_fn`` returns (read with jax.eval_shape, which compiles
+    nothing), drawn in NumPy: the weights with standard deviation 1 / sqrt(d_model), the biases
+    nonzero (0.1) so that a lost bias shows."""
+    rng = np.random.default_rng(seed)
+    return {name: ((0.1 if name.startswith("b") else 1.0 / np.sqrt(D_MODEL))
+                   * rng.standard_normal(leaf.shape)).astype(np.float32)
+            for name, leaf in jax.eval_shape(init_fn).items()}
+
+
+def _params(G, seed):
+    """Grouped-query weights in init's shapes for G groups: a jax.random draw would compile init's
+    program for every G."""
+    return _draw(lambda: init(jax.random.key(0), D_MODEL, H, G), seed)
+
+
 @pytest.fixture(scope="module")
 def mha_params():
-    """Multi-head weights in multi_head.init's shapes, drawn in NumPy (the biases nonzero)."""
-    shapes = jax.eval_shape(lambda: multi_head.init(jax.random.key(0), D_MODEL, H))
-    rng = np.random.default_rng(0)
-    return {name: ((0.1 if name.startswith("b") else 1.0 / np.sqrt(D_MODEL))
-                   * rng.standard_normal(leaf.shape)).astype(np.float32) for name, leaf in shapes.items()}
+    """Multi-head weights in multi_head.init's shapes, drawn in NumPy."""
+    return _draw(lambda: multi_head.init(jax.random.key(0), D_MODEL, H), 0)
 
 
 def _attention(q, k, v, mask=None):
@@ -44,7 +57,7 @@ def test_as_many_groups_as_heads_is_multi_head_attention(mha_params):
 
 
 def test_one_group_is_multi_query_attention():
-    params = init(jax.random.key(4), D_MODEL, H, 1)
+    params = _params(1, 4)
     x = _x(5, T=7)
     causal = np.tril(np.ones((7, 7), bool))
     expected = _multi_query_by_hand(params, x, causal)
@@ -60,13 +73,15 @@ def _multi_query_by_hand(params, x, causal):
     return sum(heads[h] @ p["W_o"][h] for h in range(H)) + p["b_o"][None, :]
 
 
+# The tests with three groups run T = 5 tokens, so that they share one program of apply and one of
+# keys_values.
 def test_each_head_reads_its_own_group():
-    params = init(jax.random.key(6), D_MODEL, H, 3)  # heads (0, 1), (2, 3), (4, 5)
+    params = _params(3, 6)  # heads (0, 1), (2, 3), (4, 5)
     x = _x(7)
     # Zeroing the values of group 1 changes exactly the contribution of heads 2 and 3.
-    W_v = np.array(params["W_v"])
-    W_v[:, 1] = 0.0
-    zeroed = {**params, "W_v": W_v}
+    W_v, b_v = np.array(params["W_v"]), np.array(params["b_v"])
+    W_v[:, 1], b_v[1] = 0.0, 0.0
+    zeroed = {**params, "W_v": W_v, "b_v": b_v}
     delta = np.asarray(apply(params, x)) - np.asarray(apply(zeroed, x))
     np.testing.assert_allclose(delta, _group_one_by_hand(params, x), rtol=1e-4, atol=1e-5)
 
@@ -80,23 +95,24 @@ def _group_one_by_hand(params, x):
 
 @pytest.mark.parametrize("G", [1, 3])
 def test_cache_size_is_asserted(G):
-    params = init(jax.random.key(8), D_MODEL, H, G)
-    k, v = keys_values(params, _x(9, T=11))
-    assert k.shape == v.shape == (G, 11, 4)
-    assert k.size + v.size == kv_cache_floats(11, G, 4) == 2 * 11 * G * 4
-    assert kv_cache_floats(11, G, 4) * H == kv_cache_floats(11, H, 4) * G  # H / G times smaller than MHA
+    params = _params(G, 8)
+    k, v = keys_values(params, _x(9))
+    assert k.shape == v.shape == (G, 5, 4)
+    assert k.size + v.size == kv_cache_floats(5, G, 4) == 2 * 5 * G * 4
+    assert kv_cache_floats(5, G, 4) * H == kv_cache_floats(5, H, 4) * G  # H / G times smaller than MHA
 
 
 def test_uptraining_average_pools_key_value_heads(mha_params):
-    params = from_multi_head(mha_params, 2)
-    assert params["W_k"].shape == (D_MODEL, 2, 4) and params["b_v"].shape == (2, 4)
-    np.testing.assert_allclose(np.asarray(params["W_k"])[:, 1], mha_params["W_k"][:, 3:].mean(axis=1), rtol=1e-6)
+    params = from_multi_head(mha_params, 3)
+    assert params["W_k"].shape == (D_MODEL, 3, 4) and params["b_v"].shape == (3, 4)
+    np.testing.assert_allclose(np.asarray(params["W_k"])[:, 1], mha_params["W_k"][:, 2:4].mean(axis=1), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(params["b_v"])[2], mha_params["b_v"][4:].mean(axis=0), rtol=1e-6)
     np.testing.assert_array_equal(params["W_q"], mha_params["W_q"])
     assert apply(params, _x(10)).shape == (5, D_MODEL)
 
 
 def test_vmap_over_a_batch_and_permutation_equivariance():
-    params = init(jax.random.key(11), D_MODEL, H, 2)
+    params = _params(3, 11)
     xs = np.stack([_x(12), _x(13)])
     batched = np.asarray(jax.jit(jax.vmap(apply, in_axes=(None, 0)))(params, xs))
     np.testing.assert_allclose(batched[1], apply(params, xs[1]), **TOL)
@@ -109,7 +125,7 @@ def test_bad_arguments_raise_clear_errors(mha_params):
         init(jax.random.key(0), D_MODEL, H, 4)
     with pytest.raises(ValueError, match=r"num_heads must divide d_model"):
         init(jax.random.key(0), D_MODEL, 5, 1)
-    params = init(jax.random.key(0), D_MODEL, H, 2)
+    params = _params(2, 0)
     with pytest.raises(ValueError, match=r"x must have shape \(T, d_model\) = \(T, 24\)"):
         apply(params, np.ones((5, 23)))
     with pytest.raises(ValueError, match=r"context must have shape \(S, d_model\)"):
