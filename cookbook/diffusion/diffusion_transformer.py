@@ -161,6 +161,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from cookbook import _checks
@@ -222,8 +223,8 @@ def _check_block(params, name="params"):
     _checks.same_shape(W_ada, f'{name}["W_ada"]', (D, 6 * D))
     _checks.same_shape(_checks.float_array(params["b_ada"], f'{name}["b_ada"]'), f'{name}["b_ada"]', (6 * D,),
                        expected_from=f'the width D = {D} of {name}["W_ada"]')
-    mlp_like = [{"W": jnp.zeros((D, hidden)), "b": jnp.zeros((hidden,))},
-                {"W": jnp.zeros((hidden, D)), "b": jnp.zeros((D,))}]
+    shape = lambda *dims: jax.ShapeDtypeStruct(dims, jnp.float32)  # shapes only: nothing to compute or compile
+    mlp_like = [{"W": shape(D, hidden), "b": shape(hidden)}, {"W": shape(hidden, D), "b": shape(D)}]
     _checks.same_tree(params["mlp"], f'{name}["mlp"]', mlp_like, "two layers D -> hidden -> D")
     if multi_head._check_params(params["attn"])[0] != D:
         raise ValueError(f'{name}["attn"] must have width {D} as {name}["W_ada"], got '
@@ -448,5 +449,5 @@ def digits(split="train"):
         raise ValueError(f'split must be "train" or "test", got {split!r}')
     data = load_digits()
     rows = slice(0, 1500) if split == "train" else slice(1500, None)
-    images = jnp.asarray((data.images[rows] / 8.0 - 1.0)[..., None], jnp.float32)
-    return images, jnp.asarray(data.target[rows], jnp.int32)
+    images = (data.images[rows] / 8.0 - 1.0)[..., None].astype(np.float32)
+    return jax.device_put(images), jax.device_put(data.target[rows].astype(np.int32))  # placed, not compiled

@@ -86,12 +86,13 @@ def test_block_is_equivariant_to_permuting_the_tokens():
     x = _rng(8, N, D)
     c = _rng(9, D)
     perm = np.array([3, 0, 6, 1, 5, 2, 4])
-    np.testing.assert_allclose(_block(block, x[perm], c), _block(block, x, c)[perm], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(_block(block, x[perm], c), np.asarray(_block(block, x, c))[perm], rtol=1e-5, atol=1e-5)
 
 
 def test_patchify_and_unpatchify_are_inverse():
     image = _rng(10, 6, 6, 5)
-    np.testing.assert_array_equal(unpatchify(patchify(image, 3), 6, 3, 5), image)
+    # unpatchify only reshapes and transposes, so it runs as well on a NumPy array: nothing to compile
+    np.testing.assert_array_equal(unpatchify(np.asarray(patchify(image, 3)), 6, 3, 5), image)
 
 
 def test_with_the_gates_shut_only_the_gates_get_a_gradient():
