@@ -279,7 +279,7 @@ def _langevin_step(x, score, step_size, noise):
 
 def _time(t):
     t = _checks.float_array(t, "t", ndim=0, what=" (a scalar time)")
-    if _checks.is_concrete(t) and not bool(jnp.isnan(t)) and not 0.0 <= float(t) <= 1.0:
+    if _checks.is_concrete(t) and not np.isnan(float(t)) and not 0.0 <= float(t) <= 1.0:  # in NumPy: no compiling
         raise ValueError(f"t must lie in [0, 1], got {float(t)}")
     return t
 
@@ -364,7 +364,7 @@ def _sigmas(sigmas):
     sigmas = _checks.float_array(sigmas, "sigmas", ndim=1, what=" (L,)")
     if sigmas.shape[0] < 2:  # a network conditioned on the level needs levels to tell apart
         raise ValueError(f"sigmas must hold at least 2 noise levels, got shape {tuple(sigmas.shape)}")
-    if _checks.is_concrete(sigmas) and sigmas.size and not bool(jnp.all(sigmas > 0)):
+    if _checks.is_concrete(sigmas) and sigmas.size and not bool(np.all(np.asarray(sigmas) > 0)):  # in NumPy: no compiling
         raise ValueError(f"sigmas must be positive, got {sigmas}")
     return sigmas
 
@@ -396,8 +396,9 @@ def _train(params, data, key, sigmas, *, steps, batch_size, learning_rate):
 
 def example_mixture():
     """The mixture of the tests: three isotropic Gaussians in the plane."""
-    return (jnp.array([[-2.0, 0.0], [2.0, 0.0], [0.0, 2.5]]), jnp.array([0.3, 0.5, 0.4]),
-            jnp.array([0.3, 0.5, 0.2]))
+    means = np.array([[-2.0, 0.0], [2.0, 0.0], [0.0, 2.5]], np.float32)
+    stds, weights = np.array([0.3, 0.5, 0.4], np.float32), np.array([0.3, 0.5, 0.2], np.float32)
+    return jax.device_put((means, stds, weights))  # float32 JAX arrays, placed without compiling a conversion
 
 
 @cached
