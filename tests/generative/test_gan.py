@@ -17,24 +17,32 @@ P, Q = norm(0.0, 1.0), norm(1.5, 0.7)
 def test_discriminator_loss_is_binary_cross_entropy_as_in_optax():
     rng = np.random.default_rng(0)
     real, fake = rng.normal(size=7).astype(np.float32) * 3, rng.normal(size=5).astype(np.float32) * 3
-    bce = jax.jit(optax.sigmoid_binary_cross_entropy)  # optax's operations as one program, not one each
-    want = np.mean(np.asarray(bce(real, np.ones(7, np.float32)))) + np.mean(np.asarray(bce(fake, np.zeros(5, np.float32))))
+    # optax's operations as one program, not one each, on the real and the fake logits together
+    bce = np.asarray(jax.jit(optax.sigmoid_binary_cross_entropy)(np.concatenate([real, fake]),
+                                                                  np.float32([1] * 7 + [0] * 5)))
+    want = np.mean(bce[:7]) + np.mean(bce[7:])
     np.testing.assert_allclose(discriminator_loss(real, fake), want, rtol=1e-6)
-    # From logits it stays finite where probabilities would round to 0 or 1.
-    assert np.isfinite(float(discriminator_loss(np.array([-200.0], np.float32), np.array([200.0], np.float32))))
+    # From logits it stays finite where probabilities would round to 0 or 1 (the shapes above: one program).
+    assert np.isfinite(float(discriminator_loss(np.full(7, -200.0, np.float32), np.full(5, 200.0, np.float32))))
 
 
 def test_generator_gradients_saturate_for_the_minimax_loss_only():
     logits = np.array([-12.0, -4.0, 0.0, 3.0, 9.0], np.float32)
-    ns = np.asarray(jax.jit(jax.grad(generator_loss))(logits))  # one program each, not a forward and a backward
-    mm = np.asarray(jax.jit(jax.grad(lambda l: generator_loss(l, non_saturating=False)))(logits))
+    minimax = lambda l: generator_loss(l, non_saturating=False)  # noqa: E731
+
+    @jax.jit  # the gradients and the losses below in one program, not a forward and a backward each
+    def gradients_and_losses(l):
+        return (jax.grad(generator_loss)(l), jax.grad(minimax)(l),
+                [generator_loss(l), generator_loss(l + 1), minimax(l), minimax(l + 1)])
+
+    ns, mm, (ns_loss, ns_fooled, mm_loss, mm_fooled) = jax.tree.map(np.asarray, gradients_and_losses(logits))
     sigmoid = 1 / (1 + np.exp(-logits.astype(np.float64)))
     np.testing.assert_allclose(ns, -(1 - sigmoid) / 5, rtol=1e-5)  # -sigma(-l) / B
     np.testing.assert_allclose(mm, -sigmoid / 5, rtol=1e-5, atol=1e-12)  # -sigma(l) / B
     assert abs(float(mm[0])) < 1e-5 < 0.19 < abs(float(ns[0]))  # a rejected sample: only ns has a gradient
     # The same fixed point: both losses fall as the discriminator is fooled more.
-    assert float(generator_loss(logits + 1)) < float(generator_loss(logits))
-    assert float(generator_loss(logits + 1, non_saturating=False)) < float(generator_loss(logits, non_saturating=False))
+    assert float(ns_fooled) < float(ns_loss)
+    assert float(mm_fooled) < float(mm_loss)
 
 
 def test_logistic_regression_on_x_and_x_squared_recovers_the_optimal_discriminator():
@@ -73,8 +81,9 @@ def test_value_at_the_optimal_discriminator_is_minus_log_4_plus_twice_the_jsd():
     real, fake = P.rvs(100_000, random_state=rng), Q.rvs(100_000, random_state=rng)
     logit = lambda x: (P.logpdf(x) - Q.logpdf(x)).astype(np.float32)  # noqa: E731
     np.testing.assert_allclose(-float(discriminator_loss(logit(real), logit(fake))), value, atol=0.01)
-    # With q = p the value is -log 4 and the optimal discriminator is one half everywhere.
-    assert float(discriminator_loss(np.zeros(3, np.float32), np.zeros(5, np.float32))) == pytest.approx(np.log(4))
+    # With q = p the value is -log 4 and the optimal discriminator is one half everywhere (7 and 5
+    # logits: the program of the first test).
+    assert float(discriminator_loss(np.zeros(7, np.float32), np.zeros(5, np.float32))) == pytest.approx(np.log(4))
 
 
 def ring(n, seed, modes=8, radius=2.0, std=0.05):
@@ -111,6 +120,11 @@ CENTRES = 2.0 * np.stack([np.cos(2 * np.pi * np.arange(8) / 8), np.sin(2 * np.pi
 NOISE = np.random.default_rng(5).normal(size=(2000, 2)).astype(np.float32)
 sample = jax.jit(jax.vmap(generate, in_axes=(None, 0)))
 logits = jax.jit(jax.vmap(discriminate, in_axes=(None, 0)))
+
+
+def _at_centres(params):
+    """The logits at the eight modes, computed in a batch of NOISE's shape: the program of the samples' logits."""
+    return np.asarray(logits(params, np.resize(CENTRES, NOISE.shape)))[:8]
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +171,7 @@ def test_mode_collapse_is_a_best_reply_that_the_discriminator_then_punishes(trai
     discriminator's reply is to reject that mode; the generator's reply is to leave it."""
     _, params, _, _ = trained
     covering = np.asarray(sample(params, NOISE))
-    favourite = int(np.argmax(logits(params, CENTRES)))
+    favourite = int(np.argmax(_at_centres(params)))
     collapsed = np.repeat(CENTRES[favourite][None], len(NOISE), 0)
     # 1. Against the trained discriminator, collapse costs the generator less than coverage
     #    (about 0.57 against 0.73).
@@ -168,8 +182,7 @@ def test_mode_collapse_is_a_best_reply_that_the_discriminator_then_punishes(trai
     #    becomes the lowest of the eight, and collapse now costs the generator more than coverage did.
     d = _discriminator_replies(params["discriminator"], ring(2000, 1), collapsed, jax.random.key(2))
     replied = {**params, "discriminator": d}
-    at_centres = np.asarray(logits(replied, CENTRES))
-    assert int(np.argmin(at_centres)) == favourite
+    assert int(np.argmin(_at_centres(replied))) == favourite
     assert float(generator_loss(logits(replied, collapsed))) > loss_covering + 1.0
     # 3. A generator collapsed on that mode (its last layer's weights scaled to nothing, its bias at
     #    the mode), playing the same 2000 steps of the game as the learning test from that
