@@ -13,18 +13,19 @@ H, W, C, C1, C2, CLASSES = 7, 5, 3, 2, 5, 3  # a non-square image: a quarter tur
 
 
 def numpy_params(seed, **kwargs):
-    """Parameters shaped as ``init`` makes them, every leaf drawn with NumPy (biases too)."""
+    """Parameters shaped as ``init`` makes them, every leaf drawn with NumPy (biases too) and left a
+    NumPy array: ``jnp.asarray`` would compile a program for each new shape."""
     shapes = jax.eval_shape(lambda: init(jax.random.key(0), **kwargs))
     rng = np.random.default_rng(seed)
-    return jax.tree.map(lambda s: jnp.asarray((rng.standard_normal(s.shape) * 0.5).astype(np.float32)), shapes)
+    return jax.tree.map(lambda s: (rng.standard_normal(s.shape) * 0.5).astype(np.float32), shapes)
 
 
 def he_params(seed, **kwargs):
     """``init``'s parameters drawn with NumPy: He-normal weights (fan-in: all axes but the last), zero biases."""
     shapes = jax.eval_shape(lambda: init(jax.random.key(0), **kwargs))
     rng = np.random.default_rng(seed)
-    return jax.tree.map(lambda s: jnp.asarray((rng.standard_normal(s.shape) * np.sqrt(2 / np.prod(s.shape[:-1]))
-                                               if len(s.shape) > 1 else np.zeros(s.shape)).astype(np.float32)), shapes)
+    return jax.tree.map(lambda s: (rng.standard_normal(s.shape) * np.sqrt(2 / np.prod(s.shape[:-1]))
+                                   if len(s.shape) > 1 else np.zeros(s.shape)).astype(np.float32), shapes)
 
 
 @pytest.fixture(scope="module")
@@ -182,8 +183,8 @@ STEPS, BATCH, TRAIN = 200, 32, 1200
 
 def plain_init(seed, c1=8, c2=16, classes=10):
     rng = np.random.default_rng(seed)
-    draw = lambda shape, fan_in: jnp.asarray((rng.standard_normal(shape) * np.sqrt(2 / fan_in)).astype(np.float32))
-    zeros = lambda n: jnp.asarray(np.zeros(n, np.float32))
+    draw = lambda shape, fan_in: (rng.standard_normal(shape) * np.sqrt(2 / fan_in)).astype(np.float32)
+    zeros = lambda n: np.zeros(n, np.float32)
     return {"W1": draw((3, 3, 1, c1), 9), "b1": zeros(c1), "W2": draw((3, 3, c1, c2), 9 * c1),
             "b2": zeros(c2), "W3": draw((c2, classes), 2 * c2), "b3": zeros(classes)}
 
@@ -200,11 +201,12 @@ def digits_accuracies():
     from sklearn.datasets import load_digits
 
     digits = load_digits()
-    X = jnp.asarray((digits.images[..., None] / 16.0).astype(np.float32))  # (1797, 8, 8, 1)
-    y = jnp.asarray(digits.target)
+    # Placed with jax.device_put (indexed by traced batches below): jnp.asarray would compile a program each.
+    X = jax.device_put((digits.images[..., None] / 16.0).astype(np.float32))  # (1797, 8, 8, 1)
+    y = jax.device_put(digits.target.astype(np.int32))
     order = np.random.default_rng(0).permutation(len(y))
     train, test = order[:TRAIN], order[TRAIN:]
-    batches = jnp.asarray(np.random.default_rng(1).choice(train, (STEPS, BATCH)))
+    batches = jax.device_put(np.random.default_rng(1).choice(train, (STEPS, BATCH)).astype(np.int32))
     # Initial parameters drawn with NumPy, He-normal as init draws them: no random kernel to compile.
     params = {"p4": he_params(2, in_channels=1, channels=(4, 8), num_classes=10), "plain": plain_init(3)}
     models = {"p4": apply, "plain": plain_apply}
