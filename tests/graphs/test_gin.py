@@ -111,8 +111,8 @@ def numpy_params(seed, sizes):
     compile), zero biases and eps."""
     shapes = jax.eval_shape(lambda: init(jax.random.key(0), sizes))
     rng = np.random.default_rng(seed)
-    draw = lambda s: jnp.asarray((rng.standard_normal(s.shape) * np.sqrt(2 / s.shape[0]) if len(s.shape) == 2
-                                  else np.zeros(s.shape)).astype(np.float32))
+    draw = lambda s: (rng.standard_normal(s.shape) * np.sqrt(2 / s.shape[0]) if len(s.shape) == 2
+                      else np.zeros(s.shape)).astype(np.float32)  # NumPy arrays: jnp.asarray compiles per shape
     return jax.tree.map(draw, shapes)
 
 
@@ -121,43 +121,53 @@ def params():
     return numpy_params(0, (1, 16, 16, 16))
 
 
-def test_renumbering_nodes_and_edges_leaves_the_embedding_unchanged(params):
+@pytest.fixture(scope="module")
+def embeddings(six_node_graphs, params):
+    """One batch, embedded with each aggregation (one program each): the 156 six-node graphs (ones
+    as features), then an 11-node random graph with random features and the same graph with its
+    nodes and edges renumbered, then a 7-node graph and two disjoint copies of it (ones). The graphs
+    of a batch are disjoint, so each one's embedding is what it would get alone."""
+    graphs = six_node_graphs[0]
     g = nx.gnp_random_graph(11, 0.3, seed=1)
-    senders, receivers, _ = batch([g])
-    x = np.random.default_rng(2).standard_normal((11, 1)).astype(np.float32)
+    x11 = np.random.default_rng(2).standard_normal((11, 1)).astype(np.float32)
+    s11, r11, _ = batch([g])
     rng = np.random.default_rng(3)
-    perm, edge_perm = rng.permutation(11), rng.permutation(len(senders))
+    perm, edge_perm = rng.permutation(11), rng.permutation(len(s11))
     inverse = np.argsort(perm)
-    graph_ids = np.zeros(11, np.int32)
+    g7 = nx.gnp_random_graph(7, 0.4, seed=4)
+    senders, receivers, graph_ids = batch(list(graphs) + [g, g, g7, nx.disjoint_union(g7, g7)])
+    n6 = 6 * len(graphs)
+    # The renumbered copy (graph 157, nodes n6 + 11 to n6 + 21): its edges relabelled and reordered.
+    copy = (senders >= n6 + 11) & (senders < n6 + 22)
+    assert copy.sum() == len(s11)
+    senders[copy], receivers[copy] = n6 + 11 + inverse[s11[edge_perm]], n6 + 11 + inverse[r11[edge_perm]]
+    x = np.ones((len(graph_ids), 1), np.float32)
+    x[n6:n6 + 11], x[n6 + 11:n6 + 22] = x11, x11[perm]
+    return {aggregation: np.asarray(apply(params, x, senders, receivers, graph_ids, num_graphs=len(graphs) + 4,
+                                          aggregation=aggregation))
+            for aggregation in ("sum", "mean", "max")}
+
+
+def test_renumbering_nodes_and_edges_leaves_the_embedding_unchanged(embeddings):
     for aggregation in ("sum", "mean"):
-        h = apply(params, x, senders, receivers, graph_ids, num_graphs=1, aggregation=aggregation)
-        h_perm = apply(params, x[perm], inverse[senders[edge_perm]], inverse[receivers[edge_perm]], graph_ids,
-                           num_graphs=1, aggregation=aggregation)
+        h, h_perm = embeddings[aggregation][156:158]
         np.testing.assert_allclose(h_perm, h, rtol=1e-6, atol=1e-5)
 
 
-def test_sum_reads_out_two_copies_as_twice_one_and_mean_as_the_same(params):
-    g = nx.gnp_random_graph(7, 0.4, seed=4)
-    two = nx.disjoint_union(g, g)
-    senders, receivers, graph_ids = batch([g, two])
-    x = np.ones((21, 1), np.float32)
-    h_sum = np.asarray(apply(params, x, senders, receivers, graph_ids, num_graphs=2, aggregation="sum"))
-    h_mean = np.asarray(apply(params, x, senders, receivers, graph_ids, num_graphs=2, aggregation="mean"))
+def test_sum_reads_out_two_copies_as_twice_one_and_mean_as_the_same(embeddings):
+    h_sum, h_mean = embeddings["sum"][158:], embeddings["mean"][158:]
     np.testing.assert_allclose(h_sum[1], 2 * h_sum[0], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(h_mean[1], h_mean[0], rtol=1e-6, atol=1e-6)
     assert not np.allclose(h_sum[1], h_sum[0], atol=1e-3)
 
 
 def test_no_network_separates_what_wl_does_not_and_sum_separates_almost_all_it_does(six_node_graphs, six_node_wl,
-                                                                                     params):
+                                                                                     embeddings):
     graphs, adjacency, i, j = six_node_graphs
-    senders, receivers, graph_ids = batch(graphs)
-    x = np.ones((6 * len(graphs), 1), np.float32)
     wl_same = six_node_wl[3]  # 3 layers see 3 rounds
     separated = {}
     for aggregation in ("sum", "mean", "max"):
-        h = np.float64(apply(params, x, senders, receivers, graph_ids, num_graphs=len(graphs),
-                                 aggregation=aggregation))
+        h = np.float64(embeddings[aggregation][:len(graphs)])
         distance = np.linalg.norm(h[i] - h[j], axis=1) / (1e-9 + np.linalg.norm(h[i], axis=1))
         assert distance[wl_same].max() < 1e-6  # the bound: WL-equivalent graphs get one embedding
         separated[aggregation] = int((distance[~wl_same] > 1e-4).sum())
