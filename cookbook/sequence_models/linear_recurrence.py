@@ -208,8 +208,8 @@ def _inexact(x, name):
     except TypeError:
         if not isinstance(x, bool):
             try:
-                x = jnp.asarray(x)
-            except (TypeError, ValueError):
+                x = _checks._as_array(x, name)  # a NumPy array placed without compiling a copy
+            except TypeError:
                 x = None
             if x is not None and jnp.issubdtype(x.dtype, jnp.complexfloating):
                 return x

@@ -153,12 +153,16 @@ def test_ring_initialisation_and_the_unit_impulse_energy():
 
 def test_lru_learns_a_delay_line():
     # y_t = x_{t-3}: the unit must hold three past inputs. 200 Adam steps of 16 sequences of 16
-    # steps bring the held-out MSE from about 3.8 (at initialisation) below 0.01 (measured 3.0e-4).
+    # steps bring the held-out MSE from about 4.0 (at initialisation) below 0.01 (measured 2.6e-4).
     T, H, N, delay, steps, batch = 16, 1, 16, 3, 200, 16
+    # The sequences drawn with NumPy and given to the training program as arguments: jax.random's
+    # sampler inside its scan took about a third of its compile time.
+    rng = np.random.default_rng(0)
+    xs = rng.standard_normal((steps, batch, T, H)).astype(np.float32)
+    held_out = rng.standard_normal((batch, T, H)).astype(np.float32)
 
-    def data(key):
-        x = jax.random.normal(key, (batch, T, H))
-        return x, jnp.concatenate([jnp.zeros((batch, delay, H)), x[:, :-delay]], axis=1)
+    def delayed(x):
+        return np.concatenate([np.zeros_like(x[..., :delay, :]), x[..., :-delay, :]], axis=-2)
 
     def mse(p, x, y):
         return jnp.mean((jax.vmap(apply, in_axes=(None, 0))(p, x) - y) ** 2)
@@ -166,18 +170,18 @@ def test_lru_learns_a_delay_line():
     opt = optax.adam(0.01)
 
     @jax.jit
-    def train(params, key):
-        def step(state, k):
+    def train(params, xs, ys, x_test, y_test):
+        def step(state, batch):
             p, s = state
-            grads = jax.grad(mse)(p, *data(k))
+            grads = jax.grad(mse)(p, *batch)
             updates, s = opt.update(grads, s, p)
             return (optax.apply_updates(p, updates), s), None
 
-        (p, _), _ = jax.lax.scan(step, (params, opt.init(params)), jax.random.split(key, steps))
-        held_out = data(jax.random.key(99))
-        return mse(params, *held_out), mse(p, *held_out)
+        (p, _), _ = jax.lax.scan(step, (params, opt.init(params)), (xs, ys))
+        return mse(params, x_test, y_test), mse(p, x_test, y_test)
 
-    before, after = (float(v) for v in train(init(jax.random.key(8), H, N), jax.random.key(9)))
+    before, after = (float(v) for v in train(init(jax.random.key(8), H, N), xs, delayed(xs),
+                                               held_out, delayed(held_out)))
     assert before > 0.5
     assert after < 0.01
 
