@@ -120,25 +120,25 @@ Example
 
 Both models on a set of 5 elements of 3 features; reordering the elements changes nothing:
 
->>> import jax, jax.numpy as jnp
+>>> import jax, numpy as np
 >>> from cookbook.graphs.deep_sets import (deep_sets_apply, deep_sets_init, set_transformer_apply,
 ...     set_transformer_init)
->>> x = jnp.linspace(-1.0, 1.0, 15).reshape(5, 3)
->>> reordered = x[jnp.array([3, 0, 4, 1, 2])]
+>>> x = np.linspace(-1.0, 1.0, 15, dtype=np.float32).reshape(5, 3)
+>>> reordered = x[[3, 0, 4, 1, 2]]
 >>> params_ds = deep_sets_init(jax.random.key(0), 3, 7, 2)
 >>> y = deep_sets_apply(params_ds, x)
->>> y.shape, bool(jnp.allclose(y, deep_sets_apply(params_ds, reordered), atol=1e-6))
+>>> y.shape, bool(np.allclose(y, deep_sets_apply(params_ds, reordered), atol=1e-6))
 ((2,), True)
 >>> params_st = set_transformer_init(jax.random.key(1), 3, 8, heads=2, out_size=2, seeds=3)
 >>> y = set_transformer_apply(params_st, x)
->>> y.shape, bool(jnp.allclose(y, set_transformer_apply(params_st, reordered), atol=1e-5))
+>>> y.shape, bool(np.allclose(y, set_transformer_apply(params_st, reordered), atol=1e-5))
 ((3, 2), True)
 
 Padding with masked rows changes nothing either:
 
->>> padded = jnp.concatenate([x, jnp.full((2, 3), 9.0)])
->>> mask = jnp.arange(7) < 5
->>> bool(jnp.allclose(deep_sets_apply(params_ds, padded, mask), deep_sets_apply(params_ds, x), atol=1e-6))
+>>> padded = np.concatenate([x, np.full((5, 3), 9.0, np.float32)])  # five rows of padding
+>>> mask = np.arange(10) < 5
+>>> bool(np.allclose(deep_sets_apply(params_ds, padded, mask), deep_sets_apply(params_ds, x), atol=1e-6))
 True
 
 Implementation notes
