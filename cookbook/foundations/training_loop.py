@@ -127,12 +127,11 @@ a mask; with :math:`N \gg B` the difference is negligible.
 **Compiled steps.** ``train_step`` is a pure function from parameters and a batch to new
 parameters, so :func:`jax.jit` compiles it once and every later call reuses the compiled program;
 ``train_epoch`` runs it over the batches with :func:`jax.lax.scan`, and ``fit`` scans over
-the epochs, so a whole training run is one compiled program with no Python in the inner loop (the
-first two are decorated with :func:`jax.jit`, and ``fit`` checks its input and then calls a jitted
-core; sizes such as the batch size are static, because they fix array shapes, while the learning
-rate is traced and changing it does not recompile). Batches are gathered from the device-resident
-arrays by index. Shapes and dtypes are checked before anything is computed (as each function is
-traced, or in ``fit`` before its core); labels are values, so ``batch_loss`` and ``evaluate``
+the epochs, so a whole training run is one compiled program with no Python in the inner loop (each
+of the three checks its input and then calls a jitted core; sizes such as the batch size are
+static, because they fix array shapes, while the learning rate is traced and changing it does not
+recompile). Batches are gathered from the device-resident arrays by index. Shapes and dtypes are
+checked before anything is computed (before each core); labels are values, so ``batch_loss`` and ``evaluate``
 check their range when called eagerly, while inside the compiled functions a label outside
 :math:`0, \dots, K - 1` makes the loss NaN.
 
@@ -247,8 +246,9 @@ def load_digits_split(test_fraction=0.25, seed=0):
     mean, std = X_train.mean(axis=0), X_train.std(axis=0)
     std = np.where(std > 0, std, 1.0)  # pixels that are always 0 in the training set stay 0
     X_train, X_test = ((X_train - mean) / std, (X_test - mean) / std)
-    return (jnp.asarray(X_train, jnp.float32), jnp.asarray(X_test, jnp.float32),
-            jnp.asarray(y_train, jnp.int32), jnp.asarray(y_test, jnp.int32))
+    # Converted by NumPy and placed on the device: jnp.asarray would compile a conversion per shape.
+    return (jax.device_put(X_train.astype(np.float32)), jax.device_put(X_test.astype(np.float32)),
+            jax.device_put(y_train.astype(np.int32)), jax.device_put(y_test.astype(np.int32)))
 
 
 def _check_data(X, y, X_name="X", y_name="y", params=None, labels=True):
@@ -322,11 +322,19 @@ def _train_step(params, X, y, learning_rate):
     return params, loss
 
 
-@partial(jax.jit, static_argnames="batch_size")
 def train_epoch(params, key, X, y, *, batch_size, learning_rate):
-    """One pass over ``X``, ``y`` in a fresh order from ``key``; returns params and the mean batch loss."""
-    X, y = _check_data(X, y, params=params)
+    """One pass over ``X``, ``y`` in a fresh order from ``key``; returns params and the mean batch loss.
 
+    Its labels are not checked against the classes, as in ``train_step``: a label outside [0, K)
+    makes the loss NaN.
+    """
+    X, y = _check_data(X, y, params=params, labels=False)  # a list of labels becomes one array here
+    batch_size = _checks.size(batch_size, "batch_size")  # a static argument of the core: an int
+    return _train_epoch(params, key, X, y, batch_size, learning_rate)
+
+
+@partial(jax.jit, static_argnums=4)
+def _train_epoch(params, key, X, y, batch_size, learning_rate):
     def step(params, idx):
         return train_step(params, X[idx], y[idx], learning_rate)
 

@@ -80,19 +80,24 @@ def test_fit_uses_a_fresh_permutation_every_epoch_and_drops_the_partial_batch(di
     N, B, epochs = X_train.shape[0], SETTINGS["batch_size"], SETTINGS["epochs"]
     assert N % B == 3  # 1347 = 42 * 32 + 3: the batch size does not divide N
     frozen, history = fit(jax.random.key(0), X_train, y_train, X_test, y_test, **dict(SETTINGS, learning_rate=0.0))
-    k_init, k_epochs = jax.random.split(jax.random.key(0))
-    epoch_keys = jax.random.split(k_epochs, epochs)
-    orders = [np.asarray(batch_indices(k, N, B)) for k in epoch_keys]
+
+    @jax.jit  # the keys, the initial parameters, the epochs' orders and their batch losses: one program
+    def recomputed(key, X, y):
+        k_init, k_epochs = jax.random.split(key)
+        orders = jax.vmap(lambda k: batch_indices(k, N, B))(jax.random.split(k_epochs, epochs))
+        params = init(k_init, (64, SETTINGS["hidden"], 10))
+        per_batch = jax.vmap(jax.vmap(batch_loss, in_axes=(None, 0, 0)), in_axes=(None, 0, 0))
+        return params, orders, per_batch(params, X[orders], y[orders])  # (epochs, 42) batch losses
+
+    params, orders, batch_losses = recomputed(jax.random.key(0), X_train, y_train)
+    orders = list(np.asarray(orders))
     assert all(order.shape == (42, 32) for order in orders)
     assert all(not np.array_equal(orders[a], orders[b]) for a in range(epochs) for b in range(a))
     dropped = [set(range(N)) - set(order.ravel().tolist()) for order in orders]
     assert all(len(d) == 3 for d in dropped) and len(set.union(*dropped)) > 3  # a different 3 each epoch
-    params = init(k_init, (64, SETTINGS["hidden"], 10))
     for a, b in zip(jax.tree.leaves(frozen), jax.tree.leaves(params)):
         np.testing.assert_allclose(a, b, rtol=1e-6)  # init compiled inside fit: the same draws to rounding
-    per_batch = jax.jit(jax.vmap(batch_loss, in_axes=(None, 0, 0)))
-    X_np, y_np = np.asarray(X_train), np.asarray(y_train)  # the batches gathered in NumPy
-    expected = [np.asarray(per_batch(params, X_np[order], y_np[order])).mean(dtype=np.float32) for order in orders]
+    expected = np.asarray(batch_losses).mean(axis=1, dtype=np.float32)
     np.testing.assert_allclose(history["train_loss"], expected, rtol=1e-5)
     assert len(set(np.asarray(history["train_loss"]).tolist())) == epochs  # each epoch saw other examples
 
@@ -154,7 +159,7 @@ def test_train_step_is_sgd_with_the_backpropagation_gradients(digits, run):
     np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
     old, new = as_two_layer(params), as_two_layer(new_params)
     for name in old:
-        np.testing.assert_allclose(new[name], old[name] - 0.5 * grads[name], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(new[name], old[name] - 0.5 * np.asarray(grads[name]), rtol=1e-5, atol=1e-6)
     assert float(new_loss) < float(loss)  # a step downhill
 
 
