@@ -160,7 +160,7 @@ Array([   -0.31,    -1.31, -1000.31], dtype=float32)
 >>> apply(params, X[0]).shape
 (3,)
 >>> params, losses = fit(params, X, y, learning_rate=0.5, steps=100)
->>> bool(losses[-1] < 0.1 < losses[0])
+>>> float(losses[-1]) < 0.1 < float(losses[0])
 True
 >>> float(loss(params, X, y)) < 0.1
 True
@@ -225,7 +225,7 @@ def cross_entropy(z, label):
     >>> from cookbook.foundations.softmax_regression import cross_entropy
     >>> cross_entropy(jnp.array([0.0, 0.0, 0.0, 0.0]), 2).round(4)  # log 4: a uniform guess
     Array(1.3863, dtype=float32)
-    >>> cross_entropy(jnp.array([1e4, -1e4, 0.0]), 1)  # confidently wrong: exactly 2e4, not inf
+    >>> cross_entropy(jnp.array([1e4, -1e4, 0.0, 0.0]), 1)  # confidently wrong: exactly 2e4, not inf
     Array(20000., dtype=float32)
     """
     z = _checks.float_array(z, "z", ndim=1, what=" (K,): the logits of one example")
