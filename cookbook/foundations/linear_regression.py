@@ -220,14 +220,16 @@ def fit_gradient_descent(X, y, *, learning_rate, steps, params=None):
     X, y = _check_data(X, y)
     _checks.size(steps, "steps")
     _checks.positive(learning_rate, "learning_rate")
-    if params is None:
-        params = {"w": jnp.zeros(X.shape[1], X.dtype), "b": jnp.zeros((), X.dtype)}
-    _check_data(X, y, _check_params(params))
+    if params is not None:
+        _check_data(X, y, _check_params(params))
     return _descend(X, y, learning_rate, params, steps)
 
 
 @functools.partial(jax.jit, static_argnums=4)  # one compilation per shape and step count, any learning rate
 def _descend(X, y, learning_rate, params, steps):
+    if params is None:  # the zeros are made here, so that fit_gradient_descent only hands over its input
+        params = {"w": jnp.zeros(X.shape[1], X.dtype), "b": jnp.zeros((), X.dtype)}
+
     def step(params, _):
         loss, grads = jax.value_and_grad(_mse_loss)(params, X, y)
         params = jax.tree.map(lambda p, g: p - learning_rate * g, params, grads)
