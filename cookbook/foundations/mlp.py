@@ -263,12 +263,19 @@ def fit(params, X, Y, *, learning_rate, steps, momentum=0.9, activation="relu"):
     X, Y = _check_data(params, X, Y)
     _checks.size(steps, "steps")
     _checks.positive(learning_rate, "learning_rate")
-    return _fit(params, X, Y, learning_rate, momentum, steps, activation)
+    if isinstance(momentum, jax.core.Tracer):
+        return _fit_traced_momentum(params, X, Y, learning_rate, momentum, steps, activation)
+    try:
+        momentum = float(momentum)
+    except (TypeError, ValueError):
+        raise TypeError(f"momentum must be a real number, got {momentum!r}"[:200]) from None
+    return _fit_jit(params, X, Y, learning_rate, momentum, steps, activation)
 
 
 # The checks run in Python and the loop is one compiled program per set of shapes: run eagerly, the
-# scan would trace and compile again at every call (its step is a new closure each time).
-@functools.partial(jax.jit, static_argnums=(5, 6))
+# scan would trace and compile again at every call (its step is a new closure each time). A number
+# momentum is a constant of the program, so that the core takes fit's array inputs as they come (a
+# jax.jit around fit compiles nothing more); a traced momentum runs in a second core that traces it.
 def _fit(params, X, Y, learning_rate, momentum, steps, activation):
     velocity = jax.tree.map(jnp.zeros_like, params)
 
@@ -281,3 +288,7 @@ def _fit(params, X, Y, learning_rate, momentum, steps, activation):
 
     (params, _), losses = jax.lax.scan(step, (params, velocity), length=steps)
     return params, losses
+
+
+_fit_jit = jax.jit(_fit, static_argnums=(4, 5, 6))
+_fit_traced_momentum = jax.jit(_fit, static_argnums=(5, 6))

@@ -23,7 +23,7 @@ def test_shapes_for_several_sizes(sizes):
     assert len(params) == len(sizes) - 1
     for layer, n_in, n_out in zip(params, sizes[:-1], sizes[1:]):
         assert layer["W"].shape == (n_in, n_out) and layer["b"].shape == (n_out,)
-        assert np.all(layer["b"] == 0)
+        assert np.all(np.asarray(layer["b"]) == 0)
     assert apply(params, np.ones(sizes[0], np.float32)).shape == (sizes[-1],)
 
 
@@ -31,8 +31,8 @@ def test_initial_weight_scale_is_he_for_relu_and_lecun_for_tanh():
     sizes = (32, 32, 32, 1)  # the shapes of the other tests: no new compilations
     relu, tanh = (init(jax.random.key(1), sizes, activation=a) for a in ("relu", "tanh"))
     for layer in (0, 1):  # 1024 weights a layer: the sample variance is within 4.4% (one sigma)
-        np.testing.assert_allclose(np.var(relu[layer]["W"]), 2.0 / 32, rtol=0.1)
-        np.testing.assert_allclose(np.var(tanh[layer]["W"]), 1.0 / 32, rtol=0.1)
+        np.testing.assert_allclose(np.var(np.asarray(relu[layer]["W"])), 2.0 / 32, rtol=0.1)
+        np.testing.assert_allclose(np.var(np.asarray(tanh[layer]["W"])), 1.0 / 32, rtol=0.1)
         np.testing.assert_allclose(relu[layer]["W"], np.sqrt(2.0) * np.asarray(tanh[layer]["W"]), rtol=1e-6)
     np.testing.assert_array_equal(relu[2]["W"], tanh[2]["W"])  # the linear output layer: gain 1 for both
 
@@ -55,8 +55,10 @@ def test_matches_flax_dense_stack_with_copied_parameters(activation):
     params = _params(sizes, seed=2)
     flax_params = {"params": {f"Dense_{i}": {"kernel": p["W"], "bias": p["b"]} for i, p in enumerate(params)}}
     X = _normal(13, 5, seed=3)
-    ours = jax.vmap(apply, in_axes=(None, 0, None))(params, X, activation)
-    ref = _FlaxMLP(sizes, activation).apply(flax_params, X)
+    both = jax.jit(lambda params, flax_params, X: (  # one program, not one per flax operation
+        jax.vmap(apply, in_axes=(None, 0, None))(params, X, activation),
+        _FlaxMLP(sizes, activation).apply(flax_params, X)))
+    ours, ref = both(params, flax_params, X)
     np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-5)
 
 
@@ -103,8 +105,11 @@ def test_fit_sine_reaches_stated_mse(sine, activation, learning_rate, target):
     assert float(np.asarray(losses)[0]) > 1.0
     # measured: tanh 3.9e-4, relu 3.4e-4 after 1000 steps
     assert float(loss(trained, x, y, activation=activation)) < target
-    x_test = jnp.linspace(-2.9, 2.9, 37)[:, None]  # between the training points
-    assert float(loss(trained, x_test, jnp.sin(x_test), activation=activation)) < 2 * target
+    # 64 points between -2.9 and 2.9, none of them a training point: the training data's shape, so the
+    # loss is the program just compiled for it
+    x_test = np.linspace(-2.9, 2.9, 64, dtype=np.float32)[:, None]
+    assert not np.isin(x_test, np.asarray(x)).any()
+    assert float(loss(trained, x_test, np.sin(x_test), activation=activation)) < 2 * target
 
 
 @pytest.mark.parametrize(
@@ -140,3 +145,14 @@ def test_wrong_types_raise_type_errors(call, name):
 
 def _ones(*shape):  # in NumPy: a jnp.ones would compile a program for each shape
     return np.ones(shape, np.float32)
+
+
+def test_fit_takes_a_momentum_traced_by_an_outer_jit():
+    # A number momentum is a constant of fit's compiled core; a traced one goes to a second core that
+    # takes it as an argument (traced here, not compiled: its values are those of the same loop).
+    params = _params((3, 5, 7), seed=8)
+    run = lambda momentum: fit(params, _ones(4, 3), _ones(4, 7), learning_rate=0.1, steps=2, momentum=momentum)
+    traced = jax.eval_shape(run, 0.5)
+    assert jax.tree.map(lambda a: a.shape, traced) == jax.tree.map(np.shape, (params, np.zeros(2)))
+    with pytest.raises(TypeError, match="momentum must be a real number"):
+        run("heavy")
