@@ -116,6 +116,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from cookbook import _checks
 from cookbook._memo import cached
@@ -203,9 +204,17 @@ def fit(params, X, y, key, *, rate, steps, weight_decay=1e-4, learning_rate=0.00
     _checks.size(steps, "steps")
     _checks.positive(weight_decay, "weight_decay", allow_zero=True)
     _checks.positive(learning_rate, "learning_rate")
+    dtype = jnp.result_type(*jax.tree.leaves(params))  # the dtype the two rates are used in
     return _fit(params, X, y, key, rate=rate, steps=steps,
-                weight_decay=_checks.static_number(weight_decay, "weight_decay"),
-                learning_rate=_checks.static_number(learning_rate, "learning_rate"))
+                weight_decay=_static_number(weight_decay, "weight_decay", dtype),
+                learning_rate=_static_number(learning_rate, "learning_rate", dtype))
+
+
+def _static_number(value, name, dtype):
+    """A rate that ``_fit`` is compiled for, as the Python float of its value in ``dtype``: values that
+    are one number there (0.005 and a float32 0.005, which differ as Python floats) share one program,
+    and the run is the same, since the core uses the rate in ``dtype``."""
+    return float(np.asarray(_checks.static_number(value, name), dtype))
 
 
 # The rates are static, as they were when this loop ran eagerly with them as constants: fit traced
