@@ -87,18 +87,20 @@ def test_a_beam_as_wide_as_the_search_space_is_exhaustive_search(logits_fn, eos_
 def test_length_penalty_and_jit(logits_fn):
     np.testing.assert_allclose(np.asarray(length_penalty(np.array([1.0, 7.0], np.float32), 1.0)), [1.0, 2.0])
     assert float(length_penalty(np.float32(9.0), 0.0)) == 1.0
-    prompt = np.array([2], np.int32)
-    eager = beam_search(logits_fn, prompt, beam_width=3, num_new=3, eos_id=1, alpha=0.6)
-    jitted = jax.jit(partial(beam_search, logits_fn, beam_width=3, num_new=3, eos_id=1, alpha=0.6))(prompt)
+    # The exhaustive test's search with eos (alpha is traced: its program, already compiled), against
+    # the same search compiled whole under jax.jit.
+    prompt, config = np.array([0, 1], np.int32), dict(beam_width=V**N, num_new=N, eos_id=2)
+    eager = beam_search(logits_fn, prompt, **config, alpha=0.6)
+    jitted = jax.jit(partial(beam_search, logits_fn, **config, alpha=0.6))(prompt)
     np.testing.assert_array_equal(np.asarray(eager[0]), np.asarray(jitted[0]))
     np.testing.assert_allclose(np.asarray(eager[1]), np.asarray(jitted[1]), rtol=1e-6)
     # The docstring: one program per logits_fn object, whatever alpha; another object, another program.
     from cookbook.transformers import beam_search as module
 
     before = module._beam_search._cache_size()
-    beam_search(logits_fn, prompt, beam_width=3, num_new=3, eos_id=1, alpha=0.2)
+    beam_search(logits_fn, prompt, **config, alpha=0.2)
     assert module._beam_search._cache_size() == before
-    beam_search(lambda t: logits_fn(t), prompt, beam_width=3, num_new=3, eos_id=1, alpha=0.6)
+    beam_search(lambda t: logits_fn(t), prompt, **config, alpha=0.6)
     assert module._beam_search._cache_size() == before + 1
 
 
