@@ -409,6 +409,17 @@ def _check_src_mask(src_mask, S):
                          f"and dtype {src_mask.dtype}")
 
 
+def _given_src_mask(src_mask, S):
+    """``None`` (the core then takes ``src != PAD``), or the checked mask (S,) as it came: an array goes
+    to the compiled core unconverted (a NumPy array needs no program of its own to be read there)."""
+    if src_mask is None:
+        return None
+    if not (hasattr(src_mask, "shape") and hasattr(src_mask, "dtype")):
+        src_mask = jnp.asarray(src_mask)
+    _check_src_mask(src_mask, S)
+    return src_mask
+
+
 def _embed(table, tokens):
     d_model = table.shape[1]
     return jnp.sqrt(jnp.float32(d_model)) * table[tokens] + sinusoidal_encoding(tokens.shape[0], d_model)
@@ -426,6 +437,7 @@ def _scan_blocks(blocks, x, mask, context=None, context_mask=None):
 
 @jax.jit
 def _encode(params, src, src_mask):
+    src_mask = src != PAD if src_mask is None else src_mask
     mask, _, _ = attention_masks(src_mask, 1)  # (S, S)
     return _scan_blocks(params["encoder"], _embed(params["src_embed"], src), mask)
 
@@ -438,9 +450,8 @@ def encode(params, src, src_mask=None):
     """
     _check_params(params)
     src = _check_tokens("src", src, params["src_embed"].shape[0], "(S,)", eos=True)
-    src_mask = src != PAD if src_mask is None else jnp.asarray(src_mask)
-    _check_src_mask(src_mask, src.shape[0])
-    return _encode(params, src, src_mask)
+    # The mask goes to the core as it came (None too): under jax.jit, encode is one call of _encode.
+    return _encode(params, src, _given_src_mask(src_mask, src.shape[0]))
 
 
 @jax.jit
@@ -481,6 +492,12 @@ def apply(params, src, tgt_in, src_mask=None):
 
 
 @jax.jit
+def _cross_attention(params, src, tgt_in, src_mask):
+    src_mask = src != PAD if src_mask is None else src_mask
+    return _cross_weights(params, _encode(params, src, src_mask), tgt_in, src_mask)
+
+
+@jax.jit
 def _cross_weights(params, memory, tgt_in, src_mask):
     _, causal, cross = attention_masks(src_mask, tgt_in.shape[0])
 
@@ -503,10 +520,10 @@ def cross_attention_weights(params, src, tgt_in, src_mask=None):
     """
     _check_params(params)
     src = _check_tokens("src", src, params["src_embed"].shape[0], "(S,)", eos=True)
-    src_mask = src != PAD if src_mask is None else jnp.asarray(src_mask)
-    memory = encode(params, src, src_mask)
-    memory, tgt_in, src_mask = _check_decoder_inputs(params, memory, tgt_in, src_mask)
-    return _cross_weights(params, memory, tgt_in, src_mask)
+    tgt_in = _check_tokens("tgt_in", tgt_in, params["tgt_embed"].shape[0], "(T,)")
+    # One compiled core, encoder included, taking the inputs as they come: under jax.jit, this function
+    # is one call of it (the jit check compiles nothing more).
+    return _cross_attention(params, src, tgt_in, _given_src_mask(src_mask, src.shape[0]))
 
 
 def shift_right(tgt, bos=BOS):
@@ -570,10 +587,24 @@ def greedy_translate(params, src, max_len, bos=BOS, eos=EOS, src_mask=None):
     max_len = _checks.size(max_len, "max_len")
     _check_params(params)
     src = _check_tokens("src", src, params["src_embed"].shape[0], "(S,)", eos=True)
-    src_mask = src != PAD if src_mask is None else jnp.asarray(src_mask)
-    memory = encode(params, src, src_mask)
+    src_mask = _given_src_mask(src_mask, src.shape[0])
+    # One compiled core, encoder included, built for the token ids bos and eos when they are integers
+    # (under jax.jit, this function is then one call of it); a traced bos or eos goes to a core that
+    # takes them as arguments.
+    if all(isinstance(t, (int, np.integer)) and not isinstance(t, bool) for t in (bos, eos)):
+        return _greedy_translate(params, src, src_mask, max_len, int(bos), int(eos))
+    return _greedy_translate_traced(params, src, src_mask, max_len, bos, eos)
+
+
+def _greedy(params, src, src_mask, max_len, bos, eos):
+    src_mask = src != PAD if src_mask is None else src_mask
+    memory = _encode(params, src, src_mask)
     start = jnp.full((max_len,), PAD, src.dtype).at[0].set(bos)  # BOS, then slots for the output
     return _greedy_steps(params, memory, src_mask, start, eos)
+
+
+_greedy_translate = jax.jit(_greedy, static_argnums=(3, 4, 5))
+_greedy_translate_traced = jax.jit(_greedy, static_argnums=3)
 
 
 def translation_task(key, batch_size, max_words, vocab):

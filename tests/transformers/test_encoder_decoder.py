@@ -272,3 +272,9 @@ def test_greedy_translation_runs_the_decoder_over_all_max_len_slots_at_every_ste
     start[0] = BOS  # max_len = 5
     text = str(jax.make_jaxpr(_greedy_steps)(untrained, memory, src != PAD, start, EOS))
     assert "f32[4,5,5]" in text  # self-attention scores of all 5 slots (H = 4) inside the scan
+    # greedy_translate's compiled core is built for integer bos and eos; traced ones (under an outer
+    # jax.jit) go to the core that takes them as arguments.
+    jaxpr = jax.jit(lambda bos, eos: greedy_translate(untrained, src, 5, bos, eos)).trace(
+        np.int32(BOS), np.int32(EOS)).jaxpr.jaxpr
+    (call,) = jaxpr.eqns
+    assert call.params["name"] == "_greedy" and list(call.invars[-2:]) == list(jaxpr.invars)
