@@ -133,8 +133,10 @@ True
 (0.5, 0.127)
 """
 
+import functools
 from statistics import NormalDist
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -174,6 +176,13 @@ def quantize_nf4(w, *, block_size=64):
                          f"got shape {tuple(w.shape)}")
     if _checks.is_concrete(w) and w.size and not bool(np.isfinite(np.asarray(w, np.float32)).all()):
         raise ValueError("w holds NaN or infinity; expected finite values")
+    return _quantize(w, block_size)
+
+
+# The checks run in Python; the work is one compiled program per shape, dtype and block size, rather
+# than a dozen eager operations that each compile for every shape.
+@functools.partial(jax.jit, static_argnums=1)
+def _quantize(w, block_size):
     w = w.astype(jnp.promote_types(w.dtype, jnp.float32))
     blocks = w.reshape(*w.shape[:-1], w.shape[-1] // block_size, block_size)  # (..., D / bs, bs)
     absmax = jnp.max(jnp.abs(blocks), axis=-1, keepdims=True)  # (..., D / bs, 1)
@@ -194,6 +203,12 @@ def dequantize_nf4(codes, absmax):
         raise ValueError(f"absmax must have shape (..., n_blocks, 1) with the leading axes of codes "
                          f"{tuple(codes.shape)} and n_blocks dividing D, got shape {tuple(absmax.shape)}")
     _checks.check_range(codes, "codes", 0, 16)
+    return _dequantize(codes, absmax)
+
+
+@jax.jit
+def _dequantize(codes, absmax):
+    n_blocks = absmax.shape[-2]
     levels = jnp.asarray(NF4_LEVELS, absmax.dtype)[codes.astype(jnp.int32)]  # (..., D)
     blocks = levels.reshape(*codes.shape[:-1], n_blocks, codes.shape[-1] // n_blocks) * absmax
     return blocks.reshape(codes.shape)
