@@ -298,7 +298,14 @@ def tanh_gaussian_log_prob(mean, log_std, pre_tanh):
     mean, log_std = _gaussian(mean, log_std)
     pre_tanh = _checks.same_shape(_checks.float_array(pre_tanh, "pre_tanh", ndim=1, what=" (D,)"),
                                   "pre_tanh", mean.shape, expected_from="(D,) of mean")
-    return _log_prob(mean, log_std, pre_tanh)
+    return _log_prob_jit(mean, log_std, pre_tanh)
+
+
+# The public functions check their input, then run a compiled core like this one on the inputs as they
+# came: a call with the same shapes (the tests', the jit and bad-input checks') reuses one program
+# instead of dispatching a dozen small operations one by one. The training loop calls the plain
+# functions (_log_prob, _squash, _soft_targets, ...), traced in its own program.
+_log_prob_jit = jax.jit(_log_prob)
 
 
 def _squash(mean, log_std, noise):
@@ -312,6 +319,11 @@ def sample_tanh_gaussian(key, mean, log_std):
     Reparameterised: gradients flow from ``a`` and the log-density into ``mean`` and ``log_std``.
     """
     mean, log_std = _gaussian(mean, log_std)
+    return _sample(key, mean, log_std)
+
+
+@jax.jit
+def _sample(key, mean, log_std):
     return _squash(mean, log_std, jax.random.normal(key, mean.shape, mean.dtype))
 
 
@@ -427,11 +439,14 @@ def soft_q_targets(rewards, discounts, next_q, next_log_probs, alpha):
                                 "next_q", (B, 2), expected_from="B of rewards, and two critics")
     next_log_probs = _checks.same_shape(_checks.float_array(next_log_probs, "next_log_probs", ndim=1, what=" (B,)"),
                                         "next_log_probs", (B,), expected_from="(B,) of rewards")
-    return _soft_targets(rewards, discounts, next_q, next_log_probs, _alpha(alpha))
+    return _soft_targets_jit(rewards, discounts, next_q, next_log_probs, _alpha(alpha))
 
 
 def _soft_targets(rewards, discounts, next_q, next_log_probs, alpha):
     return rewards + discounts * (jnp.min(next_q, axis=1) - alpha * next_log_probs)
+
+
+_soft_targets_jit = jax.jit(_soft_targets)  # alpha traced: a number or an array, one program for both
 
 
 class Batch(NamedTuple):
@@ -539,11 +554,14 @@ def temperature_loss(log_alpha, log_probs, target_entropy):
     log_alpha = _checks.float_array(log_alpha, "log_alpha", ndim=0, what=" (a scalar)")
     log_probs = _checks.float_array(log_probs, "log_probs", ndim=1, what=" (B,)")
     _real(target_entropy, "target_entropy", -np.inf, np.inf)
-    return _temperature_loss(log_alpha, log_probs, target_entropy)
+    return _temperature_loss_jit(log_alpha, log_probs, target_entropy)
 
 
 def _temperature_loss(log_alpha, log_probs, target_entropy):
     return -jnp.exp(log_alpha) * jnp.mean(jax.lax.stop_gradient(log_probs) + target_entropy)
+
+
+_temperature_loss_jit = jax.jit(_temperature_loss)
 
 
 def polyak_update(target_params, params, tau):
@@ -551,6 +569,11 @@ def polyak_update(target_params, params, tau):
     _checks.same_tree(target_params, "target_params", params, "params")
     _checks.same_tree(params, "params", params, "params")
     _real(tau, "tau", 0.0, 1.0, closed_low=False)
+    return _polyak(target_params, params, tau)
+
+
+@jax.jit
+def _polyak(target_params, params, tau):
     return jax.tree.map(lambda t, p: (1.0 - tau) * t + tau * p, target_params, params)
 
 
