@@ -177,17 +177,17 @@ input exactly, not only on average.
 Example
 -------
 
-Large matrices have the variance the formulas promise:
+Large matrices have the variance the formulas promise (the weights' statistics in NumPy):
 
->>> import jax, jax.numpy as jnp
+>>> import jax, numpy as np
 >>> from cookbook.foundations.initialization import glorot_uniform, he_normal, layer_variances
 >>> k_g, k_h, k_w, k_x, k_small = jax.random.split(jax.random.key(0), 5)
->>> W = glorot_uniform(k_g, 300, 500)
+>>> W = np.asarray(glorot_uniform(k_g, 300, 500))
 >>> W.shape, round(float(W.var() * (300 + 500) / 2), 2)  # Var[W] (n_in + n_out) / 2
 ((300, 500), 1.0)
->>> bool(jnp.abs(W).max() <= jnp.sqrt(3 * 2 / (300 + 500)))
+>>> bool(np.abs(W).max() <= np.sqrt(3 * 2 / (300 + 500)))
 True
->>> V = he_normal(k_h, 400, 200)
+>>> V = np.asarray(he_normal(k_h, 400, 200))
 >>> round(float(V.var() * 400 / 2), 2)  # Var[W] n_in / 2
 1.0
 
@@ -207,9 +207,9 @@ The other variants, and the general form they are built from:
 
 >>> from cookbook.foundations.initialization import he_uniform, variance_scaling
 >>> k1, k2, k3 = jax.random.split(k_small, 3)
->>> bool(jnp.abs(he_uniform(k1, 3, 5)).max() <= jnp.sqrt(3 * 2 / 3))  # a = sqrt(6 / n_in)
+>>> bool(np.abs(he_uniform(k1, 3, 5)).max() <= np.sqrt(3 * 2 / 3))  # a = sqrt(6 / n_in)
 True
->>> bool(jnp.abs(glorot_normal(k2, 3, 5)).max() <= 2 * jnp.sqrt(2 / (3 + 5)) / 0.8796)  # 2 s
+>>> bool(np.abs(glorot_normal(k2, 3, 5)).max() <= 2 * np.sqrt(2 / (3 + 5)) / 0.8796)  # 2 s
 True
 >>> variance_scaling(k3, 3, 5, scale=1.0, mode="fan_out", distribution="normal").shape
 (3, 5)
@@ -254,24 +254,30 @@ def variance_scaling(key, fan_in, fan_out, *, scale, mode, distribution="truncat
         raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
     if distribution not in _DISTRIBUTIONS:
         raise ValueError(f"distribution must be one of {_DISTRIBUTIONS}, got {distribution!r}")
-    return _variance_scaling(key, fan_in, fan_out, _checks.static_number(scale, "scale"), mode, distribution,
-                             jnp.dtype(dtype))
+    if _checks.is_concrete(scale):
+        return _variance_scaling(key, fan_in, fan_out, _checks.static_number(scale, "scale"), mode, distribution,
+                                 jnp.dtype(dtype))
+    return _variance_scaling_traced(key, fan_in, fan_out, scale, mode, distribution, jnp.dtype(dtype))
 
 
 # The public functions check their input in Python, then run a compiled core (sizes, scale, names
 # and dtype static): the page's examples, the tests and the bad-input checks share one program per
 # shape instead of dispatching each draw and product eagerly, or compiling a fresh scan per call.
-@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4, 5, 6))
-def _variance_scaling(key, fan_in, fan_out, scale, mode, distribution, dtype):
+# A scale traced by an outer jax.jit goes to a second core that takes it as an argument.
+def _draw(key, fan_in, fan_out, scale, mode, distribution, dtype):
     n = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[mode]
-    std = (scale / n) ** 0.5  # a Python float: the shape and scale are static
+    std = (scale / n) ** 0.5  # a Python float where the scale is a number (static)
     shape = (fan_in, fan_out)
     if distribution == "uniform":
         bound = (3.0 * scale / n) ** 0.5  # Var[U(-a, a)] = a^2 / 3
         return jax.random.uniform(key, shape, dtype, minval=-bound, maxval=bound)
-    if distribution == "normal":
-        return std * jax.random.normal(key, shape, dtype)
-    return (std / TRUNCATED_STD) * jax.random.truncated_normal(key, -2.0, 2.0, shape, dtype)
+    if distribution == "normal":  # astype: a traced float32 scale would promote bfloat16 weights
+        return (std * jax.random.normal(key, shape, dtype)).astype(dtype)
+    return ((std / TRUNCATED_STD) * jax.random.truncated_normal(key, -2.0, 2.0, shape, dtype)).astype(dtype)
+
+
+_variance_scaling = jax.jit(_draw, static_argnums=(1, 2, 3, 4, 5, 6))
+_variance_scaling_traced = jax.jit(_draw, static_argnums=(1, 2, 4, 5, 6))
 
 
 def glorot_uniform(key, fan_in, fan_out, dtype=jnp.float32):
