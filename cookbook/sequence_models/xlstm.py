@@ -141,22 +141,21 @@ Example
 An sLSTM of 5 units on 7 steps: with an input gate of :math:`e^{100}` the plain recurrence is NaN,
 the stabilised one is not, and its outputs stay in :math:`(-1, 1)`:
 
->>> import jax, jax.numpy as jnp
+>>> import jax, numpy as np
 >>> from cookbook.sequence_models.xlstm import init_slstm, slstm, mlstm_recurrent, mlstm_parallel
->>> k_p, k_x = jax.random.split(jax.random.key(0))
->>> x = jax.random.normal(k_x, (7, 11))  # inputs for both examples
->>> params = init_slstm(k_p, 3, 5)
+>>> x = np.random.default_rng(0).standard_normal((7, 11), np.float32)  # inputs for both examples
+>>> params = init_slstm(jax.random.key(0), 3, 5)
 >>> params["b"] = params["b"].at[5:10].set(100.0)  # input gates: e^100 overflows float32
 >>> xs = x[:, :3]
 >>> h = slstm(params, xs)
->>> bool(jnp.isnan(slstm(params, xs, stabilise=False)).any()), bool(jnp.all(jnp.abs(h) < 1))
+>>> bool(np.isnan(slstm(params, xs, stabilise=False)).any()), bool(np.all(np.abs(h) < 1))
 (True, True)
 
 The mLSTM's parallel and recurrent forms agree:
 
 >>> q, k, v, i_pre, f_pre = x[:, :4], x[:, 4:8], x[:, 8:10], x[:, 10], 3.0 + x[:, 10]
 >>> h = mlstm_parallel(q, k, v, i_pre, f_pre)
->>> h.shape, bool(jnp.allclose(mlstm_recurrent(q, k, v, i_pre, f_pre), h, atol=1e-5))
+>>> h.shape, bool(np.allclose(mlstm_recurrent(q, k, v, i_pre, f_pre), h, atol=1e-5))
 ((7, 2), True)
 
 Implementation notes
