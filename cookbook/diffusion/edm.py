@@ -145,9 +145,9 @@ Array([80.    ,  9.7232,  0.47  ,  0.002 ,  0.    ], dtype=float32)
 >>> params = denoiser_init(jax.random.key(0), 2)
 >>> denoise(params, jnp.zeros(2), jnp.float32(0.5)).shape
 (2,)
->>> data = two_moons(jax.random.key(1), 256)
+>>> data = two_moons(jax.random.key(1), 1000)
 >>> round(float(edm_loss(params, data, jax.random.key(2))), 1)
-1.1
+1.0
 >>> trained, losses = train(params, data, jax.random.key(3), steps=300)
 >>> bool(losses[-100:].mean() < losses[:100].mean())
 True
@@ -196,14 +196,19 @@ JIT = {
 def sigma_schedule(num_steps, sigma_min=0.002, sigma_max=80.0, rho=7.0):
     """The ``num_steps`` noise levels :math:`\\sigma_i` from ``sigma_max`` down to ``sigma_min``, then 0:
     shape (num_steps + 1,), float32."""
+    N = _check_schedule(num_steps, sigma_min, sigma_max, rho)
+    # The roots of the ends in Python (in double precision where they are numbers), the rest compiled.
+    lo, hi = sigma_min ** (1.0 / rho), sigma_max ** (1.0 / rho)
+    return _sigma_schedule(hi, lo - hi, rho, N)
+
+
+def _check_schedule(num_steps, sigma_min, sigma_max, rho):
     N = _checks.size(num_steps, "num_steps", minimum=2)
     for name, value in (("sigma_min", sigma_min), ("sigma_max", sigma_max), ("rho", rho)):
         _checks.positive(value, name)
     if _checks.is_concrete((sigma_min, sigma_max)) and not float(sigma_min) < float(sigma_max):
         raise ValueError(f"sigma_min must be below sigma_max, got {sigma_min} and {sigma_max}")
-    # The roots of the ends in Python (in double precision where they are numbers), the rest compiled.
-    lo, hi = sigma_min ** (1.0 / rho), sigma_max ** (1.0 / rho)
-    return _sigma_schedule(hi, lo - hi, rho, N)
+    return N
 
 
 # The public functions check their input, then run compiled cores like this one: a repeated call with
@@ -313,14 +318,25 @@ def heun_sample(params, key, num_samples, num_steps, sigma_min=0.002, sigma_max=
     noise of level ``sigma_max``: ``2 num_steps - 1`` network evaluations."""
     _check_params(params)
     num_samples = _checks.size(num_samples, "num_samples")
+    N = _check_schedule(num_steps, sigma_min, sigma_max, rho)
     _checks.positive(sigma_data, "sigma_data")
-    sigmas = sigma_schedule(num_steps, sigma_min, sigma_max, rho)
-    return _heun_sample(params, key, sigmas, num_samples=num_samples,
-                        sigma_data=_checks.static_number(sigma_data, "sigma_data"))
+    sizes = dict(num_samples=num_samples, num_steps=N, sigma_data=_checks.static_number(sigma_data, "sigma_data"))
+    if not _checks.is_concrete((sigma_min, sigma_max, rho)):  # traced by an outer jit: arguments of a second core
+        return _heun_sample_traced(params, key, sigma_min, sigma_max, rho, **sizes)
+    # Numbers: the schedule is built inside the one compiled core, which takes params and key as they come.
+    return _heun_sample(params, key, sigma_min=float(sigma_min), sigma_max=float(sigma_max), rho=float(rho), **sizes)
 
 
-@functools.partial(jax.jit, static_argnames=("num_samples", "sigma_data"))
-def _heun_sample(params, key, sigmas, *, num_samples, sigma_data):
+@functools.partial(jax.jit, static_argnames=("sigma_min", "sigma_max", "rho", "num_samples", "num_steps", "sigma_data"))
+def _heun_sample(params, key, *, sigma_min, sigma_max, rho, num_samples, num_steps, sigma_data):
+    return _heun_sample_traced(params, key, sigma_min, sigma_max, rho, num_samples=num_samples,
+                               num_steps=num_steps, sigma_data=sigma_data)
+
+
+@functools.partial(jax.jit, static_argnames=("num_samples", "num_steps", "sigma_data"))
+def _heun_sample_traced(params, key, sigma_min, sigma_max, rho, *, num_samples, num_steps, sigma_data):
+    lo, hi = sigma_min ** (1.0 / rho), sigma_max ** (1.0 / rho)
+    sigmas = _sigma_schedule(hi, lo - hi, rho, num_steps)
     D = params[-1]["W"].shape[1]
     denoiser = lambda x, s: jax.vmap(_denoise, in_axes=(None, 0, None, None))(params, x, s, sigma_data)  # (B, D)
     return _heun(denoiser, sigmas[0] * jax.random.normal(key, (num_samples, D)), sigmas)
