@@ -106,13 +106,13 @@ Example
 >>> x = jnp.array([0.3, -1.2])
 >>> consistency_function(params, x, jnp.float32(0.002))  # the identity at the smallest level, exactly
 Array([ 0.3, -1.2], dtype=float32)
->>> data = two_moons(jax.random.key(1), 256)
+>>> data = two_moons(jax.random.key(1), 1000)
 >>> teacher = denoiser_init(jax.random.key(2), 2)
 >>> float(distillation_loss(params, teacher, data, jax.random.key(3))) > 0
 True
 >>> trained, losses = distill(params, teacher, data, jax.random.key(4), steps=100)
->>> sample(trained, jax.random.key(5), 7, num_steps=1).shape  # one network evaluation per sample
-(7, 2)
+>>> sample(trained, jax.random.key(5), 1000, num_steps=1).shape  # one network evaluation per sample
+(1000, 2)
 
 Implementation notes
 --------------------
