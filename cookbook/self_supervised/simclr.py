@@ -162,11 +162,11 @@ JIT = {"nt_xent": (), "augment": ("max_shift",), "encode": ()}
 EPS = 1e-12  # floor of an embedding's norm: a zero vector normalises to zero, not NaN
 
 
-def _core(plain, compiled, *args):
-    """Called eagerly, run the computation as one compiled program (each of its operations would
-    otherwise compile on its own for every new shape); traced, inside a caller's jax.jit (the
-    training run), trace it into the caller's program as it is, which then compiles as before."""
-    return (compiled if _checks.is_concrete(args) else plain)(*args)
+# The public functions check their input in Python, then run one compiled program (called eagerly,
+# each operation would otherwise compile on its own for every new shape). Traced inside a caller's
+# jax.jit (the training run, the jit check), that program is one call in the caller's, which XLA
+# inlines: the digits run trains to the same parameters as with the operations traced in place, bit
+# for bit, and the jit check traces each function to the program its eager call ran.
 
 
 def nt_xent(z1, z2, temperature):
@@ -180,7 +180,7 @@ def nt_xent(z1, z2, temperature):
     z2 = _checks.float_array(z2, "z2", ndim=2, what=" (B, D)")
     _checks.same_shape(z2, "z2", z1.shape, expected_from="the shape of z1")
     temperature = _checks.positive(temperature, "temperature")
-    return _core(_nt_xent, _nt_xent_compiled, z1, z2, temperature)
+    return _nt_xent_compiled(z1, z2, temperature)
 
 
 def _nt_xent(z1, z2, temperature):
@@ -212,7 +212,9 @@ def augment(key, image, *, max_shift=1, noise=0.1, drop=0.1):
     drop = _checks.positive(drop, "drop", allow_zero=True)
     if isinstance(drop, (int, float)) and drop >= 1:
         raise ValueError(f"drop must be a probability below 1, got {drop}")
-    return _core(_augment, _augment_compiled, key, image, max_shift, noise, drop)
+    if _checks.is_concrete((noise, drop)):  # numbers (the defaults): static, so the core takes key and image as they come
+        return _augment_static(key, image, max_shift, float(noise), float(drop))
+    return _augment_compiled(key, image, max_shift, noise, drop)
 
 
 def _augment(key, image, max_shift, noise, drop):
@@ -227,6 +229,7 @@ def _augment(key, image, max_shift, noise, drop):
 
 
 _augment_compiled = jax.jit(_augment, static_argnums=2)  # max_shift
+_augment_static = jax.jit(_augment, static_argnums=(2, 3, 4))  # max_shift, noise, drop
 
 
 def init(key, *, sizes):
@@ -234,7 +237,7 @@ def init(key, *, sizes):
     if not isinstance(sizes, (tuple, list)) or len(sizes) < 2:
         raise TypeError(f"sizes must be a tuple of at least two layer widths, got {sizes!r}")
     sizes = tuple(_checks.size(n, f"sizes[{i}]") for i, n in enumerate(sizes))
-    return _core(_init, _init_compiled, key, sizes)
+    return _init_compiled(key, sizes)
 
 
 def _init(key, sizes):
@@ -266,7 +269,7 @@ def encode(params, image):
         _checks.same_shape(b, f"params[{i}]['b']", (W.shape[1],), expected_from="the columns of W")
         checked.append({"W": W, "b": b})
         width = W.shape[1]
-    return _core(_encode, _encode_compiled, checked, image)
+    return _encode_compiled(checked, image)
 
 
 def _encode(params, image):
