@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cookbook.diffusion.ddpm import mmd2, two_moons
+from cookbook.diffusion.ddpm import denoiser_init, mmd2, two_moons
 from cookbook.diffusion.flow_matching import (
     _euler,
     conditional_ot_path,
@@ -12,8 +12,6 @@ from cookbook.diffusion.flow_matching import (
     trained_moons_flow,
 )
 
-_mmd2 = jax.jit(mmd2)
-_moons = jax.jit(two_moons, static_argnums=1)
 
 
 def _rng(seed, *shape):
@@ -25,8 +23,9 @@ def _ones(*shape):  # in NumPy: a jnp.ones would compile a program for each shap
 
 
 def _zero_params():
-    return [{"W": np.zeros((14, 5), np.float32), "b": np.zeros(5, np.float32)},
-            {"W": np.zeros((5, 2), np.float32), "b": np.zeros(2, np.float32)}]
+    """A zero network in the shapes of the page's (read with jax.eval_shape): its loss program serves."""
+    shapes = jax.eval_shape(lambda key: denoiser_init(key, 2), jax.random.key(0))
+    return jax.tree.map(lambda a: np.zeros(a.shape, np.float32), shapes)
 
 
 @pytest.mark.parametrize("t", [0.0, 0.5, 1.0])
@@ -87,16 +86,16 @@ def test_it_learns_two_moons_in_twenty_euler_steps(trained):
     losses = np.asarray(losses)
     # the loss cannot reach 0 (lines cross): measured 1.43 at the end against 1.60 over the first 100 steps
     assert float(losses[-500:].mean()) < 0.9 * float(losses[:100].mean())
-    data, other = _moons(jax.random.key(3), 1000), _moons(jax.random.key(4), 1000)
+    data, other = two_moons(jax.random.key(3), 1000), two_moons(jax.random.key(4), 1000)
     generated = euler_sample(params, jax.random.key(2), 1000, 20)  # the program of the page's example
-    model, baseline = float(_mmd2(generated, data)), float(_mmd2(other, data))
+    model, baseline = float(mmd2(generated, data)), float(mmd2(other, data))
     # measured: 0.0071 with 20 steps against 0.0080 for data against data
     assert model < 2 * baseline
 
 
 def test_loss_of_a_zero_field_is_the_mean_squared_line_speed():
     # v = 0: L = E |x1 - x0|^2 / D = (E|x1|^2 + D) / D for standard noise; checked by Monte Carlo.
-    x1 = _moons(jax.random.key(0), 1000)
+    x1 = two_moons(jax.random.key(0), 1000)  # the page's data size: its programs
     expected = float(np.mean(np.asarray(x1) ** 2)) + 1.0
     assert float(loss(_zero_params(), x1, jax.random.key(1))) == pytest.approx(expected, rel=0.05)
 
