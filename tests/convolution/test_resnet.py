@@ -89,8 +89,13 @@ def test_small_resnet_shapes_state_and_eval_mode():
     assert logits_eval.shape == (2, 10)
     np.testing.assert_array_equal(same_state["bn"].mean, new_state["bn"].mean)
     # In eval mode each example is processed on its own: the batch does not leak between examples.
-    one, _ = apply(params, new_state, x[1:2], training=False)
-    np.testing.assert_allclose(one[0], logits_eval[1], rtol=1e-4, atol=1e-5)
+    # Another first image leaves the second image's logits as they were (the batch's shape: no
+    # program compiled for a batch of one).
+    other = x.copy()
+    other[0] = _normal(8, 8, 1, seed=8)
+    changed, _ = apply(params, new_state, other, training=False)
+    np.testing.assert_allclose(changed[1], logits_eval[1], rtol=1e-4, atol=1e-5)
+    assert not np.allclose(changed[0], logits_eval[0], rtol=1e-4, atol=1e-5)
 
 
 def test_bad_input_raises():
