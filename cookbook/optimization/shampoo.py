@@ -117,6 +117,17 @@ With a single gradient and no damping, Shampoo's step is the orthogonal factor o
 >>> U, _, Vt = jnp.linalg.svd(G, full_matrices=False)
 >>> bool(jnp.allclose(-updates["w"], U @ Vt, atol=1e-3))
 True
+
+Each side is preconditioned by a matrix root, :math:`L^{-1/4}` and :math:`R^{-1/4}`, which
+``inverse_root`` computes from the eigendecomposition (here :math:`16^{-1/4} = 0.5`):
+
+>>> from cookbook.optimization.shampoo import inverse_root
+>>> inverse_root(jnp.array([[16.0, 0.0], [0.0, 1.0]]), 4)
+Array([[0.5, 0. ],
+       [0. , 1. ]], dtype=float32)
+
+SOAP runs Adam in the eigenbasis of the same statistics and drives a quadratic to its minimum:
+
 >>> from cookbook.optimization.sgd import run_optimizer
 >>> loss = lambda p: jnp.sum((p["w"] - 1.0) ** 2)
 >>> path, losses = run_optimizer(loss, {"w": jnp.zeros((3, 2))}, soap(0.1), steps=200)
@@ -183,11 +194,12 @@ def _check_matrices(params):
 def _check_statistics(grads, params, state):
     """``grads`` are float matrices shaped like ``params`` (when given) and the statistics are square
     with the sides of the gradients."""
-    sides = jax.tree.map(lambda L, R: jnp.zeros((jnp.shape(L)[0], jnp.shape(R)[0])), state.left, state.right)
+    # Shapes to compare with, built in NumPy (an eager jnp.zeros would compile for every shape).
+    sides = jax.tree.map(lambda L, R: np.zeros((jnp.shape(L)[0], jnp.shape(R)[0])), state.left, state.right)
     _checks.same_tree(grads, "grads", params if params is not None else sides,
                       "params" if params is not None else "the sides of state.left and state.right")
     for name, stats, axis in [("state.left", state.left, 0), ("state.right", state.right, 1)]:
-        like = jax.tree.map(lambda g: jnp.zeros((g.shape[axis], g.shape[axis])), grads)
+        like = jax.tree.map(lambda g: np.zeros((jnp.shape(g)[axis], jnp.shape(g)[axis])), grads)
         _checks.same_tree(stats, name, like, f"the gradients' {'rows' if axis == 0 else 'columns'}")
 
 
@@ -218,13 +230,21 @@ def shampoo(learning_rate, eps=1e-6):
 
     def update(grads, state, params=None):
         _check_statistics(grads, params, state)
-        left = jax.tree.map(lambda L, G: L + G @ G.T, state.left, grads)
-        right = jax.tree.map(lambda R, G: R + G.T @ G, state.right, grads)
-        updates = jax.tree.map(lambda L, G, R: -learning_rate * inverse_root(L, 4) @ G @ inverse_root(R, 4),
-                               left, grads, right)
-        return updates, ShampooState(state.count + 1, left, right)
+        return _shampoo_update(grads, state, learning_rate)
 
     return GradientTransformation(init, update)
+
+
+# The updates run as one compiled program per shape, the hyperparameters as arguments (every
+# optimiser of a shape shares it), where eagerly each product, eigendecomposition and moment was an
+# operation of its own.
+@jax.jit
+def _shampoo_update(grads, state, learning_rate):
+    left = jax.tree.map(lambda L, G: L + G @ G.T, state.left, grads)
+    right = jax.tree.map(lambda R, G: R + G.T @ G, state.right, grads)
+    updates = jax.tree.map(lambda L, G, R: -learning_rate * _inverse_root(L, 4) @ G @ _inverse_root(R, 4),
+                           left, grads, right)
+    return updates, ShampooState(state.count + 1, left, right)
 
 
 def soap(learning_rate, b1=0.95, b2=0.95, eps=1e-8, precondition_every=10, stat_decay=0.95):
@@ -249,25 +269,32 @@ def soap(learning_rate, b1=0.95, b2=0.95, eps=1e-8, precondition_every=10, stat_
     def update(grads, state, params=None):
         check_update(grads, params, {"state.mu": state.mu, "state.nu": state.nu})
         _check_statistics(grads, params, state)
-        count = state.count + 1
-        t = count.astype(jnp.float32)
-        left = jax.tree.map(lambda L, G: stat_decay * L + (1 - stat_decay) * G @ G.T, state.left, grads)
-        right = jax.tree.map(lambda R, G: stat_decay * R + (1 - stat_decay) * G.T @ G, state.right, grads)
-        refresh = (count - 1) % precondition_every == 0
+        return _soap_update(grads, state, learning_rate, b1, b2, eps, precondition_every, stat_decay, decay)
 
-        def basis(S, Q):
-            return jnp.where(refresh, jnp.linalg.eigh(S)[1], Q)
-
-        Q_left = jax.tree.map(basis, left, state.Q_left)
-        Q_right = jax.tree.map(basis, right, state.Q_right)
-        rotated = jax.tree.map(lambda Ql, G, Qr: Ql.T @ G @ Qr, Q_left, grads, Q_right)
-        # The first moment is linear in the gradients, so it is carried into a new basis exactly.
-        carried = jax.tree.map(lambda m, Ol, Or, Ql, Qr: Ql.T @ (Ol @ m @ Or.T) @ Qr,
-                               state.mu, state.Q_left, state.Q_right, Q_left, Q_right)
-        mu = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, carried, rotated)
-        nu = jax.tree.map(lambda v, g: b2 * v + (1 - b2) * g * g, state.nu, rotated)
-        step = jax.tree.map(lambda m, v: (m / (1 - b1**t)) / (jnp.sqrt(v / (1 - b2**t)) + eps), mu, nu)
-        updates = jax.tree.map(lambda Ql, s, Qr: -learning_rate * Ql @ s @ Qr.T, Q_left, step, Q_right)
-        return updates, ShampooState(count, left, right, Q_left, Q_right, mu, nu)
-
+    decay = (1 - b1, 1 - b2, 1 - stat_decay)  # computed here, as the numbers they are
     return GradientTransformation(init, update)
+
+
+@jax.jit
+def _soap_update(grads, state, learning_rate, b1, b2, eps, precondition_every, stat_decay, decay):
+    one_minus_b1, one_minus_b2, one_minus_stat_decay = decay
+    count = state.count + 1
+    t = count.astype(jnp.float32)
+    left = jax.tree.map(lambda L, G: stat_decay * L + one_minus_stat_decay * G @ G.T, state.left, grads)
+    right = jax.tree.map(lambda R, G: stat_decay * R + one_minus_stat_decay * G.T @ G, state.right, grads)
+    refresh = (count - 1) % precondition_every == 0
+
+    def basis(S, Q):
+        return jnp.where(refresh, jnp.linalg.eigh(S)[1], Q)
+
+    Q_left = jax.tree.map(basis, left, state.Q_left)
+    Q_right = jax.tree.map(basis, right, state.Q_right)
+    rotated = jax.tree.map(lambda Ql, G, Qr: Ql.T @ G @ Qr, Q_left, grads, Q_right)
+    # The first moment is linear in the gradients, so it is carried into a new basis exactly.
+    carried = jax.tree.map(lambda m, Ol, Or, Ql, Qr: Ql.T @ (Ol @ m @ Or.T) @ Qr,
+                           state.mu, state.Q_left, state.Q_right, Q_left, Q_right)
+    mu = jax.tree.map(lambda m, g: b1 * m + one_minus_b1 * g, carried, rotated)
+    nu = jax.tree.map(lambda v, g: b2 * v + one_minus_b2 * g * g, state.nu, rotated)
+    step = jax.tree.map(lambda m, v: (m / (1 - b1**t)) / (jnp.sqrt(v / (1 - b2**t)) + eps), mu, nu)
+    updates = jax.tree.map(lambda Ql, s, Qr: -learning_rate * Ql @ s @ Qr.T, Q_left, step, Q_right)
+    return updates, ShampooState(count, left, right, Q_left, Q_right, mu, nu)
