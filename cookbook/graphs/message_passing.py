@@ -210,6 +210,11 @@ def aggregate(messages, receivers, num_nodes, aggregation="sum"):
     receivers = _checks.int_array(receivers, "receivers", ndim=1, what=" (E,)")
     _checks.same_shape(receivers, "receivers", messages.shape[:1], expected_from="one per row of messages")
     _checks.check_range(receivers, "receivers", 0, num_nodes)
+    return _aggregate(messages, receivers, num_nodes, aggregation)
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3))  # one program, where eagerly each step compiled its own
+def _aggregate(messages, receivers, num_nodes, aggregation):
     total = jax.ops.segment_sum(messages, receivers, num_nodes)  # (N, D)
     if aggregation == "sum":
         return total
