@@ -45,7 +45,7 @@ def test_token_shift_by_hand_and_with_a_previous_token():
     x = np.array([[1.0, 10.0], [2.0, 20.0], [4.0, 40.0]], np.float32)
     mu = np.array([0.25, 1.0], np.float32)
     np.testing.assert_allclose(token_shift(x, mu), [[0.25, 10.0], [1.25, 20.0], [2.5, 40.0]])
-    np.testing.assert_allclose(token_shift(x, mu, np.array([4.0, 0.0], np.float32))[0], [3.25, 10.0])
+    np.testing.assert_allclose(np.asarray(token_shift(x, mu, np.array([4.0, 0.0], np.float32)))[0], [3.25, 10.0])
     # mu = 0 is a shift by one position: a causal convolution of width 2.
     np.testing.assert_allclose(token_shift(x, np.zeros(2, np.float32)), np.concatenate([np.zeros((1, 2)), x[:-1]]))
 
@@ -89,7 +89,7 @@ def test_decay_and_bonus_shape_the_weights():
     w, u, k, v = _inputs(3, T=7, D=5)
     k = np.zeros_like(k)
     # A huge decay forgets everything but the last two tokens (the current one and its predecessor).
-    last_two = recurrent(np.full(5, 1e4, np.float32), u, k, v)
+    last_two = np.asarray(recurrent(np.full(5, 1e4, np.float32), u, k, v))  # sliced in NumPy
     bonus = np.exp(u)
     np.testing.assert_allclose(last_two[1:], (bonus * v[1:] + v[:-1]) / (bonus + 1.0), **TOL)
     # No decay and no bonus: the plain running mean.
@@ -112,6 +112,7 @@ def test_mixers_are_causal():
         (recurrent(w, u, k, v), recurrent(w, u, k2, v2)),
         (direct(w, u, k, v), direct(w, u, k2, v2)),
     ]:
+        before, after = np.asarray(before), np.asarray(after)  # sliced in NumPy
         np.testing.assert_array_equal(before[:6], after[:6])
         assert not np.allclose(before[6:], after[6:])
 
@@ -120,11 +121,19 @@ def test_gradients_of_the_two_forms_agree():
     w, u, k, v = _inputs(5, T=7, D=3)
     with jax.enable_x64(True):
         args = tuple(np.float64(a) for a in (w, u, k, v))  # NumPy: no eager program per operation
-        # one program gives the loss (for the finite difference below) and the recurrence's gradient
-        loss_and_grad = jax.jit(jax.value_and_grad(lambda *a: jnp.sum(jnp.sin(wkv(*a))), argnums=(0, 1, 2, 3)))
-        loss = lambda *a: loss_and_grad(*a)[0]  # noqa: E731
-        g_rec = loss_and_grad(*args)[1]
-        g_dir = jax.jit(jax.grad(lambda *a: jnp.sum(jnp.sin(wkv_direct(*a))), argnums=(0, 1, 2, 3)))(*args)
+        # One program gives the loss (for the finite difference below), both forms' gradients, and
+        # the float32 gradient where the keys are huge (float32 inputs stay float32 under x64).
+        huge = (w, u, k + np.float32(300.0), v)
+
+        def loss_and_grads(a, huge):
+            value, g_rec = jax.value_and_grad(lambda *a: jnp.sum(jnp.sin(wkv(*a))), argnums=(0, 1, 2, 3))(*a)
+            g_dir = jax.grad(lambda *a: jnp.sum(jnp.sin(wkv_direct(*a))), argnums=(0, 1, 2, 3))(*a)
+            g_huge = jax.grad(lambda k: jnp.sum(wkv(huge[0], huge[1], k, huge[3])))(huge[2])
+            return value, g_rec, g_dir, g_huge
+
+        loss_and_grads = jax.jit(loss_and_grads)
+        loss = lambda *a: loss_and_grads(a, huge)[0]  # noqa: E731
+        _, g_rec, g_dir, g_huge = loss_and_grads(args, huge)
         for a, b in zip(g_rec, g_dir):
             np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
         # and a central finite difference along a random direction
@@ -132,9 +141,8 @@ def test_gradients_of_the_two_forms_agree():
         eps = 1e-6
         diff = float(loss(*(a + eps * e for a, e in zip(args, d)))) - float(loss(*(a - eps * e for a, e in zip(args, d))))
         np.testing.assert_allclose(diff / (2 * eps), sum(np.sum(np.asarray(g) * e) for g, e in zip(g_rec, d)), rtol=1e-6)
-    # Finite gradients where the keys are huge.
-    g = jax.jit(jax.grad(lambda k: jnp.sum(wkv(w, u, k, v))))(k + 300.0)
-    assert np.all(np.isfinite(g))
+    # Finite gradients where the keys are huge, in float32.
+    assert g_huge.dtype == np.float32 and np.all(np.isfinite(np.asarray(g_huge)))
 
 
 def test_bfloat16_within_tolerance_and_vmap():
