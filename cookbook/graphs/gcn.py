@@ -167,10 +167,9 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from cookbook import _checks
-from cookbook.graphs.message_passing import aggregate, check_edges, check_mlp
+from cookbook.graphs.message_passing import aggregate, check_edges, check_mlp, mlp_init
 
 #: Functions that compile under :func:`jax.jit`, with the names of their static arguments.
 JIT = {"normalized_adjacency": ("add_self_loops",), "dirichlet_energy": (), "apply": (), "sage_apply": ()}
@@ -218,31 +217,8 @@ def _dirichlet_energy(x, A):
 
 
 def init(key, sizes):
-    """GCN parameters: a list of ``{"W", "b"}`` layers for the widths ``sizes = (in, hidden..., out)``:
-    He-normal weights, zero biases (``message_passing.mlp_init``'s layers, bit for bit)."""
-    sizes = _widths(sizes)
-    return _he_layers(key, tuple(zip(sizes[:-1], sizes[1:])))
-
-
-def _widths(sizes):
-    if not isinstance(sizes, (tuple, list)) or len(sizes) < 2:
-        raise ValueError(f"sizes must be a tuple (in, ..., out) of at least two widths, got {sizes!r}")
-    return [_checks.size(n, f"sizes[{l}]") for l, n in enumerate(sizes)]
-
-
-def _he_layers(key, shapes):
-    """Layers of the (in, out) ``shapes`` from one normal draw, made eagerly (compiled, a draw times
-    its scale can move in the last bit, and the karate club's trained figures start from it), then
-    cut, reshaped and scaled in one compiled program instead of a dozen eager operations."""
-    z = jax.random.normal(key, (sum(n_in * n_out for n_in, n_out in shapes),))
-    return _cut_and_scale(z, shapes)
-
-
-@functools.partial(jax.jit, static_argnums=1)
-def _cut_and_scale(z, shapes):
-    ends = np.cumsum([n_in * n_out for n_in, n_out in shapes])[:-1].tolist()
-    return [{"W": w.reshape(n_in, n_out) * jnp.sqrt(2.0 / n_in), "b": jnp.zeros((n_out,))}
-            for w, (n_in, n_out) in zip(jnp.split(z, ends), shapes)]
+    """GCN parameters: a list of ``{"W", "b"}`` layers for the widths ``sizes = (in, hidden..., out)``."""
+    return mlp_init(key, sizes)
 
 
 def _check_input(params, x, name="params"):
@@ -273,9 +249,11 @@ def _apply(params, x, A):
 def sage_init(key, sizes):
     """GraphSAGE parameters: per layer ``{"W", "b"}`` with ``W`` (2 in, out), the rows for the node
     itself stacked above the rows for its neighbours' mean."""
-    sizes = _widths(sizes)
+    if not isinstance(sizes, (tuple, list)) or len(sizes) < 2:
+        raise ValueError(f"sizes must be a tuple (in, ..., out) of at least two widths, got {sizes!r}")
+    sizes = [_checks.size(n, f"sizes[{l}]") for l, n in enumerate(sizes)]
     keys = jax.random.split(key, len(sizes) - 1)
-    return [_he_layers(k, ((2 * n_in, n_out),))[0] for k, n_in, n_out in zip(keys, sizes[:-1], sizes[1:])]
+    return [mlp_init(k, (2 * n_in, n_out))[0] for k, n_in, n_out in zip(keys, sizes[:-1], sizes[1:])]
 
 
 def _check_sage(params):
