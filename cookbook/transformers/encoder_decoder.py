@@ -278,8 +278,9 @@ vocabulary of 11, after PAD = 0, BOS = 1 and EOS = 2). A target sentence is the 
 backwards, each word :math:`w` replaced by its dictionary entry :math:`13 - w`, so neither copying
 nor a word-by-word map solves it. Sentences have 1 to 6 words. A model with one layer in each
 stack, ``d_model = 32`` and 4 heads, trained by :doc:`Adam </docs/chapters/optimization/adam>` for
-1000 steps of 32 pairs drawn from a corpus of 8000, translates all 128 held-out sentences exactly
-(the test asserts at least 90% of the sentences and 97% of the tokens). Its cross-attention has
+1000 steps of 32 pairs drawn from a corpus of 8000, translates 125 of 128 held-out sentences
+exactly and gets 99.1% of their words and end tokens right (the test asserts at least 90% of the
+sentences and 97% of the tokens). Its cross-attention has
 learned the alignment: averaged over heads, the :math:`n`-th target word of each of the first eight
 held-out sentences puts more than half of its attention, on average, on the :math:`n`-th source
 word from the end (measured: at least 72%), the anti-diagonal of

@@ -167,8 +167,8 @@ def test_it_learns_to_translate_held_out_sentences(trained):
     real = tgt != PAD  # the words and the EOS
     sentence_accuracy = np.mean(np.all(tokens == tgt, axis=1))
     token_accuracy = np.sum((tokens == tgt) & real) / np.sum(real)
-    assert sentence_accuracy >= 0.9, sentence_accuracy  # measured 1.0 (128 of 128)
-    assert token_accuracy >= 0.97, token_accuracy  # measured 1.0
+    assert sentence_accuracy >= 0.9, sentence_accuracy  # measured 0.977 (125 of 128)
+    assert token_accuracy >= 0.97, token_accuracy  # measured 0.991
 
 
 def test_greedy_translation_is_the_argmax_of_teacher_forcing_on_its_own_output(trained):
