@@ -228,6 +228,26 @@ def _share_sidebars(app, pagename, templatename, context, doctree):
     sidebar.share_sidebars(app, pagename, context)
 
 
+def _write_with_every_process(app):
+    """Write the pages with as many processes as ``-j`` gives, not one fewer.
+
+    Sphinx 9 reads with ``-j`` processes but writes with ``-j`` minus one, keeping the main process
+    for loading each chunk's doctrees; on two cores ``-j 2`` wrote the 197 pages with a single
+    process while the main one waited (writing every page: 22.9 s wall, against 16.5 s with two
+    writers). The pages written are the same, byte for byte (``-j 2`` against ``-j 3``, which writes
+    with two). Reading stays at ``-j``: ``-j 3`` would read with three processes on two cores, and a
+    cold build took as long as with ``-j 2``.
+    """
+    write_parallel = getattr(app.builder, "_write_parallel", None)
+    if write_parallel is None:  # a builder, or a Sphinx, without it: nothing to change
+        return
+
+    def with_every_process(docnames, nproc):
+        return write_parallel(docnames, nproc=min(nproc + 1, app.parallel))
+
+    app.builder._write_parallel = with_every_process
+
+
 def setup(app):
     app.add_config_value("cookbook_page_machinery", "", "env")
     app.connect("source-read", _start_reading)
@@ -236,6 +256,7 @@ def setup(app):
     app.connect("builder-inited", _write_map)
     app.connect("env-get-outdated", _pages_with_new_connections)
     app.connect("builder-inited", _copy_mathjax)
+    app.connect("builder-inited", _write_with_every_process)
     app.connect("autodoc-process-docstring", _add_page_parts)
     # Before the theme's handlers (priority 500), which draw the sidebar through the page's toctree.
     app.connect("html-page-context", _share_sidebars, priority=400)
