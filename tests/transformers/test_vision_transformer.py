@@ -1,25 +1,14 @@
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from cookbook.foundations.training_loop import load_digits_split
-from cookbook.transformers.vision_transformer import _loss, accuracy, apply, init, loss, patchify, train
+from cookbook.transformers.vision_transformer import accuracy, apply, init, loss, patchify, train
 
 CONFIG = dict(image_size=8, channels=1, d_model=32, num_heads=4, num_layers=2, d_ff=64, num_classes=10)
-
-
-def _core_under_jit(fn, *args, **static):
-    """The name of the compiled core that ``fn``, traced under :func:`jax.jit` on these arguments (which
-    fails if its Python needs concrete values), consists of: its program must be nothing but one call of
-    that core, taking the inputs as they come and returning its outputs as they are. Under jit it then
-    computes what the core computes on those inputs (tests/test_replay.py reasons the same way), and the
-    tests run the core's program, already compiled, instead of compiling a copy of it."""
-    jaxpr = jax.jit(fn, static_argnames=tuple(static)).trace(*args, **static).jaxpr.jaxpr
-    (call,) = jaxpr.eqns
-    assert call.primitive.name in ("jit", "pjit")
-    assert list(call.invars) == list(jaxpr.invars) and list(call.outvars) == list(jaxpr.outvars)
-    return call.params["name"]
 
 
 @pytest.fixture(scope="module")
@@ -83,10 +72,9 @@ def test_jit_and_vmap_agree(trained, digits):
     # The 450 held-out images: the loss below runs the program that the page's example compiles.
     images, labels = np.asarray(digits[1]), np.asarray(digits[3])  # NumPy: the slices compile nothing
     logits = np.asarray(jax.vmap(apply, in_axes=(None, 0, None))(params, images, 4))
-    # Under jax.jit, apply is one call of its compiled core: it computes what the eager call computes.
-    assert _core_under_jit(apply, params, images[0], patch_size=4) == "_apply"
+    jitted = jax.jit(functools.partial(apply, patch_size=4))
     for b in range(5):
-        np.testing.assert_allclose(apply(params, images[b], 4), logits[b], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(jitted(params, images[b]), logits[b], rtol=1e-4, atol=1e-5)
     log_p = logits - np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1, keepdims=True)) - logits.max(1, keepdims=True)
     np.testing.assert_allclose(loss(params, images, labels, 4), -log_p[np.arange(len(labels)), labels].mean(),
                                rtol=1e-5)
@@ -123,15 +111,12 @@ def test_labels_out_of_range_integer_images_and_bad_parameters_get_clear_errors(
 
 def test_under_jit_a_label_out_of_range_gives_a_nan_loss_and_a_wrong_answer(trained, digits):
     # The page's held-out set, with the label of image 0 replaced by 10 (for 10 classes): jit of
-    # accuracy, called as the jit check calls it, compiles the program of that check; loss's core runs
-    # the program of the page's example.
+    # accuracy, called as the jit check calls it, compiles the program of that check.
     params, _ = trained
     images, labels = digits[1], np.array(digits[3])
     right = np.argmax(np.asarray(jax.vmap(apply, in_axes=(None, 0, None))(params, images, 4)), axis=1) == labels
     labels[0] = 10
-    # Traced under jit, loss raises nothing and is one call of its core, which gives NaN on this label.
-    assert _core_under_jit(loss, params, images, labels, patch_size=4) == "_loss"
-    assert np.isnan(float(_loss(params, images, labels, 4)))
+    assert np.isnan(float(jax.jit(loss, static_argnames="patch_size")(params, images, labels, patch_size=4)))
     expected = np.float32(right[1:].sum()) / np.float32(len(labels))  # image 0 counts as a wrong answer
     got = jax.jit(accuracy, static_argnames="patch_size")(params, images, labels, patch_size=4)
     assert float(got) == float(expected) and right[1:].sum() > 400
