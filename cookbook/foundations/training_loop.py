@@ -131,9 +131,9 @@ the epochs, so a whole training run is one compiled program with no Python in th
 of the three checks its input and then calls a jitted core; sizes such as the batch size are
 static, because they fix array shapes, while the learning rate is traced and changing it does not
 recompile). Batches are gathered from the device-resident arrays by index. Shapes and dtypes are
-checked before anything is computed (before each core); labels are values, so ``batch_loss`` and ``evaluate``
-check their range when called eagerly, while inside the compiled functions a label outside
-:math:`0, \dots, K - 1` makes the loss NaN.
+checked before anything is computed (before each core); labels are values, so ``batch_loss`` and
+``evaluate`` check their range when called eagerly, while inside the compiled functions a label
+outside :math:`0, \dots, K - 1` makes the loss NaN.
 
 **Held-out evaluation.** The data are split once, with a fixed seed, into 75% for training and 25%
 held out, stratified by class; features are standardised with the mean and standard deviation of
