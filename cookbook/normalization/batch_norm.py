@@ -174,8 +174,8 @@ Example
 >>> params, state = init(3)
 >>> x = 5.0 + 2.0 * jax.random.normal(jax.random.key(0), (64, 3))
 >>> y, new_state = batch_norm(params, state, x, training=True)
->>> y.mean(axis=0).round(3), y.std(axis=0).round(3)
-(Array([0., 0., 0.], dtype=float32), Array([1., 1., 1.], dtype=float32))
+>>> bool(jnp.abs(y.mean(axis=0)).max() < 1e-6), y.std(axis=0).round(3)  # mean 0 up to rounding, std 1
+(True, Array([1., 1., 1.], dtype=float32))
 >>> new_state.mean.round(3)  # 0.9 * 0 + 0.1 * (batch mean, about 5)
 Array([0.505, 0.522, 0.463], dtype=float32)
 >>> y_eval, same_state = batch_norm(params, new_state, x[:2], training=False)

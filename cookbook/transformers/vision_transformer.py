@@ -91,10 +91,10 @@ the first block on every patch can attend to every other, and the model must *le
 nearby patches matter more, through its position embeddings and attention weights.
 :footcite:t:`dosovitskiy2021image` found that with little data this costs accuracy against
 convolutional networks, and that with enough pre-training data the learned structure wins. On
-scikit-learn's 8x8 digits, four 4x4 patches and a two-block model (``d_model`` 32) reach about 92%
-held-out accuracy after 400 Adam steps (the example below; the test asserts at least 90%), below
-what a small convolutional network reaches on the same data, as the lack of a built-in locality
-prior predicts.
+scikit-learn's 8x8 digits, four 4x4 patches and a two-block model (``d_model`` 32) reach over 90%
+held-out accuracy after 400 Adam steps (the example below and its test; 92% or 94%, depending on how
+XLA compiles the float32 arithmetic), below what a small convolutional network reaches on the same
+data, as the lack of a built-in locality prior predicts.
 
 The figure shows the first block's attention of the class token over the 16 patches of a 2x2 cut,
 one panel per head, at initialisation: every head already spreads its weight over the whole image
@@ -170,8 +170,8 @@ scikit-learn's digits, the run of the test (the same sizes and keys):
 >>> X_train, X_test = X_train.reshape(-1, 8, 8, 1), X_test.reshape(-1, 8, 8, 1)
 >>> trained, losses = train(jax.random.key(1), params, X_train, y_train, patch_size=4, steps=400,
 ...                         batch_size=64)
->>> bool(losses[-1] < losses[0]), round(float(accuracy(trained, X_test, y_test, patch_size=4)), 3)
-(True, 0.922)
+>>> bool(losses[-1] < losses[0]), bool(accuracy(trained, X_test, y_test, patch_size=4) >= 0.9)
+(True, True)
 >>> bool(loss(trained, X_test, y_test, patch_size=4) < loss(params, X_test, y_test, patch_size=4))
 True
 """
