@@ -23,7 +23,7 @@ export JAX_COMPILATION_CACHE_DIR
 # - LLVM's optimisation level 1 compiles a random-number kernel in a tenth of the time of the
 #   default level 2 and runs the book's small models about as fast;
 # - XLA's older emitters for fused loops (--xla_cpu_use_fusion_emitters=false) compile the graphs
-#   chapter's tests with a quarter less CPU time, and took a cold make test from 750 s to 562 s
+#   chapter's tests with a quarter less CPU time, and took a cold make test from 750 s to 530 s
 #   (December 2026, 3,434 tests on this machine's 2 cores).
 # The second changes the last bits of some float32 results (a tanh, a long sum) and so can move a
 # trained model's figures a little: the examples and tests ask only for what holds under these

@@ -156,9 +156,8 @@ its gap within 3 % of :math:`sW`. With clipping at 0.1 instead, the slope stays 
 distance. Trained with its generator (:math:`\lambda = 1`) on a mixture at -2 and 2, the distance
 to the data falls from 1.9 (untrained) to 0.3 or 0.4, with about half of the samples in each mode
 (the test asks for less than 1.2, and for 30 % to 70 % in each mode: the generator never settles,
-and where its last step lands varies from seed to seed). A plain GAN
-(:doc:`gan`) is cheaper per step; here each generator step costs ``n_critic`` critic steps, each
-with a second-order gradient.
+and where its last step lands varies from seed to seed). A plain GAN (:doc:`gan`) is cheaper per
+step; here each generator step costs ``n_critic`` critic steps, each with a second-order gradient.
 """
 
 import functools
