@@ -9,8 +9,10 @@ process: the model that a figure trained is the model that the test checks, trai
 
 The key of an entry is a hash of everything the result depends on: the source of the function's
 module and of every book module it imports (transitively), the JAX and NumPy versions, the
-backend, and the arguments (arrays by shape, dtype and bytes; random keys by their data; other
-values by ``repr``). Editing any of these makes a new key, so an entry can never be stale. Without
+backend, the ``XLA_*`` and ``JAX_*`` variables of the environment but those that only place the
+compilation cache (XLA's flags change the last bits of float32 results, and so a trained model), and
+the arguments (arrays by shape, dtype and bytes; random keys by their data; other values by
+``repr``). Editing any of these makes a new key, so an entry can never be stale. Without
 the variable, or when an argument is traced (under :func:`jax.jit`), the function simply runs.
 """
 
@@ -77,6 +79,13 @@ def _digest_value(h, value) -> None:
             h.update(repr(leaf).encode())
 
 
+def _environment() -> str:
+    """The variables that may change what a run computes: XLA's flags and JAX's settings, less the
+    compilation cache's place and thresholds (a cached program is the program compiled)."""
+    return repr(sorted((k, v) for k, v in os.environ.items() if k.startswith(("XLA_", "JAX_"))
+                       and not k.startswith(("JAX_COMPILATION_CACHE_", "JAX_PERSISTENT_CACHE_"))))
+
+
 def cache_key(fn, args: tuple, kwargs: dict) -> str:
     import jax
     import numpy as np
@@ -85,6 +94,7 @@ def cache_key(fn, args: tuple, kwargs: dict) -> str:
     for part in _module_sources(fn.__module__, set()):
         h.update(part)
     h.update(f"{fn.__qualname__}|jax {jax.__version__}|numpy {np.__version__}|{jax.default_backend()}".encode())
+    h.update(_environment().encode())
     _digest_value(h, (args, dict(sorted(kwargs.items()))))
     return h.hexdigest()[:32]
 

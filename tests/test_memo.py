@@ -51,6 +51,19 @@ def test_the_source_is_part_of_the_key(monkeypatch):
     assert _memo.cache_key(_train, args, {"steps": 2}) != before
 
 
+def test_xla_flags_and_jax_settings_are_part_of_the_key_and_the_cache_s_place_is_not(monkeypatch):
+    args = (jax.random.key(0), jnp.arange(3.0))
+    monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=1")
+    before = _memo.cache_key(_train, args, {"steps": 2})
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", "/elsewhere")
+    monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "7")
+    assert _memo.cache_key(_train, args, {"steps": 2}) == before
+    monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=1 --xla_cpu_use_fusion_emitters=false")
+    flags = _memo.cache_key(_train, args, {"steps": 2})
+    monkeypatch.setenv("JAX_DEFAULT_MATMUL_PRECISION", "highest")
+    assert len({before, flags, _memo.cache_key(_train, args, {"steps": 2})}) == 3
+
+
 def test_without_the_variable_or_under_jit_it_simply_runs(cache, monkeypatch):
     x = jnp.arange(3.0)
     jax.jit(_train, static_argnames="steps")(jax.random.key(0), x, steps=4)
