@@ -99,6 +99,18 @@ def test_it_learns_two_moons_with_heun_in_35_evaluations(trained):
     assert float(mmd2(heun_sample(params, jax.random.key(5), 1000, 10), data)) > 2 * baseline
 
 
+def test_a_schedule_traced_by_an_outer_jit_samples_as_the_same_numbers_do():
+    # Numbers for sigma_min, sigma_max and rho are built into the sampler's program; traced by an
+    # outer jax.jit they are arguments of a second program, which must draw the same points.
+    params, key, schedule = _params(1), jax.random.key(2), dict(sigma_min=0.01, sigma_max=20.0, rho=5.0)
+    eager = np.asarray(heun_sample(params, key, 6, 4, **schedule))
+    traced = jax.jit(heun_sample, static_argnums=(2, 3))(params, key, 6, 4, **schedule)
+    assert eager.shape == (6, 2) and np.all(np.isfinite(eager))
+    np.testing.assert_allclose(np.asarray(traced), eager, rtol=1e-5, atol=1e-5)
+    other = np.asarray(jax.jit(heun_sample, static_argnums=(2, 3))(params, key, 6, 4, 0.01, 20.0, 3.0))
+    assert np.abs(other - eager).max() > 0.1  # and rho reaches it (0.85 apart; the two above 2e-7)
+
+
 @pytest.mark.parametrize("call, match", [
     (lambda: sigma_schedule(1), "num_steps must be at least 2"),
     (lambda: sigma_schedule(5, 1.0, 0.5), "sigma_min must be below sigma_max"),
