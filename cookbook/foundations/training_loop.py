@@ -131,9 +131,11 @@ the epochs, so a whole training run is one compiled program with no Python in th
 of the three checks its input and then calls a jitted core; sizes such as the batch size are
 static, because they fix array shapes, while the learning rate is traced and changing it does not
 recompile). Batches are gathered from the device-resident arrays by index. Shapes and dtypes are
-checked before anything is computed (before each core); labels are values, so ``batch_loss`` and
-``evaluate`` check their range when called eagerly, while inside the compiled functions a label
-outside :math:`0, \dots, K - 1` makes the loss NaN.
+checked before anything is computed (before each core); labels are values, so ``batch_loss``,
+``evaluate`` and ``train_epoch`` check their range when called eagerly, while inside the compiled
+functions a label outside :math:`0, \dots, K - 1` makes the loss NaN. ``train_step`` leaves the
+range unchecked even eagerly, so that a Python loop of steps never waits to read the labels back
+from the device.
 
 **Held-out evaluation.** The data are split once, with a fixed seed, into 75% for training and 25%
 held out, stratified by class; features are standardised with the mean and standard deviation of
@@ -308,8 +310,8 @@ def _batch_loss(params, X, y):
 def train_step(params, X, y, learning_rate):
     """One SGD step on one batch: returns the new parameters and the batch's loss before the step.
 
-    Its labels are not checked against the classes, as in the compiled loop it is part of: a label
-    outside [0, K) makes the loss NaN.
+    Its labels are not checked against the classes (reading them back would make a Python loop of
+    steps wait for the device at every step): a label outside [0, K) makes the loss NaN.
     """
     X, y = _check_data(X, y, params=params, labels=False)  # shapes and dtypes, before jax.grad sees them
     return _train_step(params, X, y, learning_rate)
@@ -325,10 +327,10 @@ def _train_step(params, X, y, learning_rate):
 def train_epoch(params, key, X, y, *, batch_size, learning_rate):
     """One pass over ``X``, ``y`` in a fresh order from ``key``; returns params and the mean batch loss.
 
-    Its labels are not checked against the classes, as in ``train_step``: a label outside [0, K)
-    makes the loss NaN.
+    Labels outside [0, K) raise a ``ValueError`` when ``y`` is concrete (once per epoch); traced, as
+    inside ``fit``, they make the loss NaN.
     """
-    X, y = _check_data(X, y, params=params, labels=False)  # a list of labels becomes one array here
+    X, y = _check_data(X, y, params=params)  # a list of labels becomes one array here
     batch_size = _checks.size(batch_size, "batch_size")  # a static argument of the core: an int
     return _train_epoch(params, key, X, y, batch_size, learning_rate)
 

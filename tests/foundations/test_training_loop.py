@@ -11,6 +11,7 @@ from cookbook.foundations.training_loop import (
     evaluate,
     fit,
     load_digits_split,
+    train_epoch,
     train_step,
 )
 
@@ -199,9 +200,14 @@ def test_labels_outside_the_classes_raise_eagerly_and_give_nan_under_jit(label):
         batch_loss(PARAMS, X, y)
     with pytest.raises(ValueError, match=r"y must lie in \[0, 2\)"):
         evaluate(PARAMS, X, y)
+    with pytest.raises(ValueError, match=r"y must lie in \[0, 2\)"):
+        train_epoch(PARAMS, jax.random.key(0), X, y, batch_size=2, learning_rate=0.1)
     assert np.isnan(float(jax.jit(batch_loss)(PARAMS, X, y)))  # never the loss of another class
-    _, loss = train_step(PARAMS, X, y, 0.1)  # compiled: the label cannot be checked, the loss shows it
+    _, loss = train_step(PARAMS, X, y, 0.1)  # not read back at every step: the loss shows it
     assert np.isnan(float(loss))
+    _, loss = jax.jit(train_epoch, static_argnames="batch_size")(PARAMS, jax.random.key(0), X, y, batch_size=2,
+                                                                learning_rate=0.1)
+    assert np.isnan(float(loss))  # traced, as inside fit
 
 
 @pytest.mark.parametrize("call, name", [
