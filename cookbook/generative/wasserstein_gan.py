@@ -152,8 +152,8 @@ linear, :math:`f(x) = s x`. Its loss is then :math:`-sW + \lambda (s - 1)^2`, le
 :math:`s = 1 + W / (2\lambda)`: the penalty lets the slope exceed 1 by a margin that vanishes as
 :math:`\lambda` grows. The trained critic's slope on every interpolate comes within 0.01 of that
 value (1.10 here, with :math:`W` from :func:`scipy.stats.wasserstein_distance` on the samples), and
-its gap within 3 % of :math:`sW`. With clipping at 0.1 instead, the slope stays below 0.5 and the gap below half the
-distance. Trained with its generator (:math:`\lambda = 1`) on a mixture at -2 and 2, the distance
+its gap within 3 % of :math:`sW`. With clipping at 0.1 instead, the slope stays below 0.5 and the
+gap below half the distance. Trained with its generator (:math:`\lambda = 1`) on a mixture at -2 and 2, the distance
 to the data falls from 1.9 (untrained) to 0.3 or 0.4, with about half of the samples in each mode
 (the test asks for less than 1.2, and for 30 % to 70 % in each mode: the generator never settles,
 and where its last step lands varies from seed to seed). A plain GAN (:doc:`gan`) is cheaper per
